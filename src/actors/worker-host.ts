@@ -1,0 +1,231 @@
+/**
+ * The transport-agnostic worker host: serves workers over any Transport, applies the
+ * per-key machine (key-machine.ts) to its dedup store, and runs user code. It
+ * serializes the bookkeeping of each idempotency key, so duplicates, a compensate
+ * that overtakes its do, and a do that arrives after its compensate are all answered
+ * from the record, and a late request never leaves an effect.
+ */
+import pino from 'pino';
+import { SagaError, toErrorInfo } from '../errors.ts';
+import type { ErrorInfo } from '../errors.ts';
+import { newKeyRecord, stepKey } from '../machines/key-machine.ts';
+import type { KeyAction, KeyEvent } from '../machines/key-machine.ts';
+import { assertSerializable, fingerprint } from '../machines/serializable.ts';
+import { memoryDedupStore } from '../store/memory.ts';
+import { parseRequest } from '../transport/protocol.ts';
+import { systemClock } from '../clock.ts';
+import type { Clock, DedupStore, KeyRecord, Logger, Served, Transport, WorkerContext, WorkerDefinition, WorkerReply, WorkerRequest } from '../types.ts';
+
+export interface WorkerHostOptions {
+  /** Where key records live. Default: in memory, for 24 hours. */
+  dedup?: DedupStore;
+  clock?: Clock;
+  /** Default: silent. */
+  logger?: Logger;
+}
+
+export interface WorkerHost {
+  /** The names of the workers this host serves. */
+  readonly workers: readonly string[];
+  /** Answers one request (already decoded from the wire). Never throws. */
+  handle(request: unknown): Promise<WorkerReply>;
+  /** Registers every worker on a transport. */
+  serve(transport: Transport): Promise<Served>;
+}
+
+const compensated = (key: string): WorkerReply => ({
+  ok: false,
+  error: { code: 'COMPENSATED', message: `key ${key} was already compensated: this do must not apply`, retryable: false },
+});
+
+function fail(error: ErrorInfo): WorkerReply {
+  return { ok: false, error };
+}
+
+/** A promise chain per key: the bookkeeping of one key never interleaves. */
+class KeyedMutex {
+  private readonly tails = new Map<string, Promise<unknown>>();
+  run<T>(key: string, fn: () => Promise<T> | T): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return next;
+  }
+}
+
+type Decision = { reply: WorkerReply } | { wait: Promise<WorkerReply>; again: boolean };
+
+export function createWorkerHost(workers: readonly WorkerDefinition[], options: WorkerHostOptions = {}): WorkerHost {
+  const byName = new Map<string, WorkerDefinition>();
+  for (const w of workers) {
+    if (w === null || typeof w !== 'object' || w.kind !== 'worker') {
+      throw new SagaError('DEFINITION_INVALID', 'a worker host serves definitions made with defineWorker(...)');
+    }
+    if (byName.has(w.name)) throw new SagaError('WORKER_ALREADY_HOSTED', `worker '${w.name}' is given twice`);
+    byName.set(w.name, w);
+  }
+  const clock = options.clock ?? systemClock;
+  const dedup = options.dedup ?? memoryDedupStore({ clock });
+  const logger = options.logger ?? pino({ level: 'silent' });
+  const mutex = new KeyedMutex();
+  /** The do or compensate of a key running in this process, resolving to its reply. */
+  const running = new Map<string, Promise<WorkerReply>>();
+
+  const contextOf = (req: WorkerRequest): WorkerContext => {
+    let child: Logger | undefined;
+    return {
+      sagaId: req.sagaId,
+      stepId: req.stepId,
+      worker: req.worker,
+      idempotencyKey: req.key,
+      attempt: req.attempt,
+      deadline: req.deadline,
+      get logger() {
+        return (child ??= logger.child({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker }));
+      },
+    };
+  };
+
+  /** Applies an event to a key's record under its lock and stores the result. */
+  const apply = async (worker: string, key: string, event: KeyEvent): Promise<{ record: KeyRecord; actions: KeyAction[] }> => {
+    const current = (await dedup.get(worker, key)) ?? newKeyRecord('', clock.now());
+    const next = stepKey(current, event, clock.now());
+    await dedup.set(worker, key, next.record);
+    return next;
+  };
+
+  const runCompensate = (id: string, def: WorkerDefinition, req: WorkerRequest, result: unknown): Promise<WorkerReply> => {
+    const p = (async (): Promise<WorkerReply> => {
+      let outcome: KeyEvent;
+      try {
+        await def.compensate(req.input, result, contextOf(req));
+        outcome = { type: 'COMPENSATION.OK' };
+      } catch (error) {
+        const info = toErrorInfo(error);
+        logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key, err: info }, 'compensation failed');
+        outcome = { type: 'COMPENSATION.FAILED', error: { ...info, code: 'COMPENSATION_FAILED', retryable: true } };
+      }
+      await mutex.run(id, () => apply(req.worker, req.key, outcome));
+      return outcome.type === 'COMPENSATION.OK' ? { ok: true } : fail(outcome.error);
+    })();
+    track(id, p);
+    return p;
+  };
+
+  const runDo = (id: string, def: WorkerDefinition, req: WorkerRequest): Promise<WorkerReply> => {
+    const p = (async (): Promise<WorkerReply> => {
+      let outcome: KeyEvent;
+      try {
+        const result = await def.do(req.input, contextOf(req));
+        assertSerializable(result, `result of worker '${req.worker}'`);
+        outcome = { type: 'DO.OK', result };
+      } catch (error) {
+        outcome = { type: 'DO.FAILED', error: toErrorInfo(error) };
+      }
+      await mutex.run(id, async () => {
+        const r = await apply(req.worker, req.key, outcome);
+        // A compensate arrived while do ran: undo at once, before anyone sees the key idle.
+        if (r.actions.includes('runCompensate')) void runCompensate(id, def, req, r.record.result);
+      });
+      return outcome.type === 'DO.OK' ? { ok: true, result: outcome.result } : fail(outcome.error);
+    })();
+    track(id, p);
+    return p;
+  };
+
+  const track = (id: string, p: Promise<WorkerReply>) => {
+    running.set(id, p);
+    void p.then(() => {
+      if (running.get(id) === p) running.delete(id);
+    });
+  };
+
+  /** One pass: read the record, take the transition, decide the answer or what to wait for. */
+  const decide = async (id: string, def: WorkerDefinition, req: WorkerRequest, inputHash: string): Promise<Decision> => {
+    let current = (await dedup.get(req.worker, req.key)) ?? newKeyRecord(inputHash, clock.now());
+    if (current.state !== 'new' && current.inputHash !== '' && req.op === 'do' && current.inputHash !== inputHash) {
+      return {
+        reply: fail({ code: 'KEY_CONFLICT', message: `idempotency key ${req.key} was first used with a different input`, retryable: false }),
+      };
+    }
+    if ((current.state === 'doing' || current.state === 'compensating') && !running.has(id)) {
+      // Orphaned by a host that stopped mid-operation: run it again (user code gets the same key).
+      current = { ...current, state: current.state === 'doing' && req.op === 'do' ? 'new' : 'done', compensateRequested: false };
+    }
+    if (current.state === 'new') current = { ...current, inputHash };
+    const { record, actions } = stepKey(current, { type: req.op === 'do' ? 'DO' : 'COMPENSATE' }, clock.now());
+    await dedup.set(req.worker, req.key, record);
+    for (const action of actions) {
+      switch (action) {
+        case 'runDo':
+          return { wait: runDo(id, def, req), again: false };
+        case 'runCompensate':
+          return { wait: runCompensate(id, def, req, record.result ?? req.result), again: false };
+        case 'awaitDo':
+          return { wait: running.get(id) as Promise<WorkerReply>, again: req.op === 'compensate' };
+        case 'awaitCompensation':
+          return { wait: running.get(id) as Promise<WorkerReply>, again: false };
+        case 'replyStored':
+          return { reply: record.state === 'done' ? { ok: true, result: record.result } : fail(record.error as ErrorInfo) };
+        case 'refuse':
+          return { reply: compensated(req.key) };
+        case 'ackCompensated':
+          return { reply: { ok: true } };
+      }
+    }
+    return { reply: fail({ code: 'PROTOCOL_ERROR', message: `key ${req.key} in state ${record.state} cannot take ${req.op}`, retryable: false }) };
+  };
+
+  const handle = async (raw: unknown): Promise<WorkerReply> => {
+    let req: WorkerRequest;
+    try {
+      req = parseRequest(raw);
+    } catch (error) {
+      const info = toErrorInfo(error);
+      logger.warn({ err: info }, 'malformed request');
+      return fail(info);
+    }
+    const def = byName.get(req.worker);
+    if (def === undefined) {
+      logger.warn({ worker: req.worker, sagaId: req.sagaId }, 'request for a worker this host does not serve');
+      return fail({ code: 'UNKNOWN_WORKER', message: `this host does not serve worker '${req.worker}'`, retryable: false });
+    }
+    try {
+      const id = `${req.worker}\u0000${req.key}`;
+      const inputHash = fingerprint(req.input);
+      for (let rounds = 0; rounds < 4; rounds++) {
+        const decision = await mutex.run(id, () => decide(id, def, req, inputHash));
+        if ('reply' in decision) return decision.reply;
+        const reply = await decision.wait;
+        if (!decision.again) return reply;
+      }
+      return fail({ code: 'TRANSPORT_ERROR', message: `key ${req.key} kept changing while this request waited; ask again`, retryable: true });
+    } catch (error) {
+      const info = toErrorInfo(error);
+      logger.error({ err: info, sagaId: req.sagaId, stepId: req.stepId, worker: req.worker }, 'worker host failed to handle a request');
+      return fail({ code: 'TRANSPORT_ERROR', message: `worker host error: ${info.message}`, retryable: true });
+    }
+  };
+
+  return {
+    workers: [...byName.keys()],
+    handle,
+    async serve(transport) {
+      const served: Served[] = [];
+      try {
+        for (const name of byName.keys()) served.push(await transport.serve(name, handle));
+      } catch (error) {
+        await Promise.allSettled(served.map((s) => s.stop()));
+        throw error;
+      }
+      return { stop: async () => void (await Promise.all(served.map((s) => s.stop()))) };
+    },
+  };
+}

@@ -1,0 +1,139 @@
+/**
+ * The typed errors of scatter-saga.
+ *
+ * Every error carries a stable `code` from {@link SagaErrorCode}. Errors that a worker
+ * may raise are split by kind, as Restate does: a {@link TerminalError} fails the step
+ * at once, any other error is retryable within the step's retry budget.
+ */
+
+/** Every code an error of scatter-saga can carry. Stable: codes cross the wire. */
+export type SagaErrorCode =
+  | 'DEFINITION_INVALID'
+  | 'OPTION_INVALID'
+  | 'INPUT_NOT_SERIALIZABLE'
+  | 'WORKER_NOT_HOSTED'
+  | 'WORKER_ALREADY_HOSTED'
+  | 'SAGA_NOT_FOUND'
+  | 'SAGA_NOT_PARKED'
+  | 'RUNTIME_CLOSED'
+  | 'STEP_FAILED'
+  | 'STEP_TIMED_OUT'
+  | 'STEP_INPUT_FAILED'
+  | 'COMPENSATION_FAILED'
+  | 'COMPENSATED'
+  | 'KEY_CONFLICT'
+  | 'PROTOCOL_ERROR'
+  | 'NO_RESPONDERS'
+  | 'TRANSPORT_ERROR'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'UNKNOWN_WORKER'
+  | 'WORKER_ERROR';
+
+/** Base class of every error scatter-saga throws or reports. */
+export class SagaError extends Error {
+  readonly code: SagaErrorCode;
+  /** Whether trying the same operation again may succeed. */
+  readonly retryable: boolean;
+
+  constructor(code: SagaErrorCode, message: string, options?: ErrorOptions & { retryable?: boolean }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.retryable = options?.retryable ?? false;
+  }
+}
+
+/** A saga or worker definition is invalid. Names the saga, the step and the field. */
+export class SagaDefinitionError extends SagaError {
+  readonly saga: string | undefined;
+  readonly step: string | undefined;
+  readonly field: string | undefined;
+
+  constructor(problem: string, where: { saga?: string; step?: string; field?: string; worker?: string } = {}) {
+    const at = [
+      where.saga !== undefined ? `saga '${where.saga}'` : undefined,
+      where.worker !== undefined ? `worker '${where.worker}'` : undefined,
+      where.step !== undefined ? `step '${where.step}'` : undefined,
+      where.field !== undefined ? `field '${where.field}'` : undefined,
+    ].filter(Boolean);
+    super('DEFINITION_INVALID', at.length > 0 ? `${at.join(', ')}: ${problem}` : problem);
+    this.saga = where.saga;
+    this.step = where.step;
+    this.field = where.field;
+  }
+}
+
+/** An option passed to a scatter-saga function is invalid. Names the option. */
+export class InvalidOptionError extends SagaError {
+  readonly option: string;
+  constructor(option: string, problem: string) {
+    super('OPTION_INVALID', `option '${option}': ${problem}`);
+    this.option = option;
+  }
+}
+
+/** A value that must cross the wire (saga input, step input, result) cannot be serialized as JSON. */
+export class InputNotSerializableError extends SagaError {
+  /** Where in the value the problem is, e.g. `input.items[2].price`. */
+  readonly path: string;
+  constructor(path: string, problem: string) {
+    super('INPUT_NOT_SERIALIZABLE', `${path} cannot be sent to a worker: ${problem}`);
+    this.path = path;
+  }
+}
+
+/** A saga names a worker that no host serves; raised by `run` before anything is dispatched. */
+export class WorkerNotHostedError extends SagaError {
+  readonly workers: readonly string[];
+  constructor(saga: string, workers: readonly string[]) {
+    super(
+      'WORKER_NOT_HOSTED',
+      `saga '${saga}' needs worker${workers.length > 1 ? 's' : ''} ${workers.map((w) => `'${w}'`).join(', ')} ` +
+        `that no host serves: call runtime.host(...) or start a worker host for ${workers.length > 1 ? 'them' : 'it'}`,
+    );
+    this.workers = workers;
+  }
+}
+
+/** An operator call named a saga the runtime does not know, or one in the wrong state. */
+export class SagaNotFoundError extends SagaError {
+  constructor(sagaId: string) {
+    super('SAGA_NOT_FOUND', `no saga '${sagaId}' is known to this runtime`);
+  }
+}
+
+/**
+ * Thrown by worker code to fail a step at once, without retries. Any other error a
+ * worker throws is retryable within the step's `retries` budget.
+ */
+export class TerminalError extends SagaError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('WORKER_ERROR', message, { ...options, retryable: false });
+  }
+}
+
+/** The transport could not deliver a request, or the reply was malformed. */
+export class TransportError extends SagaError {
+  constructor(code: 'NO_RESPONDERS' | 'TRANSPORT_ERROR' | 'PROTOCOL_ERROR' | 'PAYLOAD_TOO_LARGE', message: string, options?: ErrorOptions & { retryable?: boolean }) {
+    super(code, message, { retryable: code === 'NO_RESPONDERS' || code === 'TRANSPORT_ERROR', ...options });
+  }
+}
+
+/** The plain-data form of an error, as it crosses the wire and sits in outcomes. */
+export interface ErrorInfo {
+  readonly code: SagaErrorCode | (string & {});
+  readonly message: string;
+  readonly retryable: boolean;
+}
+
+/** Turns anything thrown into {@link ErrorInfo}. Non-scatter-saga errors are retryable worker errors. */
+export function toErrorInfo(error: unknown): ErrorInfo {
+  if (error instanceof SagaError) return { code: error.code, message: error.message, retryable: error.retryable };
+  if (error instanceof Error) return { code: 'WORKER_ERROR', message: error.message, retryable: true };
+  return { code: 'WORKER_ERROR', message: String(error), retryable: true };
+}
+
+/** Rebuilds a typed error from its wire form. */
+export function fromErrorInfo(info: ErrorInfo): SagaError {
+  return new SagaError(info.code as SagaErrorCode, info.message, { retryable: info.retryable });
+}

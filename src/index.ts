@@ -1,0 +1,70 @@
+/**
+ * scatter-saga: scatter-gather sagas that never end half-committed.
+ *
+ * The embedded default needs nothing else: `createRuntime()` runs sagas in this
+ * process with an in-memory transport and store. NATS lives in `scatter-saga/nats`;
+ * test helpers (verifySaga, simulated clock and transport) in `scatter-saga/testing`.
+ */
+export { defineSaga, defineWorker, noCompensation } from './define.ts';
+export {
+  DEFAULT_BACKOFF,
+  DEFAULT_COMPENSATION_RETRIES,
+  DEFAULT_COMPENSATION_TIMEOUT_MS,
+  DEFAULT_STEP_RETRIES,
+  DEFAULT_STEP_TIMEOUT_MS,
+} from './define.ts';
+export { createRuntime } from './runtime.ts';
+export { createWorkerHost } from './actors/worker-host.ts';
+export { memoryTransport } from './transport/memory.ts';
+export { memoryDedupStore, memorySagaStore, DEFAULT_DEDUP_WINDOW_MS } from './store/memory.ts';
+export { systemClock } from './clock.ts';
+export {
+  SagaError,
+  SagaDefinitionError,
+  InvalidOptionError,
+  InputNotSerializableError,
+  WorkerNotHostedError,
+  SagaNotFoundError,
+  TerminalError,
+  TransportError,
+} from './errors.ts';
+export { PROTOCOL_VERSION } from './types.ts';
+
+export type { ErrorInfo, SagaErrorCode } from './errors.ts';
+export type { Runtime, RuntimeOptions, RuntimeEvents, EscalationEvent, SagaStatus, RunOptions } from './runtime.ts';
+export type { WorkerHost, WorkerHostOptions } from './actors/worker-host.ts';
+export type { StepStatus } from './machines/saga-logic.ts';
+export type {
+  Backoff,
+  BackoffSpec,
+  Clock,
+  CommittedOutcome,
+  CompensateFn,
+  CompensatedOutcome,
+  CompensationFailedOutcome,
+  CompensationSpec,
+  DeadLetter,
+  DedupStore,
+  JoinSpec,
+  KeyRecord,
+  KeyState,
+  Logger,
+  RemainingEffect,
+  SagaDefinition,
+  SagaOutcome,
+  SagaRecord,
+  SagaSpec,
+  SagaStore,
+  Served,
+  StepFailure,
+  StepPlan,
+  StepSpec,
+  Transport,
+  WorkerContext,
+  WorkerDefinition,
+  WorkerHandler,
+  WorkerOp,
+  WorkerReply,
+  WorkerRequest,
+  WorkerSpec,
+} from './types.ts';

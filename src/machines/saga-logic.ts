@@ -1,0 +1,586 @@
+/**
+ * The pure decisions of the saga machine: per-step status, the join policy, which
+ * steps to undo and in which order, and the outcome. Every function here takes the
+ * context and an event and returns a new context plus the commands (effects) the
+ * runtime must perform. No I/O, no clock, no randomness.
+ */
+import type { ErrorInfo } from '../errors.ts';
+import { SagaError, toErrorInfo } from '../errors.ts';
+import type { Backoff, RemainingEffect, SagaDefinition, SagaOutcome, StepFailure, StepPlan } from '../types.ts';
+import { assertSerializable } from './serializable.ts';
+
+export type StepStatus =
+  | 'pending'
+  | 'dispatched'
+  | 'committed'
+  | 'failed'
+  | 'inDoubt'
+  | 'compensating'
+  | 'compensated'
+  | 'compensationFailed';
+
+export interface StepState {
+  readonly status: StepStatus;
+  /** `do` attempts made. */
+  readonly attempt: number;
+  /** For `dispatched`: waiting out a retry backoff. For `compensating`: likewise. */
+  readonly waiting: boolean;
+  readonly key: string | undefined;
+  readonly input: unknown;
+  readonly result: unknown;
+  /** The step must be undone: it committed or may have, and the saga does not keep it. */
+  readonly undo: boolean;
+  /** Kept by the join policy (only set once the saga decided to commit). */
+  readonly kept: boolean;
+  /** Order in which steps committed (1, 2, ...), 0 when not committed. */
+  readonly committedSeq: number;
+  /** Compensation attempts in the current round (reset by an operator retry). */
+  readonly compAttempt: number;
+  /** Compensation attempts in all rounds. */
+  readonly compTotal: number;
+  readonly lastCompError: ErrorInfo | undefined;
+  readonly resolvedByOperator: boolean;
+}
+
+export interface SagaContext {
+  readonly sagaId: string;
+  readonly input: unknown;
+  readonly decision: 'commit' | 'abort' | undefined;
+  readonly steps: Readonly<Record<string, StepState>>;
+  readonly failures: readonly StepFailure[];
+  readonly commitSeq: number;
+  /** How many times the saga entered `compensationFailed`. */
+  readonly timesParked: number;
+}
+
+export interface SagaInput {
+  readonly sagaId: string;
+  readonly input: unknown;
+}
+
+// ---------------------------------------------------------------------------
+// Events the saga machine accepts
+
+export type SagaEvent =
+  | { type: 'STEP.COMMITTED'; stepId: string; attempt: number; result: unknown }
+  | { type: 'STEP.FAILED'; stepId: string; attempt: number; error: ErrorInfo }
+  | { type: 'STEP.TIMED_OUT'; stepId: string; attempt: number }
+  | { type: 'STEP.RETRY_DUE'; stepId: string; attempt: number }
+  | { type: 'COMPENSATION.DONE'; stepId: string; attempt: number }
+  | { type: 'COMPENSATION.FAILED'; stepId: string; attempt: number; error: ErrorInfo }
+  | { type: 'COMPENSATION.TIMED_OUT'; stepId: string; attempt: number }
+  | { type: 'COMPENSATION.RETRY_DUE'; stepId: string; attempt: number }
+  | { type: 'OPERATOR.RETRY' }
+  | { type: 'OPERATOR.RESOLVE'; note?: string };
+
+// ---------------------------------------------------------------------------
+// Commands the machine asks the runtime to perform
+
+export type SagaCommand =
+  | { type: 'do'; stepId: string; worker: string; key: string; input: unknown; attempt: number; timeoutMs: number }
+  | { type: 'compensate'; stepId: string; worker: string; key: string; input: unknown; result: unknown; attempt: number; timeoutMs: number }
+  /** Deliver `event` to this saga after `delayMs` (with equal jitter when `jitter`). Replaces a timer of the same id. */
+  | { type: 'schedule'; timerId: string; delayMs: number; jitter: boolean; event: SagaEvent }
+  | { type: 'cancel'; timerId: string }
+  | { type: 'checkpoint' };
+
+export interface Step {
+  readonly context: SagaContext;
+  readonly commands: readonly SagaCommand[];
+}
+
+/** Computes idempotency keys; injected so the logic stays pure. */
+export type KeyFn = (sagaId: string, stepId: string, input: unknown) => string;
+
+// ---------------------------------------------------------------------------
+
+const NEW_STEP: StepState = Object.freeze({
+  status: 'pending',
+  attempt: 0,
+  waiting: false,
+  key: undefined,
+  input: undefined,
+  result: undefined,
+  undo: false,
+  kept: false,
+  committedSeq: 0,
+  compAttempt: 0,
+  compTotal: 0,
+  lastCompError: undefined,
+  resolvedByOperator: false,
+});
+
+export function initialContext(def: SagaDefinition, input: SagaInput): SagaContext {
+  const steps: Record<string, StepState> = {};
+  for (const s of def.steps) steps[s.id] = NEW_STEP;
+  return { sagaId: input.sagaId, input: input.input, decision: undefined, steps, failures: [], commitSeq: 0, timesParked: 0 };
+}
+
+export const doTimer = (stepId: string) => `do:${stepId}`;
+export const retryTimer = (stepId: string) => `retry:${stepId}`;
+export const compTimer = (stepId: string) => `comp:${stepId}`;
+
+/** Delay before retry number `n` (1-based), before jitter. */
+export function backoffDelay(b: Backoff, n: number): number {
+  return Math.min(b.maxMs, b.initialMs * b.factor ** Math.max(0, n - 1));
+}
+
+function put(ctx: SagaContext, stepId: string, patch: Partial<StepState>): SagaContext {
+  return { ...ctx, steps: { ...ctx.steps, [stepId]: { ...(ctx.steps[stepId] as StepState), ...patch } } };
+}
+
+function stepOf(ctx: SagaContext, stepId: string): StepState | undefined {
+  return Object.prototype.hasOwnProperty.call(ctx.steps, stepId) ? ctx.steps[stepId] : undefined;
+}
+
+function plan(def: SagaDefinition, stepId: string): StepPlan {
+  return def.stepsById.get(stepId) as StepPlan;
+}
+
+function dependenciesCommitted(ctx: SagaContext, p: StepPlan): boolean {
+  return p.after.every((d) => ctx.steps[d]?.status === 'committed');
+}
+
+// ---------------------------------------------------------------------------
+// Gathering
+
+/** Guard: a pending step whose dependencies all committed can be dispatched. */
+export function hasReadySteps(def: SagaDefinition, ctx: SagaContext): boolean {
+  return def.steps.some((p) => ctx.steps[p.id]?.status === 'pending' && dependenciesCommitted(ctx, p));
+}
+
+/** Dispatches every ready step: derives its input, computes its key, sends `do`, starts its timeout. */
+export function dispatchReady(def: SagaDefinition, keyOf: KeyFn, ctx: SagaContext): Step {
+  const commands: SagaCommand[] = [];
+  let next = ctx;
+  for (const p of def.steps) {
+    const s = next.steps[p.id] as StepState;
+    if (s.status !== 'pending' || !dependenciesCommitted(next, p)) continue;
+    let input: unknown;
+    try {
+      input = p.input(next.input, resultsOf(def, next, p.after));
+      assertSerializable(input, `step '${p.id}' input`);
+    } catch (error) {
+      const info =
+        error instanceof SagaError
+          ? { ...toErrorInfo(error), retryable: false }
+          : { code: 'STEP_INPUT_FAILED', message: `input of step '${p.id}' threw: ${toErrorInfo(error).message}`, retryable: false };
+      next = put(next, p.id, { status: 'failed' });
+      next = { ...next, failures: [...next.failures, { stepId: p.id, worker: p.worker, reason: 'input-failed', attempt: 0, error: info }] };
+      continue;
+    }
+    const key = keyOf(next.sagaId, p.id, input);
+    next = put(next, p.id, { status: 'dispatched', attempt: 1, key, input });
+    commands.push(...sendDo(p, key, input, 1));
+  }
+  return { context: next, commands };
+}
+
+function sendDo(p: StepPlan, key: string, input: unknown, attempt: number): SagaCommand[] {
+  return [
+    { type: 'do', stepId: p.id, worker: p.worker, key, input, attempt, timeoutMs: p.timeoutMs },
+    { type: 'schedule', timerId: doTimer(p.id), delayMs: p.timeoutMs, jitter: false, event: { type: 'STEP.TIMED_OUT', stepId: p.id, attempt } },
+  ];
+}
+
+function resultsOf(def: SagaDefinition, ctx: SagaContext, ids: readonly string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const id of ids) out[id] = ctx.steps[id]?.result;
+  return out;
+}
+
+/** Guard: the event answers the step's current, unanswered `do` attempt. */
+export function isCurrentAttempt(ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
+  const s = stepOf(ctx, ev.stepId);
+  return s !== undefined && s.status === 'dispatched' && !s.waiting && s.attempt === ev.attempt;
+}
+
+/** Guard: the retry timer of a step waiting out its backoff. */
+export function isRetryDue(ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
+  const s = stepOf(ctx, ev.stepId);
+  return s !== undefined && s.status === 'dispatched' && s.waiting && s.attempt + 1 === ev.attempt;
+}
+
+export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unknown }): Step {
+  const seq = ctx.commitSeq + 1;
+  return {
+    context: { ...put(ctx, ev.stepId, { status: 'committed', result: ev.result, committedSeq: seq }), commitSeq: seq },
+    commands: [{ type: 'cancel', timerId: doTimer(ev.stepId) }],
+  };
+}
+
+/** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed. */
+export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo }): Step {
+  const p = plan(def, ev.stepId);
+  const cancel: SagaCommand = { type: 'cancel', timerId: doTimer(ev.stepId) };
+  if (ev.error.retryable && ev.attempt <= p.retries) {
+    return {
+      context: put(ctx, ev.stepId, { waiting: true }),
+      commands: [
+        cancel,
+        {
+          type: 'schedule',
+          timerId: retryTimer(ev.stepId),
+          delayMs: backoffDelay(p.backoff, ev.attempt),
+          jitter: p.backoff.jitter,
+          event: { type: 'STEP.RETRY_DUE', stepId: ev.stepId, attempt: ev.attempt + 1 },
+        },
+      ],
+    };
+  }
+  const failure: StepFailure = { stepId: ev.stepId, worker: p.worker, reason: 'failed', attempt: ev.attempt, error: ev.error };
+  return { context: { ...put(ctx, ev.stepId, { status: 'failed' }), failures: [...ctx.failures, failure] }, commands: [cancel] };
+}
+
+/** No answer in time: the step may or may not have applied its effect. */
+export function recordTimeout(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): Step {
+  const p = plan(def, ev.stepId);
+  const failure: StepFailure = {
+    stepId: ev.stepId,
+    worker: p.worker,
+    reason: 'timed-out',
+    attempt: ev.attempt,
+    error: { code: 'STEP_TIMED_OUT', message: `step '${ev.stepId}' did not answer within ${p.timeoutMs} ms`, retryable: false },
+  };
+  return { context: { ...put(ctx, ev.stepId, { status: 'inDoubt' }), failures: [...ctx.failures, failure] }, commands: [] };
+}
+
+export function redispatch(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): Step {
+  const s = ctx.steps[ev.stepId] as StepState;
+  const p = plan(def, ev.stepId);
+  return { context: put(ctx, ev.stepId, { waiting: false, attempt: ev.attempt }), commands: sendDo(p, s.key as string, s.input, ev.attempt) };
+}
+
+// ---------------------------------------------------------------------------
+// Join policy
+
+function committedCount(ctx: SagaContext): number {
+  let n = 0;
+  for (const id in ctx.steps) if ((ctx.steps[id] as StepState).status === 'committed') n++;
+  return n;
+}
+
+function quorumOf(def: SagaDefinition): number {
+  const j = def.join;
+  return j.kind === 'all' ? def.steps.length : j.kind === 'any' ? 1 : j.n;
+}
+
+/** Guard: enough steps committed for the join policy. */
+export function joinSatisfied(def: SagaDefinition, ctx: SagaContext): boolean {
+  return committedCount(ctx) >= quorumOf(def);
+}
+
+/** Guard: the join policy can no longer be satisfied. */
+export function joinImpossible(def: SagaDefinition, ctx: SagaContext): boolean {
+  let possible = 0;
+  for (const id in ctx.steps) {
+    const st = (ctx.steps[id] as StepState).status;
+    if (st === 'committed' || st === 'dispatched' || st === 'pending') possible++;
+  }
+  return possible < quorumOf(def);
+}
+
+/** The steps the join keeps: the first `n` to commit. */
+function keptSteps(def: SagaDefinition, ctx: SagaContext): Set<string> {
+  const committed = def.steps
+    .filter((p) => ctx.steps[p.id]?.status === 'committed')
+    .sort((a, b) => (ctx.steps[a.id] as StepState).committedSeq - (ctx.steps[b.id] as StepState).committedSeq);
+  return new Set(committed.slice(0, quorumOf(def)).map((p) => p.id));
+}
+
+/** Whether a step's effect may exist: it committed, is in doubt, or is (or was) in flight. */
+function mayHaveEffect(s: StepState): boolean {
+  return s.status === 'committed' || s.status === 'inDoubt' || s.status === 'dispatched';
+}
+
+/** Guard: the join is satisfied and no other step needs releasing, so the saga commits at once. */
+export function joinSatisfiedCleanly(def: SagaDefinition, ctx: SagaContext): boolean {
+  if (!joinSatisfied(def, ctx)) return false;
+  const kept = keptSteps(def, ctx);
+  return def.steps.every((p) => kept.has(p.id) || !mayHaveEffect(ctx.steps[p.id] as StepState));
+}
+
+/**
+ * Decides the saga's fate and marks every step to undo: on `abort`, each step that
+ * committed or may have; on `commit`, each such step the join does not keep.
+ */
+export function decide(def: SagaDefinition, ctx: SagaContext, decision: 'commit' | 'abort'): Step {
+  const kept = decision === 'commit' ? keptSteps(def, ctx) : new Set<string>();
+  const steps: Record<string, StepState> = {};
+  const commands: SagaCommand[] = [];
+  for (const p of def.steps) {
+    const s = ctx.steps[p.id] as StepState;
+    const undo = !kept.has(p.id) && mayHaveEffect(s);
+    steps[p.id] = { ...s, kept: kept.has(p.id), undo, waiting: undo ? false : s.waiting };
+    if (s.status === 'dispatched') {
+      commands.push({ type: 'cancel', timerId: doTimer(p.id) }, { type: 'cancel', timerId: retryTimer(p.id) });
+    }
+  }
+  return { context: { ...ctx, decision, steps }, commands };
+}
+
+// ---------------------------------------------------------------------------
+// Compensating
+
+/** A dependent no longer holds on to this step's effect: it never ran, failed, or was undone. */
+function releasesDependency(s: StepState): boolean {
+  return s.status === 'pending' || s.status === 'failed' || s.status === 'compensated';
+}
+
+/**
+ * Starts every compensation that may start now: a step to undo starts once each step
+ * that ran after it (its dependents) has been undone or never took effect, so staged
+ * sagas are undone in reverse order and parallel steps all at once.
+ */
+export function launchCompensations(def: SagaDefinition, ctx: SagaContext): Step {
+  const commands: SagaCommand[] = [];
+  let next = ctx;
+  for (const p of def.steps) {
+    const s = next.steps[p.id] as StepState;
+    if (!s.undo || !mayHaveEffect(s)) continue;
+    if (!p.dependents.every((d) => releasesDependency(next.steps[d] as StepState))) continue;
+    next = put(next, p.id, { status: 'compensating', waiting: false, compAttempt: s.compAttempt + 1, compTotal: s.compTotal + 1 });
+    commands.push(...sendCompensate(p, next.steps[p.id] as StepState));
+  }
+  return { context: next, commands };
+}
+
+function sendCompensate(p: StepPlan, s: StepState): SagaCommand[] {
+  return [
+    {
+      type: 'compensate',
+      stepId: p.id,
+      worker: p.worker,
+      key: s.key as string,
+      input: s.input,
+      result: s.result,
+      attempt: s.compAttempt,
+      timeoutMs: p.compensation.timeoutMs,
+    },
+    {
+      type: 'schedule',
+      timerId: compTimer(p.id),
+      delayMs: p.compensation.timeoutMs,
+      jitter: false,
+      event: { type: 'COMPENSATION.TIMED_OUT', stepId: p.id, attempt: s.compAttempt },
+    },
+  ];
+}
+
+/** Guard: the event answers the step's current compensation attempt. */
+export function isCurrentCompensation(ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
+  const s = stepOf(ctx, ev.stepId);
+  return s !== undefined && s.status === 'compensating' && !s.waiting && s.compAttempt === ev.attempt;
+}
+
+/** Guard: an acknowledgement of any attempt of a compensation not yet known done. */
+export function isCompensationAck(ctx: SagaContext, ev: { stepId: string }): boolean {
+  const s = stepOf(ctx, ev.stepId);
+  return s !== undefined && (s.status === 'compensating' || s.status === 'compensationFailed');
+}
+
+/** Guard: the backoff timer of a compensation waiting to be retried. */
+export function isCompensationRetryDue(ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
+  const s = stepOf(ctx, ev.stepId);
+  return s !== undefined && s.status === 'compensating' && s.waiting && s.compAttempt + 1 === ev.attempt;
+}
+
+/** Guard: a late `do` reply for a step already being undone; its result helps the compensation. */
+export function isLateResult(ctx: SagaContext, ev: { stepId: string }): boolean {
+  const s = stepOf(ctx, ev.stepId);
+  return s !== undefined && s.undo && s.result === undefined && (s.status === 'compensating' || s.status === 'compensationFailed');
+}
+
+export function recordLateResult(ctx: SagaContext, ev: { stepId: string; result: unknown }): Step {
+  return { context: put(ctx, ev.stepId, { result: ev.result }), commands: [] };
+}
+
+/** A compensation acknowledged: the step is undone; steps it was blocking may start. */
+export function recordCompensated(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string }): Step {
+  const done = put(ctx, ev.stepId, { status: 'compensated', waiting: false, lastCompError: undefined });
+  const launched = launchCompensations(def, done);
+  return {
+    context: launched.context,
+    commands: [{ type: 'cancel', timerId: compTimer(ev.stepId) }, ...launched.commands, { type: 'checkpoint' }],
+  };
+}
+
+/** A compensation attempt failed: retried with backoff while the step's budget lasts. */
+export function recordCompensationFailure(
+  def: SagaDefinition,
+  ctx: SagaContext,
+  ev: { stepId: string; attempt: number; error?: ErrorInfo },
+): Step {
+  const p = plan(def, ev.stepId);
+  const s = ctx.steps[ev.stepId] as StepState;
+  const error = ev.error ?? {
+    code: 'STEP_TIMED_OUT',
+    message: `compensation of step '${ev.stepId}' did not answer within ${p.compensation.timeoutMs} ms`,
+    retryable: true,
+  };
+  const cancel: SagaCommand = { type: 'cancel', timerId: compTimer(ev.stepId) };
+  if (s.compAttempt <= p.compensation.retries) {
+    return {
+      context: put(ctx, ev.stepId, { waiting: true, lastCompError: error }),
+      commands: [
+        cancel,
+        {
+          type: 'schedule',
+          timerId: retryTimer(ev.stepId),
+          delayMs: backoffDelay(p.compensation.backoff, s.compAttempt),
+          jitter: p.compensation.backoff.jitter,
+          event: { type: 'COMPENSATION.RETRY_DUE', stepId: ev.stepId, attempt: s.compAttempt + 1 },
+        },
+      ],
+    };
+  }
+  return {
+    context: put(ctx, ev.stepId, { status: 'compensationFailed', waiting: false, lastCompError: error }),
+    commands: [cancel, { type: 'checkpoint' }],
+  };
+}
+
+export function resendCompensation(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): Step {
+  const next = put(ctx, ev.stepId, { waiting: false, compAttempt: ev.attempt, compTotal: (ctx.steps[ev.stepId] as StepState).compTotal + 1 });
+  return { context: next, commands: sendCompensate(plan(def, ev.stepId), next.steps[ev.stepId] as StepState) };
+}
+
+/** Guard: every step to undo has been undone. */
+export function compensationComplete(ctx: SagaContext): boolean {
+  for (const id in ctx.steps) {
+    const s = ctx.steps[id] as StepState;
+    if (s.undo && s.status !== 'compensated') return false;
+  }
+  return true;
+}
+
+/** Guard: nothing is being undone any more, and some compensation exhausted its retries. */
+export function compensationStuck(ctx: SagaContext): boolean {
+  let failed = false;
+  for (const id in ctx.steps) {
+    const st = (ctx.steps[id] as StepState).status;
+    if (st === 'compensating') return false;
+    if (st === 'compensationFailed') failed = true;
+  }
+  return failed;
+}
+
+/** Operator retry: each failed compensation gets a fresh budget and is marked to start again. */
+export function resetFailedCompensations(ctx: SagaContext): SagaContext {
+  let next = ctx;
+  for (const id in ctx.steps) {
+    const s = ctx.steps[id] as StepState;
+    if (s.status === 'compensationFailed') next = put(next, id, { status: s.result === undefined ? 'inDoubt' : 'committed', compAttempt: 0 });
+  }
+  return next;
+}
+
+/** Operator resolve: the operator took care of every remaining effect by hand. */
+export function resolveRemaining(ctx: SagaContext): SagaContext {
+  let next = ctx;
+  for (const id in ctx.steps) {
+    const s = ctx.steps[id] as StepState;
+    if (s.undo && s.status !== 'compensated') next = put(next, id, { status: 'compensated', resolvedByOperator: true, waiting: false });
+  }
+  return next;
+}
+
+export function markParked(ctx: SagaContext): SagaContext {
+  return { ...ctx, timesParked: ctx.timesParked + 1 };
+}
+
+// ---------------------------------------------------------------------------
+// Outcome
+
+/** The effects still in the world: each step to undo that is not undone. */
+export function remainingEffects(def: SagaDefinition, ctx: SagaContext): RemainingEffect[] {
+  return def.steps
+    .filter((p) => {
+      const s = ctx.steps[p.id] as StepState;
+      return s.undo && s.status !== 'compensated';
+    })
+    .map((p) => {
+      const s = ctx.steps[p.id] as StepState;
+      return {
+        stepId: p.id,
+        worker: p.worker,
+        idempotencyKey: s.key as string,
+        input: s.input,
+        result: s.result,
+        why: s.status === 'compensationFailed' ? ('compensation-failed' as const) : ('blocked' as const),
+        attempts: s.compTotal,
+        lastError: s.lastCompError,
+      };
+    });
+}
+
+export type MachineStateName = 'dispatching' | 'gathering' | 'compensating' | 'compensationFailed' | 'committed' | 'compensated';
+
+/** The outcome a saga reports in a given machine state; undefined while it is still running. */
+export function outcomeOf(def: SagaDefinition, ctx: SagaContext, state: MachineStateName): SagaOutcome | undefined {
+  const ids = (pred: (s: StepState) => boolean) => def.steps.filter((p) => pred(ctx.steps[p.id] as StepState)).map((p) => p.id);
+  const resolvedByOperator = ids((s) => s.resolvedByOperator);
+  switch (state) {
+    case 'committed': {
+      const results: Record<string, unknown> = {};
+      for (const p of def.steps) {
+        const s = ctx.steps[p.id] as StepState;
+        if (s.status === 'committed' && (s.kept || ctx.decision === undefined)) results[p.id] = s.result;
+      }
+      return { sagaId: ctx.sagaId, status: 'committed', results, released: ids((s) => s.undo && s.status === 'compensated'), resolvedByOperator };
+    }
+    case 'compensated':
+      return {
+        sagaId: ctx.sagaId,
+        status: 'compensated',
+        failures: ctx.failures,
+        compensated: ids((s) => s.undo && s.status === 'compensated'),
+        resolvedByOperator,
+      };
+    case 'compensationFailed':
+      return {
+        sagaId: ctx.sagaId,
+        status: 'compensation-failed',
+        remaining: remainingEffects(def, ctx),
+        failures: ctx.failures,
+        compensated: ids((s) => s.undo && s.status === 'compensated'),
+        decision: ctx.decision ?? 'abort',
+      };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * What a coordinator must send again after restoring a saga from a checkpoint: every
+ * request that may have been lost with the old process. Safe because worker hosts
+ * answer repeated keys from their records.
+ */
+export function redrive(def: SagaDefinition, ctx: SagaContext): SagaCommand[] {
+  const commands: SagaCommand[] = [];
+  for (const p of def.steps) {
+    const s = ctx.steps[p.id] as StepState;
+    if (s.status === 'dispatched') {
+      commands.push(
+        ...(s.waiting
+          ? [{ type: 'schedule', timerId: retryTimer(p.id), delayMs: 0, jitter: false, event: { type: 'STEP.RETRY_DUE', stepId: p.id, attempt: s.attempt + 1 } } as const]
+          : sendDo(p, s.key as string, s.input, s.attempt)),
+      );
+    } else if (s.status === 'compensating') {
+      commands.push(
+        ...(s.waiting
+          ? [
+              {
+                type: 'schedule',
+                timerId: retryTimer(p.id),
+                delayMs: 0,
+                jitter: false,
+                event: { type: 'COMPENSATION.RETRY_DUE', stepId: p.id, attempt: s.compAttempt + 1 },
+              } as const,
+            ]
+          : sendCompensate(p, s)),
+      );
+    }
+  }
+  return commands;
+}

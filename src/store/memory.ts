@@ -1,0 +1,100 @@
+/**
+ * In-memory stores: the embedded default. The saga store keeps journals and dead
+ * letters for the life of the process; the dedup store keeps worker-host key records
+ * for the dedup window.
+ */
+import type { DeadLetter, DedupStore, KeyRecord, SagaOutcome, SagaRecord, SagaStore, Clock } from '../types.ts';
+import { systemClock } from '../clock.ts';
+
+/** Default time a worker host remembers a key: 24 hours. */
+export const DEFAULT_DEDUP_WINDOW_MS = 24 * 60 * 60 * 1000;
+
+export interface MemorySagaStoreOptions {
+  /** Keep finished sagas' journals (for status look-ups). Default 10_000 most recent. */
+  keepFinished?: number;
+  clock?: Clock;
+}
+
+export function memorySagaStore(options: MemorySagaStoreOptions = {}): SagaStore {
+  const keepFinished = options.keepFinished ?? 10_000;
+  const clock = options.clock ?? systemClock;
+  const records = new Map<string, SagaRecord>();
+  const finished: string[] = [];
+  const letters = new Map<string, DeadLetter>();
+
+  const update = (sagaId: string, patch: Partial<SagaRecord>) => {
+    const rec = records.get(sagaId);
+    if (rec !== undefined) records.set(sagaId, { ...rec, ...patch, updatedAt: clock.now() });
+  };
+
+  return {
+    async begin(record) {
+      records.set(record.sagaId, record);
+    },
+    async checkpoint(sagaId, snapshot, status) {
+      update(sagaId, { snapshot, status });
+    },
+    async finish(sagaId, outcome: SagaOutcome, snapshot) {
+      update(sagaId, { outcome, snapshot, status: outcome.status === 'committed' ? 'committed' : 'compensated' });
+      letters.delete(sagaId);
+      finished.push(sagaId);
+      while (finished.length > keepFinished) records.delete(finished.shift() as string);
+    },
+    async park(letter) {
+      letters.set(letter.sagaId, letter);
+      update(letter.sagaId, { status: 'parked' });
+    },
+    async unpark(sagaId) {
+      letters.delete(sagaId);
+      update(sagaId, { status: 'running' });
+    },
+    async get(sagaId) {
+      return records.get(sagaId);
+    },
+    async deadLetters() {
+      return [...letters.values()];
+    },
+    async unfinished() {
+      return [...records.values()].filter((r) => r.status === 'running' || r.status === 'parked');
+    },
+  };
+}
+
+export interface MemoryDedupStoreOptions {
+  /** How long a key is remembered after its last change. Default 24 hours. */
+  windowMs?: number;
+  clock?: Clock;
+}
+
+/** Key records in a Map ordered by last change, so expiry is a sweep from the front. */
+export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupStore & { readonly size: number } {
+  const windowMs = options.windowMs ?? DEFAULT_DEDUP_WINDOW_MS;
+  const clock = options.clock ?? systemClock;
+  const records = new Map<string, KeyRecord>();
+  const id = (worker: string, key: string) => `${worker}\u0000${key}`;
+
+  const sweep = () => {
+    const oldest = clock.now() - windowMs;
+    for (const [k, rec] of records) {
+      if (rec.updatedAt > oldest) break;
+      records.delete(k);
+    }
+  };
+
+  return {
+    get(worker, key) {
+      const rec = records.get(id(worker, key));
+      if (rec !== undefined && rec.updatedAt <= clock.now() - windowMs) return undefined;
+      return rec;
+    },
+    set(worker, key, record) {
+      const k = id(worker, key);
+      records.delete(k);
+      records.set(k, record);
+      sweep();
+    },
+    get size() {
+      return records.size;
+    },
+  };
+}

@@ -1,0 +1,49 @@
+/**
+ * The in-memory transport: the embedded default. Requests go straight to the
+ * handler a worker host registered in this process; timeouts are left to the
+ * runtime's timer actor.
+ */
+import { SagaError, TransportError } from '../errors.ts';
+import type { Served, Transport, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
+
+export function memoryTransport(): Transport {
+  const handlers = new Map<string, WorkerHandler>();
+  const inflight = new Map<string, Set<Promise<unknown>>>();
+  let closed = false;
+
+  return {
+    request(request: WorkerRequest): Promise<WorkerReply> {
+      if (closed) return Promise.reject(new TransportError('TRANSPORT_ERROR', 'the in-memory transport is closed', { retryable: false }));
+      const handler = handlers.get(request.worker);
+      if (handler === undefined) {
+        return Promise.reject(new TransportError('NO_RESPONDERS', `no host serves worker '${request.worker}'`));
+      }
+      const reply = handler(request);
+      const mine = inflight.get(request.worker);
+      if (mine !== undefined) {
+        mine.add(reply);
+        const forget = () => mine.delete(reply);
+        reply.then(forget, forget);
+      }
+      return reply;
+    },
+    serve(worker: string, handler: WorkerHandler): Served {
+      if (handlers.has(worker)) throw new SagaError('WORKER_ALREADY_HOSTED', `worker '${worker}' is already served on this transport`);
+      handlers.set(worker, handler);
+      const mine = new Set<Promise<unknown>>();
+      inflight.set(worker, mine);
+      return {
+        async stop() {
+          if (handlers.get(worker) === handler) handlers.delete(worker);
+          await Promise.allSettled([...mine]);
+          if (inflight.get(worker) === mine) inflight.delete(worker);
+        },
+      };
+    },
+    isServed: (worker: string) => handlers.has(worker),
+    async close() {
+      closed = true;
+      handlers.clear();
+    },
+  };
+}

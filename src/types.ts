@@ -1,0 +1,341 @@
+/**
+ * Shared types of scatter-saga: definitions, outcomes, and the four boundaries
+ * (Transport, Store, Clock, Logger). Plain types only; no behaviour lives here.
+ */
+import type { Logger } from 'pino';
+import type { ErrorInfo } from './errors.ts';
+
+export type { Logger };
+
+// ---------------------------------------------------------------------------
+// Workers
+
+/** What a worker's `do` and `compensate` receive besides their input. */
+export interface WorkerContext {
+  readonly sagaId: string;
+  readonly stepId: string;
+  readonly worker: string;
+  /**
+   * Stable for this step of this saga: the same for every attempt and for the
+   * compensation. Pass it on to external APIs (payment providers, upserts).
+   */
+  readonly idempotencyKey: string;
+  /** 1 for the first attempt, counting up with retries of the same operation. */
+  readonly attempt: number;
+  /** Epoch milliseconds after which the coordinator no longer waits for this reply. */
+  readonly deadline: number;
+  /** A pino logger bound to `sagaId`, `stepId` and `worker`. */
+  readonly logger: Logger;
+}
+
+/** Undoes what `do` did. `result` is undefined when `do` never returned (a timeout whose late `do` did not finish). */
+export type CompensateFn<I = any, R = any> = (input: I, result: R | undefined, ctx: WorkerContext) => unknown;
+
+/** A worker as written by a user: a side effect and its mandatory undo. */
+export interface WorkerSpec<I = any, R = any> {
+  /** Unique name; steps refer to it, and over NATS it is part of the subject. `[A-Za-z0-9_-]+`. */
+  readonly name: string;
+  /** Applies the effect. Throw {@link TerminalError} to fail without retries. */
+  do(input: I, ctx: WorkerContext): Promise<R> | R;
+  /**
+   * Undoes the effect. Mandatory: a step that needs no undo says so with
+   * `noCompensation('why')`.
+   */
+  compensate: CompensateFn<I, R>;
+}
+
+/** A validated worker, returned by `defineWorker`. */
+export interface WorkerDefinition<I = any, R = any> extends WorkerSpec<I, R> {
+  readonly kind: 'worker';
+  /** Why this worker needs no undo, when it was declared with `noCompensation`. */
+  readonly noCompensationReason: string | undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Sagas
+
+/** Exponential backoff: `initialMs * factor^(n-1)`, capped at `maxMs`, with equal jitter. */
+export interface BackoffSpec {
+  /** Delay before the first retry. Default 100. */
+  readonly initialMs?: number;
+  /** Growth per retry. Default 2. */
+  readonly factor?: number;
+  /** Upper bound of one delay. Default 10_000. */
+  readonly maxMs?: number;
+  /** Randomize each delay between half and all of it. Default true. */
+  readonly jitter?: boolean;
+}
+
+/** How compensations are retried. */
+export interface CompensationSpec {
+  /** Retries of one step's compensation after its first attempt fails. Default 5. */
+  readonly retries?: number;
+  readonly backoff?: BackoffSpec;
+  /** How long one compensation attempt may take before it counts as failed. Default 30_000. */
+  readonly timeoutMs?: number;
+}
+
+/** Which results a saga needs before it commits. */
+export type JoinSpec =
+  /** Every step must commit (the default). */
+  | { readonly kind: 'all' }
+  /** The first step to commit wins; every other step is compensated. Steps must be parallel. */
+  | { readonly kind: 'any' }
+  /** The first `n` steps to commit are kept; every other step is compensated. Steps must be parallel. */
+  | { readonly kind: 'quorum'; readonly n: number };
+
+/** One step of a saga: a use of a worker. */
+export interface StepSpec<TIn = any> {
+  /** The worker's name, or the worker definition itself. */
+  readonly worker: string | WorkerDefinition;
+  /**
+   * Derives the step's input from the saga input and the results of the steps it
+   * runs `after`. Default: the saga input itself. Must be pure.
+   */
+  readonly input?: (sagaInput: TIn, results: Readonly<Record<string, unknown>>) => unknown;
+  /** Steps that must commit before this one is dispatched (stages, or a DAG). Default: none. */
+  readonly after?: readonly string[];
+  /** How long one attempt may take; then the step is in doubt and is compensated. Default 30_000. */
+  readonly timeoutMs?: number;
+  /** Retries of `do` after a retryable error. Default 0. */
+  readonly retries?: number;
+  /** Backoff between retries of `do`. */
+  readonly backoff?: BackoffSpec;
+  /** Overrides the saga's compensation policy for this step. */
+  readonly compensation?: CompensationSpec;
+}
+
+/** A saga as written by a user. */
+export interface SagaSpec<TIn = any> {
+  readonly name: string;
+  readonly version: number;
+  readonly steps: Readonly<Record<string, StepSpec<TIn>>>;
+  /** Default `{ kind: 'all' }`. */
+  readonly join?: JoinSpec;
+  readonly compensation?: CompensationSpec;
+}
+
+/** A fully resolved backoff. */
+export interface Backoff {
+  readonly initialMs: number;
+  readonly factor: number;
+  readonly maxMs: number;
+  readonly jitter: boolean;
+}
+
+/** One step, validated and with every default filled in. */
+export interface StepPlan {
+  readonly id: string;
+  /** Position in the definition: used for stable ordering. */
+  readonly index: number;
+  readonly worker: string;
+  readonly input: (sagaInput: unknown, results: Readonly<Record<string, unknown>>) => unknown;
+  readonly after: readonly string[];
+  /** Steps that run after this one (the reverse of `after`). */
+  readonly dependents: readonly string[];
+  readonly timeoutMs: number;
+  readonly retries: number;
+  readonly backoff: Backoff;
+  readonly compensation: { readonly retries: number; readonly backoff: Backoff; readonly timeoutMs: number };
+}
+
+/** A validated saga, returned by `defineSaga`. */
+export interface SagaDefinition<TIn = any> {
+  readonly kind: 'saga';
+  readonly name: string;
+  readonly version: number;
+  readonly steps: readonly StepPlan[];
+  readonly stepsById: ReadonlyMap<string, StepPlan>;
+  readonly join: JoinSpec;
+  /** Workers this saga uses, by name, when they were given as definitions. */
+  readonly workers: ReadonlyMap<string, WorkerDefinition | undefined>;
+  /** Phantom: the saga input type. */
+  readonly __input?: TIn;
+}
+
+// ---------------------------------------------------------------------------
+// Outcomes
+
+/** Why a step did not commit. */
+export interface StepFailure {
+  readonly stepId: string;
+  readonly worker: string;
+  readonly reason: 'failed' | 'timed-out' | 'input-failed';
+  readonly attempt: number;
+  readonly error: ErrorInfo;
+}
+
+/** An effect that is still in the world because its compensation could not complete. */
+export interface RemainingEffect {
+  readonly stepId: string;
+  readonly worker: string;
+  readonly idempotencyKey: string;
+  readonly input: unknown;
+  /** The result of `do`, when it is known. */
+  readonly result: unknown;
+  /** `compensation-failed`: its compensation exhausted its retries; `blocked`: it waits behind one that did. */
+  readonly why: 'compensation-failed' | 'blocked';
+  /** Compensation attempts made so far. */
+  readonly attempts: number;
+  readonly lastError: ErrorInfo | undefined;
+}
+
+export interface CommittedOutcome {
+  readonly sagaId: string;
+  readonly status: 'committed';
+  /** Results of the kept steps, by step id. */
+  readonly results: Readonly<Record<string, unknown>>;
+  /** Steps that ran but were not kept by the join policy, and were compensated. */
+  readonly released: readonly string[];
+  /** Steps an operator marked resolved by hand. */
+  readonly resolvedByOperator: readonly string[];
+}
+
+export interface CompensatedOutcome {
+  readonly sagaId: string;
+  readonly status: 'compensated';
+  readonly failures: readonly StepFailure[];
+  /** Steps whose effect was (or may have been) applied and has been undone. */
+  readonly compensated: readonly string[];
+  readonly resolvedByOperator: readonly string[];
+}
+
+export interface CompensationFailedOutcome {
+  readonly sagaId: string;
+  readonly status: 'compensation-failed';
+  /** Exactly the effects that remain in the world. */
+  readonly remaining: readonly RemainingEffect[];
+  readonly failures: readonly StepFailure[];
+  readonly compensated: readonly string[];
+  /** What the saga was heading for: `commit` when only releasing non-kept steps failed. */
+  readonly decision: 'commit' | 'abort';
+}
+
+export type SagaOutcome = CommittedOutcome | CompensatedOutcome | CompensationFailedOutcome;
+
+// ---------------------------------------------------------------------------
+// Wire: what travels between the coordinator and worker hosts (any transport)
+
+export const PROTOCOL_VERSION = 1;
+
+export type WorkerOp = 'do' | 'compensate';
+
+/** One request from a coordinator to a worker host. */
+export interface WorkerRequest {
+  readonly v: typeof PROTOCOL_VERSION;
+  readonly op: WorkerOp;
+  readonly worker: string;
+  readonly sagaId: string;
+  readonly stepId: string;
+  readonly key: string;
+  readonly attempt: number;
+  /** Epoch milliseconds. */
+  readonly deadline: number;
+  readonly input: unknown;
+  /** For `compensate`: the result of `do` as the coordinator knows it. */
+  readonly result?: unknown;
+  readonly traceparent?: string;
+}
+
+export type WorkerReply = { readonly ok: true; readonly result?: unknown } | { readonly ok: false; readonly error: ErrorInfo };
+
+/** Serves requests for one worker on a worker host. */
+export type WorkerHandler = (request: WorkerRequest) => Promise<WorkerReply>;
+
+/** A registration made with {@link Transport.serve}; `stop` takes nothing new and waits for what is in flight. */
+export interface Served {
+  stop(): Promise<void>;
+}
+
+/**
+ * How coordinators reach worker hosts. The request side is used by worker actors,
+ * the serve side by worker hosts.
+ */
+export interface Transport {
+  /**
+   * Sends a request and waits for the reply. Rejects with a `TransportError`
+   * (`NO_RESPONDERS`, `TRANSPORT_ERROR`, `PROTOCOL_ERROR`) or, after `timeoutMs`,
+   * with a `SagaError` of code `STEP_TIMED_OUT`.
+   */
+  request(request: WorkerRequest, timeoutMs: number): Promise<WorkerReply>;
+  /** Starts serving a worker. */
+  serve(worker: string, handler: WorkerHandler): Promise<Served> | Served;
+  /** Whether some host serves this worker right now. */
+  isServed(worker: string): Promise<boolean> | boolean;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------
+// Stores
+
+/** The state of one idempotency key on a worker host (DESIGN section 3). */
+export type KeyState = 'new' | 'doing' | 'done' | 'failed' | 'tombstoned' | 'compensating' | 'compensated';
+
+/** What a worker host remembers about one idempotency key. Plain JSON. */
+export interface KeyRecord {
+  readonly state: KeyState;
+  /** Whether a compensate arrived while `do` was running and waits for it. */
+  readonly compensateRequested: boolean;
+  /** Fingerprint of the input first seen with this key. */
+  readonly inputHash: string;
+  readonly result?: unknown;
+  readonly error?: ErrorInfo;
+  readonly updatedAt: number;
+}
+
+/** Where a worker host keeps its per-key records for the dedup window. */
+export interface DedupStore {
+  get(worker: string, key: string): Promise<KeyRecord | undefined> | KeyRecord | undefined;
+  set(worker: string, key: string, record: KeyRecord): Promise<void> | void;
+}
+
+/** The journal of one saga. */
+export interface SagaRecord {
+  readonly sagaId: string;
+  readonly saga: string;
+  readonly version: number;
+  readonly input: unknown;
+  readonly status: 'running' | 'parked' | 'committed' | 'compensated';
+  readonly startedAt: number;
+  readonly updatedAt: number;
+  /** The persisted machine snapshot at the last checkpoint. */
+  readonly snapshot: unknown;
+  readonly outcome: SagaOutcome | undefined;
+}
+
+/** A parked saga, waiting for an operator. */
+export interface DeadLetter {
+  readonly sagaId: string;
+  readonly saga: string;
+  readonly version: number;
+  readonly remaining: readonly RemainingEffect[];
+  readonly failures: readonly StepFailure[];
+  readonly parkedAt: number;
+  /** How many times the saga has been parked (operator retries that failed again add one). */
+  readonly timesParked: number;
+}
+
+/** Where coordinators keep saga journals and dead letters. */
+export interface SagaStore {
+  /** Records the saga's intent before its first dispatch. */
+  begin(record: SagaRecord): Promise<void>;
+  /** Records the machine snapshot at a point that matters for recovery. */
+  checkpoint(sagaId: string, snapshot: unknown, status: SagaRecord['status']): Promise<void>;
+  /** Records the saga's end. */
+  finish(sagaId: string, outcome: SagaOutcome, snapshot: unknown): Promise<void>;
+  park(letter: DeadLetter): Promise<void>;
+  unpark(sagaId: string): Promise<void>;
+  get(sagaId: string): Promise<SagaRecord | undefined>;
+  deadLetters(): Promise<DeadLetter[]>;
+  unfinished(): Promise<SagaRecord[]>;
+}
+
+// ---------------------------------------------------------------------------
+// Time
+
+/** The source of time. Injected so tests never sleep for real. */
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
