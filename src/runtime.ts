@@ -110,8 +110,11 @@ export interface Runtime {
   on<K extends keyof RuntimeEvents>(event: K, listener: (e: RuntimeEvents[K]) => void): () => void;
   /** Sagas running (not parked) right now. */
   readonly inFlight: number;
-  /** Stops serving and timers. Sagas still running are abandoned to `recover`. */
-  close(): Promise<void>;
+  /**
+   * Stops sagas, timers and serving. Worker calls in flight get up to `drainMs`
+   * (default 5_000, real time) to finish. Sagas still running are left to `recover`.
+   */
+  close(options?: { drainMs?: number }): Promise<void>;
 }
 
 interface Live {
@@ -191,14 +194,8 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   let closed = false;
   let running = 0;
 
-  const register = (def: SagaDefinition) => {
-    const id = `${def.name}@${def.version}`;
-    const known = definitions.get(id);
-    if (known !== undefined && known !== def) {
-      throw new SagaDefinitionError(`two different definitions are named '${def.name}' version ${def.version}: bump the version`, { saga: def.name, field: 'version' });
-    }
-    definitions.set(id, def);
-  };
+  /** Definitions by name@version, for recovery. The most recently used one wins. */
+  const register = (def: SagaDefinition) => definitions.set(`${def.name}@${def.version}`, def);
   for (const def of o.sagas) register(def);
 
   const workerRef = (name: string): AnyActorRef => {
@@ -276,8 +273,8 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     const waiters = entry.waiters;
     entry.waiters = [];
     timer.send({ type: 'CANCEL_ALL', owner: entry.actor } satisfies TimerEvent);
-    const log = logger.child({ sagaId, saga: entry.def.name });
     if (outcome.status === 'compensation-failed') {
+      const log = logger.child({ sagaId, saga: entry.def.name });
       if (!entry.parked) {
         entry.parked = true;
         running--;
@@ -306,12 +303,12 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     }
     live.delete(sagaId);
     if (!entry.parked) running--;
-    log.info({ status: outcome.status }, 'saga ended');
+    logger.info({ sagaId, saga: entry.def.name, status: outcome.status }, 'saga ended');
     void (async () => {
       try {
-        await store.finish(sagaId, outcome, entry.actor.getPersistedSnapshot());
+        await store.finish(sagaId, outcome);
       } catch (error) {
-        log.error({ err: error }, 'could not journal the outcome');
+        logger.error({ err: error, sagaId }, 'could not journal the outcome');
       }
       emit('outcome', { ...outcome, saga: entry.def.name, version: entry.def.version });
       for (const w of waiters) w(outcome);
@@ -357,7 +354,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     return entry;
   };
 
-  const operator = (sagaId: string, event: { type: 'OPERATOR.RETRY' } | { type: 'OPERATOR.RESOLVE'; note?: string }): Promise<SagaOutcome> => {
+  const operator = async (sagaId: string, event: { type: 'OPERATOR.RETRY' } | { type: 'OPERATOR.RESOLVE'; note?: string }): Promise<SagaOutcome> => {
     ensureOpen();
     const entry = parkedEntry(sagaId);
     return new Promise<SagaOutcome>((resolve, reject) => {
@@ -409,7 +406,10 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       }
       if (serving.length > 0) await Promise.all(serving);
       const missing: string[] = [];
-      for (const name of def.workers.keys()) if (!(await transport.isServed(name))) missing.push(name);
+      for (const name of def.workers.keys()) {
+        const served = transport.isServed(name);
+        if (!(typeof served === 'boolean' ? served : await served)) missing.push(name);
+      }
       if (missing.length > 0) throw new WorkerNotHostedError(def.name, missing);
       const now = clock.now();
       await store.begin({ sagaId, saga: def.name, version: def.version, input, status: 'running', startedAt: now, updatedAt: now, snapshot: undefined, outcome: undefined });
@@ -478,13 +478,22 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       return running;
     },
 
-    async close() {
+    async close(closeOptions = {}) {
       if (closed) return;
       closed = true;
+      const drainMs = closeOptions.drainMs ?? 5_000;
+      if (typeof drainMs !== 'number' || !(drainMs >= 0)) throw new InvalidOptionError('drainMs', 'must be a number >= 0');
       for (const entry of live.values()) entry.actor.stop();
       live.clear();
       const served = await Promise.allSettled(serving);
-      await Promise.allSettled(served.map((s) => (s.status === 'fulfilled' ? s.value.stop() : undefined)));
+      const drained = Promise.allSettled(served.map((s) => (s.status === 'fulfilled' ? s.value.stop() : undefined)));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const gaveUp = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, drainMs);
+        timer.unref();
+      });
+      await Promise.race([drained, gaveUp]);
+      clearTimeout(timer);
       root.stop();
       wheel.stop();
     },

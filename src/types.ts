@@ -269,7 +269,7 @@ export interface Transport {
 // Stores
 
 /** The state of one idempotency key on a worker host (DESIGN section 3). */
-export type KeyState = 'new' | 'doing' | 'done' | 'failed' | 'tombstoned' | 'compensating' | 'compensated';
+export type KeyState = 'new' | 'doing' | 'done' | 'failed' | 'compensating' | 'compensated';
 
 /** What a worker host remembers about one idempotency key. Plain JSON. */
 export interface KeyRecord {
@@ -322,7 +322,7 @@ export interface SagaStore {
   /** Records the machine snapshot at a point that matters for recovery. */
   checkpoint(sagaId: string, snapshot: unknown, status: SagaRecord['status']): Promise<void>;
   /** Records the saga's end. */
-  finish(sagaId: string, outcome: SagaOutcome, snapshot: unknown): Promise<void>;
+  finish(sagaId: string, outcome: SagaOutcome): Promise<void>;
   park(letter: DeadLetter): Promise<void>;
   unpark(sagaId: string): Promise<void>;
   get(sagaId: string): Promise<SagaRecord | undefined>;

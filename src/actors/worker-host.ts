@@ -122,10 +122,18 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
   const runDo = (id: string, def: WorkerDefinition, req: WorkerRequest): Promise<WorkerReply> => {
     const p = (async (): Promise<WorkerReply> => {
       let outcome: KeyEvent;
+      let unsendable: ErrorInfo | undefined;
       try {
         const result = await def.do(req.input, contextOf(req));
-        assertSerializable(result, `result of worker '${req.worker}'`);
-        outcome = { type: 'DO.OK', result };
+        try {
+          assertSerializable(result, `result of worker '${req.worker}'`);
+          outcome = { type: 'DO.OK', result };
+        } catch (error) {
+          // The effect was applied but its result cannot travel: keep the key undoable, report it in doubt.
+          unsendable = { code: 'RESULT_NOT_SERIALIZABLE', message: toErrorInfo(error).message, retryable: false };
+          logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, err: unsendable }, 'worker returned a result that cannot be serialized');
+          outcome = { type: 'DO.OK', result: undefined };
+        }
       } catch (error) {
         outcome = { type: 'DO.FAILED', error: toErrorInfo(error) };
       }
@@ -134,6 +142,7 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
         // A compensate arrived while do ran: undo at once, before anyone sees the key idle.
         if (r.actions.includes('runCompensate')) void runCompensate(id, def, req, r.record.result);
       });
+      if (unsendable !== undefined) return fail(unsendable);
       return outcome.type === 'DO.OK' ? { ok: true, result: outcome.result } : fail(outcome.error);
     })();
     track(id, p);

@@ -2,10 +2,14 @@
  * The worker-host key machine (DESIGN section 3): what one idempotency key has seen.
  *
  *   new ─do▶ doing ─▶ done | failed          (a retryable failure returns to new)
- *   new ─compensate▶ tombstoned              (a late do is refused)
+ *   new ─compensate▶ compensating ─▶ compensated
+ *        (no record does not prove no effect: the do may have run before this host
+ *        lost its memory, or on another host, so the worker's compensate runs; the
+ *        key is then a tombstone and a late do is refused)
  *   doing ─compensate▶ (waits for do) ─▶ compensating ─▶ compensated
  *   done ─compensate▶ compensating ─▶ compensated   (a failed undo returns to done)
- *   failed ─compensate▶ compensated          (nothing to undo)
+ *   failed ─compensate▶ compensated          (the host saw do fail: nothing to undo)
+ *   compensated ─do▶ refused                 (the tombstone)
  *
  * Worker hosts apply it as a pure function with XState's `transition()` over their
  * dedup records: no actor per key. The named actions are what the host must do.
@@ -68,7 +72,7 @@ export const keyMachine = setup({
     new: {
       on: {
         DO: { target: 'doing', actions: 'runDo' },
-        COMPENSATE: { target: 'tombstoned', actions: 'ackCompensated' },
+        COMPENSATE: { target: 'compensating', actions: 'runCompensate' },
       },
     },
     doing: {
@@ -96,12 +100,6 @@ export const keyMachine = setup({
       on: {
         DO: { actions: 'replyStored' },
         COMPENSATE: { target: 'compensated', actions: 'ackCompensated' },
-      },
-    },
-    tombstoned: {
-      on: {
-        DO: { actions: 'refuse' },
-        COMPENSATE: { actions: 'ackCompensated' },
       },
     },
     compensating: {

@@ -209,6 +209,9 @@ export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unk
   };
 }
 
+/** Failure codes that do not prove the effect absent: the step is in doubt and will be compensated. */
+const IN_DOUBT_CODES: ReadonlySet<string> = new Set(['RESULT_NOT_SERIALIZABLE']);
+
 /** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed. */
 export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo }): Step {
   const p = plan(def, ev.stepId);
@@ -229,7 +232,8 @@ export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepI
     };
   }
   const failure: StepFailure = { stepId: ev.stepId, worker: p.worker, reason: 'failed', attempt: ev.attempt, error: ev.error };
-  return { context: { ...put(ctx, ev.stepId, { status: 'failed' }), failures: [...ctx.failures, failure] }, commands: [cancel] };
+  const status = IN_DOUBT_CODES.has(ev.error.code) ? 'inDoubt' : 'failed';
+  return { context: { ...put(ctx, ev.stepId, { status }), failures: [...ctx.failures, failure] }, commands: [cancel] };
 }
 
 /** No answer in time: the step may or may not have applied its effect. */

@@ -63,9 +63,10 @@ export function stableStringify(value: unknown): string {
   return `{${keys.map((k) => `${JSON.stringify(k)}:${stableStringify(obj[k])}`).join(',')}}`;
 }
 
-/** A short, stable fingerprint of a value (hex, 32 characters). */
+/** A stable fingerprint of a value: its canonical JSON when short, else a hash of it. */
 export function fingerprint(value: unknown): string {
-  return createHash('sha256').update(stableStringify(value)).digest('hex').slice(0, 32);
+  const text = stableStringify(value);
+  return text.length <= 96 ? text : `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 32)}`;
 }
 
 /**
@@ -73,5 +74,5 @@ export function fingerprint(value: unknown): string {
  * step's input. Attempt-independent, and shared by `do` and `compensate`.
  */
 export function idempotencyKey(sagaId: string, stepId: string, input: unknown): string {
-  return createHash('sha256').update(sagaId).update('\u0000').update(stepId).update('\u0000').update(stableStringify(input)).digest('hex').slice(0, 40);
+  return createHash('sha256').update(`${sagaId}\u0000${stepId}\u0000${stableStringify(input)}`).digest('hex').slice(0, 40);
 }

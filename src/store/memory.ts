@@ -34,8 +34,8 @@ export function memorySagaStore(options: MemorySagaStoreOptions = {}): SagaStore
     async checkpoint(sagaId, snapshot, status) {
       update(sagaId, { snapshot, status });
     },
-    async finish(sagaId, outcome: SagaOutcome, snapshot) {
-      update(sagaId, { outcome, snapshot, status: outcome.status === 'committed' ? 'committed' : 'compensated' });
+    async finish(sagaId, outcome: SagaOutcome) {
+      update(sagaId, { outcome, status: outcome.status === 'committed' ? 'committed' : 'compensated' });
       letters.delete(sagaId);
       finished.push(sagaId);
       while (finished.length > keepFinished) records.delete(finished.shift() as string);

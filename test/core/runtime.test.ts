@@ -1,0 +1,406 @@
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import {
+  createRuntime,
+  defineSaga,
+  defineWorker,
+  InputNotSerializableError,
+  InvalidOptionError,
+  memoryDedupStore,
+  memorySagaStore,
+  SagaNotFoundError,
+  TerminalError,
+  WorkerNotHostedError,
+} from '../../src/index.ts';
+import type { EscalationEvent, SagaOutcome, WorkerContext } from '../../src/index.ts';
+import { idempotencyKey } from '../../src/machines/serializable.ts';
+import { createManualClock } from '../../src/testing/clock.ts';
+
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((res) => (resolve = res));
+  return { promise, resolve };
+}
+
+/** A fake system of record per worker: effects by idempotency key, and a log of calls. */
+function world() {
+  const held = new Map<string, Set<string>>();
+  const calls: string[] = [];
+  const holding = (w: string) => (held.get(w) ?? new Set()).size;
+  const make = (
+    name: string,
+    behaviour: {
+      do?: (ctx: WorkerContext, n: number) => Promise<void> | void;
+      compensate?: (ctx: WorkerContext, n: number) => Promise<void> | void;
+    } = {},
+  ) => {
+    let doCalls = 0;
+    let compCalls = 0;
+    return defineWorker({
+      name,
+      async do(input: unknown, ctx) {
+        calls.push(`${name}.do`);
+        await behaviour.do?.(ctx, ++doCalls);
+        const set = held.get(name) ?? new Set<string>();
+        held.set(name, set);
+        set.add(ctx.idempotencyKey);
+        return { ref: `${name}:${ctx.idempotencyKey.slice(0, 6)}`, input };
+      },
+      async compensate(_input, _result, ctx) {
+        calls.push(`${name}.compensate`);
+        await behaviour.compensate?.(ctx, ++compCalls);
+        held.get(name)?.delete(ctx.idempotencyKey);
+      },
+    });
+  };
+  return { make, holding, calls };
+}
+
+const tripOf = (timeoutMs = 1_000, compensation = { retries: 2, backoff: { initialMs: 100, factor: 2, maxMs: 1_000 } }) =>
+  defineSaga({
+    name: 'trip',
+    version: 1,
+    steps: {
+      flight: { worker: 'flights', input: (t: { to: string }) => ({ to: t.to }), timeoutMs },
+      hotel: { worker: 'hotels', input: (t: { to: string }) => ({ city: t.to }), timeoutMs },
+      car: { worker: 'cars', timeoutMs },
+    },
+    compensation,
+  });
+
+describe('runtime: outcomes', () => {
+  it('commits and returns each step result; keys are hash(sagaId, stepId, input)', async () => {
+    const w = world();
+    const keys: string[] = [];
+    const runtime = createRuntime().host(w.make('flights', { do: (ctx) => void keys.push(ctx.idempotencyKey) }), w.make('hotels'), w.make('cars'));
+    const outcome = await runtime.run(tripOf(), { to: 'OSL' }, { sagaId: 'trip-1' });
+    expect(outcome).toMatchObject({ sagaId: 'trip-1', status: 'committed', results: { flight: { input: { to: 'OSL' } }, hotel: { input: { city: 'OSL' } } } });
+    expect(keys).toEqual([idempotencyKey('trip-1', 'flight', { to: 'OSL' })]);
+    expect([w.holding('flights'), w.holding('hotels'), w.holding('cars')]).toEqual([1, 1, 1]);
+    expect(await runtime.status('trip-1')).toMatchObject({ state: 'committed', outcome: { status: 'committed' } });
+    await runtime.close();
+  });
+
+  it('compensates what committed when a step fails', async () => {
+    const w = world();
+    const runtime = createRuntime().host(
+      w.make('flights'),
+      w.make('hotels', {
+        do: () => {
+          throw new TerminalError('full');
+        },
+      }),
+      w.make('cars'),
+    );
+    const outcome = await runtime.run(tripOf(), { to: 'OSL' });
+    expect(outcome).toMatchObject({ status: 'compensated', compensated: ['flight', 'car'], failures: [{ stepId: 'hotel', error: { message: 'full' } }] });
+    expect([w.holding('flights'), w.holding('hotels'), w.holding('cars')]).toEqual([0, 0, 0]);
+    await runtime.close();
+  });
+
+  it('treats a timed-out step as in doubt; its late success is undone before run resolves', async () => {
+    const clock = createManualClock();
+    const w = world();
+    const gate = deferred<void>();
+    const runtime = createRuntime({ clock }).host(w.make('flights'), w.make('hotels', { do: () => gate.promise }), w.make('cars'));
+    let outcome: SagaOutcome | undefined;
+    void runtime.run(tripOf(1_000), { to: 'OSL' }).then((o) => (outcome = o));
+    await clock.advance(999);
+    expect(outcome).toBeUndefined();
+    await clock.advance(10);
+    // Timed out: flight and car are undone, the hotel's compensation waits for its do.
+    expect(w.holding('flights')).toBe(0);
+    expect(outcome).toBeUndefined();
+    gate.resolve();
+    await clock.advance(1);
+    expect(outcome).toMatchObject({ status: 'compensated', compensated: ['flight', 'hotel', 'car'], failures: [{ stepId: 'hotel', reason: 'timed-out' }] });
+    expect([w.holding('flights'), w.holding('hotels'), w.holding('cars')]).toEqual([0, 0, 0]);
+    expect(w.calls.filter((c) => c === 'hotels.compensate')).toHaveLength(1);
+    await runtime.close();
+  });
+
+  it('retries a retryable step failure with backoff and the same key', async () => {
+    const clock = createManualClock();
+    const w = world();
+    const keys: string[] = [];
+    const flaky = w.make('flights', {
+      do: (ctx, n) => {
+        keys.push(ctx.idempotencyKey);
+        if (n === 1) throw new Error('503');
+      },
+    });
+    const saga = defineSaga({ name: 'one', version: 1, steps: { f: { worker: 'flights', retries: 1, backoff: { initialMs: 200, jitter: false } } } });
+    const runtime = createRuntime({ clock }).host(flaky);
+    let outcome: SagaOutcome | undefined;
+    void runtime.run(saga, {}).then((o) => (outcome = o));
+    await clock.advance(199);
+    expect(keys).toHaveLength(1);
+    await clock.advance(10);
+    expect(outcome).toMatchObject({ status: 'committed' });
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toBe(keys[1]);
+    await runtime.close();
+  });
+
+  it('undoes staged steps in reverse order', async () => {
+    const w = world();
+    const saga = defineSaga({
+      name: 'order',
+      version: 1,
+      steps: {
+        reserve: { worker: 'stock' },
+        charge: { worker: 'payments', after: ['reserve'] },
+        ship: { worker: 'shipping', after: ['charge'] },
+      },
+    });
+    const runtime = createRuntime().host(
+      w.make('stock'),
+      w.make('payments'),
+      w.make('shipping', {
+        do: () => {
+          throw new TerminalError('no courier');
+        },
+      }),
+    );
+    expect(await runtime.run(saga, {})).toMatchObject({ status: 'compensated', compensated: ['reserve', 'charge'] });
+    expect(w.calls).toEqual(['stock.do', 'payments.do', 'shipping.do', 'payments.compensate', 'stock.compensate']);
+    await runtime.close();
+  });
+
+  it('compensates a step whose result cannot be serialized (its effect was applied)', async () => {
+    const w = world();
+    const odd = defineWorker({
+      name: 'odd',
+      do: async () => ({ big: 1n }),
+      compensate: async () => void w.calls.push('odd.compensate'),
+    });
+    const saga = defineSaga({ name: 'odd', version: 1, steps: { a: { worker: odd } } });
+    const runtime = createRuntime().host(odd);
+    expect(await runtime.run(saga, {})).toMatchObject({ status: 'compensated', compensated: ['a'], failures: [{ error: { code: 'RESULT_NOT_SERIALIZABLE' } }] });
+    expect(w.calls).toEqual(['odd.compensate']);
+    await runtime.close();
+  });
+});
+
+describe('runtime: failing compensations and operators', () => {
+  async function parkedSaga() {
+    const clock = createManualClock();
+    const w = world();
+    let refundsWork = false;
+    const store = memorySagaStore({ clock });
+    const runtime = createRuntime({ clock, store, random: () => 0 }).host(
+      w.make('flights', {
+        compensate: () => {
+          if (!refundsWork) throw new Error('refund API down');
+        },
+      }),
+      w.make('hotels', {
+        do: () => {
+          throw new TerminalError('full');
+        },
+      }),
+      w.make('cars'),
+    );
+    const escalations: EscalationEvent[] = [];
+    runtime.on('escalation', (e) => escalations.push(e));
+    let outcome: SagaOutcome | undefined;
+    void runtime.run(tripOf(), { to: 'OSL' }, { sagaId: 'p1' }).then((o) => (outcome = o));
+    return { clock, w, runtime, escalations, store, fix: () => (refundsWork = true), outcome: () => outcome };
+  }
+
+  it('retries with exponential backoff and jitter, then parks with a dead letter and an escalation', async () => {
+    const p = await parkedSaga();
+    await p.clock.advance(0);
+    expect(p.w.calls.filter((c) => c === 'flights.compensate')).toHaveLength(1);
+    // random() = 0 gives half of each delay: 50 ms, then 100 ms.
+    await p.clock.advance(49);
+    expect(p.w.calls.filter((c) => c === 'flights.compensate')).toHaveLength(1);
+    await p.clock.advance(1);
+    expect(p.w.calls.filter((c) => c === 'flights.compensate')).toHaveLength(2);
+    expect(p.outcome()).toBeUndefined();
+    await p.clock.advance(100);
+    expect(p.w.calls.filter((c) => c === 'flights.compensate')).toHaveLength(3);
+    const outcome = p.outcome();
+    expect(outcome?.status).toBe('compensation-failed');
+    if (outcome?.status !== 'compensation-failed') throw new Error('unreachable');
+    expect(outcome.remaining).toEqual([
+      expect.objectContaining({ stepId: 'flight', worker: 'flights', why: 'compensation-failed', attempts: 3, lastError: expect.objectContaining({ message: 'refund API down' }) }),
+    ]);
+    expect(outcome.compensated).toEqual(['car']);
+    expect(p.w.holding('flights')).toBe(1);
+    expect(p.escalations).toEqual([expect.objectContaining({ sagaId: 'p1', saga: 'trip', remaining: outcome.remaining })]);
+    expect(await p.runtime.deadLetters()).toEqual([expect.objectContaining({ sagaId: 'p1', remaining: outcome.remaining })]);
+    expect(await p.runtime.status('p1')).toMatchObject({ state: 'compensationFailed', steps: { flight: 'compensationFailed', car: 'compensated', hotel: 'failed' } });
+    expect(p.runtime.inFlight).toBe(0);
+    await p.runtime.close();
+  });
+
+  it('resumes compensation on operator retry and clears the dead letter', async () => {
+    const p = await parkedSaga();
+    await p.clock.advance(1_000);
+    expect(p.outcome()?.status).toBe('compensation-failed');
+    p.fix();
+    const again = p.runtime.retry('p1');
+    await p.clock.advance(0);
+    expect(await again).toMatchObject({ status: 'compensated', compensated: ['flight', 'car'] });
+    expect(p.w.holding('flights')).toBe(0);
+    expect(await p.runtime.deadLetters()).toEqual([]);
+    await p.runtime.close();
+  });
+
+  it('parks again, escalating again, when the operator retry fails too', async () => {
+    const p = await parkedSaga();
+    await p.clock.advance(1_000);
+    const again = p.runtime.retry('p1');
+    await p.clock.advance(1_000);
+    expect(await again).toMatchObject({ status: 'compensation-failed' });
+    expect(p.escalations.map((e) => e.timesParked)).toEqual([1, 2]);
+    await p.runtime.close();
+  });
+
+  it('lets an operator resolve a parked saga by hand', async () => {
+    const p = await parkedSaga();
+    await p.clock.advance(1_000);
+    const resolved = p.runtime.resolve('p1', 'refunded by phone');
+    await p.clock.advance(0);
+    expect(await resolved).toMatchObject({ status: 'compensated', resolvedByOperator: ['flight'] });
+    await p.runtime.close();
+  });
+
+  it('rejects operator calls for unknown or running sagas', async () => {
+    const clock = createManualClock();
+    const w = world();
+    const gate = deferred<void>();
+    const runtime = createRuntime({ clock }).host(w.make('flights', { do: () => gate.promise }), w.make('hotels'), w.make('cars'));
+    await expect(runtime.retry('nope')).rejects.toBeInstanceOf(SagaNotFoundError);
+    void runtime.run(tripOf(), { to: 'X' }, { sagaId: 'r1' });
+    await clock.advance(0);
+    await expect(runtime.retry('r1')).rejects.toMatchObject({ code: 'SAGA_NOT_PARKED' });
+    gate.resolve();
+    await runtime.close();
+  });
+
+  it('recovers a parked saga in a new coordinator that shares the store', async () => {
+    const p = await parkedSaga();
+    await p.clock.advance(1_000);
+    await p.runtime.close();
+    p.fix();
+    const w2 = world();
+    const next = createRuntime({ clock: p.clock, store: p.store, sagas: [tripOf()] }).host(w2.make('flights'), w2.make('hotels'), w2.make('cars'));
+    expect(await next.recover()).toEqual(['p1']);
+    const resumed = next.retry('p1');
+    await p.clock.advance(0);
+    expect(await resumed).toMatchObject({ status: 'compensated' });
+    expect(w2.calls).toEqual(['flights.compensate']);
+    await next.close();
+  });
+});
+
+describe('runtime: coordinator crash', () => {
+  it('a new coordinator re-drives an unfinished saga; worker hosts dedup the repeats', async () => {
+    const clock = createManualClock();
+    const store = memorySagaStore({ clock });
+    const dedup = memoryDedupStore({ clock });
+    const w = world();
+    const gate = deferred<void>();
+    let first = true;
+    const saga = tripOf(5_000);
+    const workers = [w.make('flights'), w.make('hotels', { do: async () => (first ? gate.promise : undefined) }), w.make('cars')];
+    const a = createRuntime({ clock, store, dedup }).host(...workers);
+    void a.run(saga, { to: 'OSL' }, { sagaId: 'c1' });
+    await clock.advance(10);
+    void a.close(); // the coordinator dies with the hotel still running
+    first = false;
+    const b = createRuntime({ clock, store, dedup, sagas: [saga] }).host(...workers);
+    const outcomes: SagaOutcome[] = [];
+    b.on('outcome', (o) => outcomes.push(o));
+    expect(await b.recover()).toEqual(['c1']);
+    gate.resolve();
+    await clock.advance(10);
+    expect(outcomes).toEqual([expect.objectContaining({ sagaId: 'c1', status: 'committed' })]);
+    expect(w.calls.filter((c) => c === 'flights.do')).toHaveLength(1);
+    expect([w.holding('flights'), w.holding('hotels'), w.holding('cars')]).toEqual([1, 1, 1]);
+    await b.close();
+  });
+});
+
+describe('runtime: misuse', () => {
+  it('fails before dispatch when a worker is not hosted', async () => {
+    const w = world();
+    const runtime = createRuntime().host(w.make('flights'));
+    const err = await runtime.run(tripOf(), { to: 'X' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkerNotHostedError);
+    expect((err as WorkerNotHostedError).workers).toEqual(['hotels', 'cars']);
+    expect(w.calls).toEqual([]);
+    await runtime.close();
+  });
+
+  it('rejects input that cannot be serialized, naming the path, before dispatch', async () => {
+    const w = world();
+    const runtime = createRuntime().host(w.make('flights'), w.make('hotels'), w.make('cars'));
+    const cyclic: Record<string, unknown> = { to: 'X' };
+    cyclic.self = cyclic;
+    for (const [input, path] of [
+      [{ to: 'X', fn: () => 1 }, 'input.fn'],
+      [cyclic, 'input.self'],
+      [{ to: 'X', n: 10n }, 'input.n'],
+      [{ to: 'X', when: new Map() }, 'input.when'],
+    ] as const) {
+      const err = await runtime.run(tripOf(), input as never).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InputNotSerializableError);
+      expect((err as InputNotSerializableError).path).toBe(path);
+    }
+    const badStep = defineSaga({ name: 'b', version: 1, steps: { a: { worker: 'flights', input: () => ({ f: () => 1 }) } } });
+    await expect(runtime.run(badStep, {})).rejects.toMatchObject({ code: 'INPUT_NOT_SERIALIZABLE', path: "step 'a' input.f" });
+    expect(w.calls).toEqual([]);
+    await runtime.close();
+  });
+
+  it('rejects bad options and bad calls with typed errors', async () => {
+    expect(() => createRuntime({ timerTickMs: -1 })).toThrow(InvalidOptionError);
+    expect(() => createRuntime({ colour: 'blue' } as never)).toThrow(/option 'colour'/);
+    const w = world();
+    const runtime = createRuntime().host(w.make('flights'));
+    expect(() => runtime.host(w.make('flights'))).toThrow(/already hosted/);
+    await expect(runtime.run({ name: 'fake' } as never, {})).rejects.toMatchObject({ code: 'DEFINITION_INVALID' });
+    expect(() => runtime.on('nonsense' as never, () => {})).toThrow(InvalidOptionError);
+    await runtime.close();
+    await expect(runtime.run(tripOf(), { to: 'X' })).rejects.toMatchObject({ code: 'RUNTIME_CLOSED' });
+  });
+});
+
+describe('runtime: logging', () => {
+  it('logs JSON with sagaId and stepId bindings', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        for (const line of String(chunk).split('\n')) if (line.trim()) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const logger = pino({ level: 'info' }, sink);
+    const w = world();
+    const runtime = createRuntime({ logger }).host(
+      w.make('flights', {
+        compensate: () => {
+          throw new Error('nope');
+        },
+      }),
+      w.make('hotels', {
+        do: (ctx) => {
+          ctx.logger.info({ room: 12 }, 'hotel trying');
+          throw new TerminalError('full');
+        },
+      }),
+      w.make('cars'),
+    );
+    const saga = tripOf(1_000, { retries: 0, backoff: { initialMs: 1, factor: 1, maxMs: 1 } });
+    await runtime.run(saga, { to: 'X' }, { sagaId: 'log-1' });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(lines).toContainEqual(expect.objectContaining({ msg: 'hotel trying', sagaId: 'log-1', stepId: 'hotel', worker: 'hotels', room: 12 }));
+    expect(lines).toContainEqual(expect.objectContaining({ msg: 'compensation failed', sagaId: 'log-1', stepId: 'flight', level: 40 }));
+    expect(lines).toContainEqual(expect.objectContaining({ msg: 'saga parked: compensation failed', sagaId: 'log-1', level: 50 }));
+    await runtime.close();
+  });
+});
