@@ -16,7 +16,8 @@ export {
 export { createRuntime } from './runtime.ts';
 export { createWorkerHost } from './actors/worker-host.ts';
 export { memoryTransport } from './transport/memory.ts';
-export { memoryDedupStore, memorySagaStore, DEFAULT_DEDUP_WINDOW_MS } from './store/memory.ts';
+export { memoryDedupStore, memorySagaStore, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_DEDUP_MAX_RECORDS } from './store/memory.ts';
+export type { MemoryDedupStoreOptions, MemorySagaStoreOptions } from './store/memory.ts';
 export { systemClock } from './clock.ts';
 export {
   SagaError,

@@ -5,9 +5,12 @@
  */
 import type { DeadLetter, DedupStore, KeyRecord, SagaOutcome, SagaRecord, SagaStore, Clock } from '../types.ts';
 import { systemClock } from '../clock.ts';
+import { InvalidOptionError } from '../errors.ts';
 
-/** Default time a worker host remembers a key: 24 hours. */
-export const DEFAULT_DEDUP_WINDOW_MS = 24 * 60 * 60 * 1000;
+/** Default time an in-memory worker host remembers a key: 1 hour (use JetStream KV for longer). */
+export const DEFAULT_DEDUP_WINDOW_MS = 60 * 60 * 1000;
+/** Default bound on the keys an in-memory dedup store keeps; the least recently changed go first. */
+export const DEFAULT_DEDUP_MAX_RECORDS = 100_000;
 
 export interface MemorySagaStoreOptions {
   /** Keep finished sagas' journals (for status look-ups). Default 10_000 most recent. */
@@ -61,14 +64,24 @@ export function memorySagaStore(options: MemorySagaStoreOptions = {}): SagaStore
 }
 
 export interface MemoryDedupStoreOptions {
-  /** How long a key is remembered after its last change. Default 24 hours. */
+  /** How long a key is remembered after its last change. Default 1 hour. */
   windowMs?: number;
+  /**
+   * At most this many keys are kept; past it the least recently changed are forgotten
+   * early. Default 100_000. A forgotten key is still undone correctly (a compensate for an
+   * unknown key runs the worker's compensate), but a duplicate `do` delayed past its
+   * record's life would run again: size the bound to the traffic, or use JetStream KV.
+   */
+  maxRecords?: number;
   clock?: Clock;
 }
 
 /** Key records in a Map ordered by last change, so expiry is a sweep from the front. */
 export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupStore & { readonly size: number } {
   const windowMs = options.windowMs ?? DEFAULT_DEDUP_WINDOW_MS;
+  const maxRecords = options.maxRecords ?? DEFAULT_DEDUP_MAX_RECORDS;
+  if (!(windowMs > 0)) throw new InvalidOptionError('windowMs', 'must be a number of milliseconds > 0');
+  if (!Number.isSafeInteger(maxRecords) || maxRecords < 1) throw new InvalidOptionError('maxRecords', 'must be a whole number >= 1');
   const clock = options.clock ?? systemClock;
   const records = new Map<string, KeyRecord>();
   const id = (worker: string, key: string) => `${worker}\u0000${key}`;
@@ -76,7 +89,7 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
   const sweep = () => {
     const oldest = clock.now() - windowMs;
     for (const [k, rec] of records) {
-      if (rec.updatedAt > oldest) break;
+      if (rec.updatedAt > oldest && records.size <= maxRecords) break;
       records.delete(k);
     }
   };
