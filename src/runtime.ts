@@ -310,7 +310,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       } catch (error) {
         logger.error({ err: error, sagaId }, 'could not journal the outcome');
       }
-      emit('outcome', { ...outcome, saga: entry.def.name, version: entry.def.version });
+      if (listeners.outcome.size > 0) emit('outcome', { ...outcome, saga: entry.def.name, version: entry.def.version });
       for (const w of waiters) w(outcome);
     })();
   };

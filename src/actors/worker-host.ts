@@ -45,6 +45,9 @@ function fail(error: ErrorInfo): WorkerReply {
 /** A promise chain per key: the bookkeeping of one key never interleaves. */
 class KeyedMutex {
   private readonly tails = new Map<string, Promise<unknown>>();
+  idle(key: string): boolean {
+    return !this.tails.has(key);
+  }
   run<T>(key: string, fn: () => Promise<T> | T): Promise<T> {
     const prev = this.tails.get(key) ?? Promise.resolve();
     const next = prev.then(fn, fn);
@@ -61,6 +64,10 @@ class KeyedMutex {
 }
 
 type Decision = { reply: WorkerReply } | { wait: Promise<WorkerReply>; again: boolean };
+
+function isThenable<T>(v: T | PromiseLike<T>): v is PromiseLike<T> {
+  return v !== null && typeof v === 'object' && typeof (v as PromiseLike<T>).then === 'function';
+}
 
 export function createWorkerHost(workers: readonly WorkerDefinition[], options: WorkerHostOptions = {}): WorkerHost {
   const byName = new Map<string, WorkerDefinition>();
@@ -93,13 +100,37 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
     };
   };
 
-  /** Applies an event to a key's record under its lock and stores the result. */
-  const apply = async (worker: string, key: string, event: KeyEvent): Promise<{ record: KeyRecord; actions: KeyAction[] }> => {
-    const current = (await dedup.get(worker, key)) ?? newKeyRecord('', clock.now());
-    const next = stepKey(current, event, clock.now());
-    await dedup.set(worker, key, next.record);
-    return next;
+  let storeIsAsync = false;
+  /**
+   * Reads a key's record, lets `f` decide (and start what it starts), stores the new
+   * record. Never interleaves with another transaction on the same key: a synchronous
+   * store (the in-memory one) needs no lock, an asynchronous one goes through the mutex.
+   */
+  const transact = <T>(id: string, worker: string, key: string, f: (rec: KeyRecord | undefined) => { record?: KeyRecord; out: T }): T | Promise<T> => {
+    if (!storeIsAsync && mutex.idle(id)) {
+      const got = dedup.get(worker, key);
+      if (!isThenable(got)) {
+        const { record, out } = f(got);
+        if (record === undefined) return out;
+        const stored = dedup.set(worker, key, record);
+        return isThenable(stored) ? stored.then(() => out) : out;
+      }
+      storeIsAsync = true;
+    }
+    return mutex.run(id, async () => {
+      const { record, out } = f(await dedup.get(worker, key));
+      if (record !== undefined) await dedup.set(worker, key, record);
+      return out;
+    });
   };
+
+  /** Applies a completion event (do or compensate finished) to a key's record. */
+  const complete = (id: string, req: WorkerRequest, event: KeyEvent, after?: (r: { record: KeyRecord; actions: KeyAction[] }) => void) =>
+    transact(id, req.worker, req.key, (rec) => {
+      const next = stepKey(rec ?? newKeyRecord('', clock.now()), event, clock.now());
+      after?.(next);
+      return { record: next.record, out: undefined };
+    });
 
   const runCompensate = (id: string, def: WorkerDefinition, req: WorkerRequest, result: unknown): Promise<WorkerReply> => {
     const p = (async (): Promise<WorkerReply> => {
@@ -112,7 +143,7 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
         logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key, err: info }, 'compensation failed');
         outcome = { type: 'COMPENSATION.FAILED', error: { ...info, code: 'COMPENSATION_FAILED', retryable: true } };
       }
-      await mutex.run(id, () => apply(req.worker, req.key, outcome));
+      await complete(id, req, outcome);
       return outcome.type === 'COMPENSATION.OK' ? { ok: true } : fail(outcome.error);
     })();
     track(id, p);
@@ -137,8 +168,7 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
       } catch (error) {
         outcome = { type: 'DO.FAILED', error: toErrorInfo(error) };
       }
-      await mutex.run(id, async () => {
-        const r = await apply(req.worker, req.key, outcome);
+      await complete(id, req, outcome, (r) => {
         // A compensate arrived while do ran: undo at once, before anyone sees the key idle.
         if (r.actions.includes('runCompensate')) void runCompensate(id, def, req, r.record.result);
       });
@@ -156,12 +186,12 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
     });
   };
 
-  /** One pass: read the record, take the transition, decide the answer or what to wait for. */
-  const decide = async (id: string, def: WorkerDefinition, req: WorkerRequest, inputHash: string): Promise<Decision> => {
-    let current = (await dedup.get(req.worker, req.key)) ?? newKeyRecord(inputHash, clock.now());
+  /** One pass over a key: take the transition, then answer, or start work, or say what to wait for. */
+  const decide = (id: string, def: WorkerDefinition, req: WorkerRequest, inputHash: string, stored: KeyRecord | undefined): { record?: KeyRecord; out: Decision } => {
+    let current = stored ?? newKeyRecord(inputHash, clock.now());
     if (current.state !== 'new' && current.inputHash !== '' && req.op === 'do' && current.inputHash !== inputHash) {
       return {
-        reply: fail({ code: 'KEY_CONFLICT', message: `idempotency key ${req.key} was first used with a different input`, retryable: false }),
+        out: { reply: fail({ code: 'KEY_CONFLICT', message: `idempotency key ${req.key} was first used with a different input`, retryable: false }) },
       };
     }
     if ((current.state === 'doing' || current.state === 'compensating') && !running.has(id)) {
@@ -170,26 +200,28 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
     }
     if (current.state === 'new') current = { ...current, inputHash };
     const { record, actions } = stepKey(current, { type: req.op === 'do' ? 'DO' : 'COMPENSATE' }, clock.now());
-    await dedup.set(req.worker, req.key, record);
-    for (const action of actions) {
-      switch (action) {
-        case 'runDo':
-          return { wait: runDo(id, def, req), again: false };
-        case 'runCompensate':
-          return { wait: runCompensate(id, def, req, record.result ?? req.result), again: false };
-        case 'awaitDo':
-          return { wait: running.get(id) as Promise<WorkerReply>, again: req.op === 'compensate' };
-        case 'awaitCompensation':
-          return { wait: running.get(id) as Promise<WorkerReply>, again: false };
-        case 'replyStored':
-          return { reply: record.state === 'done' ? { ok: true, result: record.result } : fail(record.error as ErrorInfo) };
-        case 'refuse':
-          return { reply: compensated(req.key) };
-        case 'ackCompensated':
-          return { reply: { ok: true } };
+    const out = ((): Decision => {
+      for (const action of actions) {
+        switch (action) {
+          case 'runDo':
+            return { wait: runDo(id, def, req), again: false };
+          case 'runCompensate':
+            return { wait: runCompensate(id, def, req, record.result ?? req.result), again: false };
+          case 'awaitDo':
+            return { wait: running.get(id) as Promise<WorkerReply>, again: req.op === 'compensate' };
+          case 'awaitCompensation':
+            return { wait: running.get(id) as Promise<WorkerReply>, again: false };
+          case 'replyStored':
+            return { reply: record.state === 'done' ? { ok: true, result: record.result } : fail(record.error as ErrorInfo) };
+          case 'refuse':
+            return { reply: compensated(req.key) };
+          case 'ackCompensated':
+            return { reply: { ok: true } };
+        }
       }
-    }
-    return { reply: fail({ code: 'PROTOCOL_ERROR', message: `key ${req.key} in state ${record.state} cannot take ${req.op}`, retryable: false }) };
+      return { reply: fail({ code: 'PROTOCOL_ERROR', message: `key ${req.key} in state ${record.state} cannot take ${req.op}`, retryable: false }) };
+    })();
+    return { record, out };
   };
 
   const handle = async (raw: unknown): Promise<WorkerReply> => {
@@ -210,7 +242,8 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
       const id = `${req.worker}\u0000${req.key}`;
       const inputHash = fingerprint(req.input);
       for (let rounds = 0; rounds < 4; rounds++) {
-        const decision = await mutex.run(id, () => decide(id, def, req, inputHash));
+        const pending = transact(id, req.worker, req.key, (stored) => decide(id, def, req, inputHash, stored));
+        const decision = isThenable(pending) ? await pending : pending;
         if ('reply' in decision) return decision.reply;
         const reply = await decision.wait;
         if (!decision.again) return reply;

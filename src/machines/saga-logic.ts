@@ -203,10 +203,9 @@ export function isRetryDue(ctx: SagaContext, ev: { stepId: string; attempt: numb
 
 export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unknown }): Step {
   const seq = ctx.commitSeq + 1;
-  return {
-    context: { ...put(ctx, ev.stepId, { status: 'committed', result: ev.result, committedSeq: seq }), commitSeq: seq },
-    commands: [{ type: 'cancel', timerId: doTimer(ev.stepId) }],
-  };
+  // The step's timeout timer is left to fire into a guard that ignores it (or to be
+  // cancelled with the saga's other timers when it settles): one command fewer per step.
+  return { context: { ...put(ctx, ev.stepId, { status: 'committed', result: ev.result, committedSeq: seq }), commitSeq: seq }, commands: [] };
 }
 
 /** Failure codes that do not prove the effect absent: the step is in doubt and will be compensated. */
@@ -215,12 +214,10 @@ const IN_DOUBT_CODES: ReadonlySet<string> = new Set(['RESULT_NOT_SERIALIZABLE'])
 /** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed. */
 export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo }): Step {
   const p = plan(def, ev.stepId);
-  const cancel: SagaCommand = { type: 'cancel', timerId: doTimer(ev.stepId) };
   if (ev.error.retryable && ev.attempt <= p.retries) {
     return {
       context: put(ctx, ev.stepId, { waiting: true }),
       commands: [
-        cancel,
         {
           type: 'schedule',
           timerId: retryTimer(ev.stepId),
@@ -233,7 +230,7 @@ export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepI
   }
   const failure: StepFailure = { stepId: ev.stepId, worker: p.worker, reason: 'failed', attempt: ev.attempt, error: ev.error };
   const status = IN_DOUBT_CODES.has(ev.error.code) ? 'inDoubt' : 'failed';
-  return { context: { ...put(ctx, ev.stepId, { status }), failures: [...ctx.failures, failure] }, commands: [cancel] };
+  return { context: { ...put(ctx, ev.stepId, { status }), failures: [...ctx.failures, failure] }, commands: [] };
 }
 
 /** No answer in time: the step may or may not have applied its effect. */
@@ -311,16 +308,13 @@ export function joinSatisfiedCleanly(def: SagaDefinition, ctx: SagaContext): boo
 export function decide(def: SagaDefinition, ctx: SagaContext, decision: 'commit' | 'abort'): Step {
   const kept = decision === 'commit' ? keptSteps(def, ctx) : new Set<string>();
   const steps: Record<string, StepState> = {};
-  const commands: SagaCommand[] = [];
   for (const p of def.steps) {
     const s = ctx.steps[p.id] as StepState;
     const undo = !kept.has(p.id) && mayHaveEffect(s);
     steps[p.id] = { ...s, kept: kept.has(p.id), undo, waiting: undo ? false : s.waiting };
-    if (s.status === 'dispatched') {
-      commands.push({ type: 'cancel', timerId: doTimer(p.id) }, { type: 'cancel', timerId: retryTimer(p.id) });
-    }
   }
-  return { context: { ...ctx, decision, steps }, commands };
+  // Timeout and retry timers still pending fire into guards that ignore them.
+  return { context: { ...ctx, decision, steps }, commands: [] };
 }
 
 // ---------------------------------------------------------------------------

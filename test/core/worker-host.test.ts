@@ -194,6 +194,35 @@ describe('worker host', () => {
     expect(h.calls.do).toBe(1);
   });
 
+  it('serializes each key on an asynchronous dedup store (a remote KV)', async () => {
+    const inner = memoryDedupStore();
+    const tick = () => new Promise((r) => setImmediate(r));
+    const slow = {
+      async get(w: string, k: string) {
+        await tick();
+        return inner.get(w, k);
+      },
+      async set(w: string, k: string, rec: Parameters<typeof inner.set>[2]) {
+        await tick();
+        inner.set(w, k, rec);
+      },
+    };
+    const h = harness();
+    const host = createWorkerHost([h.worker], { dedup: slow });
+    const replies = await Promise.all([
+      host.handle(h.req('do')),
+      host.handle(h.req('do', { attempt: 2 })),
+      host.handle(h.req('compensate')),
+      host.handle(h.req('do', { attempt: 3 })),
+    ]);
+    expect(h.calls).toEqual({ do: 1, compensate: 1 });
+    expect(h.effects.get('k1')).toBe(0);
+    expect(replies[2]).toEqual({ ok: true });
+    // Every do arrived while the first ran: they share its answer, and its effect was undone.
+    expect(replies[3]).toEqual(replies[0]);
+    expect(await host.handle(h.req('do', { attempt: 4 }))).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
+  });
+
   it('reports a result that cannot be serialized, and still undoes its effect on compensate', async () => {
     const h = harness({ doImpl: async () => ({ when: 10n }) });
     expect(await h.host.handle(h.req('do'))).toMatchObject({ ok: false, error: { code: 'RESULT_NOT_SERIALIZABLE', message: expect.stringContaining('BigInt') } });
