@@ -370,6 +370,26 @@ describe('runtime: misuse', () => {
   });
 });
 
+describe('runtime: inspection', () => {
+  it('shows every saga and worker actor to an XState inspector', async () => {
+    const seen = new Set<string>();
+    const events: string[] = [];
+    const w = world();
+    const runtime = createRuntime({
+      inspect: (ev) => {
+        if (ev.type === '@xstate.actor') seen.add(ev.actorRef.id);
+        if (ev.type === '@xstate.event' && ev.actorRef.id === 'i-1') events.push(ev.event.type);
+      },
+    }).host(w.make('flights'), w.make('hotels'), w.make('cars'));
+    await runtime.run(tripOf(), { to: 'X' }, { sagaId: 'i-1' });
+    expect(seen).toContain('i-1');
+    expect(seen).toContain('worker:flights');
+    expect(seen).toContain('timer');
+    expect(events.filter((e) => e === 'STEP.COMMITTED')).toHaveLength(3);
+    await runtime.close();
+  });
+});
+
 describe('runtime: logging', () => {
   it('logs JSON with sagaId and stepId bindings', async () => {
     const lines: Record<string, unknown>[] = [];
