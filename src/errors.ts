@@ -23,6 +23,7 @@ export type SagaErrorCode =
   | 'COMPENSATION_FAILED'
   | 'COMPENSATED'
   | 'KEY_CONFLICT'
+  | 'IN_PROGRESS'
   | 'PROTOCOL_ERROR'
   | 'NO_RESPONDERS'
   | 'TRANSPORT_ERROR'

@@ -280,6 +280,12 @@ export interface KeyRecord {
   readonly inputHash: string;
   readonly result?: unknown;
   readonly error?: ErrorInfo;
+  /**
+   * While `doing` or `compensating`: the epoch ms until which the host that started the
+   * operation owns it. Another host sharing the store answers IN_PROGRESS until then,
+   * and takes the key over as orphaned after.
+   */
+  readonly leaseUntil?: number;
   readonly updatedAt: number;
 }
 

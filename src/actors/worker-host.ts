@@ -181,9 +181,11 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
 
   const track = (id: string, p: Promise<WorkerReply>) => {
     running.set(id, p);
-    void p.then(() => {
+    const forget = () => {
       if (running.get(id) === p) running.delete(id);
-    });
+    };
+    // Waiters see a rejection (a dedup store that failed); this handler only keeps it from being unhandled.
+    void p.then(forget, forget);
   };
 
   /** One pass over a key: take the transition, then answer, or start work, or say what to wait for. */
@@ -195,11 +197,23 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
       };
     }
     if ((current.state === 'doing' || current.state === 'compensating') && !running.has(id)) {
+      if (current.leaseUntil !== undefined && clock.now() < current.leaseUntil) {
+        // Another host (sharing this dedup store) is running it: neither wait nor run it twice.
+        return {
+          out: {
+            reply: fail({ code: 'IN_PROGRESS', message: `key ${req.key} is being worked on by another host until ${current.leaseUntil}`, retryable: true }),
+          },
+        };
+      }
       // Orphaned by a host that stopped mid-operation: run it again (user code gets the same key).
       current = { ...current, state: current.state === 'doing' && req.op === 'do' ? 'new' : 'done', compensateRequested: false };
     }
     if (current.state === 'new') current = { ...current, inputHash };
-    const { record, actions } = stepKey(current, { type: req.op === 'do' ? 'DO' : 'COMPENSATE' }, clock.now());
+    const stepped = stepKey(current, { type: req.op === 'do' ? 'DO' : 'COMPENSATE' }, clock.now());
+    const { actions } = stepped;
+    // Whoever starts an operation holds the key until the request's deadline.
+    const starts = actions.includes('runDo') || actions.includes('runCompensate');
+    const record: KeyRecord = starts ? { ...stepped.record, leaseUntil: Math.max(req.deadline, clock.now()) } : stepped.record;
     const out = ((): Decision => {
       for (const action of actions) {
         switch (action) {

@@ -211,12 +211,14 @@ export function stepKey(record: KeyRecord, event: KeyEvent, now: number): { reco
   }
   const result = effect.result === 'event' ? (event as { result: unknown }).result : effect.result === 'keep' ? record.result : undefined;
   const error = effect.error === 'event' ? (event as { error: ErrorInfo }).error : effect.error === 'keep' ? record.error : undefined;
+  const busy = effect.state === 'doing' || effect.state === 'compensating';
   const next: KeyRecord = {
     state: effect.state,
     compensateRequested: effect.compensateRequested,
     inputHash: record.inputHash,
     ...(result !== undefined ? { result } : {}),
     ...(error !== undefined ? { error } : {}),
+    ...(busy && record.leaseUntil !== undefined ? { leaseUntil: record.leaseUntil } : {}),
     updatedAt: now,
   };
   return { record: next, actions: effect.actions.slice() };

@@ -208,8 +208,12 @@ export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unk
   return { context: { ...put(ctx, ev.stepId, { status: 'committed', result: ev.result, committedSeq: seq }), commitSeq: seq }, commands: [] };
 }
 
-/** Failure codes that do not prove the effect absent: the step is in doubt and will be compensated. */
-const IN_DOUBT_CODES: ReadonlySet<string> = new Set(['RESULT_NOT_SERIALIZABLE']);
+/**
+ * Failure codes that do not prove the effect absent: the step is in doubt and will be
+ * compensated. IN_PROGRESS (another host holds the key) is retried first when the step
+ * has retries left, like any retryable error.
+ */
+const IN_DOUBT_CODES: ReadonlySet<string> = new Set(['RESULT_NOT_SERIALIZABLE', 'IN_PROGRESS']);
 
 /** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed. */
 export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo }): Step {

@@ -3,6 +3,7 @@ import { createWorkerHost, defineWorker, memoryDedupStore, TerminalError } from 
 import type { WorkerRequest } from '../../src/index.ts';
 import { newKeyRecord, stepKey } from '../../src/machines/key-machine.ts';
 import type { KeyEvent } from '../../src/machines/key-machine.ts';
+import { createManualClock } from '../../src/testing/clock.ts';
 
 describe('key machine (pure)', () => {
   const run = (events: KeyEvent[]) => {
@@ -221,6 +222,35 @@ describe('worker host', () => {
     // Every do arrived while the first ran: they share its answer, and its effect was undone.
     expect(replies[3]).toEqual(replies[0]);
     expect(await host.handle(h.req('do', { attempt: 4 }))).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
+  });
+
+  it('does not run a key twice across hosts sharing a store: IN_PROGRESS until the lease ends', async () => {
+    const clock = createManualClock(1_000);
+    const gate = deferred<unknown>();
+    const h = harness({ doImpl: () => gate.promise });
+    const dedup = memoryDedupStore({ clock });
+    const a = createWorkerHost([h.worker], { dedup, clock });
+    const b = createWorkerHost([h.worker], { dedup, clock });
+    const first = a.handle(h.req('do', { deadline: 5_000 }));
+    await clock.settle();
+    expect(await b.handle(h.req('do', { attempt: 2 }))).toMatchObject({ ok: false, error: { code: 'IN_PROGRESS', retryable: true } });
+    expect(await b.handle(h.req('compensate'))).toMatchObject({ ok: false, error: { code: 'IN_PROGRESS' } });
+    gate.resolve({ charged: 5 });
+    expect(await first).toEqual({ ok: true, result: { charged: 5 } });
+    expect(await b.handle(h.req('do', { attempt: 3 }))).toEqual({ ok: true, result: { charged: 5 } });
+    expect(h.calls.do).toBe(1);
+  });
+
+  it('takes over a key orphaned by a host that died, once its lease has ended', async () => {
+    const clock = createManualClock(1_000);
+    const h = harness({ doImpl: () => new Promise(() => {}) });
+    const dedup = memoryDedupStore({ clock });
+    void createWorkerHost([h.worker], { dedup, clock }).handle(h.req('do', { deadline: 2_000 }));
+    await clock.settle();
+    const survivor = createWorkerHost([defineWorker({ name: 'pay', do: async () => ({ charged: 5 }), compensate: async () => {} })], { dedup, clock });
+    expect(await survivor.handle(h.req('do', { attempt: 2, deadline: 9_000 }))).toMatchObject({ error: { code: 'IN_PROGRESS' } });
+    await clock.advance(1_001);
+    expect(await survivor.handle(h.req('do', { attempt: 3, deadline: 9_000 }))).toEqual({ ok: true, result: { charged: 5 } });
   });
 
   it('reports a result that cannot be serialized, and still undoes its effect on compensate', async () => {
