@@ -1,0 +1,185 @@
+/**
+ * Starts a private nats-server (the binary on PATH) for one test file: a free port
+ * chosen by the server (`-p -1`, read back from its ports file), JetStream in a temp
+ * dir, and a teardown that kills it and removes the dir. It never uses a server
+ * someone else started. A missing binary is an error that says how to install it.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { connect as tcpConnect } from 'node:net';
+
+export const INSTALL_HINT = 'nats-server is not on PATH: install it (Debian/Ubuntu: `apt-get install -y nats-server`) to run the NATS tests';
+
+export interface NatsServer {
+  /** `nats://127.0.0.1:<port>` */
+  readonly url: string;
+  readonly port: number;
+  /** The JetStream store directory (kept across `restart`). */
+  readonly storeDir: string;
+  /** Kills the server (SIGKILL) and starts it again on the same port with the same store. */
+  restart(): Promise<void>;
+  /** Kills the server and removes its temp dir. */
+  stop(): Promise<void>;
+}
+
+/** The nats-server binary on `path` (Debian puts it in /usr/sbin, which some PATHs lack). Throws {@link INSTALL_HINT}. */
+export function findNatsServer(path = process.env.PATH ?? '', extraDirs: readonly string[] = ['/usr/sbin', '/usr/local/sbin']): string {
+  const dirs = path.split(delimiter).concat(extraDirs);
+  for (const d of dirs) {
+    if (d !== '' && existsSync(join(d, 'nats-server'))) return join(d, 'nats-server');
+  }
+  throw new Error(INSTALL_HINT);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = tcpConnect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+async function launch(bin: string, dir: string, port: number | undefined): Promise<{ child: ChildProcess; port: number }> {
+  const args = ['-a', '127.0.0.1', '-p', String(port ?? -1), '-js', '-sd', join(dir, 'js'), '--ports_file_dir', dir];
+  const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  let exited: string | undefined;
+  let spawnError: Error | undefined;
+  child.once('error', (e) => (spawnError = e));
+  child.once('exit', (code, signal) => (exited = `exited with ${code ?? signal}`));
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (spawnError !== undefined) throw new Error(`${INSTALL_HINT} (${spawnError.message})`);
+    if (exited !== undefined) throw new Error(`nats-server ${exited}: ${stderr}`);
+    const file = join(dir, `nats-server_${child.pid}.ports`);
+    if (existsSync(file)) {
+      try {
+        const ports = JSON.parse(readFileSync(file, 'utf8')) as { nats?: string[] };
+        const url = ports.nats?.[0];
+        const p = url === undefined ? NaN : Number(new URL(url).port);
+        if (Number.isInteger(p) && (await portOpen(p))) return { child, port: p };
+      } catch {
+        // written but not complete yet
+      }
+    }
+    await sleep(25);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`nats-server did not become ready within 10s: ${stderr}`);
+}
+
+function kill(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGKILL');
+  });
+}
+
+/** Starts a private nats-server with JetStream. Call `stop()` in `afterAll`. */
+export async function startNatsServer(): Promise<NatsServer> {
+  const bin = findNatsServer();
+  const dir = mkdtempSync(join(tmpdir(), 'scatter-saga-nats-'));
+  let current: { child: ChildProcess; port: number };
+  try {
+    current = await launch(bin, dir, undefined);
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+  const port = current.port;
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir: join(dir, 'js'),
+    async restart() {
+      await kill(current.child);
+      for (const f of readdirSync(dir)) if (f.endsWith('.ports')) rmSync(join(dir, f), { force: true });
+      // The port may linger for a moment after the kill.
+      for (let i = 0; ; i++) {
+        try {
+          current = await launch(bin, dir, port);
+          return;
+        } catch (error) {
+          if (i >= 20) throw error;
+          await sleep(100);
+        }
+      }
+    },
+    async stop() {
+      await kill(current.child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A worker host running in a child process (`node --import tsx <file>`). */
+export interface ChildHost {
+  readonly child: ChildProcess;
+  /** Every JSON line the child printed on stdout (pino logs and the ready line). */
+  readonly lines: Record<string, unknown>[];
+  /** Resolves with the exit code and signal. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Spawns a fixture and waits for its `{"ready":true}` line (or fails with its stderr). */
+export async function spawnHost(file: string, env: Record<string, string>, timeoutMs = 20_000): Promise<ChildHost> {
+  const child = spawn(process.execPath, ['--import', 'tsx', file], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: Record<string, unknown>[] = [];
+  let stderr = '';
+  let buf = '';
+  let onReady: (() => void) | undefined;
+  child.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        const obj = JSON.parse(line) as Record<string, unknown>;
+        lines.push(obj);
+        if (obj.ready === true) onReady?.();
+      } catch {
+        // not JSON: ignore
+      }
+    }
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-8000);
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker host ${file} not ready within ${timeoutMs} ms: ${stderr}`)), timeoutMs);
+    onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    void exited.then((e) => {
+      clearTimeout(timer);
+      reject(new Error(`worker host ${file} exited (${e.code ?? e.signal}) before it was ready: ${stderr}`));
+    });
+  });
+  return {
+    child,
+    lines,
+    exited,
+    kill(signal: NodeJS.Signals = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
