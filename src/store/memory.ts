@@ -22,7 +22,8 @@ export function memorySagaStore(options: MemorySagaStoreOptions = {}): SagaStore
   const keepFinished = options.keepFinished ?? 10_000;
   const clock = options.clock ?? systemClock;
   const records = new Map<string, SagaRecord>();
-  const finished: string[] = [];
+  let finished: string[] = [];
+  let oldest = 0;
   const letters = new Map<string, DeadLetter>();
 
   const update = (sagaId: string, patch: Partial<SagaRecord>) => {
@@ -41,7 +42,11 @@ export function memorySagaStore(options: MemorySagaStoreOptions = {}): SagaStore
       update(sagaId, { outcome, status: outcome.status === 'committed' ? 'committed' : 'compensated' });
       letters.delete(sagaId);
       finished.push(sagaId);
-      while (finished.length > keepFinished) records.delete(finished.shift() as string);
+      while (finished.length - oldest > keepFinished) records.delete(finished[oldest++] as string);
+      if (oldest > 1024 && oldest * 2 > finished.length) {
+        finished = finished.slice(oldest);
+        oldest = 0;
+      }
     },
     async park(letter) {
       letters.set(letter.sagaId, letter);
@@ -76,7 +81,11 @@ export interface MemoryDedupStoreOptions {
   clock?: Clock;
 }
 
-/** Key records in a Map ordered by last change, so expiry is a sweep from the front. */
+/**
+ * Key records in a Map, with a queue of changes in time order so expiry and the size
+ * bound are a sweep from the queue's head: O(1) amortized per write. (Sweeping the Map
+ * itself from its start would skip ever more deleted slots: quadratic.)
+ */
 export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupStore & { readonly size: number } {
   const windowMs = options.windowMs ?? DEFAULT_DEDUP_WINDOW_MS;
   const maxRecords = options.maxRecords ?? DEFAULT_DEDUP_MAX_RECORDS;
@@ -84,13 +93,26 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
   if (!Number.isSafeInteger(maxRecords) || maxRecords < 1) throw new InvalidOptionError('maxRecords', 'must be a whole number >= 1');
   const clock = options.clock ?? systemClock;
   const records = new Map<string, KeyRecord>();
+  /** Every write as [id, the record written]; an entry whose record was since replaced is stale. */
+  let queue: [string, KeyRecord][] = [];
+  let head = 0;
   const id = (worker: string, key: string) => `${worker}\u0000${key}`;
 
   const sweep = () => {
     const oldest = clock.now() - windowMs;
-    for (const [k, rec] of records) {
+    while (head < queue.length) {
+      const [k, rec] = queue[head] as [string, KeyRecord];
+      if (records.get(k) !== rec) {
+        head++; // superseded by a later write
+        continue;
+      }
       if (rec.updatedAt > oldest && records.size <= maxRecords) break;
       records.delete(k);
+      head++;
+    }
+    if (head > 1024 && head * 2 > queue.length) {
+      queue = queue.slice(head);
+      head = 0;
     }
   };
 
@@ -102,8 +124,8 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
     },
     set(worker, key, record) {
       const k = id(worker, key);
-      records.delete(k);
       records.set(k, record);
+      queue.push([k, record]);
       sweep();
     },
     get size() {
