@@ -82,9 +82,9 @@ export interface MemoryDedupStoreOptions {
 }
 
 /**
- * Key records in a Map, with a queue of changes in time order so expiry and the size
- * bound are a sweep from the queue's head: O(1) amortized per write. (Sweeping the Map
- * itself from its start would skip ever more deleted slots: quadratic.)
+ * Key records by worker and key, with a queue of writes in time order so expiry and the
+ * size bound are a sweep from the queue's head: O(1) amortized per write. (Sweeping a
+ * Map from its start instead would skip ever more deleted slots: quadratic.)
  */
 export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupStore & { readonly size: number } {
   const windowMs = options.windowMs ?? DEFAULT_DEDUP_WINDOW_MS;
@@ -92,22 +92,24 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
   if (!(windowMs > 0)) throw new InvalidOptionError('windowMs', 'must be a number of milliseconds > 0');
   if (!Number.isSafeInteger(maxRecords) || maxRecords < 1) throw new InvalidOptionError('maxRecords', 'must be a whole number >= 1');
   const clock = options.clock ?? systemClock;
-  const records = new Map<string, KeyRecord>();
-  /** Every write as [id, the record written]; an entry whose record was since replaced is stale. */
-  let queue: [string, KeyRecord][] = [];
+  /** worker -> key -> record: no joined key strings to build and hash on every call. */
+  const byWorker = new Map<string, Map<string, KeyRecord>>();
+  let size = 0;
+  /** Every write as [the worker's records, key, record written]; an entry whose record was since replaced is stale. */
+  let queue: [Map<string, KeyRecord>, string, KeyRecord][] = [];
   let head = 0;
-  const id = (worker: string, key: string) => `${worker}\u0000${key}`;
 
   const sweep = () => {
     const oldest = clock.now() - windowMs;
     while (head < queue.length) {
-      const [k, rec] = queue[head] as [string, KeyRecord];
+      const [records, k, rec] = queue[head] as [Map<string, KeyRecord>, string, KeyRecord];
       if (records.get(k) !== rec) {
         head++; // superseded by a later write
         continue;
       }
-      if (rec.updatedAt > oldest && records.size <= maxRecords) break;
+      if (rec.updatedAt > oldest && size <= maxRecords) break;
       records.delete(k);
+      size--;
       head++;
     }
     if (head > 1024 && head * 2 > queue.length) {
@@ -118,18 +120,21 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
 
   return {
     get(worker, key) {
-      const rec = records.get(id(worker, key));
+      const rec = byWorker.get(worker)?.get(key);
       if (rec !== undefined && rec.updatedAt <= clock.now() - windowMs) return undefined;
       return rec;
     },
     set(worker, key, record) {
-      const k = id(worker, key);
-      records.set(k, record);
-      queue.push([k, record]);
+      let records = byWorker.get(worker);
+      if (records === undefined) byWorker.set(worker, (records = new Map()));
+      const before = records.size;
+      records.set(key, record);
+      size += records.size - before;
+      queue.push([records, key, record]);
       sweep();
     },
     get size() {
-      return records.size;
+      return size;
     },
   };
 }
