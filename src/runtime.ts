@@ -329,10 +329,10 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     return m;
   };
 
-  const start = (def: SagaDefinition, sagaId: string, input: unknown, snapshot?: unknown): Live => {
+  const start = (def: SagaDefinition, sagaId: string, input: unknown, snapshot?: unknown, rootInputs?: Record<string, unknown>): Live => {
     const actor = createActor(machineOf(def), {
       id: sagaId,
-      input: { sagaId, input },
+      input: { sagaId, input, ...(rootInputs !== undefined ? { rootInputs } : {}) },
       ...(snapshot !== undefined ? { snapshot: snapshot as never } : {}),
       ...(o.inspect ? { inspect: o.inspect } : {}),
     });
@@ -394,6 +394,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       if (typeof sagaId !== 'string' || sagaId.length === 0 || sagaId.length > 256) throw new InvalidOptionError('sagaId', 'must be a non-empty string of at most 256 characters');
       if (live.has(sagaId)) throw new SagaError('DEFINITION_INVALID', `saga id '${sagaId}' is already running`);
       // Root steps' inputs are derived now so that a bad one rejects run before any dispatch.
+      const rootInputs: Record<string, unknown> = {};
       for (const p of def.steps) {
         if (p.after.length > 0) continue;
         let stepInput: unknown;
@@ -403,6 +404,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
           throw new SagaDefinitionError(`input function threw: ${(error as Error)?.message ?? String(error)}`, { saga: def.name, step: p.id, field: 'input' });
         }
         assertSerializable(stepInput, `step '${p.id}' input`);
+        rootInputs[p.id] = stepInput;
       }
       if (serving.length > 0) await Promise.all(serving);
       const missing: string[] = [];
@@ -413,7 +415,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       if (missing.length > 0) throw new WorkerNotHostedError(def.name, missing);
       const now = clock.now();
       await store.begin({ sagaId, saga: def.name, version: def.version, input, status: 'running', startedAt: now, updatedAt: now, snapshot: undefined, outcome: undefined });
-      const entry = start(def, sagaId, input);
+      const entry = start(def, sagaId, input, undefined, rootInputs);
       return new Promise<SagaOutcome>((resolve) => {
         entry.waiters.push(resolve);
         entry.actor.start();

@@ -56,6 +56,8 @@ export interface SagaContext {
 export interface SagaInput {
   readonly sagaId: string;
   readonly input: unknown;
+  /** Inputs of steps without dependencies, already derived and checked by the caller. */
+  readonly rootInputs?: Readonly<Record<string, unknown>>;
 }
 
 // ---------------------------------------------------------------------------
@@ -112,7 +114,10 @@ const NEW_STEP: StepState = Object.freeze({
 
 export function initialContext(def: SagaDefinition, input: SagaInput): SagaContext {
   const steps: Record<string, StepState> = {};
-  for (const s of def.steps) steps[s.id] = NEW_STEP;
+  const given = input.rootInputs;
+  for (const s of def.steps) {
+    steps[s.id] = given !== undefined && s.after.length === 0 && Object.prototype.hasOwnProperty.call(given, s.id) ? { ...NEW_STEP, input: given[s.id] } : NEW_STEP;
+  }
   return { sagaId: input.sagaId, input: input.input, decision: undefined, steps, failures: [], commitSeq: 0, timesParked: 0 };
 }
 
@@ -156,10 +161,12 @@ export function dispatchReady(def: SagaDefinition, keyOf: KeyFn, ctx: SagaContex
   for (const p of def.steps) {
     const s = next.steps[p.id] as StepState;
     if (s.status !== 'pending' || !dependenciesCommitted(next, p)) continue;
-    let input: unknown;
+    let input: unknown = s.input;
     try {
-      input = p.input(next.input, resultsOf(def, next, p.after));
-      assertSerializable(input, `step '${p.id}' input`);
+      if (input === undefined) {
+        input = p.input(next.input, resultsOf(def, next, p.after));
+        assertSerializable(input, `step '${p.id}' input`);
+      }
     } catch (error) {
       const info =
         error instanceof SagaError
