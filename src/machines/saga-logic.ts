@@ -208,11 +208,13 @@ export function isRetryDue(ctx: SagaContext, ev: { stepId: string; attempt: numb
   return s !== undefined && s.status === 'dispatched' && s.waiting && s.attempt + 1 === ev.attempt;
 }
 
-export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unknown }): Step {
+/**
+ * A step committed. Its timeout timer is left to fire into a guard that ignores it (or
+ * to be cancelled with the saga's other timers when it settles): no command at all.
+ */
+export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unknown }): SagaContext {
   const seq = ctx.commitSeq + 1;
-  // The step's timeout timer is left to fire into a guard that ignores it (or to be
-  // cancelled with the saga's other timers when it settles): one command fewer per step.
-  return { context: { ...put(ctx, ev.stepId, { status: 'committed', result: ev.result, committedSeq: seq }), commitSeq: seq }, commands: [] };
+  return { ...put(ctx, ev.stepId, { status: 'committed', result: ev.result, committedSeq: seq }), commitSeq: seq };
 }
 
 /**
@@ -245,7 +247,7 @@ export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepI
 }
 
 /** No answer in time: the step may or may not have applied its effect. */
-export function recordTimeout(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): Step {
+export function recordTimeout(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): SagaContext {
   const p = plan(def, ev.stepId);
   const failure: StepFailure = {
     stepId: ev.stepId,
@@ -254,7 +256,7 @@ export function recordTimeout(def: SagaDefinition, ctx: SagaContext, ev: { stepI
     attempt: ev.attempt,
     error: { code: 'STEP_TIMED_OUT', message: `step '${ev.stepId}' did not answer within ${p.timeoutMs} ms`, retryable: false },
   };
-  return { context: { ...put(ctx, ev.stepId, { status: 'inDoubt' }), failures: [...ctx.failures, failure] }, commands: [] };
+  return { ...put(ctx, ev.stepId, { status: 'inDoubt' }), failures: [...ctx.failures, failure] };
 }
 
 export function redispatch(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): Step {
@@ -316,7 +318,7 @@ export function joinSatisfiedCleanly(def: SagaDefinition, ctx: SagaContext): boo
  * Decides the saga's fate and marks every step to undo: on `abort`, each step that
  * committed or may have; on `commit`, each such step the join does not keep.
  */
-export function decide(def: SagaDefinition, ctx: SagaContext, decision: 'commit' | 'abort'): Step {
+export function decide(def: SagaDefinition, ctx: SagaContext, decision: 'commit' | 'abort'): SagaContext {
   const kept = decision === 'commit' ? keptSteps(def, ctx) : new Set<string>();
   const steps: Record<string, StepState> = {};
   for (const p of def.steps) {
@@ -325,7 +327,7 @@ export function decide(def: SagaDefinition, ctx: SagaContext, decision: 'commit'
     steps[p.id] = { ...s, kept: kept.has(p.id), undo, waiting: undo ? false : s.waiting };
   }
   // Timeout and retry timers still pending fire into guards that ignore them.
-  return { context: { ...ctx, decision, steps }, commands: [] };
+  return { ...ctx, decision, steps };
 }
 
 // ---------------------------------------------------------------------------
@@ -400,8 +402,8 @@ export function isLateResult(ctx: SagaContext, ev: { stepId: string }): boolean 
   return s !== undefined && s.undo && s.result === undefined && (s.status === 'compensating' || s.status === 'compensationFailed');
 }
 
-export function recordLateResult(ctx: SagaContext, ev: { stepId: string; result: unknown }): Step {
-  return { context: put(ctx, ev.stepId, { result: ev.result }), commands: [] };
+export function recordLateResult(ctx: SagaContext, ev: { stepId: string; result: unknown }): SagaContext {
+  return put(ctx, ev.stepId, { result: ev.result });
 }
 
 /** A compensation acknowledged: the step is undone; steps it was blocking may start. */
