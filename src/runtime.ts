@@ -123,6 +123,8 @@ interface Live {
   waiters: ((o: SagaOutcome) => void)[];
   parked: boolean;
   checkpointQueued: boolean;
+  /** A write-ahead checkpoint being stored: requests wait for it. */
+  barrier: Promise<void> | undefined;
 }
 
 const runtimeRoot = setup({
@@ -198,7 +200,9 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   const register = (def: SagaDefinition) => definitions.set(`${def.name}@${def.version}`, def);
   for (const def of o.sagas) register(def);
 
-  const workerRef = (name: string): AnyActorRef => {
+  /** The worker actor for a name, spawned on first use; undefined once the runtime is closed. */
+  const workerRef = (name: string): AnyActorRef | undefined => {
+    if (closed) return undefined;
     let ref = root.system.get(`worker:${name}`) as AnyActorRef | undefined;
     if (ref === undefined) {
       root.send({ type: 'WORKER.ADD', name });
@@ -234,7 +238,9 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
           attempt: cmd.attempt,
           timeoutMs: cmd.timeoutMs,
         };
-        workerRef(cmd.worker).send(ev);
+        const barrier = live.get(sagaId)?.barrier;
+        if (barrier === undefined) workerRef(cmd.worker)?.send(ev);
+        else void barrier.then(() => workerRef(cmd.worker)?.send(ev));
         return;
       }
       case 'schedule': {
@@ -250,7 +256,19 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         return;
       case 'checkpoint': {
         const entry = live.get(sagaId);
-        if (entry === undefined || entry.checkpointQueued) return;
+        if (entry === undefined) return;
+        if (cmd.writeAhead === true) {
+          // Read the snapshot once this transition is done, store it, then let requests go.
+          const barrier: Promise<void> = Promise.resolve()
+            .then(() => store.checkpoint(sagaId, entry.actor.getPersistedSnapshot(), 'running'))
+            .catch((error: unknown) => logger.error({ err: error, sagaId }, 'write-ahead checkpoint failed; sending anyway'))
+            .then(() => {
+              if (entry.barrier === barrier) entry.barrier = undefined;
+            });
+          entry.barrier = barrier;
+          return;
+        }
+        if (entry.checkpointQueued) return;
         entry.checkpointQueued = true;
         queueMicrotask(() => {
           entry.checkpointQueued = false;
@@ -336,7 +354,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       ...(snapshot !== undefined ? { snapshot: snapshot as never } : {}),
       ...(o.inspect ? { inspect: o.inspect } : {}),
     });
-    const entry: Live = { def, actor, waiters: [], parked: false, checkpointQueued: false };
+    const entry: Live = { def, actor, waiters: [], parked: false, checkpointQueued: false, barrier: undefined };
     live.set(sagaId, entry);
     running++;
     return entry;
@@ -413,8 +431,10 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         if (!(typeof served === 'boolean' ? served : await served)) missing.push(name);
       }
       if (missing.length > 0) throw new WorkerNotHostedError(def.name, missing);
+      ensureOpen();
       const now = clock.now();
       await store.begin({ sagaId, saga: def.name, version: def.version, input, status: 'running', startedAt: now, updatedAt: now, snapshot: undefined, outcome: undefined });
+      ensureOpen(); // closed while the intent was being written: it stays for recover()
       const entry = start(def, sagaId, input, undefined, rootInputs);
       return new Promise<SagaOutcome>((resolve) => {
         entry.waiters.push(resolve);
@@ -430,6 +450,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       if (serving.length > 0) await Promise.all(serving);
       const restored: string[] = [];
       for (const rec of await store.unfinished()) {
+        ensureOpen();
         if (live.has(rec.sagaId)) continue;
         const def = definitions.get(`${rec.saga}@${rec.version}`);
         if (def === undefined) {

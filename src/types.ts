@@ -269,13 +269,17 @@ export interface Transport {
 // Stores
 
 /** The state of one idempotency key on a worker host (DESIGN section 3). */
-export type KeyState = 'new' | 'doing' | 'done' | 'failed' | 'compensating' | 'compensated';
+export type KeyState = 'new' | 'doing' | 'done' | 'failed' | 'retryable' | 'compensating' | 'undoPending' | 'compensated';
 
 /** What a worker host remembers about one idempotency key. Plain JSON. */
 export interface KeyRecord {
   readonly state: KeyState;
   /** Whether a compensate arrived while `do` was running and waits for it. */
   readonly compensateRequested: boolean;
+  /** A compensation started for a key whose `do` this host never saw. */
+  readonly blind?: boolean;
+  /** The attempt of the last `do` run for this key. */
+  readonly attempt?: number;
   /** Fingerprint of the input first seen with this key. */
   readonly inputHash: string;
   readonly result?: unknown;

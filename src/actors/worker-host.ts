@@ -206,10 +206,13 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
         };
       }
       // Orphaned by a host that stopped mid-operation: run it again (user code gets the same key).
-      current = { ...current, state: current.state === 'doing' && req.op === 'do' ? 'new' : 'done', compensateRequested: false };
+      // An interrupted do may or may not have applied; an interrupted undo may or may not have finished.
+      const state = current.state === 'doing' ? 'new' : current.blind === true ? 'undoPending' : 'done';
+      const { attempt: _forgotten, ...rest } = current;
+      current = { ...(state === 'new' ? rest : current), state, compensateRequested: false };
     }
     if (current.state === 'new') current = { ...current, inputHash };
-    const stepped = stepKey(current, { type: req.op === 'do' ? 'DO' : 'COMPENSATE' }, clock.now());
+    const stepped = stepKey(current, req.op === 'do' ? { type: 'DO', attempt: req.attempt } : { type: 'COMPENSATE' }, clock.now());
     const { actions } = stepped;
     // Whoever starts an operation holds the key until the request's deadline.
     const starts = actions.includes('runDo') || actions.includes('runCompensate');

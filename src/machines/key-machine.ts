@@ -1,15 +1,18 @@
 /**
  * The worker-host key machine (DESIGN section 3): what one idempotency key has seen.
  *
- *   new ─do▶ doing ─▶ done | failed          (a retryable failure returns to new)
+ *   new ─do▶ doing ─▶ done | failed | retryable
+ *   retryable ─do (a newer attempt)▶ doing; ─do (the same or an older attempt)▶ stored error
+ *        (a duplicate of the failed attempt never runs do again)
  *   new ─compensate▶ compensating ─▶ compensated
  *        (no record does not prove no effect: the do may have run before this host
  *        lost its memory, or on another host, so the worker's compensate runs; the
- *        key is then a tombstone and a late do is refused)
+ *        key is then a tombstone and a late do is refused; if that undo fails the key
+ *        waits in undoPending, which refuses do too)
  *   doing ─compensate▶ (waits for do) ─▶ compensating ─▶ compensated
  *   done ─compensate▶ compensating ─▶ compensated   (a failed undo returns to done)
- *   failed ─compensate▶ compensated          (the host saw do fail: nothing to undo)
- *   compensated ─do▶ refused                 (the tombstone)
+ *   failed | retryable ─compensate▶ compensated    (the host saw do fail: nothing to undo)
+ *   compensating | undoPending | compensated ─do▶ refused   (the tombstone)
  *
  * Worker hosts apply it as a pure function with XState's `transition()` over their
  * dedup records: no actor per key. The named actions are what the host must do.
@@ -20,7 +23,7 @@ import type { ErrorInfo } from '../errors.ts';
 import type { KeyRecord, KeyState } from '../types.ts';
 
 export type KeyEvent =
-  | { type: 'DO' }
+  | { type: 'DO'; attempt: number }
   | { type: 'COMPENSATE' }
   | { type: 'DO.OK'; result: unknown }
   | { type: 'DO.FAILED'; error: ErrorInfo }
@@ -39,6 +42,10 @@ export type KeyAction =
 
 interface KeyContext {
   compensateRequested: boolean;
+  /** The running or failed compensation started without a do seen here. */
+  blind: boolean;
+  /** The attempt of the last do this host ran (0: none). */
+  attempt: number;
   result: unknown;
   error: ErrorInfo | undefined;
 }
@@ -59,20 +66,24 @@ export const keyMachine = setup({
     storeResult: assign(({ event }) => ({ result: (event as { result: unknown }).result, error: undefined })),
     storeError: assign(({ event }) => ({ error: (event as { error: ErrorInfo }).error })),
     clearRequest: assign({ compensateRequested: false }),
+    storeAttempt: assign(({ event }) => ({ attempt: (event as { attempt: number }).attempt })),
+    markBlind: assign({ blind: true }),
   },
   guards: {
     compensateRequested: ({ context }) => context.compensateRequested,
     retryable: ({ event }) => (event as { error: ErrorInfo }).error.retryable,
+    newerAttempt: ({ context, event }) => (event as { attempt: number }).attempt > context.attempt,
+    blind: ({ context }) => context.blind,
   },
 }).createMachine({
   id: 'idempotency-key',
-  context: { compensateRequested: false, result: undefined, error: undefined },
+  context: { compensateRequested: false, blind: false, attempt: 0, result: undefined, error: undefined },
   initial: 'new',
   states: {
     new: {
       on: {
-        DO: { target: 'doing', actions: 'runDo' },
-        COMPENSATE: { target: 'compensating', actions: 'runCompensate' },
+        DO: { target: 'doing', actions: ['storeAttempt', 'runDo'] },
+        COMPENSATE: { target: 'compensating', actions: ['markBlind', 'runCompensate'] },
       },
     },
     doing: {
@@ -85,9 +96,15 @@ export const keyMachine = setup({
         ],
         'DO.FAILED': [
           { guard: 'compensateRequested', target: 'compensated', actions: ['storeError', 'clearRequest'] },
-          { guard: 'retryable', target: 'new', actions: 'storeError' },
+          { guard: 'retryable', target: 'retryable', actions: 'storeError' },
           { target: 'failed', actions: 'storeError' },
         ],
+      },
+    },
+    retryable: {
+      on: {
+        DO: [{ guard: 'newerAttempt', target: 'doing', actions: ['storeAttempt', 'runDo'] }, { actions: 'replyStored' }],
+        COMPENSATE: { target: 'compensated', actions: 'ackCompensated' },
       },
     },
     done: {
@@ -107,7 +124,16 @@ export const keyMachine = setup({
         DO: { actions: 'refuse' },
         COMPENSATE: { actions: 'awaitCompensation' },
         'COMPENSATION.OK': { target: 'compensated' },
-        'COMPENSATION.FAILED': { target: 'done', actions: 'storeError' },
+        'COMPENSATION.FAILED': [
+          { guard: 'blind', target: 'undoPending', actions: 'storeError' },
+          { target: 'done', actions: 'storeError' },
+        ],
+      },
+    },
+    undoPending: {
+      on: {
+        DO: { actions: 'refuse' },
+        COMPENSATE: { target: 'compensating', actions: 'runCompensate' },
       },
     },
     compensated: {
@@ -160,6 +186,8 @@ interface Effect {
   state: KeyState;
   actions: KeyAction[];
   compensateRequested: boolean;
+  blind: boolean;
+  attempt: 'event' | 'keep';
   result: 'event' | 'keep' | 'clear';
   error: 'event' | 'keep' | 'clear';
 }
@@ -170,20 +198,36 @@ const EVENT_ERROR: ErrorInfo = { code: 'WORKER_ERROR', message: 'event error', r
 const OLD_ERROR: ErrorInfo = { code: 'WORKER_ERROR', message: 'old error', retryable: false };
 const memo = new Map<string, Effect>();
 
+/** What the machine's guards read: a transition kind is fixed by these. */
+interface Kind {
+  state: KeyState;
+  compensateRequested: boolean;
+  blind: boolean;
+  /** For DO: is the event's attempt newer than the last one run. */
+  newer: boolean;
+  /** For failures: is the error retryable. */
+  retryable: boolean;
+}
+
 /**
  * Runs the XState machine once for a kind of transition, with marker values, and
- * remembers what it did. Exact because the machine's guards read only the state,
- * `compensateRequested` and the error's `retryable`, which make up the memo key.
+ * remembers what it did. Exact because the machine's guards read only what {@link Kind}
+ * holds, which makes up the memo key.
  */
-function learn(state: KeyState, compensateRequested: boolean, event: KeyEvent): Effect {
-  const eventError: ErrorInfo = { ...EVENT_ERROR, retryable: 'error' in event ? event.error.retryable : false };
+function learn(kind: Kind, type: KeyEvent['type']): Effect {
+  const eventError: ErrorInfo = { ...EVENT_ERROR, retryable: kind.retryable };
   const marked: KeyEvent =
-    event.type === 'DO.OK'
-      ? { type: 'DO.OK', result: EVENT_RESULT }
-      : event.type === 'DO.FAILED' || event.type === 'COMPENSATION.FAILED'
-        ? { type: event.type, error: eventError }
-        : event;
-  const snapshot = keyMachine.resolveState({ value: state, context: { compensateRequested, result: OLD_RESULT, error: OLD_ERROR } });
+    type === 'DO'
+      ? { type, attempt: kind.newer ? 2 : 1 }
+      : type === 'DO.OK'
+        ? { type, result: EVENT_RESULT }
+        : type === 'DO.FAILED' || type === 'COMPENSATION.FAILED'
+          ? { type, error: eventError }
+          : { type };
+  const snapshot = keyMachine.resolveState({
+    value: kind.state,
+    context: { compensateRequested: kind.compensateRequested, blind: kind.blind, attempt: 1, result: OLD_RESULT, error: OLD_ERROR },
+  });
   const [next, actions] = transitionKey(snapshot, marked);
   const c = next.context;
   const origin = (v: unknown, fromEvent: unknown, old: unknown) => (v === fromEvent ? 'event' : v === old ? 'keep' : 'clear');
@@ -191,6 +235,8 @@ function learn(state: KeyState, compensateRequested: boolean, event: KeyEvent): 
     state: next.value as KeyState,
     actions: actions.map((a) => a.type).filter((t): t is KeyAction => HOST_ACTIONS.has(t)),
     compensateRequested: c.compensateRequested,
+    blind: c.blind,
+    attempt: c.attempt === 2 ? 'event' : 'keep',
     result: origin(c.result, EVENT_RESULT, OLD_RESULT),
     error: origin(c.error, eventError, OLD_ERROR),
   };
@@ -202,20 +248,29 @@ function learn(state: KeyState, compensateRequested: boolean, event: KeyEvent): 
  * Each kind of transition is computed by the XState machine once and then reused.
  */
 export function stepKey(record: KeyRecord, event: KeyEvent, now: number): { record: KeyRecord; actions: KeyAction[] } {
-  const retryable = event.type === 'DO.FAILED' || event.type === 'COMPENSATION.FAILED' ? (event.error.retryable ? 'r' : 't') : '-';
-  const memoKey = `${record.state}|${event.type}|${record.compensateRequested ? 1 : 0}|${retryable}`;
+  const kind: Kind = {
+    state: record.state,
+    compensateRequested: record.compensateRequested,
+    blind: record.blind === true,
+    newer: event.type === 'DO' && event.attempt > (record.attempt ?? 0),
+    retryable: (event.type === 'DO.FAILED' || event.type === 'COMPENSATION.FAILED') && event.error.retryable,
+  };
+  const memoKey = `${kind.state}|${event.type}|${+kind.compensateRequested}${+kind.blind}${+kind.newer}${+kind.retryable}`;
   let effect = memo.get(memoKey);
   if (effect === undefined) {
-    effect = learn(record.state, record.compensateRequested, event);
+    effect = learn(kind, event.type);
     memo.set(memoKey, effect);
   }
   const result = effect.result === 'event' ? (event as { result: unknown }).result : effect.result === 'keep' ? record.result : undefined;
   const error = effect.error === 'event' ? (event as { error: ErrorInfo }).error : effect.error === 'keep' ? record.error : undefined;
+  const attempt = effect.attempt === 'event' ? (event as { attempt: number }).attempt : record.attempt;
   const busy = effect.state === 'doing' || effect.state === 'compensating';
   const next: KeyRecord = {
     state: effect.state,
     compensateRequested: effect.compensateRequested,
     inputHash: record.inputHash,
+    ...(effect.blind ? { blind: true } : {}),
+    ...(attempt !== undefined ? { attempt } : {}),
     ...(result !== undefined ? { result } : {}),
     ...(error !== undefined ? { error } : {}),
     ...(busy && record.leaseUntil !== undefined ? { leaseUntil: record.leaseUntil } : {}),

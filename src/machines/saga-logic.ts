@@ -25,6 +25,8 @@ export interface StepState {
   readonly attempt: number;
   /** For `dispatched`: waiting out a retry backoff. For `compensating`: likewise. */
   readonly waiting: boolean;
+  /** A failed attempt could not prove its effect absent (e.g. IN_PROGRESS on another host). */
+  readonly tainted: boolean;
   readonly key: string | undefined;
   readonly input: unknown;
   readonly result: unknown;
@@ -84,7 +86,12 @@ export type SagaCommand =
   /** Deliver `event` to this saga after `delayMs` (with equal jitter when `jitter`). Replaces a timer of the same id. */
   | { type: 'schedule'; timerId: string; delayMs: number; jitter: boolean; event: SagaEvent }
   | { type: 'cancel'; timerId: string }
-  | { type: 'checkpoint' };
+  /**
+   * Persist the snapshot. With `writeAhead`, the `do` commands that follow in the same
+   * transition must wait until it is stored, so that a coordinator that crashes right
+   * after sending them still knows, on recovery, that they were sent.
+   */
+  | { type: 'checkpoint'; writeAhead?: boolean };
 
 export interface Step {
   readonly context: SagaContext;
@@ -100,6 +107,7 @@ const NEW_STEP: StepState = Object.freeze({
   status: 'pending',
   attempt: 0,
   waiting: false,
+  tainted: false,
   key: undefined,
   input: undefined,
   result: undefined,
@@ -178,6 +186,8 @@ export function dispatchReady(def: SagaDefinition, keyOf: KeyFn, ctx: SagaContex
     }
     const key = keyOf(next.sagaId, p.id, input);
     next = put(next, p.id, { status: 'dispatched', attempt: 1, key, input });
+    // Root steps are known from the journal's intent record; later stages are not.
+    if (p.after.length > 0 && commands.length === 0) commands.push({ type: 'checkpoint', writeAhead: true });
     commands.push(...sendDo(p, key, input, 1));
   }
   return { context: next, commands };
@@ -228,8 +238,9 @@ const IN_DOUBT_CODES: ReadonlySet<string> = new Set(['RESULT_NOT_SERIALIZABLE', 
 export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo }): Step {
   const p = plan(def, ev.stepId);
   if (ev.error.retryable && ev.attempt <= p.retries) {
+    const tainted = (ctx.steps[ev.stepId] as StepState).tainted || IN_DOUBT_CODES.has(ev.error.code);
     return {
-      context: put(ctx, ev.stepId, { waiting: true }),
+      context: put(ctx, ev.stepId, { waiting: true, tainted }),
       commands: [
         {
           type: 'schedule',
@@ -302,9 +313,13 @@ function keptSteps(def: SagaDefinition, ctx: SagaContext): Set<string> {
   return new Set(committed.slice(0, quorumOf(def)).map((p) => p.id));
 }
 
-/** Whether a step's effect may exist: it committed, is in doubt, or is (or was) in flight. */
+/**
+ * Whether a step's effect may exist: it committed, is in doubt, or is in flight. A step
+ * waiting to retry has none: its host reported the last attempt failed (and refuses
+ * duplicates of it), unless an attempt left doubt.
+ */
 function mayHaveEffect(s: StepState): boolean {
-  return s.status === 'committed' || s.status === 'inDoubt' || s.status === 'dispatched';
+  return s.status === 'committed' || s.status === 'inDoubt' || (s.status === 'dispatched' && (!s.waiting || s.tainted));
 }
 
 /** Guard: the join is satisfied and no other step needs releasing, so the saga commits at once. */
@@ -324,7 +339,9 @@ export function decide(def: SagaDefinition, ctx: SagaContext, decision: 'commit'
   for (const p of def.steps) {
     const s = ctx.steps[p.id] as StepState;
     const undo = !kept.has(p.id) && mayHaveEffect(s);
-    steps[p.id] = { ...s, kept: kept.has(p.id), undo, waiting: undo ? false : s.waiting };
+    // A step waiting to retry without any effect is abandoned: its retry is cancelled.
+    const abandoned = !undo && s.status === 'dispatched' && s.waiting;
+    steps[p.id] = { ...s, kept: kept.has(p.id), undo, status: abandoned ? 'failed' : s.status, waiting: undo || abandoned ? false : s.waiting };
   }
   // Timeout and retry timers still pending fire into guards that ignore them.
   return { ...ctx, decision, steps };

@@ -327,6 +327,51 @@ describe('runtime: coordinator crash', () => {
   });
 });
 
+describe('runtime: write-ahead for later stages', () => {
+  it('stores that a later stage was dispatched before sending it, so a new coordinator drives it on', async () => {
+    const clock = createManualClock();
+    const store = memorySagaStore({ clock });
+    const transport = memoryTransport();
+    const w = world();
+    const gate = deferred<void>();
+    const saga = defineSaga({ name: 'staged', version: 1, steps: { a: { worker: 'stock' }, b: { worker: 'payments', after: ['a'], timeoutMs: 60_000 } } });
+    const host = createWorkerHost([w.make('stock'), w.make('payments', { do: () => gate.promise })], { clock });
+    await host.serve(transport);
+    const a = createRuntime({ clock, store, transport });
+    void a.run(saga, {}, { sagaId: 'w1' });
+    await clock.advance(1);
+    expect(w.calls).toEqual(['stock.do', 'payments.do']);
+    const journal = (await store.get('w1'))?.snapshot as { context: { steps: Record<string, { status: string }> } };
+    expect(journal.context.steps.b?.status).toBe('dispatched');
+    void a.close({ drainMs: 0 });
+    const b = createRuntime({ clock, store, transport, sagas: [saga] });
+    const outcome = new Promise<SagaOutcome>((resolve) => b.on('outcome', resolve));
+    expect(await b.recover()).toEqual(['w1']);
+    gate.resolve();
+    await clock.advance(1);
+    expect(await outcome).toMatchObject({ status: 'committed' });
+    expect(w.calls.filter((c) => c === 'payments.do')).toHaveLength(1);
+    await b.close();
+  });
+});
+
+describe('runtime: closing', () => {
+  it('rejects a run still writing its intent when the runtime closes, and dispatches nothing', async () => {
+    const w = world();
+    const inner = memorySagaStore();
+    let release!: () => void;
+    const slowBegin = new Promise<void>((r) => (release = r));
+    const store = { ...inner, begin: async (rec: Parameters<typeof inner.begin>[0]) => (await slowBegin, inner.begin(rec)) };
+    const runtime = createRuntime({ store }).host(w.make('flights'), w.make('hotels'), w.make('cars'));
+    const running = runtime.run(tripOf(), { to: 'X' });
+    await new Promise((r) => setTimeout(r, 5));
+    await runtime.close();
+    release();
+    await expect(running).rejects.toMatchObject({ code: 'RUNTIME_CLOSED' });
+    expect(w.calls).toEqual([]);
+  });
+});
+
 describe('runtime: misuse', () => {
   it('fails before dispatch when a worker is not hosted', async () => {
     const w = world();

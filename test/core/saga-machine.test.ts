@@ -116,6 +116,28 @@ describe('saga machine: parallel steps', () => {
     expect(m.outcome()).toMatchObject({ failures: [{ stepId: 'a', attempt: 2 }], compensated: [] });
   });
 
+  it('on abort, abandons a step waiting to retry (its host proved no effect) instead of undoing it', () => {
+    const def = defineSaga({ name: 'r', version: 1, steps: { a: { worker: 'w', retries: 2 }, b: { worker: 'w' } } });
+    const m = drive(def);
+    m.take();
+    m.send(fail('a', true, 1));
+    m.send(fail('b', false));
+    expect(m.state()).toBe('compensated');
+    expect(m.steps()).toEqual({ a: 'failed', b: 'failed' });
+    expect(ids(m.take(), 'compensate')).toEqual([]);
+    m.send({ type: 'STEP.RETRY_DUE', stepId: 'a', attempt: 2 });
+    expect(ids(m.take(), 'do')).toEqual([]);
+  });
+
+  it('undoes a step waiting to retry when an attempt left doubt (IN_PROGRESS on another host)', () => {
+    const def = defineSaga({ name: 'r', version: 1, steps: { a: { worker: 'w', retries: 2 }, b: { worker: 'w' } } });
+    const m = drive(def);
+    m.take();
+    m.send({ type: 'STEP.FAILED', stepId: 'a', attempt: 1, error: { code: 'IN_PROGRESS', message: 'busy', retryable: true } });
+    m.send(fail('b', false));
+    expect(ids(m.take(), 'compensate')).toEqual(['a']);
+  });
+
   it('does not retry a terminal failure', () => {
     const def = defineSaga({ name: 'r', version: 1, steps: { a: { worker: 'w', retries: 3 } } });
     const m = drive(def);

@@ -19,33 +19,50 @@ describe('key machine (pure)', () => {
   const ok: KeyEvent = { type: 'DO.OK', result: { ref: 1 } };
 
   it('runs do once and answers repeats from the record', () => {
-    const { rec, actions } = run([{ type: 'DO' }, { type: 'DO' }, ok, { type: 'DO' }]);
+    const { rec, actions } = run([{ type: 'DO', attempt: 1 }, { type: 'DO', attempt: 1 }, ok, { type: 'DO', attempt: 1 }]);
     expect(actions).toEqual([['runDo'], ['awaitDo'], [], ['replyStored']]);
     expect(rec).toMatchObject({ state: 'done', result: { ref: 1 } });
   });
 
   it('undoes blindly a key it has no record of, then refuses the late do (tombstone)', () => {
-    const { rec, actions } = run([{ type: 'COMPENSATE' }, { type: 'DO' }, { type: 'COMPENSATION.OK' }, { type: 'DO' }, { type: 'COMPENSATE' }]);
+    const { rec, actions } = run([{ type: 'COMPENSATE' }, { type: 'DO', attempt: 1 }, { type: 'COMPENSATION.OK' }, { type: 'DO', attempt: 1 }, { type: 'COMPENSATE' }]);
     expect(actions).toEqual([['runCompensate'], ['refuse'], [], ['refuse'], ['ackCompensated']]);
     expect(rec.state).toBe('compensated');
   });
 
   it('makes a compensate that overtakes a running do wait, then undo it', () => {
-    const { rec, actions } = run([{ type: 'DO' }, { type: 'COMPENSATE' }, ok, { type: 'COMPENSATION.OK' }, { type: 'DO' }]);
+    const { rec, actions } = run([{ type: 'DO', attempt: 1 }, { type: 'COMPENSATE' }, ok, { type: 'COMPENSATION.OK' }, { type: 'DO', attempt: 1 }]);
     expect(actions).toEqual([['runDo'], ['awaitDo'], ['runCompensate'], [], ['refuse']]);
     expect(rec.state).toBe('compensated');
   });
 
-  it('needs no undo for a failed do, and returns to new on a retryable failure', () => {
-    const failed = run([{ type: 'DO' }, { type: 'DO.FAILED', error: { code: 'X', message: 'no', retryable: false } }, { type: 'COMPENSATE' }]);
+  it('needs no undo for a failed do', () => {
+    const failed = run([{ type: 'DO', attempt: 1 }, { type: 'DO.FAILED', error: { code: 'X', message: 'no', retryable: false } }, { type: 'COMPENSATE' }]);
     expect(failed.actions.at(-1)).toEqual(['ackCompensated']);
     expect(failed.rec.state).toBe('compensated');
-    const retry = run([{ type: 'DO' }, { type: 'DO.FAILED', error: { code: 'X', message: 'no', retryable: true } }, { type: 'DO' }]);
-    expect(retry.actions.at(-1)).toEqual(['runDo']);
+  });
+
+  it('after a retryable failure runs do again only for a newer attempt, never for a duplicate', () => {
+    const retry = run([
+      { type: 'DO', attempt: 1 },
+      { type: 'DO.FAILED', error: { code: 'X', message: 'no', retryable: true } },
+      { type: 'DO', attempt: 1 },
+      { type: 'DO', attempt: 2 },
+    ]);
+    expect(retry.actions.slice(2)).toEqual([['replyStored'], ['runDo']]);
+    expect(retry.rec).toMatchObject({ state: 'doing', attempt: 2 });
+    const undone = run([{ type: 'DO', attempt: 1 }, { type: 'DO.FAILED', error: { code: 'X', message: 'no', retryable: true } }, { type: 'COMPENSATE' }, { type: 'DO', attempt: 2 }]);
+    expect(undone.actions.slice(2)).toEqual([['ackCompensated'], ['refuse']]);
+  });
+
+  it('refuses a late do while an undo of a never-seen key waits to be retried', () => {
+    const { rec, actions } = run([{ type: 'COMPENSATE' }, { type: 'COMPENSATION.FAILED', error: { code: 'X', message: 'down', retryable: true } }, { type: 'DO', attempt: 1 }, { type: 'COMPENSATE' }]);
+    expect(actions).toEqual([['runCompensate'], [], ['refuse'], ['runCompensate']]);
+    expect(rec.state).toBe('compensating');
   });
 
   it('lets a failed compensation be tried again', () => {
-    const { rec, actions } = run([{ type: 'DO' }, ok, { type: 'COMPENSATE' }, { type: 'COMPENSATION.FAILED', error: { code: 'X', message: 'no', retryable: true } }, { type: 'COMPENSATE' }]);
+    const { rec, actions } = run([{ type: 'DO', attempt: 1 }, ok, { type: 'COMPENSATE' }, { type: 'COMPENSATION.FAILED', error: { code: 'X', message: 'no', retryable: true } }, { type: 'COMPENSATE' }]);
     expect(actions.slice(2)).toEqual([['runCompensate'], [], ['runCompensate']]);
     expect(rec).toMatchObject({ state: 'compensating', result: { ref: 1 } });
   });
