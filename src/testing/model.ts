@@ -1,0 +1,414 @@
+/**
+ * Model checking of the real saga machine (`createSagaMachine`): a breadth-first
+ * traversal of every state reachable under the events a saga can see, each state
+ * checked against the guarantee of DESIGN section 2.
+ *
+ * Next to the machine's own context the traversal carries a ghost of the world:
+ * for each step, whether its effect is absent, may exist, exists, or was undone
+ * (as far as the coordinator could know). The invariants compare the machine's
+ * claims with that ghost, so a machine that *says* a step is compensated without
+ * an acknowledged compensation is caught.
+ */
+import type { ErrorInfo } from '../errors.ts';
+import { outcomeOf } from '../machines/saga-logic.ts';
+import type { MachineStateName, SagaCommand, SagaContext, SagaEvent, StepState } from '../machines/saga-logic.ts';
+import { createSagaMachine } from '../machines/saga-machine.ts';
+import type { SagaDefinition } from '../types.ts';
+import { pureStepper } from './transition.ts';
+
+/** The world, per step, as the coordinator could know it. */
+export type Ghost = 'none' | 'maybe' | 'yes' | 'undone';
+
+interface GhostStep {
+  readonly effect: Ghost;
+  /** A compensation attempt timed out: its late acknowledgement may still arrive. */
+  readonly compUnknown: boolean;
+  /** Its last attempt failed and the saga was aborted while it waited to retry: no effect, yet undone. */
+  readonly abandoned: boolean;
+}
+
+type Snap = { value: unknown; context: SagaContext };
+
+interface Node {
+  readonly snap: Snap;
+  readonly ghost: Readonly<Record<string, GhostStep>>;
+  readonly parent: string | undefined;
+  readonly via: string | undefined;
+  readonly depth: number;
+}
+
+export interface ModelViolation {
+  /** Which property failed, e.g. `compensated-leaves-no-effect`. */
+  readonly property: string;
+  readonly message: string;
+  /** The events from the initial state to the bad state, human readable. */
+  readonly path: readonly string[];
+}
+
+export interface ModelReport {
+  readonly shape: string;
+  /** Distinct states (machine state + per-step status + ghost world). */
+  readonly states: number;
+  /** Transitions taken (events applied, including ignored ones). */
+  readonly transitions: number;
+  /** Shortest paths checked: one per reachable state. */
+  readonly paths: number;
+  /** Distinct reachable terminal states by kind. */
+  readonly finals: { committed: number; compensated: number; compensationFailed: number };
+  readonly violations: readonly ModelViolation[];
+  /** True when `maxStates` stopped the traversal before it covered everything. */
+  readonly truncated: boolean;
+}
+
+export interface ModelOptions {
+  /** Stop after this many states (the report says `truncated`). Default 400_000. */
+  maxStates?: number;
+  /** Stop collecting after this many violations. Default 5. */
+  maxViolations?: number;
+  /** The saga input the machine is started with (step `input` functions read it). Default null. */
+  input?: unknown;
+  /** Merge states that differ only by a permutation of identical parallel steps. Default true. */
+  symmetry?: boolean;
+}
+
+const RESULT = 'r';
+const TERMINAL: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: terminal failure', retryable: false };
+const RETRYABLE: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: retryable failure', retryable: true };
+const COMP_ERR: ErrorInfo = { code: 'COMPENSATION_FAILED', message: 'model: compensation failed', retryable: true };
+
+function label(ev: SagaEvent): string {
+  switch (ev.type) {
+    case 'OPERATOR.RETRY':
+    case 'OPERATOR.RESOLVE':
+      return ev.type;
+    case 'STEP.FAILED':
+      return `${ev.type}(${ev.stepId}#${ev.attempt}, ${ev.error.retryable ? 'retryable' : 'terminal'})`;
+    default:
+      return `${ev.type}(${ev.stepId}#${ev.attempt})`;
+  }
+}
+
+/** The events a saga may see in this state, given what is in flight in the world. */
+function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<string, GhostStep>>): SagaEvent[] {
+  const out: SagaEvent[] = [];
+  for (const p of def.steps) {
+    const s = snap.context.steps[p.id] as StepState;
+    const g = ghost[p.id] as GhostStep;
+    const stepId = p.id;
+    const a = s.attempt;
+    if (s.status === 'dispatched' && !s.waiting) {
+      out.push(
+        { type: 'STEP.COMMITTED', stepId, attempt: a, result: RESULT },
+        { type: 'STEP.FAILED', stepId, attempt: a, error: RETRYABLE },
+        { type: 'STEP.FAILED', stepId, attempt: a, error: TERMINAL },
+        { type: 'STEP.TIMED_OUT', stepId, attempt: a },
+      );
+      if (a > 1) out.push({ type: 'STEP.FAILED', stepId, attempt: a - 1, error: RETRYABLE }); // a duplicate of an old reply
+    } else if (s.status === 'dispatched' && s.waiting) {
+      out.push({ type: 'STEP.RETRY_DUE', stepId, attempt: a + 1 }, { type: 'STEP.TIMED_OUT', stepId, attempt: a });
+    } else if (g.effect === 'maybe') {
+      // Timed out (or abandoned by the decision): its late reply may still come.
+      out.push({ type: 'STEP.COMMITTED', stepId, attempt: a, result: RESULT }, { type: 'STEP.FAILED', stepId, attempt: a, error: TERMINAL });
+    }
+    if (s.status === 'compensating' && !s.waiting) {
+      const c = s.compAttempt;
+      out.push(
+        { type: 'COMPENSATION.DONE', stepId, attempt: c },
+        { type: 'COMPENSATION.FAILED', stepId, attempt: c, error: COMP_ERR },
+        { type: 'COMPENSATION.TIMED_OUT', stepId, attempt: c },
+      );
+    } else if (s.status === 'compensating' && s.waiting) {
+      out.push({ type: 'COMPENSATION.RETRY_DUE', stepId, attempt: s.compAttempt + 1 });
+    }
+    if (g.compUnknown && (s.status === 'compensating' || s.status === 'compensationFailed')) {
+      out.push({ type: 'COMPENSATION.DONE', stepId, attempt: Math.max(1, s.compAttempt - (s.waiting ? 0 : 1)) });
+    }
+  }
+  if (snap.value === 'compensationFailed') out.push({ type: 'OPERATOR.RETRY' }, { type: 'OPERATOR.RESOLVE', note: 'model' });
+  return out;
+}
+
+/** What the event and the commands it caused did to the world. */
+function nextGhost(
+  def: SagaDefinition,
+  prev: Snap,
+  next: Snap,
+  ghost: Readonly<Record<string, GhostStep>>,
+  ev: SagaEvent | undefined,
+  commands: readonly SagaCommand[],
+): Record<string, GhostStep> {
+  const g: Record<string, GhostStep> = { ...ghost };
+  if (ev !== undefined && 'stepId' in ev) {
+    const cur = g[ev.stepId] as GhostStep;
+    const before = prev.context.steps[ev.stepId] as StepState;
+    switch (ev.type) {
+      case 'STEP.COMMITTED':
+        if (cur.effect !== 'undone') g[ev.stepId] = { ...cur, effect: 'yes' };
+        break;
+      case 'STEP.FAILED':
+        // The current attempt failed: it took no effect. (Old or late failures are ignored by a coordinator.)
+        if (before.status === 'dispatched' && !before.waiting && before.attempt === ev.attempt && cur.effect === 'maybe') {
+          g[ev.stepId] = { ...cur, effect: 'none' };
+        }
+        break;
+      case 'COMPENSATION.DONE':
+        g[ev.stepId] = { ...cur, effect: 'undone', compUnknown: false };
+        break;
+      case 'COMPENSATION.TIMED_OUT':
+        g[ev.stepId] = { ...cur, compUnknown: true };
+        break;
+      default:
+        break;
+    }
+  }
+  if (ev?.type === 'OPERATOR.RESOLVE') {
+    for (const p of def.steps) {
+      const was = prev.context.steps[p.id] as StepState;
+      const now = next.context.steps[p.id] as StepState;
+      if (now.resolvedByOperator && !was.resolvedByOperator) g[p.id] = { ...(g[p.id] as GhostStep), effect: 'undone', compUnknown: false };
+    }
+  }
+  for (const p of def.steps) {
+    const was = prev.context.steps[p.id] as StepState;
+    const now = next.context.steps[p.id] as StepState;
+    if (was.status === 'dispatched' && was.waiting && !was.undo && now.undo) g[p.id] = { ...(g[p.id] as GhostStep), abandoned: true };
+  }
+  for (const c of commands) {
+    if (c.type === 'do') {
+      const cur = g[c.stepId] as GhostStep;
+      if (cur.effect === 'none') g[c.stepId] = { ...cur, effect: 'maybe' };
+    }
+  }
+  return g;
+}
+
+/**
+ * Parallel steps with the same plan are interchangeable: states that differ only by a
+ * permutation of such steps are one state (symmetry reduction). Every property checked
+ * here is symmetric, and each stored state is the real successor of its stored parent,
+ * so reported paths stay exact.
+ */
+export function isSymmetric(def: SagaDefinition): boolean {
+  const sig = (p: SagaDefinition['steps'][number]) =>
+    JSON.stringify([p.after, p.dependents, p.timeoutMs, p.retries, p.backoff, p.compensation]);
+  const first = def.steps[0];
+  return first !== undefined && def.steps.every((p) => p.after.length === 0 && p.dependents.length === 0 && sig(p) === sig(first));
+}
+
+function serialize(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<string, GhostStep>>, symmetric = false): string {
+  const ctx = snap.context;
+  const seqs = def.steps
+    .map((p) => (ctx.steps[p.id] as StepState).committedSeq)
+    .filter((n) => n > 0)
+    .sort((x, y) => x - y);
+  const head = [String(snap.value), ctx.decision ?? '-'];
+  const parts: string[] = [];
+  for (const p of def.steps) {
+    const s = ctx.steps[p.id] as StepState;
+    const g = ghost[p.id] as GhostStep;
+    parts.push(
+      [
+        s.status,
+        s.attempt,
+        s.waiting ? 'w' : '',
+        s.result === undefined ? '' : 'r',
+        s.undo ? 'u' : '',
+        s.kept ? 'k' : '',
+        s.committedSeq > 0 ? seqs.indexOf(s.committedSeq) + 1 : 0,
+        s.compAttempt,
+        s.resolvedByOperator ? 'o' : '',
+        g.effect,
+        g.compUnknown ? '?' : '',
+        g.abandoned ? 'a' : '',
+      ].join(','),
+    );
+  }
+  if (symmetric) parts.sort();
+  return [...head, ...parts].join('|');
+}
+
+function quorumOf(def: SagaDefinition): number {
+  return def.join.kind === 'all' ? def.steps.length : def.join.kind === 'any' ? 1 : def.join.n;
+}
+
+const holdsEffect = (g: GhostStep) => g.effect === 'maybe' || g.effect === 'yes';
+
+/** The properties of DESIGN section 2, checked on one reachable state. Returns [property, message] pairs. */
+export function checkSagaState(
+  def: SagaDefinition,
+  snap: Snap,
+  ghost: Readonly<Record<string, GhostStep>>,
+): [string, string][] {
+  const bad: [string, string][] = [];
+  const state = snap.value as MachineStateName;
+  const ctx = snap.context;
+  const st = (id: string) => (ctx.steps[id] as StepState).status;
+  const gh = (id: string) => ghost[id] as GhostStep;
+  if (state === 'committed') {
+    const outcome = outcomeOf(def, ctx, state);
+    const kept = new Set(outcome?.status === 'committed' ? Object.keys(outcome.results) : []);
+    if (kept.size !== quorumOf(def)) bad.push(['committed-keeps-the-join', `committed keeping ${kept.size} step(s) [${[...kept].join(', ')}], the join needs ${quorumOf(def)}`]);
+    for (const p of def.steps) {
+      if (kept.has(p.id)) {
+        if (st(p.id) !== 'committed' || gh(p.id).effect !== 'yes') {
+          bad.push(['committed-keeps-only-committed-steps', `kept step '${p.id}' is ${st(p.id)} with world effect ${gh(p.id).effect}`]);
+        }
+      } else if (holdsEffect(gh(p.id))) {
+        bad.push(['committed-releases-the-rest', `step '${p.id}' is not kept but its effect ${gh(p.id).effect === 'yes' ? 'exists' : 'may exist'} (status ${st(p.id)})`]);
+      }
+    }
+  }
+  if (state === 'compensated') {
+    for (const p of def.steps) {
+      if (holdsEffect(gh(p.id))) {
+        bad.push(['compensated-leaves-no-effect', `saga is compensated but step '${p.id}' ${gh(p.id).effect === 'yes' ? 'committed' : 'is in doubt'} and was never compensated (status ${st(p.id)})`]);
+      }
+      if (st(p.id) === 'compensating') bad.push(['compensated-only-when-compensations-ended', `saga is compensated while step '${p.id}' is still compensating`]);
+    }
+  }
+  if (state === 'committed' || state === 'compensated') {
+    for (const p of def.steps) {
+      const s = st(p.id);
+      if ((s === 'dispatched' || s === 'inDoubt') && holdsEffect(gh(p.id))) {
+        bad.push(['final-has-no-unknown-step', `final state ${state} with step '${p.id}' ${s} and its outcome unknown`]);
+      }
+    }
+  }
+  if (state === 'compensationFailed') {
+    const outcome = outcomeOf(def, ctx, state);
+    const listed = new Set(outcome?.status === 'compensation-failed' ? outcome.remaining.map((r) => r.stepId) : []);
+    // Steps the join keeps (decision commit) stay; every other effect must be listed.
+    const keptStep = (id: string) => ctx.decision === 'commit' && (ctx.steps[id] as StepState).kept;
+    const actual = new Set(def.steps.filter((p) => holdsEffect(gh(p.id)) && !keptStep(p.id)).map((p) => p.id));
+    const missing = [...actual].filter((id) => !listed.has(id));
+    const extra = [...listed].filter((id) => !actual.has(id));
+    const what = `remaining lists [${[...listed].join(', ')}] but the effects that may be left are [${[...actual].join(', ')}]`;
+    if (missing.length > 0) bad.push(['compensation-failed-lists-every-remaining-effect', `${what}; missing ${missing.join(', ')}`]);
+    if (extra.length > 0) bad.push(['compensation-failed-lists-only-remaining-effects', `${what}; listed without an effect: ${extra.join(', ')}`]);
+    if (def.steps.some((p) => st(p.id) === 'compensating')) bad.push(['parked-only-when-compensations-ended', 'saga parked while a compensation is still running']);
+  }
+  return bad;
+}
+
+/** Properties of the commands a transition emitted, against the world before it. */
+function checkCommands(def: SagaDefinition, ghost: Readonly<Record<string, GhostStep>>, prev: Snap, commands: readonly SagaCommand[]): [string, string][] {
+  const bad: [string, string][] = [];
+  for (const c of commands) {
+    const p = c.type === 'do' || c.type === 'compensate' ? def.stepsById.get(c.stepId) : undefined;
+    if (c.type === 'compensate' && p !== undefined) {
+      for (const d of p.dependents) {
+        if (holdsEffect(ghost[d] as GhostStep)) {
+          bad.push(['staged-compensation-in-reverse-order', `compensate '${c.stepId}' sent while '${d}', which runs after it, may still hold an effect`]);
+        }
+      }
+    }
+    if (c.type === 'do' && p !== undefined) {
+      if ((ghost[c.stepId] as GhostStep).effect === 'undone') bad.push(['no-do-after-compensation', `do '${c.stepId}' sent after it was compensated`]);
+      if (prev.context.decision !== undefined) bad.push(['no-do-after-the-decision', `do '${c.stepId}' sent after the saga decided to ${prev.context.decision}`]);
+      for (const dep of p.after) {
+        if ((ghost[dep] as GhostStep).effect !== 'yes') bad.push(['stages-run-in-order', `do '${c.stepId}' sent before '${dep}' committed`]);
+      }
+    }
+  }
+  return bad;
+}
+
+const cmdsOf = (actions: readonly { type: string; params?: unknown }[]) =>
+  actions.filter((a) => a.type === 'effect').map((a) => a.params as SagaCommand);
+
+/** A short name of a saga's shape, for reports. */
+export function shapeOf(def: SagaDefinition): string {
+  const join = def.join.kind === 'quorum' ? `quorum(${def.join.n})` : def.join.kind;
+  const staged = def.steps.some((p) => p.after.length > 0);
+  const layout = staged ? def.steps.map((p) => (p.after.length ? `${p.id}<-${p.after.join('+')}` : p.id)).join(' ') : `${def.steps.length} parallel`;
+  const retries = [...new Set(def.steps.map((p) => `${p.retries}/${p.compensation.retries}`))].join(',');
+  return `${def.name}: ${layout}, join ${join}, retries do/comp ${retries}`;
+}
+
+/**
+ * Traverses every reachable state of the saga machine built from `def`, breadth first,
+ * and checks the guarantee on each. Budgets come from the definition: keep step and
+ * compensation retries small (0 to 2) so the space stays finite and small.
+ */
+export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): ModelReport {
+  const maxStates = options.maxStates ?? 400_000;
+  const maxViolations = options.maxViolations ?? 5;
+  const machine = createSagaMachine(def, { keyOf: (sagaId, stepId) => `${sagaId}/${stepId}` });
+  const stepper = pureStepper(machine, { sagaId: 'model', input: null });
+  const seen = new Map<string, Node>();
+  const violations: ModelViolation[] = [];
+  const reported = new Set<string>();
+  let transitions = 0;
+  const finals = { committed: 0, compensated: 0, compensationFailed: 0 };
+
+  const pathTo = (key: string, last?: string): string[] => {
+    const out: string[] = [];
+    if (last !== undefined) out.push(last);
+    let k: string | undefined = key;
+    while (k !== undefined) {
+      const n = seen.get(k) as Node;
+      if (n.via !== undefined) out.push(n.via);
+      k = n.parent;
+    }
+    return out.reverse();
+  };
+  const report = (bad: [string, string][], key: string, last?: string) => {
+    for (const [property, message] of bad) {
+      if (reported.has(property) || violations.length >= maxViolations) continue;
+      reported.add(property);
+      violations.push({ property, message, path: pathTo(key, last) });
+    }
+  };
+
+  const [s0, a0] = stepper.initial({ sagaId: 'model', input: options.input ?? null });
+  const blank: Record<string, GhostStep> = {};
+  for (const p of def.steps) blank[p.id] = { effect: 'none', compUnknown: false, abandoned: false };
+  const snap0 = s0 as unknown as Snap;
+  const g0 = nextGhost(def, snap0, snap0, blank, undefined, cmdsOf(a0));
+  const symmetric = options.symmetry !== false && isSymmetric(def);
+  const k0 = serialize(def, snap0, g0, symmetric);
+  seen.set(k0, { snap: snap0, ghost: g0, parent: undefined, via: '(start)', depth: 0 });
+  const queue: string[] = [k0];
+  let truncated = false;
+
+  for (let qi = 0; qi < queue.length; qi++) {
+    const key = queue[qi] as string;
+    const node = seen.get(key) as Node;
+    const state = node.snap.value as MachineStateName;
+    report(checkSagaState(def, node.snap, node.ghost), key);
+    if (state === 'committed') finals.committed++;
+    else if (state === 'compensated') finals.compensated++;
+    else if (state === 'compensationFailed') finals.compensationFailed++;
+    if (state === 'committed' || state === 'compensated') continue;
+    let moved = false;
+    for (const ev of eventsFor(def, node.snap, node.ghost)) {
+      const [s1, actions] = stepper.next(node.snap as never, ev);
+      transitions++;
+      const snap1 = s1 as unknown as Snap;
+      const commands = cmdsOf(actions);
+      // The event changes the world first (a reply arrived); then the commands it caused go out.
+      const gEv = nextGhost(def, node.snap, snap1, node.ghost, ev, []);
+      report(checkCommands(def, gEv, node.snap, commands), key, label(ev));
+      const g1 = nextGhost(def, snap1, snap1, gEv, undefined, commands);
+      const k1 = serialize(def, snap1, g1, symmetric);
+      if (k1 !== key) moved = true;
+      if (!seen.has(k1)) {
+        if (seen.size >= maxStates) {
+          truncated = true;
+          continue;
+        }
+        seen.set(k1, { snap: snap1, ghost: g1, parent: key, via: label(ev), depth: node.depth + 1 });
+        queue.push(k1);
+      }
+    }
+    if (!moved && state !== 'compensationFailed') {
+      report([['no-dead-end', `the saga is stuck in ${state}: no event it can still receive moves it`]], key);
+    }
+  }
+  return { shape: shapeOf(def), states: seen.size, transitions, paths: seen.size, finals, violations, truncated };
+}
+
+/** Renders a violation as text a test failure can show. */
+export function explainModelViolation(v: ModelViolation): string {
+  return `${v.property}: ${v.message}\n  path (${v.path.length} events):\n${v.path.map((e, i) => `    ${String(i + 1).padStart(3)}. ${e}`).join('\n')}`;
+}
