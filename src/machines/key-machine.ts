@@ -17,8 +17,8 @@
  * Worker hosts apply it as a pure function with XState's `transition()` over their
  * dedup records: no actor per key. The named actions are what the host must do.
  */
-import { assign, createActor, setup } from 'xstate';
-import type { AnyActorScope } from 'xstate';
+import { assign, setup } from 'xstate';
+import { pureStepper } from './pure-transition.ts';
 import type { ErrorInfo } from '../errors.ts';
 import type { KeyRecord, KeyState } from '../types.ts';
 
@@ -147,33 +147,11 @@ export const keyMachine = setup({
 
 const HOST_ACTIONS = new Set<string>(['runDo', 'awaitDo', 'runCompensate', 'awaitCompensation', 'replyStored', 'refuse', 'ackCompensated']);
 
-/**
- * XState's `transition(machine, snapshot, event)`, minus the throwaway actor that
- * `transition()` builds on every call (about 30 µs here, ten times the transition
- * itself). The scope is inert, as XState's own: actions are collected, never run.
- */
-const collected: { type: string }[] = [];
-const inertScope = (() => {
-  const self = createActor(keyMachine);
-  return {
-    self,
-    defer: () => {},
-    id: '',
-    logger: () => {},
-    sessionId: '',
-    stopChild: () => {},
-    system: self.system,
-    emit: () => {},
-    actionExecutor: (action: { type: string }) => {
-      collected.push(action);
-    },
-  } as unknown as AnyActorScope;
-})();
+/** XState's pure transition over one reused inert scope (see pure-transition.ts). */
+const stepper = pureStepper(keyMachine, undefined);
 
 function transitionKey(snapshot: ReturnType<typeof keyMachine.resolveState>, event: KeyEvent) {
-  collected.length = 0;
-  const next = keyMachine.transition(snapshot, event, inertScope);
-  return [next, collected.slice()] as const;
+  return stepper.next(snapshot, event);
 }
 
 /** The record of a key nobody has seen. */

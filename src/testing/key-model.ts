@@ -13,7 +13,7 @@ import type { MachineStateName, SagaCommand, SagaContext, SagaEvent, StepState }
 import { createSagaMachine } from '../machines/saga-machine.ts';
 import type { KeyRecord, SagaDefinition } from '../types.ts';
 import type { ModelViolation } from './model.ts';
-import { pureStepper } from './transition.ts';
+import { pureStepper } from '../machines/pure-transition.ts';
 
 const RETRYABLE: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: retryable', retryable: true };
 const TERMINAL: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: terminal', retryable: false };

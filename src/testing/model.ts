@@ -14,7 +14,7 @@ import { outcomeOf } from '../machines/saga-logic.ts';
 import type { MachineStateName, SagaCommand, SagaContext, SagaEvent, StepState } from '../machines/saga-logic.ts';
 import { createSagaMachine } from '../machines/saga-machine.ts';
 import type { SagaDefinition } from '../types.ts';
-import { pureStepper } from './transition.ts';
+import { pureStepper } from '../machines/pure-transition.ts';
 
 /** The world, per step, as the coordinator could know it. */
 export type Ghost = 'none' | 'maybe' | 'yes' | 'undone';
