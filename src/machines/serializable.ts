@@ -11,8 +11,12 @@ import { InputNotSerializableError } from '../errors.ts';
  * numbers, `undefined` in arrays, and class instances other than Date.
  */
 export function assertSerializable(value: unknown, path = 'input'): void {
-  walk(value, path, new Set());
+  if (value === null || typeof value !== 'object') walk(value, path, EMPTY);
+  else walk(value, path, new Set());
 }
+
+/** Never written to: primitives need no cycle bookkeeping. */
+const EMPTY: Set<object> = new Set();
 
 function walk(value: unknown, path: string, seen: Set<object>): void {
   switch (typeof value) {
