@@ -24,6 +24,7 @@ export type SagaErrorCode =
   | 'COMPENSATED'
   | 'KEY_CONFLICT'
   | 'IN_PROGRESS'
+  | 'OUTCOME_UNKNOWN'
   | 'PROTOCOL_ERROR'
   | 'NO_RESPONDERS'
   | 'TRANSPORT_ERROR'

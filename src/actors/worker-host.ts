@@ -42,6 +42,10 @@ function fail(error: ErrorInfo): WorkerReply {
   return { ok: false, error };
 }
 
+/** The operation may or may not have applied (the host could not record or report it): the step is in doubt. */
+const outcomeUnknown = (req: WorkerRequest): WorkerReply =>
+  fail({ code: 'OUTCOME_UNKNOWN', message: `the outcome of ${req.op} for key ${req.key} could not be recorded; it may have applied`, retryable: true });
+
 /** A promise chain per key: the bookkeeping of one key never interleaves. */
 class KeyedMutex {
   private readonly tails = new Map<string, Promise<unknown>>();
@@ -132,6 +136,20 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
       return { record: next.record, out: undefined };
     });
 
+  /**
+   * Stores an operation's outcome. False when the dedup store failed: the operation ran
+   * but is not recorded, so its answer must be OUTCOME_UNKNOWN (in doubt), never a failure.
+   */
+  const recorded = async (req: WorkerRequest, store: () => unknown): Promise<boolean> => {
+    try {
+      await store();
+      return true;
+    } catch (error) {
+      logger.error({ err: toErrorInfo(error), sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key }, 'could not record an outcome');
+      return false;
+    }
+  };
+
   const runCompensate = (id: string, def: WorkerDefinition, req: WorkerRequest, result: unknown): Promise<WorkerReply> => {
     const p = (async (): Promise<WorkerReply> => {
       let outcome: KeyEvent;
@@ -143,7 +161,7 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
         logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key, err: info }, 'compensation failed');
         outcome = { type: 'COMPENSATION.FAILED', error: { ...info, code: 'COMPENSATION_FAILED', retryable: true } };
       }
-      await complete(id, req, outcome);
+      if (!(await recorded(req, () => complete(id, req, outcome)))) return outcomeUnknown(req);
       return outcome.type === 'COMPENSATION.OK' ? { ok: true } : fail(outcome.error);
     })();
     track(id, p);
@@ -168,10 +186,13 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
       } catch (error) {
         outcome = { type: 'DO.FAILED', error: toErrorInfo(error) };
       }
-      await complete(id, req, outcome, (r) => {
-        // A compensate arrived while do ran: undo at once, before anyone sees the key idle.
-        if (r.actions.includes('runCompensate')) void runCompensate(id, def, req, r.record.result);
-      });
+      const stored = await recorded(req, () =>
+        complete(id, req, outcome, (r) => {
+          // A compensate arrived while do ran: undo at once, before anyone sees the key idle.
+          if (r.actions.includes('runCompensate')) void runCompensate(id, def, req, r.record.result);
+        }),
+      );
+      if (!stored) return outcomeUnknown(req);
       if (unsendable !== undefined) return fail(unsendable);
       return outcome.type === 'DO.OK' ? { ok: true, result: outcome.result } : fail(outcome.error);
     })();
@@ -241,36 +262,57 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
     return { record, out };
   };
 
-  const handle = async (raw: unknown): Promise<WorkerReply> => {
+  const hostFailed = (req: WorkerRequest, error: unknown): WorkerReply => {
+    logger.error({ err: toErrorInfo(error), sagaId: req.sagaId, stepId: req.stepId, worker: req.worker }, 'worker host failed to handle a request');
+    return outcomeUnknown(req);
+  };
+
+  /** The general path: an asynchronous store, or a compensate that waits for its do and then decides again. */
+  const settle = async (req: WorkerRequest, def: WorkerDefinition, id: string, inputHash: string, first: Decision | PromiseLike<Decision>): Promise<WorkerReply> => {
+    try {
+      let pending = first;
+      for (let rounds = 0; rounds < 4; rounds++) {
+        const decision = isThenable(pending) ? await pending : pending;
+        if ('reply' in decision) return decision.reply;
+        const reply = await decision.wait;
+        if (!decision.again) return reply;
+        pending = transact(id, req.worker, req.key, (stored) => decide(id, def, req, inputHash, stored));
+      }
+      return fail({ code: 'TRANSPORT_ERROR', message: `key ${req.key} kept changing while this request waited; ask again`, retryable: true });
+    } catch (error) {
+      return hostFailed(req, error);
+    }
+  };
+
+  const handle = (raw: unknown): Promise<WorkerReply> => {
     let req: WorkerRequest;
     try {
       req = parseRequest(raw);
     } catch (error) {
       const info = toErrorInfo(error);
       logger.warn({ err: info }, 'malformed request');
-      return fail(info);
+      return Promise.resolve(fail(info));
     }
     const def = byName.get(req.worker);
     if (def === undefined) {
       logger.warn({ worker: req.worker, sagaId: req.sagaId }, 'request for a worker this host does not serve');
-      return fail({ code: 'UNKNOWN_WORKER', message: `this host does not serve worker '${req.worker}'`, retryable: false });
+      return Promise.resolve(fail({ code: 'UNKNOWN_WORKER', message: `this host does not serve worker '${req.worker}'`, retryable: false }));
     }
+    const id = `${req.worker}\u0000${req.key}`;
+    let first: Decision | PromiseLike<Decision>;
+    let inputHash: string;
     try {
-      const id = `${req.worker}\u0000${req.key}`;
-      const inputHash = fingerprint(req.input);
-      for (let rounds = 0; rounds < 4; rounds++) {
-        const pending = transact(id, req.worker, req.key, (stored) => decide(id, def, req, inputHash, stored));
-        const decision = isThenable(pending) ? await pending : pending;
-        if ('reply' in decision) return decision.reply;
-        const reply = await decision.wait;
-        if (!decision.again) return reply;
-      }
-      return fail({ code: 'TRANSPORT_ERROR', message: `key ${req.key} kept changing while this request waited; ask again`, retryable: true });
+      inputHash = fingerprint(req.input);
+      first = transact(id, req.worker, req.key, (stored) => decide(id, def, req, inputHash, stored));
     } catch (error) {
-      const info = toErrorInfo(error);
-      logger.error({ err: info, sagaId: req.sagaId, stepId: req.stepId, worker: req.worker }, 'worker host failed to handle a request');
-      return fail({ code: 'TRANSPORT_ERROR', message: `worker host error: ${info.message}`, retryable: true });
+      return Promise.resolve(hostFailed(req, error));
     }
+    // The common case answers without an async frame of its own: the reply, or the operation's promise (which never rejects).
+    if (!isThenable(first)) {
+      if ('reply' in first) return Promise.resolve(first.reply);
+      if (!first.again) return first.wait;
+    }
+    return settle(req, def, id, inputHash, first);
   };
 
   return {

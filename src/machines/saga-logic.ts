@@ -229,10 +229,10 @@ export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unk
 
 /**
  * Failure codes that do not prove the effect absent: the step is in doubt and will be
- * compensated. IN_PROGRESS (another host holds the key) is retried first when the step
- * has retries left, like any retryable error.
+ * compensated. IN_PROGRESS (another host holds the key) and OUTCOME_UNKNOWN (the host
+ * could not record what happened) are retried first when the step has retries left.
  */
-const IN_DOUBT_CODES: ReadonlySet<string> = new Set(['RESULT_NOT_SERIALIZABLE', 'IN_PROGRESS']);
+const IN_DOUBT_CODES: ReadonlySet<string> = new Set(['RESULT_NOT_SERIALIZABLE', 'IN_PROGRESS', 'OUTCOME_UNKNOWN']);
 
 /** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed. */
 export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo }): Step {

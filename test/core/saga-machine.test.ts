@@ -138,6 +138,14 @@ describe('saga machine: parallel steps', () => {
     expect(ids(m.take(), 'compensate')).toEqual(['a']);
   });
 
+  it('treats OUTCOME_UNKNOWN as in doubt once retries are spent: the step is undone', () => {
+    const m = drive(trip);
+    m.take();
+    m.send({ type: 'STEP.FAILED', stepId: 'hotel', attempt: 1, error: { code: 'OUTCOME_UNKNOWN', message: 'KV down', retryable: true } });
+    expect(m.steps().hotel).toBe('compensating');
+    expect(m.outcome()).toBeUndefined();
+  });
+
   it('does not retry a terminal failure', () => {
     const def = defineSaga({ name: 'r', version: 1, steps: { a: { worker: 'w', retries: 3 } } });
     const m = drive(def);

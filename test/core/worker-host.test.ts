@@ -270,6 +270,22 @@ describe('worker host', () => {
     expect(await survivor.handle(h.req('do', { attempt: 3, deadline: 9_000 }))).toEqual({ ok: true, result: { charged: 5 } });
   });
 
+  it('answers OUTCOME_UNKNOWN (in doubt), never a failure, when it cannot record what do did', async () => {
+    const inner = memoryDedupStore();
+    let writes = 0;
+    const flaky = {
+      get: (w: string, k: string) => inner.get(w, k),
+      set: (w: string, k: string, rec: Parameters<typeof inner.set>[2]) => {
+        if (++writes === 2) throw new Error('KV unavailable');
+        inner.set(w, k, rec);
+      },
+    };
+    const h = harness();
+    const host = createWorkerHost([h.worker], { dedup: flaky });
+    expect(await host.handle(h.req('do'))).toMatchObject({ ok: false, error: { code: 'OUTCOME_UNKNOWN', retryable: true } });
+    expect(h.effects.get('k1')).toBe(1);
+  });
+
   it('reports a result that cannot be serialized, and still undoes its effect on compensate', async () => {
     const h = harness({ doImpl: async () => ({ when: 10n }) });
     expect(await h.host.handle(h.req('do'))).toMatchObject({ ok: false, error: { code: 'RESULT_NOT_SERIALIZABLE', message: expect.stringContaining('BigInt') } });
