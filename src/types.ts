@@ -269,7 +269,7 @@ export interface Transport {
 // Stores
 
 /** The state of one idempotency key on a worker host (DESIGN section 3). */
-export type KeyState = 'new' | 'doing' | 'done' | 'failed' | 'retryable' | 'compensating' | 'undoPending' | 'compensated';
+export type KeyState = 'new' | 'doing' | 'done' | 'failed' | 'retryable' | 'uncertain' | 'compensating' | 'undoPending' | 'compensated';
 
 /** What a worker host remembers about one idempotency key. Plain JSON. */
 export interface KeyRecord {
@@ -280,6 +280,8 @@ export interface KeyRecord {
   readonly blind?: boolean;
   /** The attempt of the last `do` run for this key. */
   readonly attempt?: number;
+  /** The running `do` re-runs one that a crashed host left unfinished. */
+  readonly interrupted?: boolean;
   /** Fingerprint of the input first seen with this key. */
   readonly inputHash: string;
   readonly result?: unknown;

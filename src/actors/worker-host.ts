@@ -186,13 +186,16 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
       } catch (error) {
         outcome = { type: 'DO.FAILED', error: toErrorInfo(error) };
       }
+      let uncertain = false;
       const stored = await recorded(req, () =>
         complete(id, req, outcome, (r) => {
+          uncertain = r.record.state === 'uncertain' || (r.record.blind === true && outcome.type === 'DO.FAILED');
           // A compensate arrived while do ran: undo at once, before anyone sees the key idle.
           if (r.actions.includes('runCompensate')) void runCompensate(id, def, req, r.record.result);
         }),
       );
-      if (!stored) return outcomeUnknown(req);
+      // A failure of a re-run proves nothing: the interrupted first run may have applied.
+      if (!stored || uncertain) return outcomeUnknown(req);
       if (unsendable !== undefined) return fail(unsendable);
       return outcome.type === 'DO.OK' ? { ok: true, result: outcome.result } : fail(outcome.error);
     })();
@@ -230,7 +233,7 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
       // An interrupted do may or may not have applied; an interrupted undo may or may not have finished.
       const state = current.state === 'doing' ? 'new' : current.blind === true ? 'undoPending' : 'done';
       const { attempt: _forgotten, ...rest } = current;
-      current = { ...(state === 'new' ? rest : current), state, compensateRequested: false };
+      current = state === 'new' ? { ...rest, state, compensateRequested: false, interrupted: true } : { ...current, state, compensateRequested: false };
     }
     if (current.state === 'new') current = { ...current, inputHash };
     const stepped = stepKey(current, req.op === 'do' ? { type: 'DO', attempt: req.attempt } : { type: 'COMPENSATE' }, clock.now());
@@ -250,7 +253,9 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
           case 'awaitCompensation':
             return { wait: running.get(id) as Promise<WorkerReply>, again: false };
           case 'replyStored':
-            return { reply: record.state === 'done' ? { ok: true, result: record.result } : fail(record.error as ErrorInfo) };
+            return {
+              reply: record.state === 'done' ? { ok: true, result: record.result } : record.state === 'uncertain' ? outcomeUnknown(req) : fail(record.error as ErrorInfo),
+            };
           case 'refuse':
             return { reply: compensated(req.key) };
           case 'ackCompensated':

@@ -12,6 +12,9 @@
  *   doing ─compensate▶ (waits for do) ─▶ compensating ─▶ compensated
  *   done ─compensate▶ compensating ─▶ compensated   (a failed undo returns to done)
  *   failed | retryable ─compensate▶ compensated    (the host saw do fail: nothing to undo)
+ *   doing ─fail▶ uncertain   when this do re-ran one a crashed host left unfinished: the
+ *        first run may have applied, so the failure proves nothing; a compensate undoes
+ *        blindly, a do answers OUTCOME_UNKNOWN (a newer attempt runs again)
  *   compensating | undoPending | compensated ─do▶ refused   (the tombstone)
  *
  * Worker hosts apply it as a pure function with XState's `transition()` over their
@@ -46,6 +49,8 @@ interface KeyContext {
   blind: boolean;
   /** The attempt of the last do this host ran (0: none). */
   attempt: number;
+  /** This do re-runs one that a crashed host left unfinished. */
+  interrupted: boolean;
   result: unknown;
   error: ErrorInfo | undefined;
 }
@@ -74,10 +79,12 @@ export const keyMachine = setup({
     retryable: ({ event }) => (event as { error: ErrorInfo }).error.retryable,
     newerAttempt: ({ context, event }) => (event as { attempt: number }).attempt > context.attempt,
     blind: ({ context }) => context.blind,
+    interrupted: ({ context }) => context.interrupted,
+    interruptedAndCompensateRequested: ({ context }) => context.interrupted && context.compensateRequested,
   },
 }).createMachine({
   id: 'idempotency-key',
-  context: { compensateRequested: false, blind: false, attempt: 0, result: undefined, error: undefined },
+  context: { compensateRequested: false, blind: false, attempt: 0, interrupted: false, result: undefined, error: undefined },
   initial: 'new',
   states: {
     new: {
@@ -95,10 +102,18 @@ export const keyMachine = setup({
           { target: 'done', actions: 'storeResult' },
         ],
         'DO.FAILED': [
+          { guard: 'interruptedAndCompensateRequested', target: 'compensating', actions: ['storeError', 'clearRequest', 'markBlind', 'runCompensate'] },
+          { guard: 'interrupted', target: 'uncertain', actions: 'storeError' },
           { guard: 'compensateRequested', target: 'compensated', actions: ['storeError', 'clearRequest'] },
           { guard: 'retryable', target: 'retryable', actions: 'storeError' },
           { target: 'failed', actions: 'storeError' },
         ],
+      },
+    },
+    uncertain: {
+      on: {
+        DO: [{ guard: 'newerAttempt', target: 'doing', actions: ['storeAttempt', 'runDo'] }, { actions: 'replyStored' }],
+        COMPENSATE: { target: 'compensating', actions: ['markBlind', 'runCompensate'] },
       },
     },
     retryable: {
@@ -181,6 +196,7 @@ interface Kind {
   state: KeyState;
   compensateRequested: boolean;
   blind: boolean;
+  interrupted: boolean;
   /** For DO: is the event's attempt newer than the last one run. */
   newer: boolean;
   /** For failures: is the error retryable. */
@@ -204,7 +220,7 @@ function learn(kind: Kind, type: KeyEvent['type']): Effect {
           : { type };
   const snapshot = keyMachine.resolveState({
     value: kind.state,
-    context: { compensateRequested: kind.compensateRequested, blind: kind.blind, attempt: 1, result: OLD_RESULT, error: OLD_ERROR },
+    context: { compensateRequested: kind.compensateRequested, blind: kind.blind, interrupted: kind.interrupted, attempt: 1, result: OLD_RESULT, error: OLD_ERROR },
   });
   const [next, actions] = transitionKey(snapshot, marked);
   const c = next.context;
@@ -230,10 +246,11 @@ export function stepKey(record: KeyRecord, event: KeyEvent, now: number): { reco
     state: record.state,
     compensateRequested: record.compensateRequested,
     blind: record.blind === true,
+    interrupted: record.interrupted === true,
     newer: event.type === 'DO' && event.attempt > (record.attempt ?? 0),
     retryable: (event.type === 'DO.FAILED' || event.type === 'COMPENSATION.FAILED') && event.error.retryable,
   };
-  const memoKey = `${kind.state}|${event.type}|${+kind.compensateRequested}${+kind.blind}${+kind.newer}${+kind.retryable}`;
+  const memoKey = `${kind.state}|${event.type}|${+kind.compensateRequested}${+kind.blind}${+kind.interrupted}${+kind.newer}${+kind.retryable}`;
   let effect = memo.get(memoKey);
   if (effect === undefined) {
     effect = learn(kind, event.type);
@@ -248,6 +265,7 @@ export function stepKey(record: KeyRecord, event: KeyEvent, now: number): { reco
     compensateRequested: effect.compensateRequested,
     inputHash: record.inputHash,
     ...(effect.blind ? { blind: true } : {}),
+    ...(record.interrupted === true && effect.state === 'doing' ? { interrupted: true } : {}),
     ...(attempt !== undefined ? { attempt } : {}),
     ...(result !== undefined ? { result } : {}),
     ...(error !== undefined ? { error } : {}),

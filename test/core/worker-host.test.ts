@@ -286,6 +286,39 @@ describe('worker host', () => {
     expect(h.effects.get('k1')).toBe(1);
   });
 
+  it('does not trust the failure of a do re-run after a crash: the first run may have applied', async () => {
+    const clock = createManualClock(1_000);
+    const dedup = memoryDedupStore({ clock });
+    const effects: string[] = [];
+    const crashed = defineWorker({
+      name: 'pay',
+      do: async () => {
+        effects.push('charged');
+        return new Promise(() => {}); // the host dies before it can record the outcome
+      },
+      compensate: async () => void effects.push('refunded'),
+    });
+    const h = harness();
+    void createWorkerHost([crashed], { dedup, clock }).handle(h.req('do', { deadline: 1_500 }));
+    await clock.advance(600); // its lease is over
+    let fail = true;
+    const next = defineWorker({
+      name: 'pay',
+      do: async () => {
+        if (fail) throw new TerminalError('card declined');
+        return { charged: 5 };
+      },
+      compensate: async () => void effects.push('refunded'),
+    });
+    const survivor = createWorkerHost([next], { dedup, clock });
+    expect(await survivor.handle(h.req('do', { attempt: 2, deadline: 9_000 }))).toMatchObject({ ok: false, error: { code: 'OUTCOME_UNKNOWN' } });
+    expect(await survivor.handle(h.req('do', { attempt: 2, deadline: 9_000 }))).toMatchObject({ ok: false, error: { code: 'OUTCOME_UNKNOWN' } });
+    expect(await survivor.handle(h.req('compensate'))).toEqual({ ok: true });
+    expect(effects).toEqual(['charged', 'refunded']);
+    fail = false;
+    expect(await survivor.handle(h.req('do', { attempt: 3, deadline: 9_000 }))).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
+  });
+
   it('reports a result that cannot be serialized, and still undoes its effect on compensate', async () => {
     const h = harness({ doImpl: async () => ({ when: 10n }) });
     expect(await h.host.handle(h.req('do'))).toMatchObject({ ok: false, error: { code: 'RESULT_NOT_SERIALIZABLE', message: expect.stringContaining('BigInt') } });

@@ -30,7 +30,7 @@ describe('worker-host key machine', () => {
     const shortest = getShortestPaths(keyMachine, { events, serializeState });
     let transitions = 0;
     for (const path of paths) {
-      let snap = keyMachine.resolveState({ value: 'new', context: { compensateRequested: false, blind: false, attempt: 0, result: undefined, error: undefined } });
+      let snap = keyMachine.resolveState({ value: 'new', context: { compensateRequested: false, blind: false, attempt: 0, interrupted: false, result: undefined, error: undefined } });
       let undone = false;
       for (const step of path.steps) {
         if ((step.event.type as string) === 'xstate.init') continue;

@@ -76,7 +76,11 @@ test(`the runtime keeps the guarantee under faults (${RUNS} simulated runs)`, as
     console.log(`[property] FAILED: seed ${details.seed}, path ${details.counterexamplePath}\n${lastExplanation}\nreplay: SCATTER_SAGA_SEED=${details.seed} SCATTER_SAGA_PATH=${details.counterexamplePath} npx vitest run test/property`);
   }
   expect(details.failed, details.failed ? `seed ${details.seed} path ${details.counterexamplePath}\n${lastExplanation}` : '').toBe(false);
-  expect(outcomes.committed).toBeGreaterThan(0);
-  expect(outcomes.compensated).toBeGreaterThan(0);
-  expect(outcomes.parkedThenRetried).toBeGreaterThan(0);
+  // The full suite must reach every kind of outcome; a replay runs one path and need not.
+  if (process.env.SCATTER_SAGA_PATH === undefined) {
+    expect(runs).toBe(RUNS);
+    expect(outcomes.committed).toBeGreaterThan(0);
+    expect(outcomes.compensated).toBeGreaterThan(0);
+    expect(outcomes.parkedThenRetried).toBeGreaterThan(0);
+  }
 }, DEEP ? 3_600_000 : 300_000);
