@@ -13,7 +13,12 @@ import { simulate } from '../../src/testing/simulation.ts';
 import { faultProfileArbitrary, tapeArbitrary } from '../../src/testing/verify.ts';
 
 const DEEP = process.env.SCATTER_SAGA_DEEP === '1';
-const RUNS = DEEP ? 20_000 : 3_000;
+const RUNS = DEEP ? 20_000 : 2_000;
+/**
+ * The default suite replays the same runs every time (a fixed seed), so CI is
+ * deterministic; `npm run verify:deep` and SCATTER_SAGA_RANDOM=1 explore new seeds.
+ */
+const SEED = process.env.SCATTER_SAGA_SEED !== undefined ? Number(process.env.SCATTER_SAGA_SEED) : DEEP || process.env.SCATTER_SAGA_RANDOM === '1' ? undefined : 20_261_122;
 
 interface Shape {
   n: number;
@@ -70,7 +75,11 @@ test(`the runtime keeps the guarantee under faults (${RUNS} simulated runs)`, as
     }
     return true;
   });
-  const details = await fc.check(property, { numRuns: RUNS, ...(process.env.SCATTER_SAGA_SEED ? { seed: Number(process.env.SCATTER_SAGA_SEED), path: process.env.SCATTER_SAGA_PATH } : {}) });
+  const details = await fc.check(property, {
+    numRuns: RUNS,
+    ...(SEED !== undefined ? { seed: SEED } : {}),
+    ...(process.env.SCATTER_SAGA_PATH !== undefined ? { path: process.env.SCATTER_SAGA_PATH } : {}),
+  });
   console.log(`[property] ${runs} simulated runs (${RUNS} planned) in ${Math.round(performance.now() - t0)} ms; outcomes ${JSON.stringify(outcomes)}`);
   if (details.failed) {
     console.log(`[property] FAILED: seed ${details.seed}, path ${details.counterexamplePath}\n${lastExplanation}\nreplay: SCATTER_SAGA_SEED=${details.seed} SCATTER_SAGA_PATH=${details.counterexamplePath} npx vitest run test/property`);
