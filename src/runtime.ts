@@ -120,7 +120,8 @@ export interface Runtime {
 interface Live {
   readonly def: SagaDefinition;
   readonly actor: Actor<SagaMachine>;
-  waiters: ((o: SagaOutcome) => void)[];
+  /** Callers waiting for this saga's next outcome. */
+  waiters: { resolve: (o: SagaOutcome) => void; reject: (e: unknown) => void }[];
   parked: boolean;
   checkpointQueued: boolean;
   /** A write-ahead checkpoint being stored: requests wait for it. */
@@ -315,7 +316,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
           log.error({ err: error }, 'could not store the dead letter');
         }
         emit('escalation', { sagaId, saga: letter.saga, version: letter.version, remaining: letter.remaining, failures: letter.failures, timesParked: letter.timesParked });
-        for (const w of waiters) w(outcome);
+        for (const w of waiters) w.resolve(outcome);
       })();
       return;
     }
@@ -329,7 +330,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         logger.error({ err: error, sagaId }, 'could not journal the outcome');
       }
       if (listeners.outcome.size > 0) emit('outcome', { ...outcome, saga: entry.def.name, version: entry.def.version });
-      for (const w of waiters) w(outcome);
+      for (const w of waiters) w.resolve(outcome);
     })();
   };
 
@@ -376,7 +377,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     ensureOpen();
     const entry = parkedEntry(sagaId);
     return new Promise<SagaOutcome>((resolve, reject) => {
-      entry.waiters.push(resolve);
+      entry.waiters.push({ resolve, reject });
       store.unpark(sagaId).then(() => {
         entry.parked = false;
         running++;
@@ -436,8 +437,8 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       await store.begin({ sagaId, saga: def.name, version: def.version, input, status: 'running', startedAt: now, updatedAt: now, snapshot: undefined, outcome: undefined });
       ensureOpen(); // closed while the intent was being written: it stays for recover()
       const entry = start(def, sagaId, input, undefined, rootInputs);
-      return new Promise<SagaOutcome>((resolve) => {
-        entry.waiters.push(resolve);
+      return new Promise<SagaOutcome>((resolve, reject) => {
+        entry.waiters.push({ resolve, reject });
         entry.actor.start();
       });
     },
@@ -506,7 +507,11 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       closed = true;
       const drainMs = closeOptions.drainMs ?? 5_000;
       if (typeof drainMs !== 'number' || !(drainMs >= 0)) throw new InvalidOptionError('drainMs', 'must be a number >= 0');
-      for (const entry of live.values()) entry.actor.stop();
+      for (const [sagaId, entry] of live) {
+        entry.actor.stop();
+        const abandoned = new SagaError('RUNTIME_CLOSED', `the runtime closed while saga '${sagaId}' was running; recover() in a new runtime drives it on`);
+        for (const w of entry.waiters) w.reject(abandoned);
+      }
       live.clear();
       const served = await Promise.allSettled(serving);
       const drained = Promise.allSettled(served.map((s) => (s.status === 'fulfilled' ? s.value.stop() : undefined)));

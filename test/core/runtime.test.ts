@@ -356,6 +356,19 @@ describe('runtime: write-ahead for later stages', () => {
 });
 
 describe('runtime: closing', () => {
+  it('rejects the run() of a saga still running when the runtime closes', async () => {
+    const clock = createManualClock();
+    const w = world();
+    const gate = deferred<void>();
+    const runtime = createRuntime({ clock }).host(w.make('flights', { do: () => gate.promise }), w.make('hotels'), w.make('cars'));
+    const running = runtime.run(tripOf(), { to: 'X' });
+    await clock.advance(1);
+    const closing = runtime.close({ drainMs: 0 });
+    await expect(running).rejects.toMatchObject({ code: 'RUNTIME_CLOSED', message: expect.stringContaining('recover()') });
+    gate.resolve();
+    await closing;
+  });
+
   it('rejects a run still writing its intent when the runtime closes, and dispatches nothing', async () => {
     const w = world();
     const inner = memorySagaStore();
