@@ -276,10 +276,12 @@ describe('runtime: failing compensations and operators', () => {
     const gate = deferred<void>();
     const runtime = createRuntime({ clock }).host(w.make('flights', { do: () => gate.promise }), w.make('hotels'), w.make('cars'));
     await expect(runtime.retry('nope')).rejects.toBeInstanceOf(SagaNotFoundError);
-    void runtime.run(tripOf(), { to: 'X' }, { sagaId: 'r1' });
+    const running = runtime.run(tripOf(), { to: 'X' }, { sagaId: 'r1' });
     await clock.advance(0);
     await expect(runtime.retry('r1')).rejects.toMatchObject({ code: 'SAGA_NOT_PARKED' });
     gate.resolve();
+    await clock.advance(1);
+    expect(await running).toMatchObject({ status: 'committed' });
     await runtime.close();
   });
 
@@ -311,9 +313,10 @@ describe('runtime: coordinator crash', () => {
     const host = createWorkerHost([w.make('flights'), w.make('hotels', { do: () => gate.promise }), w.make('cars')], { clock });
     await host.serve(transport);
     const a = createRuntime({ clock, store, transport });
-    void a.run(saga, { to: 'OSL' }, { sagaId: 'c1' });
+    const abandoned = a.run(saga, { to: 'OSL' }, { sagaId: 'c1' });
     await clock.advance(10);
     void a.close({ drainMs: 0 }); // the coordinator dies with the hotel still running
+    await expect(abandoned).rejects.toMatchObject({ code: 'RUNTIME_CLOSED' });
     const b = createRuntime({ clock, store, transport, sagas: [saga] });
     const outcomes: SagaOutcome[] = [];
     b.on('outcome', (o) => outcomes.push(o));
@@ -338,7 +341,8 @@ describe('runtime: write-ahead for later stages', () => {
     const host = createWorkerHost([w.make('stock'), w.make('payments', { do: () => gate.promise })], { clock });
     await host.serve(transport);
     const a = createRuntime({ clock, store, transport });
-    void a.run(saga, {}, { sagaId: 'w1' });
+    const abandoned = a.run(saga, {}, { sagaId: 'w1' });
+    abandoned.catch(() => {}); // rejected with RUNTIME_CLOSED when the coordinator dies below
     await clock.advance(1);
     expect(w.calls).toEqual(['stock.do', 'payments.do']);
     const journal = (await store.get('w1'))?.snapshot as { context: { steps: Record<string, { status: string }> } };
