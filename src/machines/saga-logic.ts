@@ -133,6 +133,11 @@ export const doTimer = (stepId: string) => `do:${stepId}`;
 export const retryTimer = (stepId: string) => `retry:${stepId}`;
 export const compTimer = (stepId: string) => `comp:${stepId}`;
 
+/** Delivers a retry-due event after `delayMs`: the one retry timer a step has, for `do` or for its undo. */
+function retryAfter(stepId: string, delayMs: number, jitter: boolean, event: Extract<SagaEvent, { type: 'STEP.RETRY_DUE' | 'COMPENSATION.RETRY_DUE' }>): SagaCommand {
+  return { type: 'schedule', timerId: retryTimer(stepId), delayMs, jitter, event };
+}
+
 /** Delay before retry number `n` (1-based), before jitter. */
 export function backoffDelay(b: Backoff, n: number): number {
   return Math.min(b.maxMs, b.initialMs * b.factor ** Math.max(0, n - 1));
@@ -242,13 +247,7 @@ export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepI
     return {
       context: put(ctx, ev.stepId, { waiting: true, tainted }),
       commands: [
-        {
-          type: 'schedule',
-          timerId: retryTimer(ev.stepId),
-          delayMs: backoffDelay(p.backoff, ev.attempt),
-          jitter: p.backoff.jitter,
-          event: { type: 'STEP.RETRY_DUE', stepId: ev.stepId, attempt: ev.attempt + 1 },
-        },
+        retryAfter(ev.stepId, backoffDelay(p.backoff, ev.attempt), p.backoff.jitter, { type: 'STEP.RETRY_DUE', stepId: ev.stepId, attempt: ev.attempt + 1 }),
       ],
     };
   }
@@ -452,13 +451,11 @@ export function recordCompensationFailure(
       context: put(ctx, ev.stepId, { waiting: true, lastCompError: error }),
       commands: [
         cancel,
-        {
-          type: 'schedule',
-          timerId: retryTimer(ev.stepId),
-          delayMs: backoffDelay(p.compensation.backoff, s.compAttempt),
-          jitter: p.compensation.backoff.jitter,
-          event: { type: 'COMPENSATION.RETRY_DUE', stepId: ev.stepId, attempt: s.compAttempt + 1 },
-        },
+        retryAfter(ev.stepId, backoffDelay(p.compensation.backoff, s.compAttempt), p.compensation.backoff.jitter, {
+          type: 'COMPENSATION.RETRY_DUE',
+          stepId: ev.stepId,
+          attempt: s.compAttempt + 1,
+        }),
       ],
     };
   }
@@ -589,25 +586,11 @@ export function redrive(def: SagaDefinition, ctx: SagaContext): SagaCommand[] {
   for (const p of def.steps) {
     const s = ctx.steps[p.id] as StepState;
     if (s.status === 'dispatched') {
-      commands.push(
-        ...(s.waiting
-          ? [{ type: 'schedule', timerId: retryTimer(p.id), delayMs: 0, jitter: false, event: { type: 'STEP.RETRY_DUE', stepId: p.id, attempt: s.attempt + 1 } } as const]
-          : sendDo(p, s.key as string, s.input, s.attempt)),
-      );
+      if (s.waiting) commands.push(retryAfter(p.id, 0, false, { type: 'STEP.RETRY_DUE', stepId: p.id, attempt: s.attempt + 1 }));
+      else commands.push(...sendDo(p, s.key as string, s.input, s.attempt));
     } else if (s.status === 'compensating') {
-      commands.push(
-        ...(s.waiting
-          ? [
-              {
-                type: 'schedule',
-                timerId: retryTimer(p.id),
-                delayMs: 0,
-                jitter: false,
-                event: { type: 'COMPENSATION.RETRY_DUE', stepId: p.id, attempt: s.compAttempt + 1 },
-              } as const,
-            ]
-          : sendCompensate(p, s)),
-      );
+      if (s.waiting) commands.push(retryAfter(p.id, 0, false, { type: 'COMPENSATION.RETRY_DUE', stepId: p.id, attempt: s.compAttempt + 1 }));
+      else commands.push(...sendCompensate(p, s));
     }
   }
   return commands;
