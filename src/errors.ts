@@ -29,8 +29,12 @@ export type SagaErrorCode =
   | 'NO_RESPONDERS'
   | 'TRANSPORT_ERROR'
   | 'PAYLOAD_TOO_LARGE'
+  | 'RESULT_TOO_LARGE'
   | 'UNKNOWN_WORKER'
-  | 'WORKER_ERROR';
+  | 'WORKER_ERROR'
+  | 'SAGA_ID_CONFLICT'
+  | 'JOURNAL_UNAVAILABLE'
+  | 'SAGA_FENCED';
 
 /** Base class of every error scatter-saga throws or reports. */
 export class SagaError extends Error {
@@ -106,6 +110,32 @@ export class SagaNotFoundError extends SagaError {
 }
 
 /**
+ * The saga store could not be written, so the saga cannot safely go on in this runtime.
+ *
+ * - `dispatched: false`: raised by `run` before anything was sent. The intent may still
+ *   have reached the store (a write that timed out); if it did, `recover()` runs the saga
+ *   to an end. Call `run` again with the same `sagaId` to start it or attach to it.
+ * - `dispatched: true`: the saga had sent requests; nothing it had not journaled was sent.
+ *   It was stopped here and is left to `recover()`, which drives it on from its journal.
+ */
+export class JournalUnavailableError extends SagaError {
+  readonly sagaId: string;
+  readonly dispatched: boolean;
+  constructor(sagaId: string, dispatched: boolean, cause: unknown) {
+    const why = (cause as Error)?.message ?? String(cause);
+    super(
+      'JOURNAL_UNAVAILABLE',
+      dispatched
+        ? `saga '${sagaId}' could not write its journal (${why}); it was stopped in this runtime and is left to recover(), which drives it on from its journal`
+        : `saga '${sagaId}' was not started: its intent could not be written (${why}). If the write reached the store after all, recover() runs it; run again with the same sagaId to start it or attach to it`,
+      { cause, retryable: true },
+    );
+    this.sagaId = sagaId;
+    this.dispatched = dispatched;
+  }
+}
+
+/**
  * Thrown by worker code to fail a step at once, without retries. Any other error a
  * worker throws is retryable within the step's `retries` budget.
  */
@@ -117,8 +147,19 @@ export class TerminalError extends SagaError {
 
 /** The transport could not deliver a request, or the reply was malformed. */
 export class TransportError extends SagaError {
-  constructor(code: 'NO_RESPONDERS' | 'TRANSPORT_ERROR' | 'PROTOCOL_ERROR' | 'PAYLOAD_TOO_LARGE', message: string, options?: ErrorOptions & { retryable?: boolean }) {
+  /**
+   * The request was refused before anything was sent (too large, not encodable, the
+   * transport closed): it cannot have applied. A failure after sending (a garbled reply,
+   * a broken connection) leaves the request in doubt.
+   */
+  readonly notSent: boolean;
+  constructor(
+    code: 'NO_RESPONDERS' | 'TRANSPORT_ERROR' | 'PROTOCOL_ERROR' | 'PAYLOAD_TOO_LARGE',
+    message: string,
+    options?: ErrorOptions & { retryable?: boolean; notSent?: boolean },
+  ) {
     super(code, message, { retryable: code === 'NO_RESPONDERS' || code === 'TRANSPORT_ERROR', ...options });
+    this.notSent = options?.notSent ?? false;
   }
 }
 

@@ -13,8 +13,8 @@ export {
   DEFAULT_STEP_RETRIES,
   DEFAULT_STEP_TIMEOUT_MS,
 } from './define.ts';
-export { createRuntime } from './runtime.ts';
-export { createWorkerHost } from './actors/worker-host.ts';
+export { createRuntime, DEFAULT_JOURNAL_RETRY_MS } from './runtime.ts';
+export { createWorkerHost, DEFAULT_LEASE_MS } from './actors/worker-host.ts';
 export { memoryTransport } from './transport/memory.ts';
 export { memoryDedupStore, memorySagaStore, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_DEDUP_MAX_RECORDS } from './store/memory.ts';
 export type { MemoryDedupStoreOptions, MemorySagaStoreOptions } from './store/memory.ts';
@@ -28,6 +28,7 @@ export {
   SagaNotFoundError,
   TerminalError,
   TransportError,
+  JournalUnavailableError,
 } from './errors.ts';
 export { PROTOCOL_VERSION } from './types.ts';
 
@@ -56,6 +57,8 @@ export type {
   SagaRecord,
   SagaSpec,
   SagaStore,
+  VersionedKeyRecord,
+  VersionedSagaRecord,
   Served,
   StepFailure,
   StepPlan,

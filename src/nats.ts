@@ -29,8 +29,14 @@ export interface ServeWorkersOptions {
   concurrency?: number;
   /** Requests that may wait for a slot; beyond that a request is answered "at capacity" (retryable). Default 1024. */
   maxPending?: number;
-  /** Where key records live. Default: in memory (1 hour, bounded; use `jetstreamDedupStore(nc)` to survive restarts). */
+  /**
+   * Where key records live. Every host serving a worker must share one store: use
+   * `jetstreamDedupStore(nc)` whenever more than one host serves a worker, or a host must
+   * survive a restart. Default: in memory (this host only, 1 hour, bounded).
+   */
   dedup?: DedupStore;
+  /** How long a claim on a key holds without renewal; other hosts take a dead host's keys over after it. Default 10_000. */
+  leaseMs?: number;
   /** pino logger. Default: silent. */
   logger?: Logger;
   /** Subject prefix. Default `'saga'`. */
@@ -72,7 +78,7 @@ export interface WorkerServer {
  */
 export async function serveWorkers(nc: NatsConnection, workers: readonly WorkerDefinition[], options: ServeWorkersOptions = {}): Promise<WorkerServer> {
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
-  const allowed = ['queue', 'concurrency', 'maxPending', 'dedup', 'logger', 'prefix', 'maxPayload', 'clock', 'signals'];
+  const allowed = ['queue', 'concurrency', 'maxPending', 'dedup', 'logger', 'prefix', 'maxPayload', 'clock', 'signals', 'leaseMs'];
   for (const k of Object.keys(options)) if (!allowed.includes(k)) throw new InvalidOptionError(k, `unknown option (allowed: ${allowed.join(', ')})`);
   if (!Array.isArray(workers) || workers.length === 0) throw new InvalidOptionError('workers', 'must be a non-empty array of defineWorker(...) definitions');
   const signals = options.signals ?? ['SIGTERM'];
@@ -87,6 +93,7 @@ export async function serveWorkers(nc: NatsConnection, workers: readonly WorkerD
     ...(options.dedup !== undefined ? { dedup: options.dedup } : {}),
     ...(options.clock !== undefined ? { clock: options.clock } : {}),
     ...(options.logger !== undefined ? { logger: options.logger } : {}),
+    ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}),
   });
   const served = await host.serve(transport);
   await nc.flush(); // subscriptions are registered on the server before we say we serve

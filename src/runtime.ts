@@ -14,12 +14,12 @@ import type { TimerEvent } from './actors/timer.ts';
 import { workerActorLogic } from './actors/worker-actor.ts';
 import type { WorkerActorEvent } from './actors/worker-actor.ts';
 import { systemClock } from './clock.ts';
-import { InvalidOptionError, SagaDefinitionError, SagaError, SagaNotFoundError, WorkerNotHostedError } from './errors.ts';
-import { outcomeOf, redrive } from './machines/saga-logic.ts';
+import { InvalidOptionError, JournalUnavailableError, SagaDefinitionError, SagaError, SagaNotFoundError, WorkerNotHostedError } from './errors.ts';
+import { outcomeOf } from './machines/saga-logic.ts';
 import type { MachineStateName, SagaCommand, SagaContext, StepStatus } from './machines/saga-logic.ts';
 import { createSagaMachine } from './machines/saga-machine.ts';
 import type { SagaMachine } from './machines/saga-machine.ts';
-import { assertSerializable } from './machines/serializable.ts';
+import { assertSerializable, fingerprint } from './machines/serializable.ts';
 import { memoryDedupStore, memorySagaStore } from './store/memory.ts';
 import { memoryTransport } from './transport/memory.ts';
 import type {
@@ -35,8 +35,12 @@ import type {
   Served,
   StepFailure,
   Transport,
+  VersionedSagaRecord,
   WorkerDefinition,
 } from './types.ts';
+
+/** Default time a saga keeps trying to write its journal before it is left to recover(). */
+export const DEFAULT_JOURNAL_RETRY_MS = 30_000;
 
 export interface RuntimeOptions {
   /** How workers are reached. Default: in-memory (workers hosted in this process). */
@@ -57,6 +61,13 @@ export interface RuntimeOptions {
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Saga definitions this runtime can restore from its store (see `recover`). */
   sagas?: readonly SagaDefinition[];
+  /**
+   * How long a saga keeps trying to write its journal (the store unreachable) before it
+   * is stopped here and left to `recover()`. Default 30_000.
+   */
+  journalRetryMs?: number;
+  /** How long a claim of a worker hosted here holds without renewal (see `createWorkerHost`). Default 10_000. */
+  leaseMs?: number;
 }
 
 /** Raised when a saga parks in `compensation-failed`: an operator must act. */
@@ -86,7 +97,12 @@ export interface SagaStatus {
 }
 
 export interface RunOptions {
-  /** Use this saga id instead of a random UUID (e.g. to make `run` itself idempotent per business key). */
+  /**
+   * Use this saga id instead of a random UUID, to make `run` idempotent per business key:
+   * a saga with this id that already exists is not started again; `run` resolves with its
+   * outcome (waiting for it, or resuming it from the journal when no runtime drives it).
+   * The same id with another saga or another input is a `SAGA_ID_CONFLICT`.
+   */
   sagaId?: string;
 }
 
@@ -95,8 +111,12 @@ export interface Runtime {
   host(...workers: WorkerDefinition[]): Runtime;
   /**
    * Runs one saga to its end. Resolves with its outcome: `committed`, `compensated`, or
-   * `compensation-failed` (parked for an operator). Rejects only for misuse, before
-   * anything is dispatched.
+   * `compensation-failed` (parked for an operator). Rejects for misuse before anything is
+   * dispatched, with a `JournalUnavailableError` (`dispatched: false`) when the saga's intent
+   * cannot be written, and, once it has dispatched, only when the saga cannot go on in this
+   * runtime: the journal stayed unavailable (`JournalUnavailableError`, `dispatched: true`),
+   * another coordinator took it over (`SAGA_FENCED`), or the runtime closed
+   * (`RUNTIME_CLOSED`). Each of those leaves the saga to `recover()`.
    */
   run<TIn>(saga: SagaDefinition<TIn>, input: TIn, options?: RunOptions): Promise<SagaOutcome>;
   /** Operator: resumes the compensation of a parked saga with fresh retry budgets. */
@@ -117,15 +137,27 @@ export interface Runtime {
   close(options?: { drainMs?: number }): Promise<void>;
 }
 
+/** What a journal write keeps from the saga's first record. */
+type Header = Pick<SagaRecord, 'sagaId' | 'saga' | 'version' | 'input' | 'startedAt'>;
+
 interface Live {
   readonly def: SagaDefinition;
   readonly actor: Actor<SagaMachine>;
+  readonly header: Header;
+  /** The journal revision this runtime wrote last: the next write names it. */
+  revision: number;
+  /** This saga's journal writes, one after another; each resolves false when it could not be written. */
+  journal: Promise<boolean>;
   /** Callers waiting for this saga's next outcome. */
   waiters: { resolve: (o: SagaOutcome) => void; reject: (e: unknown) => void }[];
   parked: boolean;
+  /** No longer counted in `inFlight`: parked, ended, or stopped. */
+  idle: boolean;
   checkpointQueued: boolean;
-  /** A write-ahead checkpoint being stored: requests wait for it. */
-  barrier: Promise<void> | undefined;
+  /** A write-ahead checkpoint being stored: requests wait for it, and are dropped if it fails. */
+  barrier: Promise<boolean> | undefined;
+  /** Stopped in this runtime (fenced, journal unavailable, closed): it sends and writes nothing more. */
+  stopped: boolean;
 }
 
 const runtimeRoot = setup({
@@ -150,7 +182,7 @@ const runtimeRoot = setup({
 
 function resolveOptions(options: RuntimeOptions) {
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
-  const allowed = ['transport', 'store', 'dedup', 'logger', 'clock', 'random', 'timerTickMs', 'inspect', 'sagas'];
+  const allowed = ['transport', 'store', 'dedup', 'logger', 'clock', 'random', 'timerTickMs', 'inspect', 'sagas', 'journalRetryMs', 'leaseMs'];
   for (const k of Object.keys(options)) if (!allowed.includes(k)) throw new InvalidOptionError(k, `unknown option (allowed: ${allowed.join(', ')})`);
   const tick = options.timerTickMs ?? DEFAULT_TIMER_TICK_MS;
   if (typeof tick !== 'number' || !Number.isFinite(tick) || tick <= 0) throw new InvalidOptionError('timerTickMs', 'must be a finite number > 0');
@@ -158,8 +190,13 @@ function resolveOptions(options: RuntimeOptions) {
   for (const k of ['transport', 'store', 'dedup', 'clock', 'logger'] as const) {
     if (options[k] !== undefined && (options[k] === null || typeof options[k] !== 'object')) throw new InvalidOptionError(k, 'must be an object');
   }
+  const journalRetryMs = options.journalRetryMs ?? DEFAULT_JOURNAL_RETRY_MS;
+  if (typeof journalRetryMs !== 'number' || !Number.isFinite(journalRetryMs) || journalRetryMs < 0) throw new InvalidOptionError('journalRetryMs', 'must be a number of milliseconds >= 0');
+  if (options.sagas !== undefined && !Array.isArray(options.sagas)) throw new InvalidOptionError('sagas', 'must be an array of defineSaga(...) definitions');
   const clock = options.clock ?? systemClock;
   return {
+    journalRetryMs,
+    leaseMs: options.leaseMs,
     transport: options.transport ?? memoryTransport(),
     store: options.store ?? memorySagaStore({ clock }),
     dedup: options.dedup ?? memoryDedupStore({ clock }),
@@ -223,12 +260,91 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   };
 
   const jittered = (delayMs: number, jitter: boolean) => (jitter ? delayMs * (0.5 + o.random() * 0.5) : delayMs);
+  const sleep = (ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
+
+  /** No longer counted as running (parked, ended or stopped). */
+  const goIdle = (entry: Live) => {
+    if (!entry.idle) {
+      entry.idle = true;
+      running--;
+    }
+  };
+
+  /**
+   * Stops a saga in this runtime: it sends and writes nothing more, its callers get
+   * `error`, and its journal is left as last written, for `recover()`.
+   */
+  const stop = (entry: Live, error: SagaError) => {
+    if (entry.stopped) return;
+    entry.stopped = true;
+    if (live.get(entry.header.sagaId) === entry) live.delete(entry.header.sagaId);
+    goIdle(entry);
+    timer.send({ type: 'CANCEL_ALL', owner: entry.actor } satisfies TimerEvent);
+    entry.actor.stop();
+    const waiters = entry.waiters;
+    entry.waiters = [];
+    for (const w of waiters) w.reject(error);
+  };
+
+  /**
+   * Writes the saga's journal after every earlier write of it, naming the revision the
+   * previous one wrote. A store that cannot be reached is tried again with backoff for
+   * `journalRetryMs`; then, or when another coordinator wrote the journal meanwhile, the
+   * saga is stopped here. Resolves whether the write landed.
+   */
+  type Fields = Pick<SagaRecord, 'status' | 'snapshot' | 'outcome'> & { deadLetter?: DeadLetter };
+  const journal = (entry: Live, fields: Fields | (() => Fields | undefined)): Promise<boolean> => {
+    const { sagaId } = entry.header;
+    const next = entry.journal.then(async () => {
+      if (entry.stopped) return false;
+      const f = typeof fields === 'function' ? fields() : fields;
+      if (f === undefined) return true;
+      const record: SagaRecord = { ...entry.header, ...f, updatedAt: clock.now() };
+      const since = clock.now();
+      for (let attempt = 0; ; attempt++) {
+        let revision: number | undefined;
+        try {
+          revision = await store.write(record, entry.revision);
+        } catch (error) {
+          if (entry.stopped) return false;
+          if (closed || clock.now() - since >= o.journalRetryMs) {
+            logger.error({ err: error, sagaId }, 'could not write the journal: the saga is stopped here and left to recover()');
+            stop(entry, new JournalUnavailableError(sagaId, true, error));
+            return false;
+          }
+          logger.warn({ err: error, sagaId, attempt }, 'journal write failed; trying again');
+          await sleep(Math.min(2_000, 50 * 2 ** attempt));
+          continue;
+        }
+        if (revision === undefined) {
+          logger.error({ sagaId }, 'another coordinator wrote this saga\'s journal: it is stopped here');
+          stop(entry, new SagaError('SAGA_FENCED', `saga '${sagaId}' was taken over by another coordinator (its journal changed under this one); that coordinator drives it on`));
+          return false;
+        }
+        entry.revision = revision;
+        return !entry.stopped;
+      }
+    });
+    entry.journal = next;
+    return next;
+  };
+
+  /** The journal of a saga still running, as of now. */
+  const runningFields = (entry: Live): Fields => ({ status: 'running', snapshot: entry.actor.getPersistedSnapshot(), outcome: undefined });
+
+  const send = (entry: Live, workerName: string, ev: WorkerActorEvent) => {
+    const barrier = entry.barrier;
+    if (barrier === undefined) workerRef(workerName)?.send(ev);
+    else void barrier.then((ok) => ok && !entry.stopped && workerRef(workerName)?.send(ev));
+  };
 
   const perform = (self: AnyActorRef, sagaId: string, cmd: SagaCommand) => {
     switch (cmd.type) {
       case 'do':
       case 'compensate': {
-        const ev: WorkerActorEvent = {
+        const entry = live.get(sagaId);
+        if (entry === undefined || entry.stopped) return;
+        send(entry, cmd.worker, {
           type: cmd.type === 'do' ? 'DO' : 'COMPENSATE',
           saga: self,
           sagaId,
@@ -238,10 +354,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
           ...(cmd.type === 'compensate' ? { result: cmd.result } : {}),
           attempt: cmd.attempt,
           timeoutMs: cmd.timeoutMs,
-        };
-        const barrier = live.get(sagaId)?.barrier;
-        if (barrier === undefined) workerRef(cmd.worker)?.send(ev);
-        else void barrier.then(() => workerRef(cmd.worker)?.send(ev));
+        });
         return;
       }
       case 'schedule': {
@@ -257,26 +370,24 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         return;
       case 'checkpoint': {
         const entry = live.get(sagaId);
-        if (entry === undefined) return;
+        if (entry === undefined || entry.stopped) return;
         if (cmd.writeAhead === true) {
-          // Read the snapshot once this transition is done, store it, then let requests go.
-          const barrier: Promise<void> = Promise.resolve()
-            .then(() => store.checkpoint(sagaId, entry.actor.getPersistedSnapshot(), 'running'))
-            .catch((error: unknown) => logger.error({ err: error, sagaId }, 'write-ahead checkpoint failed; sending anyway'))
-            .then(() => {
-              if (entry.barrier === barrier) entry.barrier = undefined;
-            });
+          // The snapshot is taken once this transition is done; the requests that follow wait for its write.
+          // Taken and queued in one step, so journal writes keep the order of the states they hold.
+          const barrier = new Promise<boolean>((resolve) => queueMicrotask(() => void journal(entry, runningFields(entry)).then(resolve)));
           entry.barrier = barrier;
+          void barrier.then(() => {
+            if (entry.barrier === barrier) entry.barrier = undefined;
+          });
           return;
         }
         if (entry.checkpointQueued) return;
         entry.checkpointQueued = true;
         queueMicrotask(() => {
           entry.checkpointQueued = false;
-          if (entry.actor.getSnapshot().status !== 'active') return;
-          store.checkpoint(sagaId, entry.actor.getPersistedSnapshot(), entry.parked ? 'parked' : 'running').catch((error: unknown) => {
-            logger.error({ err: error, sagaId }, 'checkpoint failed');
-          });
+          // A saga that parked or ended meanwhile is journaled by settle.
+          if (entry.actor.getSnapshot().status !== 'active' || entry.parked) return;
+          void journal(entry, runningFields(entry));
         });
         return;
       }
@@ -285,19 +396,15 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
 
   const settle = (sagaId: string) => {
     const entry = live.get(sagaId);
-    if (entry === undefined) return;
+    if (entry === undefined || entry.stopped) return;
     const snap = entry.actor.getSnapshot();
     const state = snap.value as MachineStateName;
     const outcome = outcomeOf(entry.def, snap.context, state) as SagaOutcome;
-    const waiters = entry.waiters;
-    entry.waiters = [];
+    const log = logger.child({ sagaId, saga: entry.def.name });
     timer.send({ type: 'CANCEL_ALL', owner: entry.actor } satisfies TimerEvent);
     if (outcome.status === 'compensation-failed') {
-      const log = logger.child({ sagaId, saga: entry.def.name });
-      if (!entry.parked) {
-        entry.parked = true;
-        running--;
-      }
+      entry.parked = true;
+      goIdle(entry);
       const letter: DeadLetter = {
         sagaId,
         saga: entry.def.name,
@@ -308,30 +415,28 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         timesParked: snap.context.timesParked,
       };
       log.error({ remaining: outcome.remaining.map((r) => r.stepId), failures: outcome.failures }, 'saga parked: compensation failed');
-      void (async () => {
-        try {
-          await store.checkpoint(sagaId, entry.actor.getPersistedSnapshot(), 'parked');
-          await store.park(letter);
-        } catch (error) {
-          log.error({ err: error }, 'could not store the dead letter');
-        }
+      // The parked state and its dead letter are one write; then the operator is told.
+      void journal(entry, { status: 'parked', snapshot: entry.actor.getPersistedSnapshot(), outcome: undefined, deadLetter: letter }).then((ok) => {
+        if (!ok || !entry.parked) return;
         emit('escalation', { sagaId, saga: letter.saga, version: letter.version, remaining: letter.remaining, failures: letter.failures, timesParked: letter.timesParked });
+        const waiters = entry.waiters;
+        entry.waiters = [];
         for (const w of waiters) w.resolve(outcome);
-      })();
+      });
       return;
     }
-    live.delete(sagaId);
-    if (!entry.parked) running--;
-    logger.info({ sagaId, saga: entry.def.name, status: outcome.status }, 'saga ended');
-    void (async () => {
-      try {
-        await store.finish(sagaId, outcome);
-      } catch (error) {
-        logger.error({ err: error, sagaId }, 'could not journal the outcome');
-      }
+    goIdle(entry);
+    // The outcome is reported only once it is journaled: a caller never hears of an outcome a recovery could undo.
+    void journal(entry, { status: outcome.status === 'committed' ? 'committed' : 'compensated', snapshot: entry.actor.getPersistedSnapshot(), outcome }).then((ok) => {
+      if (!ok) return;
+      if (live.get(sagaId) === entry) live.delete(sagaId);
+      log.info({ status: outcome.status }, 'saga ended');
       if (listeners.outcome.size > 0) emit('outcome', { ...outcome, saga: entry.def.name, version: entry.def.version });
+      const waiters = entry.waiters;
+      entry.waiters = [];
       for (const w of waiters) w.resolve(outcome);
-    })();
+      store.archive(sagaId).catch((error: unknown) => log.warn({ err: error }, 'could not archive a finished saga; recover() archives it later'));
+    });
   };
 
   const machineOf = (def: SagaDefinition): SagaMachine => {
@@ -348,21 +453,101 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     return m;
   };
 
-  const start = (def: SagaDefinition, sagaId: string, input: unknown, snapshot?: unknown, rootInputs?: Record<string, unknown>): Live => {
+  const start = (def: SagaDefinition, header: Header, revision: number, from: { snapshot?: unknown; rootInputs?: Record<string, unknown>; recovered?: boolean }): Live => {
     const actor = createActor(machineOf(def), {
-      id: sagaId,
-      input: { sagaId, input, ...(rootInputs !== undefined ? { rootInputs } : {}) },
-      ...(snapshot !== undefined ? { snapshot: snapshot as never } : {}),
+      id: header.sagaId,
+      input: {
+        sagaId: header.sagaId,
+        input: header.input,
+        ...(from.rootInputs !== undefined ? { rootInputs: from.rootInputs } : {}),
+        ...(from.recovered === true ? { recovered: true } : {}),
+      },
+      ...(from.snapshot !== undefined ? { snapshot: from.snapshot as never } : {}),
       ...(o.inspect ? { inspect: o.inspect } : {}),
     });
-    const entry: Live = { def, actor, waiters: [], parked: false, checkpointQueued: false, barrier: undefined };
-    live.set(sagaId, entry);
+    const entry: Live = {
+      def,
+      actor,
+      header,
+      revision,
+      journal: Promise.resolve(true),
+      waiters: [],
+      parked: false,
+      idle: false,
+      checkpointQueued: false,
+      barrier: undefined,
+      stopped: false,
+    };
+    live.set(header.sagaId, entry);
     running++;
     return entry;
   };
 
+  /** Drives on a saga restored from its journal. */
+  const restore = (def: SagaDefinition, record: SagaRecord, revision: number): Live => {
+    const header: Header = { sagaId: record.sagaId, saga: record.saga, version: record.version, input: record.input, startedAt: record.startedAt };
+    const entry = start(def, header, revision, record.snapshot === undefined ? { recovered: true } : { snapshot: record.snapshot });
+    entry.actor.start();
+    // Ended before its outcome was written: write it now.
+    if (entry.actor.getSnapshot().status === 'done') queueMicrotask(() => settle(record.sagaId));
+    // Restored from a checkpoint: taint what may have been sent, send again what may be lost.
+    else if (record.snapshot !== undefined) entry.actor.send({ type: 'RECOVER' });
+    return entry;
+  };
+
+  /**
+   * Takes a saga over from its journal: a write naming the revision read fences off a
+   * coordinator that still drives it. Undefined when another coordinator wrote it first.
+   */
+  const takeOver = async (def: SagaDefinition, found: VersionedSagaRecord): Promise<Live | undefined> => {
+    const revision = await store.write({ ...found.record, updatedAt: clock.now() }, found.revision);
+    if (revision === undefined) return undefined;
+    if (live.has(found.record.sagaId)) return live.get(found.record.sagaId);
+    return restore(def, found.record, revision);
+  };
+
   const ensureOpen = () => {
     if (closed) throw new SagaError('RUNTIME_CLOSED', 'this runtime is closed');
+  };
+
+  /** The next outcome of a saga driven here (its parked outcome at once, when parked). */
+  const attach = (entry: Live): Promise<SagaOutcome> => {
+    if (entry.parked) {
+      const snap = entry.actor.getSnapshot();
+      return Promise.resolve(outcomeOf(entry.def, snap.context, 'compensationFailed') as SagaOutcome);
+    }
+    return new Promise<SagaOutcome>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+  };
+
+  const sameSaga = (sagaId: string, def: SagaDefinition, input: unknown, other: { saga: string; version: number; input: unknown }) => {
+    if (other.saga !== def.name || other.version !== def.version || fingerprint(other.input) !== fingerprint(input)) {
+      throw new SagaError(
+        'SAGA_ID_CONFLICT',
+        `saga id '${sagaId}' is already used by saga '${other.saga}' version ${other.version}${other.saga === def.name && other.version === def.version ? ' with another input' : ''}`,
+      );
+    }
+  };
+
+  /** run() for a saga id that may exist: its outcome, the saga driven here, or the saga resumed from its journal. */
+  const existing = async (def: SagaDefinition, sagaId: string, input: unknown): Promise<Promise<SagaOutcome> | undefined> => {
+    const here = live.get(sagaId);
+    if (here !== undefined) {
+      sameSaga(sagaId, def, input, here.header);
+      return attach(here);
+    }
+    let found: VersionedSagaRecord | undefined;
+    try {
+      found = await store.load(sagaId);
+    } catch (error) {
+      throw new JournalUnavailableError(sagaId, false, error);
+    }
+    if (found === undefined) return undefined;
+    sameSaga(sagaId, def, input, found.record);
+    if (found.record.outcome !== undefined) return Promise.resolve(found.record.outcome);
+    ensureOpen();
+    const entry = live.get(sagaId) ?? (await takeOver(def, found));
+    if (entry === undefined) throw new SagaError('SAGA_FENCED', `saga '${sagaId}' is driven by another coordinator`);
+    return attach(entry);
   };
 
   const parkedEntry = (sagaId: string): Live => {
@@ -376,21 +561,20 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   const operator = async (sagaId: string, event: { type: 'OPERATOR.RETRY' } | { type: 'OPERATOR.RESOLVE'; note?: string }): Promise<SagaOutcome> => {
     ensureOpen();
     const entry = parkedEntry(sagaId);
-    return new Promise<SagaOutcome>((resolve, reject) => {
-      entry.waiters.push({ resolve, reject });
-      store.unpark(sagaId).then(() => {
-        entry.parked = false;
-        running++;
-        logger.info({ sagaId, action: event.type, note: 'note' in event ? event.note : undefined }, 'operator action');
-        entry.actor.send(event);
-      }, reject);
-    });
+    const outcome = new Promise<SagaOutcome>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    entry.parked = false;
+    entry.idle = false;
+    running++;
+    logger.info({ sagaId, action: event.type, note: 'note' in event ? event.note : undefined }, 'operator action');
+    // The machine journals the resumed compensation (and clears the dead letter) before it sends anything.
+    entry.actor.send(event);
+    return outcome;
   };
 
   const runtime: Runtime = {
     host(...workers) {
       ensureOpen();
-      const host = createWorkerHost(workers, { dedup: o.dedup, clock, logger });
+      const host = createWorkerHost(workers, { dedup: o.dedup, clock, logger, ...(o.leaseMs !== undefined ? { leaseMs: o.leaseMs } : {}) });
       for (const name of host.workers) {
         if (hosted.some((h) => h.workers.includes(name))) throw new SagaError('WORKER_ALREADY_HOSTED', `worker '${name}' is already hosted by this runtime`);
       }
@@ -406,12 +590,13 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       if (saga === null || typeof saga !== 'object' || (saga as SagaDefinition).kind !== 'saga') {
         throw new SagaDefinitionError('run needs a saga made with defineSaga(...)');
       }
+      if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
+      for (const k of Object.keys(options)) if (k !== 'sagaId') throw new InvalidOptionError(k, 'unknown option (allowed: sagaId)');
       const def = saga as SagaDefinition;
       register(def);
       assertSerializable(input, 'input');
       const sagaId = options.sagaId ?? randomUUID();
       if (typeof sagaId !== 'string' || sagaId.length === 0 || sagaId.length > 256) throw new InvalidOptionError('sagaId', 'must be a non-empty string of at most 256 characters');
-      if (live.has(sagaId)) throw new SagaError('DEFINITION_INVALID', `saga id '${sagaId}' is already running`);
       // Root steps' inputs are derived now so that a bad one rejects run before any dispatch.
       const rootInputs: Record<string, unknown> = {};
       for (const p of def.steps) {
@@ -425,6 +610,10 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         assertSerializable(stepInput, `step '${p.id}' input`);
         rootInputs[p.id] = stepInput;
       }
+      if (options.sagaId !== undefined) {
+        const known = await existing(def, sagaId, input);
+        if (known !== undefined) return known;
+      }
       if (serving.length > 0) await Promise.all(serving);
       const missing: string[] = [];
       for (const name of def.workers.keys()) {
@@ -434,13 +623,24 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       if (missing.length > 0) throw new WorkerNotHostedError(def.name, missing);
       ensureOpen();
       const now = clock.now();
-      await store.begin({ sagaId, saga: def.name, version: def.version, input, status: 'running', startedAt: now, updatedAt: now, snapshot: undefined, outcome: undefined });
+      const header: Header = { sagaId, saga: def.name, version: def.version, input, startedAt: now };
+      let revision: number | undefined;
+      try {
+        revision = await store.begin({ ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined });
+      } catch (error) {
+        throw new JournalUnavailableError(sagaId, false, error);
+      }
+      if (revision === undefined) {
+        // Another run with this id began first.
+        const known = await existing(def, sagaId, input);
+        if (known !== undefined) return known;
+        throw new SagaError('SAGA_ID_CONFLICT', `saga id '${sagaId}' is already used`);
+      }
       ensureOpen(); // closed while the intent was being written: it stays for recover()
-      const entry = start(def, sagaId, input, undefined, rootInputs);
-      return new Promise<SagaOutcome>((resolve, reject) => {
-        entry.waiters.push({ resolve, reject });
-        entry.actor.start();
-      });
+      const entry = start(def, header, revision, { rootInputs });
+      const outcome = attach(entry);
+      entry.actor.start();
+      return outcome;
     },
 
     retry: (sagaId) => operator(sagaId, { type: 'OPERATOR.RETRY' }),
@@ -450,24 +650,24 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       ensureOpen();
       if (serving.length > 0) await Promise.all(serving);
       const restored: string[] = [];
-      for (const rec of await store.unfinished()) {
+      for (const found of await store.unfinished()) {
         ensureOpen();
+        const rec = found.record;
         if (live.has(rec.sagaId)) continue;
+        if (rec.outcome !== undefined) {
+          // Finished, its archiving interrupted.
+          await store.archive(rec.sagaId).catch((error: unknown) => logger.warn({ err: error, sagaId: rec.sagaId }, 'could not archive a finished saga'));
+          continue;
+        }
         const def = definitions.get(`${rec.saga}@${rec.version}`);
         if (def === undefined) {
           logger.warn({ sagaId: rec.sagaId, saga: rec.saga, version: rec.version }, 'cannot recover a saga whose definition this runtime was not given');
           continue;
         }
-        const entry = start(def, rec.sagaId, rec.input, rec.snapshot ?? undefined);
-        entry.actor.start();
-        if (rec.snapshot !== undefined) {
-          const snap = entry.actor.getSnapshot();
-          if (snap.value === 'compensationFailed') {
-            entry.parked = true;
-            running--;
-          } else {
-            for (const cmd of redrive(def, snap.context as SagaContext)) perform(entry.actor, rec.sagaId, cmd);
-          }
+        const entry = await takeOver(def, found);
+        if (entry === undefined) {
+          logger.warn({ sagaId: rec.sagaId }, 'another coordinator wrote this saga while it was being recovered: left to it');
+          continue;
         }
         restored.push(rec.sagaId);
       }
@@ -504,24 +704,22 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
 
     async close(closeOptions = {}) {
       if (closed) return;
-      closed = true;
       const drainMs = closeOptions.drainMs ?? 5_000;
       if (typeof drainMs !== 'number' || !(drainMs >= 0)) throw new InvalidOptionError('drainMs', 'must be a number >= 0');
-      for (const [sagaId, entry] of live) {
-        entry.actor.stop();
-        const abandoned = new SagaError('RUNTIME_CLOSED', `the runtime closed while saga '${sagaId}' was running; recover() in a new runtime drives it on`);
-        for (const w of entry.waiters) w.reject(abandoned);
+      closed = true;
+      for (const [sagaId, entry] of [...live]) {
+        stop(entry, new SagaError('RUNTIME_CLOSED', `the runtime closed while saga '${sagaId}' was running; recover() in a new runtime drives it on`));
       }
       live.clear();
       const served = await Promise.allSettled(serving);
       const drained = Promise.allSettled(served.map((s) => (s.status === 'fulfilled' ? s.value.stop() : undefined)));
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let giveUp: ReturnType<typeof setTimeout> | undefined;
       const gaveUp = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, drainMs);
-        timer.unref();
+        giveUp = setTimeout(resolve, drainMs);
+        giveUp.unref();
       });
       await Promise.race([drained, gaveUp]);
-      clearTimeout(timer);
+      clearTimeout(giveUp);
       root.stop();
       wheel.stop();
     },

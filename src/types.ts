@@ -26,6 +26,18 @@ export interface WorkerContext {
   readonly deadline: number;
   /** A pino logger bound to `sagaId`, `stepId` and `worker`. */
   readonly logger: Logger;
+  /**
+   * Aborted when this host loses its claim on the key (it could not renew its lease,
+   * and another host may now run or undo the same key). Pass it to the calls you make,
+   * and do not apply an effect once it is aborted.
+   */
+  readonly signal: AbortSignal;
+  /**
+   * Grows with every claim on this key, across hosts: a system of record that remembers
+   * the highest token it saw for a key and refuses lower ones fences off a host that
+   * lost its claim while it was still running.
+   */
+  readonly fencingToken: number;
 }
 
 /** Undoes what `do` did. `result` is undefined when `do` never returned (a timeout whose late `do` did not finish). */
@@ -163,6 +175,12 @@ export interface StepFailure {
   readonly reason: 'failed' | 'timed-out' | 'input-failed';
   readonly attempt: number;
   readonly error: ErrorInfo;
+  /**
+   * The failure does not prove that `do` applied nothing (a timeout, a lost or unreadable
+   * reply, another host still holding the key, a coordinator that restarted): the step is
+   * in doubt and is compensated.
+   */
+  readonly inDoubt: boolean;
 }
 
 /** An effect that is still in the world because its compensation could not complete. */
@@ -175,6 +193,13 @@ export interface RemainingEffect {
   readonly result: unknown;
   /** `compensation-failed`: its compensation exhausted its retries; `blocked`: it waits behind one that did. */
   readonly why: 'compensation-failed' | 'blocked';
+  /**
+   * The effect may or may not be there: its `do` never reported an outcome, its last undo
+   * attempt got no clear answer (a timeout, an unreadable reply) and may have landed, or a
+   * coordinator restarted while the saga was being undone. Without it, the effect is
+   * certainly there.
+   */
+  readonly inDoubt: boolean;
   /** Compensation attempts made so far. */
   readonly attempts: number;
   readonly lastError: ErrorInfo | undefined;
@@ -271,34 +296,51 @@ export interface Transport {
 /** The state of one idempotency key on a worker host (DESIGN section 3). */
 export type KeyState = 'new' | 'doing' | 'done' | 'failed' | 'retryable' | 'uncertain' | 'compensating' | 'undoPending' | 'compensated';
 
-/** What a worker host remembers about one idempotency key. Plain JSON. */
+/** What the hosts of a worker remember about one idempotency key. Plain JSON. */
 export interface KeyRecord {
   readonly state: KeyState;
-  /** Whether a compensate arrived while `do` was running and waits for it. */
-  readonly compensateRequested: boolean;
-  /** A compensation started for a key whose `do` this host never saw. */
-  readonly blind?: boolean;
   /** The attempt of the last `do` run for this key. */
   readonly attempt?: number;
-  /** The running `do` re-runs one that a crashed host left unfinished. */
+  /** The running `do` re-runs one that a host which stopped left unfinished. */
   readonly interrupted?: boolean;
   /** Fingerprint of the input first seen with this key. */
   readonly inputHash: string;
   readonly result?: unknown;
   readonly error?: ErrorInfo;
   /**
-   * While `doing` or `compensating`: the epoch ms until which the host that started the
-   * operation owns it. Another host sharing the store answers IN_PROGRESS until then,
-   * and takes the key over as orphaned after.
+   * While `doing` or `compensating`: the claim that runs the operation, `<host>/<n>`.
+   * A host writes its claim (compare-and-set) before it runs any user code.
+   */
+  readonly owner?: string;
+  /**
+   * While `doing` or `compensating`: the epoch ms until which the claim holds. The
+   * holder renews it while its user code runs; once it has passed, the holder is
+   * presumed dead and another host may take the key over.
    */
   readonly leaseUntil?: number;
   readonly updatedAt: number;
 }
 
-/** Where a worker host keeps its per-key records for the dedup window. */
+/** A key's record as read, with the revision a compare-and-set write must name. */
+export interface VersionedKeyRecord {
+  /** Undefined when the key was never written, or was forgotten after the dedup window. */
+  readonly record: KeyRecord | undefined;
+  /** The store's revision of the key: 0 when it was never written. */
+  readonly revision: number;
+}
+
+/**
+ * Where the hosts of a worker keep their per-key records for the dedup window. Every
+ * host serving a worker must share one store: claims are taken on it.
+ */
 export interface DedupStore {
-  get(worker: string, key: string): Promise<KeyRecord | undefined> | KeyRecord | undefined;
-  set(worker: string, key: string, record: KeyRecord): Promise<void> | void;
+  read(worker: string, key: string): VersionedKeyRecord | Promise<VersionedKeyRecord>;
+  /**
+   * Compare-and-set: writes the record only if the key is still at `revision`. Resolves
+   * with the new revision, or `undefined` when another write came first. Rejects only when
+   * the store cannot be reached and it cannot tell whether the write happened.
+   */
+  write(worker: string, key: string, record: KeyRecord, revision: number): number | undefined | Promise<number | undefined>;
 }
 
 /** The journal of one saga. */
@@ -310,9 +352,11 @@ export interface SagaRecord {
   readonly status: 'running' | 'parked' | 'committed' | 'compensated';
   readonly startedAt: number;
   readonly updatedAt: number;
-  /** The persisted machine snapshot at the last checkpoint. */
+  /** The persisted machine snapshot at the last checkpoint (undefined until the first). */
   readonly snapshot: unknown;
   readonly outcome: SagaOutcome | undefined;
+  /** While parked: the dead letter, written in the same write as the parked state. */
+  readonly deadLetter?: DeadLetter;
 }
 
 /** A parked saga, waiting for an operator. */
@@ -327,19 +371,35 @@ export interface DeadLetter {
   readonly timesParked: number;
 }
 
-/** Where coordinators keep saga journals and dead letters. */
+/** A journal as read, with the revision the next write must name. */
+export interface VersionedSagaRecord {
+  readonly record: SagaRecord;
+  /** 0 for a finished saga that was archived: it takes no more writes. */
+  readonly revision: number;
+}
+
+/**
+ * Where coordinators keep saga journals. Every write names the revision it replaces
+ * (compare-and-set), so a coordinator that is no longer a saga's owner cannot write it.
+ */
 export interface SagaStore {
-  /** Records the saga's intent before its first dispatch. */
-  begin(record: SagaRecord): Promise<void>;
-  /** Records the machine snapshot at a point that matters for recovery. */
-  checkpoint(sagaId: string, snapshot: unknown, status: SagaRecord['status']): Promise<void>;
-  /** Records the saga's end. */
-  finish(sagaId: string, outcome: SagaOutcome): Promise<void>;
-  park(letter: DeadLetter): Promise<void>;
-  unpark(sagaId: string): Promise<void>;
+  /**
+   * The saga's first durable write: its intent, before anything is dispatched. Resolves
+   * with the journal's revision, or `undefined` when a saga with this id already exists.
+   */
+  begin(record: SagaRecord): Promise<number | undefined>;
+  /**
+   * Replaces the journal if it is still at `revision`. Resolves with the new revision, or
+   * `undefined` when another coordinator wrote it meanwhile (this one is fenced off).
+   */
+  write(record: SagaRecord, revision: number): Promise<number | undefined>;
+  /** Moves a saga whose outcome is written out of the unfinished set. Idempotent. */
+  archive(sagaId: string): Promise<void>;
+  load(sagaId: string): Promise<VersionedSagaRecord | undefined>;
   get(sagaId: string): Promise<SagaRecord | undefined>;
+  /** Every saga not archived yet (running, parked, or finished and not yet archived). */
+  unfinished(): Promise<VersionedSagaRecord[]>;
   deadLetters(): Promise<DeadLetter[]>;
-  unfinished(): Promise<SagaRecord[]>;
 }
 
 // ---------------------------------------------------------------------------

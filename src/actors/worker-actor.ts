@@ -5,7 +5,7 @@
  */
 import { fromCallback } from 'xstate';
 import type { AnyActorRef } from 'xstate';
-import { SagaError, toErrorInfo } from '../errors.ts';
+import { SagaError, toErrorInfo, TransportError } from '../errors.ts';
 import type { SagaEvent } from '../machines/saga-logic.ts';
 import type { Clock, Transport, WorkerReply, WorkerRequest } from '../types.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
@@ -28,15 +28,20 @@ export interface WorkerActorInput {
   clock: Clock;
 }
 
-/** Turns a reply, or a transport failure, into the event the saga understands. */
+/**
+ * Turns a reply, or a transport failure, into the event the saga understands. A failure
+ * is reported as such only when the request never reached a host ("no responders", or
+ * refused before sending); the saga logic decides whether that proves the step left no
+ * effect. Any other failure (no reply in time, a garbled reply, a broken connection)
+ * leaves the request in doubt, as a timeout does.
+ */
 export function replyToEvent(ev: WorkerActorEvent, reply: WorkerReply | undefined, failure?: unknown): SagaEvent {
   const { stepId, attempt } = ev;
   if (failure !== undefined) {
     const code = failure instanceof SagaError ? failure.code : 'TRANSPORT_ERROR';
-    // Only "nobody was there" proves the request was never applied; anything else leaves it in doubt.
-    if (code === 'NO_RESPONDERS') {
+    if (code === 'NO_RESPONDERS' || (failure instanceof TransportError && failure.notSent)) {
       const error = toErrorInfo(failure);
-      return ev.type === 'DO' ? { type: 'STEP.FAILED', stepId, attempt, error } : { type: 'COMPENSATION.FAILED', stepId, attempt, error };
+      return ev.type === 'DO' ? { type: 'STEP.FAILED', stepId, attempt, error } : { type: 'COMPENSATION.FAILED', stepId, attempt, error: { ...error, retryable: true } };
     }
     return ev.type === 'DO' ? { type: 'STEP.TIMED_OUT', stepId, attempt } : { type: 'COMPENSATION.TIMED_OUT', stepId, attempt };
   }

@@ -1,77 +1,75 @@
 /**
- * The transport-agnostic worker host: serves workers over any Transport, applies the
- * per-key machine (key-machine.ts) to its dedup store, and runs user code. It
- * serializes the bookkeeping of each idempotency key, so duplicates, a compensate
- * that overtakes its do, and a do that arrives after its compensate are all answered
- * from the record, and a late request never leaves an effect.
+ * The transport-agnostic worker host: serves workers over any Transport and performs,
+ * for each request, the commands of the pure host protocol (machines/host-protocol.ts):
+ * reads and compare-and-set writes of the key's record in the dedup store, user code run
+ * only under a written claim, waits for other claims, lease renewals, and the answer.
+ * Several hosts may serve one worker over one shared dedup store.
  */
+import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { SagaError, toErrorInfo } from '../errors.ts';
 import type { ErrorInfo } from '../errors.ts';
-import { newKeyRecord, stepKey } from '../machines/key-machine.ts';
-import type { KeyAction, KeyEvent } from '../machines/key-machine.ts';
+import { isBusy } from '../machines/key-machine.ts';
+import { replies, startRequest, stepRequest } from '../machines/host-protocol.ts';
+import type { Claim, HostCommand, HostEvent, RequestSetup, RequestState, RunOutcome } from '../machines/host-protocol.ts';
 import { assertSerializable, fingerprint } from '../machines/serializable.ts';
 import { memoryDedupStore } from '../store/memory.ts';
 import { parseRequest } from '../transport/protocol.ts';
 import { systemClock } from '../clock.ts';
-import type { Clock, DedupStore, KeyRecord, Logger, Served, Transport, WorkerContext, WorkerDefinition, WorkerReply, WorkerRequest } from '../types.ts';
+import { InvalidOptionError } from '../errors.ts';
+import type { Clock, DedupStore, KeyRecord, Logger, Served, Transport, VersionedKeyRecord, WorkerContext, WorkerDefinition, WorkerReply, WorkerRequest } from '../types.ts';
+
+/** Default time a claim holds without renewal: another host takes a key over this long after its holder died. */
+export const DEFAULT_LEASE_MS = 10_000;
 
 export interface WorkerHostOptions {
-  /** Where key records live. Default: in memory, for 24 hours. */
+  /**
+   * Where key records live. Every host serving a worker must share one store. Default:
+   * in memory, for 1 hour (this host only).
+   */
   dedup?: DedupStore;
   clock?: Clock;
   /** Default: silent. */
   logger?: Logger;
+  /**
+   * How long a claim on a key holds without renewal. The holder renews it every third of
+   * this while its user code runs; when a host dies, others take its keys over after it.
+   * Default 10_000.
+   */
+  leaseMs?: number;
 }
 
 export interface WorkerHost {
   /** The names of the workers this host serves. */
   readonly workers: readonly string[];
+  /** This host's id: the prefix of its claims (`<id>/<n>`). */
+  readonly id: string;
   /** Answers one request (already decoded from the wire). Never throws. */
   handle(request: unknown): Promise<WorkerReply>;
   /** Registers every worker on a transport. */
   serve(transport: Transport): Promise<Served>;
 }
 
-const compensated = (key: string): WorkerReply => ({
-  ok: false,
-  error: { code: 'COMPENSATED', message: `key ${key} was already compensated: this do must not apply`, retryable: false },
-});
-
-function fail(error: ErrorInfo): WorkerReply {
-  return { ok: false, error };
-}
-
-/** The operation may or may not have applied (the host could not record or report it): the step is in doubt. */
-const outcomeUnknown = (req: WorkerRequest): WorkerReply =>
-  fail({ code: 'OUTCOME_UNKNOWN', message: `the outcome of ${req.op} for key ${req.key} could not be recorded; it may have applied`, retryable: true });
-
-/** A promise chain per key: the bookkeeping of one key never interleaves. */
-class KeyedMutex {
-  private readonly tails = new Map<string, Promise<unknown>>();
-  idle(key: string): boolean {
-    return !this.tails.has(key);
-  }
-  run<T>(key: string, fn: () => Promise<T> | T): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.tails.set(key, tail);
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return next;
-  }
-}
-
-type Decision = { reply: WorkerReply } | { wait: Promise<WorkerReply>; again: boolean };
-
 function isThenable<T>(v: T | PromiseLike<T>): v is PromiseLike<T> {
   return v !== null && typeof v === 'object' && typeof (v as PromiseLike<T>).then === 'function';
 }
+
+/** A claim whose user code runs in this process. */
+interface Running {
+  readonly driver: Driver;
+  readonly abort: AbortController;
+  leaseUntil: number;
+  /** Resolves when the claim ends (its outcome written, or it was lost). */
+  readonly ended: Promise<void>;
+  readonly end: () => void;
+}
+
+interface Driver {
+  send(ev: HostEvent): void;
+}
+
+const POLL_MIN_MS = 5;
+const POLL_MAX_MS = 250;
 
 export function createWorkerHost(workers: readonly WorkerDefinition[], options: WorkerHostOptions = {}): WorkerHost {
   const byName = new Map<string, WorkerDefinition>();
@@ -85,11 +83,37 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
   const clock = options.clock ?? systemClock;
   const dedup = options.dedup ?? memoryDedupStore({ clock });
   const logger = options.logger ?? pino({ level: 'silent' });
-  const mutex = new KeyedMutex();
-  /** The do or compensate of a key running in this process, resolving to its reply. */
-  const running = new Map<string, Promise<WorkerReply>>();
+  const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+  if (typeof leaseMs !== 'number' || !Number.isSafeInteger(leaseMs) || leaseMs < 30) throw new InvalidOptionError('leaseMs', `must be a whole number of milliseconds >= 30, got ${String(leaseMs)}`);
+  const hostId = randomBytes(6).toString('base64url');
+  const claimPrefix = `${hostId}/`;
+  let claims = 0;
+  /** Claims whose user code runs here, by owner. */
+  const running = new Map<string, Running>();
+  /**
+   * Claims of this host whose write is on its way: the store may already show them to
+   * another request of this host before their writer hears back. They are live.
+   */
+  const claiming = new Set<string>();
 
-  const contextOf = (req: WorkerRequest): WorkerContext => {
+  // ---------------------------------------------------------------------------
+  // Lease renewal: one timer for the whole host, armed while claims run.
+
+  let renewTimer: unknown;
+  const renewEvery = Math.max(10, Math.floor(leaseMs / 3));
+  const renewDue = () => {
+    renewTimer = undefined;
+    const now = clock.now();
+    for (const r of running.values()) if (r.leaseUntil - now <= leaseMs - renewEvery) r.driver.send({ type: 'RENEW', now });
+    armRenewal();
+  };
+  const armRenewal = () => {
+    if (renewTimer === undefined && running.size > 0) renewTimer = clock.setTimeout(renewDue, renewEvery);
+  };
+
+  // ---------------------------------------------------------------------------
+
+  const contextOf = (req: WorkerRequest, signal: AbortSignal, fencingToken: number): WorkerContext => {
     let child: Logger | undefined;
     return {
       sagaId: req.sagaId,
@@ -98,195 +122,194 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
       idempotencyKey: req.key,
       attempt: req.attempt,
       deadline: req.deadline,
+      signal,
+      fencingToken,
       get logger() {
         return (child ??= logger.child({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker }));
       },
     };
   };
 
-  let storeIsAsync = false;
-  /**
-   * Reads a key's record, lets `f` decide (and start what it starts), stores the new
-   * record. Never interleaves with another transaction on the same key: a synchronous
-   * store (the in-memory one) needs no lock, an asynchronous one goes through the mutex.
-   */
-  const transact = <T>(id: string, worker: string, key: string, f: (rec: KeyRecord | undefined) => { record?: KeyRecord; out: T }): T | Promise<T> => {
-    if (!storeIsAsync && mutex.idle(id)) {
-      const got = dedup.get(worker, key);
-      if (!isThenable(got)) {
-        const { record, out } = f(got);
-        if (record === undefined) return out;
-        const stored = dedup.set(worker, key, record);
-        return isThenable(stored) ? stored.then(() => out) : out;
-      }
-      storeIsAsync = true;
-    }
-    return mutex.run(id, async () => {
-      const { record, out } = f(await dedup.get(worker, key));
-      if (record !== undefined) await dedup.set(worker, key, record);
-      return out;
-    });
+  /** Whether a record's claim runs somewhere: here (we know), or elsewhere (its lease has not passed). */
+  const isLive = (rec: KeyRecord | undefined, now: number): boolean => {
+    if (rec === undefined || !isBusy(rec.state) || rec.owner === undefined) return false;
+    if (rec.owner.startsWith(claimPrefix)) return running.has(rec.owner) || claiming.has(rec.owner);
+    return (rec.leaseUntil ?? 0) > now;
   };
 
-  /** Applies a completion event (do or compensate finished) to a key's record. */
-  const complete = (id: string, req: WorkerRequest, event: KeyEvent, after?: (r: { record: KeyRecord; actions: KeyAction[] }) => void) =>
-    transact(id, req.worker, req.key, (rec) => {
-      const next = stepKey(rec ?? newKeyRecord('', clock.now()), event, clock.now());
-      after?.(next);
-      return { record: next.record, out: undefined };
-    });
+  const storeError = (error: unknown): ErrorInfo => {
+    const info = toErrorInfo(error);
+    return { ...info, code: info.code === 'WORKER_ERROR' ? 'TRANSPORT_ERROR' : info.code };
+  };
 
-  /**
-   * Stores an operation's outcome. False when the dedup store failed: the operation ran
-   * but is not recorded, so its answer must be OUTCOME_UNKNOWN (in doubt), never a failure.
-   */
-  const recorded = async (req: WorkerRequest, store: () => unknown): Promise<boolean> => {
+  /** Runs user code under a written claim; its end comes back as RAN. */
+  const runUserCode = (def: WorkerDefinition, setup: RequestSetup, driver: Driver, cmd: Extract<HostCommand, { type: 'run' }>) => {
+    const { req } = setup;
+    const claim: Claim = cmd.claim;
+    const abort = new AbortController();
+    let end!: () => void;
+    const ended = new Promise<void>((r) => (end = r));
+    running.set(claim.owner, { driver, abort, leaseUntil: claim.record.leaseUntil ?? clock.now() + leaseMs, ended, end });
+    claiming.delete(claim.owner);
+    armRenewal();
+    const ctx = contextOf(req, abort.signal, claim.revision);
+    let work: unknown;
     try {
-      await store();
-      return true;
+      work = cmd.op === 'do' ? def.do(cmd.input, ctx) : def.compensate(cmd.input, cmd.result, ctx);
     } catch (error) {
-      logger.error({ err: toErrorInfo(error), sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key }, 'could not record an outcome');
-      return false;
+      work = Promise.reject(error);
     }
-  };
-
-  const runCompensate = (id: string, def: WorkerDefinition, req: WorkerRequest, result: unknown): Promise<WorkerReply> => {
-    const p = (async (): Promise<WorkerReply> => {
-      let outcome: KeyEvent;
-      try {
-        await def.compensate(req.input, result, contextOf(req));
-        outcome = { type: 'COMPENSATION.OK' };
-      } catch (error) {
-        const info = toErrorInfo(error);
-        logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key, err: info }, 'compensation failed');
-        outcome = { type: 'COMPENSATION.FAILED', error: { ...info, code: 'COMPENSATION_FAILED', retryable: true } };
-      }
-      if (!(await recorded(req, () => complete(id, req, outcome)))) return outcomeUnknown(req);
-      return outcome.type === 'COMPENSATION.OK' ? { ok: true } : fail(outcome.error);
-    })();
-    track(id, p);
-    return p;
-  };
-
-  const runDo = (id: string, def: WorkerDefinition, req: WorkerRequest): Promise<WorkerReply> => {
-    const p = (async (): Promise<WorkerReply> => {
-      let outcome: KeyEvent;
-      let unsendable: ErrorInfo | undefined;
-      try {
-        const result = await def.do(req.input, contextOf(req));
+    const ran = (outcome: RunOutcome) => driver.send({ type: 'RAN', outcome, now: clock.now() });
+    Promise.resolve(work).then(
+      (value) => {
+        if (cmd.op === 'compensate') return ran({ event: { type: 'COMPENSATION.OK' } });
         try {
-          assertSerializable(result, `result of worker '${req.worker}'`);
-          outcome = { type: 'DO.OK', result };
+          assertSerializable(value, `result of worker '${req.worker}'`);
+          ran({ event: { type: 'DO.OK', result: value } });
         } catch (error) {
           // The effect was applied but its result cannot travel: keep the key undoable, report it in doubt.
-          unsendable = { code: 'RESULT_NOT_SERIALIZABLE', message: toErrorInfo(error).message, retryable: false };
+          const unsendable: ErrorInfo = { code: 'RESULT_NOT_SERIALIZABLE', message: toErrorInfo(error).message, retryable: false };
           logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, err: unsendable }, 'worker returned a result that cannot be serialized');
-          outcome = { type: 'DO.OK', result: undefined };
+          ran({ event: { type: 'DO.OK', result: undefined }, unsendable });
+        }
+      },
+      (error: unknown) => {
+        const info = toErrorInfo(error);
+        if (cmd.op === 'do') return ran({ event: { type: 'DO.FAILED', error: info } });
+        logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key, err: info }, 'compensation failed');
+        ran({ event: { type: 'COMPENSATION.FAILED', error: { ...info, code: 'COMPENSATION_FAILED', retryable: true } } });
+      },
+    );
+  };
+
+  const release = (owner: string) => {
+    const r = running.get(owner);
+    if (r === undefined) return;
+    running.delete(owner);
+    r.end();
+  };
+
+  /** Waits for a claim to end: the local one's end, or a poll of the store. */
+  const waitFor = (cmd: Extract<HostCommand, { type: 'wait' }>, polls: number): Promise<void> => {
+    const local = cmd.owner !== undefined ? running.get(cmd.owner) : undefined;
+    const now = clock.now();
+    const poll = Math.min(POLL_MAX_MS, POLL_MIN_MS * 2 ** Math.min(polls, 6));
+    const ms = local !== undefined ? Math.max(1, cmd.until - now) : Math.max(1, Math.min(cmd.until - now, poll));
+    return new Promise<void>((resolve) => {
+      const timer = clock.setTimeout(resolve, ms);
+      void local?.ended.then(() => {
+        clock.clearTimeout(timer);
+        resolve();
+      });
+    });
+  };
+
+  /**
+   * Drives one request through the protocol. Events are handled one at a time, in
+   * order; store results that come back synchronously (the in-memory store) are
+   * handled without an async frame.
+   */
+  const drive = (def: WorkerDefinition, setup: RequestSetup): Promise<WorkerReply> => {
+    const { req } = setup;
+    let state: RequestState;
+    const queue: HostEvent[] = [];
+    let draining = false;
+    let polls = 0;
+    let answer!: (reply: WorkerReply) => void;
+    const answered = new Promise<WorkerReply>((r) => (answer = r));
+
+    const pump = () => {
+      try {
+        while (queue.length > 0) {
+          const t = stepRequest(setup, state, queue.shift() as HostEvent);
+          state = t.state;
+          for (const cmd of t.commands) perform(cmd);
         }
       } catch (error) {
-        outcome = { type: 'DO.FAILED', error: toErrorInfo(error) };
+        logger.error({ err: error, sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key }, 'worker host failed to handle a request');
+        queue.length = 0;
+        state = { phase: 'done' };
+        answer(replies.outcomeUnknown(req, 'the worker host failed'));
       }
-      let uncertain = false;
-      const stored = await recorded(req, () =>
-        complete(id, req, outcome, (r) => {
-          uncertain = r.record.state === 'uncertain' || (r.record.blind === true && outcome.type === 'DO.FAILED');
-          // A compensate arrived while do ran: undo at once, before anyone sees the key idle.
-          if (r.actions.includes('runCompensate')) void runCompensate(id, def, req, r.record.result);
-        }),
-      );
-      // A failure of a re-run proves nothing: the interrupted first run may have applied.
-      if (!stored || uncertain) return outcomeUnknown(req);
-      if (unsendable !== undefined) return fail(unsendable);
-      return outcome.type === 'DO.OK' ? { ok: true, result: outcome.result } : fail(outcome.error);
-    })();
-    track(id, p);
-    return p;
-  };
-
-  const track = (id: string, p: Promise<WorkerReply>) => {
-    running.set(id, p);
-    const forget = () => {
-      if (running.get(id) === p) running.delete(id);
     };
-    // Waiters see a rejection (a dedup store that failed); this handler only keeps it from being unhandled.
-    void p.then(forget, forget);
-  };
+    const deliver = (ev: HostEvent) => {
+      queue.push(ev);
+      if (draining) return;
+      draining = true;
+      pump();
+      draining = false;
+    };
+    const driver: Driver = { send: deliver };
 
-  /** One pass over a key: take the transition, then answer, or start work, or say what to wait for. */
-  const decide = (id: string, def: WorkerDefinition, req: WorkerRequest, inputHash: string, stored: KeyRecord | undefined): { record?: KeyRecord; out: Decision } => {
-    let current = stored ?? newKeyRecord(inputHash, clock.now());
-    if (current.state !== 'new' && current.inputHash !== '' && req.op === 'do' && current.inputHash !== inputHash) {
-      return {
-        out: { reply: fail({ code: 'KEY_CONFLICT', message: `idempotency key ${req.key} was first used with a different input`, retryable: false }) },
-      };
-    }
-    if ((current.state === 'doing' || current.state === 'compensating') && !running.has(id)) {
-      if (current.leaseUntil !== undefined && clock.now() < current.leaseUntil) {
-        // Another host (sharing this dedup store) is running it: neither wait nor run it twice.
-        return {
-          out: {
-            reply: fail({ code: 'IN_PROGRESS', message: `key ${req.key} is being worked on by another host until ${current.leaseUntil}`, retryable: true }),
-          },
-        };
-      }
-      // Orphaned by a host that stopped mid-operation: run it again (user code gets the same key).
-      // An interrupted do may or may not have applied; an interrupted undo may or may not have finished.
-      const state = current.state === 'doing' ? 'new' : current.blind === true ? 'undoPending' : 'done';
-      const { attempt: _forgotten, ...rest } = current;
-      current = state === 'new' ? { ...rest, state, compensateRequested: false, interrupted: true } : { ...current, state, compensateRequested: false };
-    }
-    if (current.state === 'new') current = { ...current, inputHash };
-    const stepped = stepKey(current, req.op === 'do' ? { type: 'DO', attempt: req.attempt } : { type: 'COMPENSATE' }, clock.now());
-    const { actions } = stepped;
-    // Whoever starts an operation holds the key until the request's deadline.
-    const starts = actions.includes('runDo') || actions.includes('runCompensate');
-    const record: KeyRecord = starts ? { ...stepped.record, leaseUntil: Math.max(req.deadline, clock.now()) } : stepped.record;
-    const out = ((): Decision => {
-      for (const action of actions) {
-        switch (action) {
-          case 'runDo':
-            return { wait: runDo(id, def, req), again: false };
-          case 'runCompensate':
-            return { wait: runCompensate(id, def, req, record.result ?? req.result), again: false };
-          case 'awaitDo':
-            return { wait: running.get(id) as Promise<WorkerReply>, again: req.op === 'compensate' };
-          case 'awaitCompensation':
-            return { wait: running.get(id) as Promise<WorkerReply>, again: false };
-          case 'replyStored':
-            return {
-              reply: record.state === 'done' ? { ok: true, result: record.result } : record.state === 'uncertain' ? outcomeUnknown(req) : fail(record.error as ErrorInfo),
-            };
-          case 'refuse':
-            return { reply: compensated(req.key) };
-          case 'ackCompensated':
-            return { reply: { ok: true } };
+    const readEvent = (v: VersionedKeyRecord): HostEvent => {
+      const now = clock.now();
+      return { type: 'READ', record: v.record, revision: v.revision, live: isLive(v.record, now), now };
+    };
+    const writeEvent = (rev: number | undefined, record: KeyRecord): HostEvent => {
+      const r = rev !== undefined && record.owner !== undefined ? running.get(record.owner) : undefined;
+      if (r !== undefined && record.leaseUntil !== undefined) r.leaseUntil = record.leaseUntil;
+      // A claim that did not land is nobody's.
+      if (rev === undefined && record.owner !== undefined) claiming.delete(record.owner);
+      return rev === undefined ? { type: 'CONFLICT', now: clock.now() } : { type: 'WRITTEN', revision: rev, now: clock.now() };
+    };
+    const onStoreError = (error: unknown, record?: KeyRecord) => {
+      if (record?.owner !== undefined) claiming.delete(record.owner);
+      logger.error({ err: toErrorInfo(error), sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key }, 'dedup store failed');
+      deliver({ type: 'STORE_FAILED', error: storeError(error), now: clock.now() });
+    };
+
+    const perform = (cmd: HostCommand): void => {
+      switch (cmd.type) {
+        case 'read': {
+          let got: VersionedKeyRecord | Promise<VersionedKeyRecord>;
+          try {
+            got = dedup.read(req.worker, req.key);
+          } catch (error) {
+            got = Promise.reject(error);
+          }
+          if (isThenable(got)) got.then((v) => deliver(readEvent(v)), onStoreError);
+          else queue.push(readEvent(got));
+          return;
         }
+        case 'write': {
+          const owner = cmd.record.owner;
+          if (owner !== undefined && isBusy(cmd.record.state) && !running.has(owner)) claiming.add(owner);
+          let put: number | undefined | Promise<number | undefined>;
+          try {
+            put = dedup.write(req.worker, req.key, cmd.record, cmd.revision);
+          } catch (error) {
+            put = Promise.reject(error);
+          }
+          if (isThenable(put)) put.then((rev) => deliver(writeEvent(rev, cmd.record)), (error: unknown) => onStoreError(error, cmd.record));
+          else queue.push(writeEvent(put, cmd.record));
+          return;
+        }
+        case 'wait':
+          void waitFor(cmd, polls++).then(() => deliver({ type: 'WAITED', now: clock.now() }));
+          return;
+        case 'run':
+          runUserCode(def, setup, driver, cmd);
+          return;
+        case 'abort':
+          logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key }, 'lost the claim on a key while its user code ran: another host took it over');
+          running.get(cmd.owner)?.abort.abort(new SagaError('IN_PROGRESS', `the claim on key ${req.key} was taken over by another host`));
+          return;
+        case 'release':
+          release(cmd.owner);
+          return;
+        case 'reply':
+          answer(cmd.reply);
+          return;
       }
-      return { reply: fail({ code: 'PROTOCOL_ERROR', message: `key ${req.key} in state ${record.state} cannot take ${req.op}`, retryable: false }) };
-    })();
-    return { record, out };
-  };
+    };
 
-  const hostFailed = (req: WorkerRequest, error: unknown): WorkerReply => {
-    logger.error({ err: toErrorInfo(error), sagaId: req.sagaId, stepId: req.stepId, worker: req.worker }, 'worker host failed to handle a request');
-    return outcomeUnknown(req);
-  };
-
-  /** The general path: an asynchronous store, or a compensate that waits for its do and then decides again. */
-  const settle = async (req: WorkerRequest, def: WorkerDefinition, id: string, inputHash: string, first: Decision | PromiseLike<Decision>): Promise<WorkerReply> => {
-    try {
-      let pending = first;
-      for (let rounds = 0; rounds < 4; rounds++) {
-        const decision = isThenable(pending) ? await pending : pending;
-        if ('reply' in decision) return decision.reply;
-        const reply = await decision.wait;
-        if (!decision.again) return reply;
-        pending = transact(id, req.worker, req.key, (stored) => decide(id, def, req, inputHash, stored));
-      }
-      return fail({ code: 'TRANSPORT_ERROR', message: `key ${req.key} kept changing while this request waited; ask again`, retryable: true });
-    } catch (error) {
-      return hostFailed(req, error);
-    }
+    const first = startRequest();
+    state = first.state;
+    draining = true;
+    for (const cmd of first.commands) perform(cmd);
+    pump();
+    draining = false;
+    return answered;
   };
 
   const handle = (raw: unknown): Promise<WorkerReply> => {
@@ -296,32 +319,25 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
     } catch (error) {
       const info = toErrorInfo(error);
       logger.warn({ err: info }, 'malformed request');
-      return Promise.resolve(fail(info));
+      return Promise.resolve({ ok: false, error: info });
     }
     const def = byName.get(req.worker);
     if (def === undefined) {
       logger.warn({ worker: req.worker, sagaId: req.sagaId }, 'request for a worker this host does not serve');
-      return Promise.resolve(fail({ code: 'UNKNOWN_WORKER', message: `this host does not serve worker '${req.worker}'`, retryable: false }));
+      return Promise.resolve({ ok: false, error: { code: 'UNKNOWN_WORKER', message: `this host does not serve worker '${req.worker}'`, retryable: false } });
     }
-    const id = `${req.worker}\u0000${req.key}`;
-    let first: Decision | PromiseLike<Decision>;
     let inputHash: string;
     try {
       inputHash = fingerprint(req.input);
-      first = transact(id, req.worker, req.key, (stored) => decide(id, def, req, inputHash, stored));
     } catch (error) {
-      return Promise.resolve(hostFailed(req, error));
+      return Promise.resolve({ ok: false, error: { ...toErrorInfo(error), code: 'PROTOCOL_ERROR', retryable: false } });
     }
-    // The common case answers without an async frame of its own: the reply, or the operation's promise (which never rejects).
-    if (!isThenable(first)) {
-      if ('reply' in first) return Promise.resolve(first.reply);
-      if (!first.again) return first.wait;
-    }
-    return settle(req, def, id, inputHash, first);
+    return drive(def, { req, inputHash, owner: `${claimPrefix}${++claims}`, leaseMs });
   };
 
   return {
     workers: [...byName.keys()],
+    id: hostId,
     handle,
     async serve(transport) {
       const served: Served[] = [];

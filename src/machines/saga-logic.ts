@@ -25,8 +25,14 @@ export interface StepState {
   readonly attempt: number;
   /** For `dispatched`: waiting out a retry backoff. For `compensating`: likewise. */
   readonly waiting: boolean;
-  /** A failed attempt could not prove its effect absent (e.g. IN_PROGRESS on another host). */
+  /**
+   * Some request of this step is unaccounted for: an attempt whose failure did not prove
+   * it applied nothing, or requests a coordinator sent before it restarted. No later
+   * failure can then prove the step left no effect.
+   */
   readonly tainted: boolean;
+  /** Restored from a journal: requests of it (do or compensate) may have gone out unrecorded. */
+  readonly recovered: boolean;
   readonly key: string | undefined;
   readonly input: unknown;
   readonly result: unknown;
@@ -60,6 +66,11 @@ export interface SagaInput {
   readonly input: unknown;
   /** Inputs of steps without dependencies, already derived and checked by the caller. */
   readonly rootInputs?: Readonly<Record<string, unknown>>;
+  /**
+   * Restored from a journal written before any checkpoint: the root steps may have been
+   * sent by the coordinator that wrote it.
+   */
+  readonly recovered?: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -75,7 +86,9 @@ export type SagaEvent =
   | { type: 'COMPENSATION.TIMED_OUT'; stepId: string; attempt: number }
   | { type: 'COMPENSATION.RETRY_DUE'; stepId: string; attempt: number }
   | { type: 'OPERATOR.RETRY' }
-  | { type: 'OPERATOR.RESOLVE'; note?: string };
+  | { type: 'OPERATOR.RESOLVE'; note?: string }
+  /** A coordinator restored this saga from its journal and drives it on. */
+  | { type: 'RECOVER' };
 
 // ---------------------------------------------------------------------------
 // Commands the machine asks the runtime to perform
@@ -87,9 +100,10 @@ export type SagaCommand =
   | { type: 'schedule'; timerId: string; delayMs: number; jitter: boolean; event: SagaEvent }
   | { type: 'cancel'; timerId: string }
   /**
-   * Persist the snapshot. With `writeAhead`, the `do` commands that follow in the same
-   * transition must wait until it is stored, so that a coordinator that crashes right
-   * after sending them still knows, on recovery, that they were sent.
+   * Persist the snapshot. With `writeAhead`, the `do` and `compensate` commands that
+   * follow must wait until it is stored (and are never sent if it cannot be), so that a
+   * coordinator restored from the journal knows every stage that was dispatched and every
+   * decision whose compensations went out.
    */
   | { type: 'checkpoint'; writeAhead?: boolean };
 
@@ -108,6 +122,7 @@ const NEW_STEP: StepState = Object.freeze({
   attempt: 0,
   waiting: false,
   tainted: false,
+  recovered: false,
   key: undefined,
   input: undefined,
   result: undefined,
@@ -123,8 +138,10 @@ const NEW_STEP: StepState = Object.freeze({
 export function initialContext(def: SagaDefinition, input: SagaInput): SagaContext {
   const steps: Record<string, StepState> = {};
   const given = input.rootInputs;
+  const root = input.recovered === true ? { ...NEW_STEP, tainted: true, recovered: true } : NEW_STEP;
   for (const s of def.steps) {
-    steps[s.id] = given !== undefined && s.after.length === 0 && Object.prototype.hasOwnProperty.call(given, s.id) ? { ...NEW_STEP, input: given[s.id] } : NEW_STEP;
+    const base = s.after.length === 0 ? root : NEW_STEP;
+    steps[s.id] = given !== undefined && s.after.length === 0 && Object.prototype.hasOwnProperty.call(given, s.id) ? { ...base, input: given[s.id] } : base;
   }
   return { sagaId: input.sagaId, input: input.input, decision: undefined, steps, failures: [], commitSeq: 0, timesParked: 0 };
 }
@@ -186,7 +203,7 @@ export function dispatchReady(def: SagaDefinition, keyOf: KeyFn, ctx: SagaContex
           ? { ...toErrorInfo(error), retryable: false }
           : { code: 'STEP_INPUT_FAILED', message: `input of step '${p.id}' threw: ${toErrorInfo(error).message}`, retryable: false };
       next = put(next, p.id, { status: 'failed' });
-      next = { ...next, failures: [...next.failures, { stepId: p.id, worker: p.worker, reason: 'input-failed', attempt: 0, error: info }] };
+      next = { ...next, failures: [...next.failures, { stepId: p.id, worker: p.worker, reason: 'input-failed', attempt: 0, error: info, inDoubt: false }] };
       continue;
     }
     const key = keyOf(next.sagaId, p.id, input);
@@ -233,27 +250,50 @@ export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unk
 }
 
 /**
- * Failure codes that do not prove the effect absent: the step is in doubt and will be
- * compensated. IN_PROGRESS (another host holds the key) and OUTCOME_UNKNOWN (the host
- * could not record what happened) are retried first when the step has retries left.
+ * Codes of a `do` failure that prove the attempt applied nothing: the host refused the
+ * request before it touched the key (malformed, too large, unknown worker, a key reused
+ * with another input, at capacity, its dedup store unreachable), the user code failed
+ * under the host's claim, or the coordinator could not send it. Every other code (a
+ * timeout, a garbled or oversized reply, IN_PROGRESS, OUTCOME_UNKNOWN, COMPENSATED, a
+ * code this coordinator does not know) leaves the step in doubt.
  */
-const IN_DOUBT_CODES: ReadonlySet<string> = new Set(['RESULT_NOT_SERIALIZABLE', 'IN_PROGRESS', 'OUTCOME_UNKNOWN']);
+const PROVES_NOTHING_APPLIED: ReadonlySet<string> = new Set([
+  'WORKER_ERROR',
+  'PROTOCOL_ERROR',
+  'UNKNOWN_WORKER',
+  'PAYLOAD_TOO_LARGE',
+  'KEY_CONFLICT',
+  'TRANSPORT_ERROR',
+  'INPUT_NOT_SERIALIZABLE',
+  'NO_RESPONDERS',
+]);
 
-/** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed. */
+/**
+ * The in-doubt rule: whether a failed attempt proves that the step left no effect
+ * anywhere. Never for a tainted step (an earlier request of it is unaccounted for), and
+ * "no responders" only for the first request of a key never sent before.
+ */
+export function provesNoEffect(s: StepState, ev: { attempt: number; error: ErrorInfo }): boolean {
+  if (s.tainted) return false;
+  if (ev.error.code === 'NO_RESPONDERS') return ev.attempt === 1;
+  return PROVES_NOTHING_APPLIED.has(ev.error.code);
+}
+
+/** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed (or is in doubt). */
 export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo }): Step {
   const p = plan(def, ev.stepId);
+  const s = ctx.steps[ev.stepId] as StepState;
+  const proof = provesNoEffect(s, ev);
   if (ev.error.retryable && ev.attempt <= p.retries) {
-    const tainted = (ctx.steps[ev.stepId] as StepState).tainted || IN_DOUBT_CODES.has(ev.error.code);
     return {
-      context: put(ctx, ev.stepId, { waiting: true, tainted }),
+      context: put(ctx, ev.stepId, { waiting: true, tainted: s.tainted || !proof }),
       commands: [
         retryAfter(ev.stepId, backoffDelay(p.backoff, ev.attempt), p.backoff.jitter, { type: 'STEP.RETRY_DUE', stepId: ev.stepId, attempt: ev.attempt + 1 }),
       ],
     };
   }
-  const failure: StepFailure = { stepId: ev.stepId, worker: p.worker, reason: 'failed', attempt: ev.attempt, error: ev.error };
-  const status = IN_DOUBT_CODES.has(ev.error.code) ? 'inDoubt' : 'failed';
-  return { context: { ...put(ctx, ev.stepId, { status }), failures: [...ctx.failures, failure] }, commands: [] };
+  const failure: StepFailure = { stepId: ev.stepId, worker: p.worker, reason: 'failed', attempt: ev.attempt, error: ev.error, inDoubt: !proof };
+  return { context: { ...put(ctx, ev.stepId, { status: proof ? 'failed' : 'inDoubt' }), failures: [...ctx.failures, failure] }, commands: [] };
 }
 
 /** No answer in time: the step may or may not have applied its effect. */
@@ -265,6 +305,7 @@ export function recordTimeout(def: SagaDefinition, ctx: SagaContext, ev: { stepI
     reason: 'timed-out',
     attempt: ev.attempt,
     error: { code: 'STEP_TIMED_OUT', message: `step '${ev.stepId}' did not answer within ${p.timeoutMs} ms`, retryable: false },
+    inDoubt: true,
   };
   return { ...put(ctx, ev.stepId, { status: 'inDoubt' }), failures: [...ctx.failures, failure] };
 }
@@ -533,6 +574,10 @@ export function remainingEffects(def: SagaDefinition, ctx: SagaContext): Remaini
         input: s.input,
         result: s.result,
         why: s.status === 'compensationFailed' ? ('compensation-failed' as const) : ('blocked' as const),
+        // Its do never reported an outcome, its last undo got no clear answer (it may have
+        // landed), or a coordinator restarted while it was being undone: the effect may or
+        // may not be there.
+        inDoubt: (s.committedSeq === 0 && s.result === undefined) || s.recovered || (s.lastCompError !== undefined && s.lastCompError.code !== 'COMPENSATION_FAILED'),
         attempts: s.compTotal,
         lastError: s.lastCompError,
       };
@@ -577,10 +622,23 @@ export function outcomeOf(def: SagaDefinition, ctx: SagaContext, state: MachineS
 }
 
 /**
- * What a coordinator must send again after restoring a saga from a checkpoint: every
- * request that may have been lost with the old process. Safe because worker hosts
- * answer repeated keys from their records.
+ * A coordinator restored this saga from its journal. Every request the old coordinator
+ * may have sent is unaccounted for: each step that may have been sent (anything not
+ * pending, and the root steps, which the intent record covers) is tainted, so no later
+ * failure of it counts as proof of no effect. Then every request that may have been lost
+ * with the old process is sent again: safe, because worker hosts answer repeated keys
+ * from their records.
  */
+export function recoverSaga(def: SagaDefinition, ctx: SagaContext): Step {
+  let next = ctx;
+  for (const p of def.steps) {
+    const s = next.steps[p.id] as StepState;
+    if (s.status !== 'pending' || p.after.length === 0) next = put(next, p.id, { tainted: true, recovered: true });
+  }
+  return { context: next, commands: redrive(def, next) };
+}
+
+/** The requests a restored saga sends again. */
 export function redrive(def: SagaDefinition, ctx: SagaContext): SagaCommand[] {
   const commands: SagaCommand[] = [];
   for (const p of def.steps) {

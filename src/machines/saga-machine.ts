@@ -5,6 +5,9 @@
  *        ▲            │       └─▶ compensating ─┬─▶ compensated    (final)
  *        └─ next stage┘                         └─▶ compensationFailed ─(operator retry)─▶ compensating
  *
+ * RECOVER (a coordinator restored the saga from its journal) taints every step that may
+ * have been sent and sends again what may have been lost; a parked saga settles again.
+ *
  * Every decision is a named guard or action over the pure functions of
  * saga-logic.ts. Effects leave the machine only as `effect` actions carrying a
  * {@link SagaCommand}, which the runtime provides; the machine has no `invoke` and
@@ -61,10 +64,13 @@ export function createSagaMachine(def: SagaDefinition, options: SagaMachineOptio
       redispatch: apply((ctx, ev) => L.redispatch(def, ctx, ev)),
       decideCommit: update((ctx) => L.decide(def, ctx, 'commit')),
       decideAbort: update((ctx) => L.decide(def, ctx, 'abort')),
+      // The decision is journaled before any compensation goes out: a coordinator restored
+      // from an older journal could otherwise decide differently from what was undone.
       launchCompensations: apply((ctx) => {
         const r = L.launchCompensations(def, ctx);
-        return { context: r.context, commands: [...r.commands, { type: 'checkpoint' }] };
+        return { context: r.context, commands: [{ type: 'checkpoint', writeAhead: true }, ...r.commands] };
       }),
+      recover: apply((ctx) => L.recoverSaga(def, ctx)),
       recordLateResult: update(L.recordLateResult),
       recordCompensated: apply((ctx, ev) => L.recordCompensated(def, ctx, ev)),
       recordCompensationFailure: apply((ctx, ev) => L.recordCompensationFailure(def, ctx, ev)),
@@ -111,6 +117,7 @@ export function createSagaMachine(def: SagaDefinition, options: SagaMachineOptio
           'STEP.FAILED': { guard: 'isCurrentAttempt', actions: 'recordFailure' },
           'STEP.TIMED_OUT': { guard: 'isCurrentAttempt', actions: 'recordTimeout' },
           'STEP.RETRY_DUE': { guard: 'isRetryDue', actions: 'redispatch' },
+          RECOVER: { actions: 'recover' },
         },
       },
       compensating: {
@@ -126,6 +133,7 @@ export function createSagaMachine(def: SagaDefinition, options: SagaMachineOptio
           'COMPENSATION.FAILED': { guard: 'isCurrentCompensation', actions: 'recordCompensationFailure' },
           'COMPENSATION.TIMED_OUT': { guard: 'isCurrentCompensation', actions: 'recordCompensationFailure' },
           'COMPENSATION.RETRY_DUE': { guard: 'isCompensationRetryDue', actions: 'resendCompensation' },
+          RECOVER: { actions: 'recover' },
         },
       },
       compensationFailed: {
@@ -135,6 +143,8 @@ export function createSagaMachine(def: SagaDefinition, options: SagaMachineOptio
           'COMPENSATION.DONE': { guard: 'isCompensationAck', target: 'compensating', actions: 'recordCompensated' },
           'OPERATOR.RETRY': { target: 'compensating', actions: 'resetFailedCompensations' },
           'OPERATOR.RESOLVE': { target: 'compensating', actions: 'resolveRemaining' },
+          // Restored parked: its dead letter and escalation are established again.
+          RECOVER: { actions: 'settle' },
         },
       },
       committed: { type: 'final', entry: 'settle' },

@@ -4,7 +4,7 @@
  * and every write a compare-and-set on the revision last read, so an update made by
  * another host in between is never silently overwritten.
  *
- * Also a SagaStore (journals, the index of unfinished sagas, dead letters) on KV.
+ * Also a SagaStore on KV: one journal record per saga, written with compare-and-set.
  * Works with nats-server 2.9: no per-message TTL, no stream metadata, no compression.
  */
 import { Kvm } from '@nats-io/kv';
@@ -13,7 +13,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { InvalidOptionError, TransportError } from '../errors.ts';
-import type { DeadLetter, DedupStore, KeyRecord, SagaRecord, SagaStore } from '../types.ts';
+import type { DedupStore, KeyRecord, SagaRecord, SagaStore, VersionedSagaRecord } from '../types.ts';
 
 /** Default time a JetStream KV dedup store remembers a key: 24 hours (each bucket's max age). */
 export const DEFAULT_KV_DEDUP_WINDOW_MS = 24 * 60 * 60 * 1000;
@@ -55,8 +55,54 @@ function isCasConflict(error: unknown): boolean {
   return e?.code === WRONG_LAST_SEQUENCE || e?.api_error?.err_code === WRONG_LAST_SEQUENCE || (typeof e?.message === 'string' && e.message.includes('wrong last sequence'));
 }
 
+const messageOf = (error: unknown) => (error as Error)?.message ?? String(error);
+
+/** A KV entry as this module reads it: its text and revision, or absent. */
+interface Raw {
+  readonly text: string | undefined;
+  readonly revision: number;
+}
+
+async function readRaw(kv: KV, key: string): Promise<Raw> {
+  const e = await kv.get(key);
+  if (e === null) return { text: undefined, revision: 0 };
+  // A deleted or purged key is absent, but a write must name its marker's revision.
+  return e.operation === 'PUT' ? { text: e.string(), revision: e.revision } : { text: undefined, revision: e.revision };
+}
+
 /**
- * Creates a JetStream KV dedup store for worker hosts.
+ * A compare-and-set write on a KV key that settles ambiguous outcomes: when the server
+ * does not answer (a restart, a timeout), the key is read back. Our own text there means
+ * the write landed; the revision we named still there means it did not (and it is sent
+ * again); anything else means another writer came first. Resolves with the new revision,
+ * or `undefined` on a conflict; rejects when the server stays unreachable.
+ */
+export async function casWrite(kv: KV, key: string, text: string, revision: number, attempts: number, what: string): Promise<number | undefined> {
+  let last: unknown;
+  for (let i = 1; i <= attempts; i++) {
+    try {
+      return revision === 0 ? await kv.create(key, text) : await kv.update(key, text, revision);
+    } catch (error) {
+      if (isCasConflict(error)) {
+        if (i === 1) return undefined;
+        // A retry that conflicts: maybe with our own earlier attempt, which landed.
+      } else last = error;
+    }
+    try {
+      const now = await readRaw(kv, key);
+      if (now.text === text) return now.revision;
+      if (now.revision !== revision) return undefined;
+    } catch (error) {
+      last = error;
+    }
+    if (i < attempts) await sleep(20 * 2 ** i);
+  }
+  throw new TransportError('TRANSPORT_ERROR', `${what} failed: ${messageOf(last)}`, { cause: last });
+}
+
+/**
+ * Creates a JetStream KV dedup store for worker hosts. Every host of a worker must use
+ * the same bucket prefix: claims are compare-and-set writes on the shared records.
  *
  * @example
  * const dedup = jetstreamDedupStore(nc, { windowMs: 24 * 3600_000 });
@@ -77,9 +123,6 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
 
   const kvm = new Kvm(nc);
   const buckets = new Map<string, Promise<KV>>();
-  /** Revision last read per (worker, key): the next write is a compare-and-set on it. 0 = absent. */
-  const revisions = new Map<string, number>();
-  const id = (worker: string, key: string) => `${worker}\u0000${key}`;
 
   const open = async (worker: string): Promise<KV> => {
     const name = `${bucketPrefix}_${worker}`;
@@ -104,58 +147,40 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
     return p;
   };
 
-  const retrying = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-    for (let i = 1; ; i++) {
-      try {
-        return await fn();
-      } catch (error) {
-        if (isCasConflict(error)) throw error;
-        if (i >= attempts) throw new TransportError('TRANSPORT_ERROR', `dedup store: ${what} failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
-        await sleep(20 * 2 ** i);
-      }
-    }
-  };
-
   return {
     bucket,
 
-    async get(worker, key) {
-      const kv = await bucket(worker);
-      const entry = await retrying(`read of ${worker}/${key}`, () => kv.get(kvKeyOf(key)));
-      const k = id(worker, key);
-      if (entry === null || entry.operation !== 'PUT') {
-        // A deleted or purged key: absent; `create` replaces the marker.
-        revisions.set(k, 0);
-        return undefined;
+    async read(worker, key) {
+      let raw: Raw | undefined;
+      let last: unknown;
+      for (let i = 1; raw === undefined; i++) {
+        try {
+          raw = await readRaw(await bucket(worker), kvKeyOf(key));
+        } catch (error) {
+          last = error;
+          if (i >= attempts) throw new TransportError('TRANSPORT_ERROR', `dedup store: read of ${worker}/${key} failed: ${messageOf(last)}`, { cause: last });
+          await sleep(20 * 2 ** i);
+        }
       }
-      revisions.set(k, entry.revision);
-      if (revisions.size > 100_000) revisions.delete(revisions.keys().next().value as string);
+      if (raw.text === undefined) return { record: undefined, revision: raw.revision };
       let record: KeyRecord;
       try {
-        record = entry.json<KeyRecord>();
+        record = JSON.parse(raw.text) as KeyRecord;
       } catch (error) {
         throw new TransportError('TRANSPORT_ERROR', `dedup store: the record of ${worker}/${key} is not JSON`, { cause: error, retryable: false });
       }
       // The server expires whole messages a window after they were written; so do we.
-      return record.updatedAt <= Date.now() - windowMs ? undefined : record;
+      return record.updatedAt <= Date.now() - windowMs ? { record: undefined, revision: raw.revision } : { record, revision: raw.revision };
     },
 
-    async set(worker, key, record) {
-      const kv = await bucket(worker);
-      const k = id(worker, key);
-      const rev = revisions.get(k);
-      const value = JSON.stringify(record);
-      const kk = kvKeyOf(key);
+    async write(worker, key, record, revision) {
+      let kv: KV;
       try {
-        const next = await retrying(`write of ${worker}/${key}`, () => (rev === undefined || rev === 0 ? kv.create(kk, value) : kv.update(kk, value, rev)));
-        revisions.set(k, next);
+        kv = await bucket(worker);
       } catch (error) {
-        revisions.delete(k);
-        if (isCasConflict(error)) {
-          throw new TransportError('TRANSPORT_ERROR', `dedup store: key ${key} of worker '${worker}' was changed by another host meanwhile; ask again`, { cause: error });
-        }
-        throw error;
+        throw new TransportError('TRANSPORT_ERROR', `dedup store: bucket of worker '${worker}' unavailable: ${messageOf(error)}`, { cause: error });
       }
+      return casWrite(kv, kvKeyOf(key), JSON.stringify(record), revision, attempts, `dedup store: write of ${worker}/${key}`);
     },
   };
 }
@@ -164,103 +189,110 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
 // Saga journals
 
 export interface JetStreamSagaStoreOptions {
-  /** Buckets are `<bucketPrefix>_journal`, `_open` (unfinished sagas) and `_dead` (dead letters). Default `'saga'`. */
+  /**
+   * Buckets are `<bucketPrefix>_live` (sagas not finished: running, parked, and finished
+   * ones not yet archived) and `<bucketPrefix>_done` (finished). Default `'saga'`.
+   */
   bucketPrefix?: string;
-  /** How long a journal is kept after its last change (0: forever). Default 7 days. */
+  /** How long a finished saga's journal is kept (0: forever). Default 7 days. */
   keepMs?: number;
   /** Stream replicas of each bucket. Default 1. */
   replicas?: number;
+  /** Attempts of one read or write before it fails (transient NATS errors). Default 3. */
+  attempts?: number;
 }
 
 /**
- * A durable SagaStore on JetStream KV: one journal record per saga, an index of the
- * unfinished ones (so `unfinished()` never scans finished sagas), and the dead letters.
- * Writes for one saga are applied in order.
+ * A durable SagaStore on JetStream KV. A saga's journal is one record in the `live`
+ * bucket from its first write (the intent) to its outcome; every write is a
+ * compare-and-set on the revision the coordinator last wrote, so a coordinator that is
+ * no longer the saga's owner cannot write it. A finished saga is then archived to the
+ * `done` bucket, which keeps it for `keepMs`. The dead letter of a parked saga is part
+ * of its record, written in the same write.
  *
  * @example
  * const runtime = createRuntime({ transport: natsTransport(nc), store: jetstreamSagaStore(nc), sagas: [trip] });
  * await runtime.recover();
  */
 export function jetstreamSagaStore(nc: NatsConnection, options: JetStreamSagaStoreOptions = {}): SagaStore {
+  if (nc === null || typeof nc !== 'object') throw new InvalidOptionError('nc', 'must be a NatsConnection');
   const bucketPrefix = options.bucketPrefix ?? 'saga';
   if (typeof bucketPrefix !== 'string' || !BUCKET.test(bucketPrefix)) throw new InvalidOptionError('bucketPrefix', `must match ${BUCKET.source}`);
   const keepMs = options.keepMs ?? 7 * 24 * 3600_000;
   if (!Number.isSafeInteger(keepMs) || keepMs < 0) throw new InvalidOptionError('keepMs', 'must be a whole number of milliseconds >= 0');
   const replicas = options.replicas ?? 1;
   if (![1, 3, 5].includes(replicas)) throw new InvalidOptionError('replicas', 'must be 1, 3 or 5');
+  const attempts = options.attempts ?? 3;
+  if (!Number.isSafeInteger(attempts) || attempts < 1) throw new InvalidOptionError('attempts', 'must be a whole number >= 1');
   const kvm = new Kvm(nc);
   const open = (suffix: string, ttl: number) => kvm.create(`${bucketPrefix}_${suffix}`, { history: 1, replicas, ...(ttl > 0 ? { ttl } : {}) });
-  let buckets: Promise<{ journal: KV; index: KV; dead: KV }> | undefined;
-  const kv = () => {
-    buckets ??= Promise.all([open('journal', keepMs), open('open', 0), open('dead', 0)]).then(([journal, index, dead]) => ({ journal, index, dead }));
-    buckets.catch(() => (buckets = undefined));
-    return buckets;
+  let buckets: Promise<{ live: KV; done: KV }> | undefined;
+  const kv = async () => {
+    buckets ??= Promise.all([open('live', 0), open('done', keepMs)]).then(([live, done]) => ({ live, done }));
+    try {
+      return await buckets;
+    } catch (error) {
+      buckets = undefined;
+      throw new TransportError('TRANSPORT_ERROR', `saga store: buckets '${bucketPrefix}_live' and '${bucketPrefix}_done' unavailable: ${messageOf(error)}`, { cause: error });
+    }
   };
-  const tails = new Map<string, Promise<unknown>>();
-  /** Runs the writes of one saga in order. */
-  const serial = <T>(sagaId: string, fn: () => Promise<T>): Promise<T> => {
-    const next = (tails.get(sagaId) ?? Promise.resolve()).then(fn, fn);
-    const tail = next.then(
-      () => undefined,
-      () => undefined,
-    );
-    tails.set(sagaId, tail);
-    void tail.then(() => tails.get(sagaId) === tail && tails.delete(sagaId));
-    return next;
+  /** Retries a read a few times; a failure is a typed TRANSPORT_ERROR. */
+  const reading = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    for (let i = 1; ; i++) {
+      try {
+        return await fn();
+      } catch (error) {
+        if (i >= attempts) throw new TransportError('TRANSPORT_ERROR', `saga store: ${what} failed: ${messageOf(error)}`, { cause: error });
+        await sleep(20 * 2 ** i);
+      }
+    }
   };
-  const read = async <T>(bucket: KV, sagaId: string): Promise<T | undefined> => {
-    const e = await bucket.get(kvKeyOf(sagaId));
-    return e === null || e.operation !== 'PUT' ? undefined : e.json<T>();
+  const parse = (raw: Raw): SagaRecord | undefined => (raw.text === undefined ? undefined : (JSON.parse(raw.text) as SagaRecord));
+  const load = async (sagaId: string): Promise<VersionedSagaRecord | undefined> => {
+    const { live, done } = await kv();
+    const k = kvKeyOf(sagaId);
+    const cur = await reading(`read of saga ${sagaId}`, () => readRaw(live, k));
+    const rec = parse(cur);
+    if (rec !== undefined) return { record: rec, revision: cur.revision };
+    const fin = parse(await reading(`read of saga ${sagaId}`, () => readRaw(done, k)));
+    return fin === undefined ? undefined : { record: fin, revision: 0 };
   };
-  const update = (sagaId: string, patch: (r: SagaRecord) => Partial<SagaRecord>) =>
-    serial(sagaId, async () => {
-      const { journal } = await kv();
-      const rec = await read<SagaRecord>(journal, sagaId);
-      if (rec !== undefined) await journal.put(kvKeyOf(sagaId), JSON.stringify({ ...rec, ...patch(rec), updatedAt: Date.now() }));
+  const unfinished = async (): Promise<VersionedSagaRecord[]> => {
+    const { live } = await kv();
+    const keys: string[] = [];
+    await reading('listing of unfinished sagas', async () => {
+      keys.length = 0;
+      for await (const key of await live.keys()) keys.push(key);
     });
-  const all = async <T>(bucket: KV): Promise<T[]> => {
-    const out: T[] = [];
-    for await (const key of await bucket.keys()) {
-      const e = await bucket.get(key);
-      if (e !== null && e.operation === 'PUT') out.push(e.json<T>());
+    const out: VersionedSagaRecord[] = [];
+    for (const key of keys) {
+      const raw = await reading(`read of ${key}`, () => readRaw(live, key));
+      const rec = parse(raw);
+      if (rec !== undefined) out.push({ record: rec, revision: raw.revision });
     }
     return out;
   };
 
   return {
-    begin: (record) =>
-      serial(record.sagaId, async () => {
-        const { journal, index } = await kv();
-        await journal.put(kvKeyOf(record.sagaId), JSON.stringify(record));
-        await index.put(kvKeyOf(record.sagaId), JSON.stringify({ sagaId: record.sagaId }));
-      }),
-    checkpoint: (sagaId, snapshot, status) => update(sagaId, () => ({ snapshot, status })),
-    finish: async (sagaId, outcome) => {
-      await update(sagaId, () => ({ outcome, status: outcome.status === 'committed' ? 'committed' : 'compensated' }));
-      await serial(sagaId, async () => {
-        const { index, dead } = await kv();
-        await index.delete(kvKeyOf(sagaId));
-        await dead.delete(kvKeyOf(sagaId));
-      });
+    async begin(record) {
+      const { live } = await kv();
+      return casWrite(live, kvKeyOf(record.sagaId), JSON.stringify(record), 0, attempts, `saga store: intent of saga ${record.sagaId}`);
     },
-    park: async (letter) => {
-      await serial(letter.sagaId, async () => (await kv()).dead.put(kvKeyOf(letter.sagaId), JSON.stringify(letter)));
-      await update(letter.sagaId, () => ({ status: 'parked' }));
+    async write(record, revision) {
+      const { live } = await kv();
+      return casWrite(live, kvKeyOf(record.sagaId), JSON.stringify(record), revision, attempts, `saga store: journal of saga ${record.sagaId}`);
     },
-    unpark: async (sagaId) => {
-      await serial(sagaId, async () => (await kv()).dead.delete(kvKeyOf(sagaId)));
-      await update(sagaId, () => ({ status: 'running' }));
+    async archive(sagaId) {
+      const { live, done } = await kv();
+      const k = kvKeyOf(sagaId);
+      const raw = await reading(`read of saga ${sagaId}`, () => readRaw(live, k));
+      if (raw.text === undefined) return;
+      await reading(`archive of saga ${sagaId}`, () => done.put(k, raw.text as string));
+      await reading(`archive of saga ${sagaId}`, () => live.delete(k, { previousSeq: raw.revision }));
     },
-    get: async (sagaId) => {
-      await tails.get(sagaId);
-      return read<SagaRecord>((await kv()).journal, sagaId);
-    },
-    deadLetters: async () => all<DeadLetter>((await kv()).dead),
-    unfinished: async () => {
-      const { index, journal } = await kv();
-      const ids = await all<{ sagaId: string }>(index);
-      const recs = await Promise.all(ids.map((i) => read<SagaRecord>(journal, i.sagaId)));
-      return recs.filter((r): r is SagaRecord => r !== undefined && (r.status === 'running' || r.status === 'parked'));
-    },
+    load,
+    get: async (sagaId) => (await load(sagaId))?.record,
+    unfinished,
+    deadLetters: async () => (await unfinished()).flatMap(({ record }) => (record.status === 'parked' && record.deadLetter !== undefined ? [record.deadLetter] : [])),
   };
 }

@@ -3,7 +3,7 @@
  * letters for the life of the process; the dedup store keeps worker-host key records
  * for the dedup window.
  */
-import type { DeadLetter, DedupStore, KeyRecord, SagaOutcome, SagaRecord, SagaStore, Clock } from '../types.ts';
+import type { Clock, DeadLetter, DedupStore, KeyRecord, SagaRecord, SagaStore, VersionedKeyRecord, VersionedSagaRecord } from '../types.ts';
 import { systemClock } from '../clock.ts';
 import { InvalidOptionError } from '../errors.ts';
 
@@ -18,52 +18,57 @@ export interface MemorySagaStoreOptions {
   clock?: Clock;
 }
 
+/**
+ * Journals in this process, with the same compare-and-set revisions as a durable store:
+ * a coordinator that shares it with another (tests, recovery in one process) is fenced
+ * off the sagas the other took over.
+ */
 export function memorySagaStore(options: MemorySagaStoreOptions = {}): SagaStore {
   const keepFinished = options.keepFinished ?? 10_000;
-  const clock = options.clock ?? systemClock;
-  const records = new Map<string, SagaRecord>();
-  let finished: string[] = [];
-  let oldest = 0;
-  const letters = new Map<string, DeadLetter>();
-
-  const update = (sagaId: string, patch: Partial<SagaRecord>) => {
-    const rec = records.get(sagaId);
-    if (rec !== undefined) records.set(sagaId, { ...rec, ...patch, updatedAt: clock.now() });
-  };
+  if (!Number.isSafeInteger(keepFinished) || keepFinished < 0) throw new InvalidOptionError('keepFinished', 'must be a whole number >= 0');
+  const live = new Map<string, VersionedSagaRecord>();
+  const finished = new Map<string, SagaRecord>();
+  let revision = 0;
 
   return {
     async begin(record) {
-      records.set(record.sagaId, record);
+      if (live.has(record.sagaId) || finished.has(record.sagaId)) return undefined;
+      live.set(record.sagaId, { record, revision: ++revision });
+      return revision;
     },
-    async checkpoint(sagaId, snapshot, status) {
-      update(sagaId, { snapshot, status });
+    async write(record, expected) {
+      const cur = live.get(record.sagaId);
+      if (cur === undefined || cur.revision !== expected) return undefined;
+      live.set(record.sagaId, { record, revision: ++revision });
+      return revision;
     },
-    async finish(sagaId, outcome: SagaOutcome) {
-      update(sagaId, { outcome, status: outcome.status === 'committed' ? 'committed' : 'compensated' });
-      letters.delete(sagaId);
-      finished.push(sagaId);
-      while (finished.length - oldest > keepFinished) records.delete(finished[oldest++] as string);
-      if (oldest > 1024 && oldest * 2 > finished.length) {
-        finished = finished.slice(oldest);
-        oldest = 0;
+    async archive(sagaId) {
+      const cur = live.get(sagaId);
+      if (cur === undefined) return;
+      live.delete(sagaId);
+      finished.set(sagaId, cur.record);
+      // Oldest first: a Map iterates in insertion order.
+      for (const id of finished.keys()) {
+        if (finished.size <= keepFinished) break;
+        finished.delete(id);
       }
     },
-    async park(letter) {
-      letters.set(letter.sagaId, letter);
-      update(letter.sagaId, { status: 'parked' });
-    },
-    async unpark(sagaId) {
-      letters.delete(sagaId);
-      update(sagaId, { status: 'running' });
+    async load(sagaId) {
+      const cur = live.get(sagaId);
+      if (cur !== undefined) return cur;
+      const done = finished.get(sagaId);
+      return done === undefined ? undefined : { record: done, revision: 0 };
     },
     async get(sagaId) {
-      return records.get(sagaId);
-    },
-    async deadLetters() {
-      return [...letters.values()];
+      return live.get(sagaId)?.record ?? finished.get(sagaId);
     },
     async unfinished() {
-      return [...records.values()].filter((r) => r.status === 'running' || r.status === 'parked');
+      return [...live.values()];
+    },
+    async deadLetters() {
+      const out: DeadLetter[] = [];
+      for (const { record } of live.values()) if (record.status === 'parked' && record.deadLetter !== undefined) out.push(record.deadLetter);
+      return out;
     },
   };
 }
@@ -82,9 +87,11 @@ export interface MemoryDedupStoreOptions {
 }
 
 /**
- * Key records by worker and key, with a queue of writes in time order so expiry and the
- * size bound are a sweep from the queue's head: O(1) amortized per write. (Sweeping a
- * Map from its start instead would skip ever more deleted slots: quadratic.)
+ * Key records by worker and key, with a compare-and-set revision each, and a queue of
+ * writes in time order so expiry and the size bound are a sweep from the queue's head:
+ * O(1) amortized per write. (Sweeping a Map from its start instead would skip ever more
+ * deleted slots: quadratic.) Hosts in one process may share it as hosts of a worker
+ * share a JetStream KV bucket.
  */
 export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupStore & { readonly size: number } {
   const windowMs = options.windowMs ?? DEFAULT_DEDUP_WINDOW_MS;
@@ -92,23 +99,25 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
   if (!(windowMs > 0)) throw new InvalidOptionError('windowMs', 'must be a number of milliseconds > 0');
   if (!Number.isSafeInteger(maxRecords) || maxRecords < 1) throw new InvalidOptionError('maxRecords', 'must be a whole number >= 1');
   const clock = options.clock ?? systemClock;
-  /** worker -> key -> record: no joined key strings to build and hash on every call. */
-  const byWorker = new Map<string, Map<string, KeyRecord>>();
+  /** worker -> key -> entry: no joined key strings to build and hash on every call. */
+  const byWorker = new Map<string, Map<string, VersionedKeyRecord>>();
   let size = 0;
-  /** Every write as [the worker's records, key, record written]; an entry whose record was since replaced is stale. */
-  let queue: [Map<string, KeyRecord>, string, KeyRecord][] = [];
+  let revision = 0;
+  /** Every write as [the worker's entries, key, entry written]; an entry since replaced is stale. */
+  let queue: [Map<string, VersionedKeyRecord>, string, VersionedKeyRecord][] = [];
   let head = 0;
+  const ABSENT: VersionedKeyRecord = Object.freeze({ record: undefined, revision: 0 });
 
   const sweep = () => {
     const oldest = clock.now() - windowMs;
     while (head < queue.length) {
-      const [records, k, rec] = queue[head] as [Map<string, KeyRecord>, string, KeyRecord];
-      if (records.get(k) !== rec) {
+      const [entries, k, entry] = queue[head] as [Map<string, VersionedKeyRecord>, string, VersionedKeyRecord];
+      if (entries.get(k) !== entry) {
         head++; // superseded by a later write
         continue;
       }
-      if (rec.updatedAt > oldest && size <= maxRecords) break;
-      records.delete(k);
+      if ((entry.record as KeyRecord).updatedAt > oldest && size <= maxRecords) break;
+      entries.delete(k);
       size--;
       head++;
     }
@@ -119,19 +128,24 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
   };
 
   return {
-    get(worker, key) {
-      const rec = byWorker.get(worker)?.get(key);
-      if (rec !== undefined && rec.updatedAt <= clock.now() - windowMs) return undefined;
-      return rec;
+    read(worker, key) {
+      const entry = byWorker.get(worker)?.get(key);
+      if (entry === undefined) return ABSENT;
+      // Past the window: forgotten, but a write must still name the revision it replaces.
+      if ((entry.record as KeyRecord).updatedAt <= clock.now() - windowMs) return { record: undefined, revision: entry.revision };
+      return entry;
     },
-    set(worker, key, record) {
-      let records = byWorker.get(worker);
-      if (records === undefined) byWorker.set(worker, (records = new Map()));
-      const before = records.size;
-      records.set(key, record);
-      size += records.size - before;
-      queue.push([records, key, record]);
+    write(worker, key, record, expected) {
+      let entries = byWorker.get(worker);
+      if (entries === undefined) byWorker.set(worker, (entries = new Map()));
+      const current = entries.get(key)?.revision ?? 0;
+      if (current !== expected) return undefined;
+      const entry: VersionedKeyRecord = { record, revision: ++revision };
+      if (current === 0) size++;
+      entries.set(key, entry);
+      queue.push([entries, key, entry]);
       sweep();
+      return entry.revision;
     },
     get size() {
       return size;

@@ -1,19 +1,34 @@
 /**
- * Model checking of the worker host's per-key machine, alone and in product with one
- * coordinator step (the real saga machine) over a lossy, duplicating, reordering
- * channel. The world is an effect counter: it must end 1 for a committed step, 0 for
- * a compensated one, and never exceed 1; this is where "a late do after compensate
- * must not apply" is proved.
+ * Model checking of one idempotency key on the topology users deploy.
+ *
+ * - `exploreKeyMachine`: the key machine alone under any sequence of requests, worker
+ *   completions and expired claims, with an effect counter as the world.
+ * - `exploreProduct`: one step of the real saga machine (a coordinator) × one key served
+ *   by one or two worker hosts that share a compare-and-set store, each request handled
+ *   by the real host protocol (machines/host-protocol.ts) one store operation at a time,
+ *   so requests on different hosts interleave between their reads and writes. The
+ *   channel loses, duplicates, reorders, garbles and oversizes messages; hosts crash
+ *   (their claims then expire) and come back; the coordinator crashes and a new one
+ *   recovers from the last journal write that landed. The world is the effect of the
+ *   key in its system of record: it must be there once for a committed step, gone for a
+ *   compensated one, and listed when the saga parks.
  */
+import { replyToEvent } from '../actors/worker-actor.ts';
+import type { WorkerActorEvent } from '../actors/worker-actor.ts';
 import type { ErrorInfo } from '../errors.ts';
+import { TransportError } from '../errors.ts';
+import { startRequest, stepRequest } from '../machines/host-protocol.ts';
+import type { HostCommand, HostEvent, RequestSetup, RequestState } from '../machines/host-protocol.ts';
 import { newKeyRecord, stepKey } from '../machines/key-machine.ts';
 import type { KeyAction, KeyEvent } from '../machines/key-machine.ts';
 import { outcomeOf } from '../machines/saga-logic.ts';
 import type { MachineStateName, SagaCommand, SagaContext, SagaEvent, StepState } from '../machines/saga-logic.ts';
 import { createSagaMachine } from '../machines/saga-machine.ts';
-import type { KeyRecord, SagaDefinition } from '../types.ts';
-import type { ModelViolation } from './model.ts';
 import { pureStepper } from '../machines/pure-transition.ts';
+import { parseReply } from '../transport/protocol.ts';
+import { encodeReply } from '../transport/nats/wire.ts';
+import type { KeyRecord, SagaDefinition, WorkerOp, WorkerReply, WorkerRequest } from '../types.ts';
+import type { ModelViolation } from './model.ts';
 
 const RETRYABLE: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: retryable', retryable: true };
 const TERMINAL: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: terminal', retryable: false };
@@ -24,71 +39,7 @@ export interface KeyModelReport {
   readonly transitions: number;
   readonly paths: number;
   readonly violations: readonly ModelViolation[];
-  readonly truncated?: boolean;
-}
-
-// ---------------------------------------------------------------------------
-// The key machine with the host's executor and the world, under any requests
-
-interface KeyWorld {
-  record: KeyRecord;
-  running: 'none' | 'do' | 'comp';
-  effect: number;
-  compensateSeen: boolean;
-}
-
-const keyOfWorld = (w: KeyWorld) =>
-  `${w.record.state}|${w.record.compensateRequested ? 1 : 0}|${w.record.result === undefined ? '' : 'r'}|${w.running}|${w.effect}|${w.compensateSeen ? 1 : 0}`;
-
-/**
- * Applies one event to a key the way the worker host does (`stepKey`, the machine run
- * through XState's `transition`), runs the world forward, and returns what went wrong.
- */
-function keyStep(w: KeyWorld, ev: KeyEvent): { next: KeyWorld; actions: KeyAction[]; bad: [string, string][] } {
-  const bad: [string, string][] = [];
-  const { record, actions } = stepKey(w.record, ev, 0);
-  const next: KeyWorld = { ...w, record };
-  if (ev.type === 'COMPENSATE') next.compensateSeen = true;
-  if (ev.type === 'DO.OK') next.effect++;
-  if (ev.type === 'COMPENSATION.OK') next.effect = 0;
-  if (ev.type === 'DO.OK' || ev.type === 'DO.FAILED' || ev.type === 'COMPENSATION.OK' || ev.type === 'COMPENSATION.FAILED') next.running = 'none';
-  for (const a of actions) {
-    if (a === 'runDo') {
-      if (w.compensateSeen) bad.push(['tombstone-refuses-late-do', `a do started on a key already compensated (state ${w.record.state})`]);
-      if (w.running !== 'none') bad.push(['one-operation-at-a-time', `a do started while ${w.running} was running`]);
-      next.running = 'do';
-    }
-    if (a === 'runCompensate') {
-      if (w.running === 'comp') bad.push(['one-operation-at-a-time', 'a compensation started while another was running']);
-      next.running = 'comp';
-    }
-    if (a === 'ackCompensated' && (next.effect !== 0 || next.running === 'do')) {
-      bad.push(['compensate-acked-only-when-undone', `compensate acknowledged with effect count ${next.effect}${next.running === 'do' ? ' and a do running' : ''}`]);
-    }
-    if (a === 'replyStored' && record.state === 'done' && next.effect !== 1) bad.push(['stored-reply-matches-world', `do answered ok from the record but the effect count is ${next.effect}`]);
-  }
-  if (next.effect > 1) bad.push(['effect-at-most-once', `effect applied ${next.effect} times`]);
-  if (record.state === 'compensated' && next.effect !== 0) {
-    bad.push(['compensated-key-holds-no-effect', `key ${record.state} with effect count ${next.effect}`]);
-  }
-  return { next, actions, bad };
-}
-
-function keyEvents(w: KeyWorld): KeyEvent[] {
-  // A first attempt, and a later one (a retry); a repeat of either is a duplicate.
-  const out: KeyEvent[] = [{ type: 'DO', attempt: 1 }, { type: 'DO', attempt: 2 }, { type: 'COMPENSATE' }];
-  if (w.running === 'do') out.push({ type: 'DO.OK', result: 'r' }, { type: 'DO.FAILED', error: RETRYABLE }, { type: 'DO.FAILED', error: TERMINAL });
-  if (w.running === 'comp') out.push({ type: 'COMPENSATION.OK' }, { type: 'COMPENSATION.FAILED', error: COMP_ERR });
-  return out;
-}
-
-const keyLabel = (ev: KeyEvent) =>
-  ev.type === 'DO.FAILED' ? `DO.FAILED(${ev.error.retryable ? 'retryable' : 'terminal'})` : ev.type === 'DO' ? `DO#${ev.attempt}` : ev.type;
-
-/** Every reachable state of one key under any sequence of requests and worker completions. */
-export function exploreKeyMachine(options: { ignore?: readonly string[] } = {}): KeyModelReport {
-  const start: KeyWorld = { record: newKeyRecord('h', 0), running: 'none', effect: 0, compensateSeen: false };
-  return bfs(start, keyOfWorld, (w) => keyEvents(w).map((ev) => ({ label: keyLabel(ev), ...keyStep(w, ev) })), () => [], undefined, options.ignore);
+  readonly truncated: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -107,8 +58,9 @@ function bfs<S>(
   check: (s: S) => [string, string][],
   maxStates = 2_000_000,
   ignore: readonly string[] = [],
-): KeyModelReport & { truncated: boolean } {
-  const seen = new Map<string, { s: S; parent: string | undefined; via: string }>();
+): KeyModelReport {
+  /** Every state reached, with how; a state's world is dropped once expanded (paths need only the links). */
+  const seen = new Map<string, { s: S | undefined; parent: string | undefined; via: string }>();
   const violations: ModelViolation[] = [];
   const reported = new Set<string>();
   const pathTo = (k: string | undefined, last?: string) => {
@@ -128,9 +80,12 @@ function bfs<S>(
   const queue = [k0];
   let transitions = 0;
   let truncated = false;
-  for (let i = 0; i < queue.length; i++) {
+  // Breadth first: the first violation found has a shortest path; the search stops there.
+  for (let i = 0; i < queue.length && violations.length === 0; i++) {
     const k = queue[i] as string;
-    const { s } = seen.get(k) as { s: S };
+    const node = seen.get(k) as { s: S };
+    const s = node.s;
+    (node as { s: S | undefined }).s = undefined;
     report(check(s), k);
     for (const e of edges(s)) {
       transitions++;
@@ -150,119 +105,250 @@ function bfs<S>(
 }
 
 // ---------------------------------------------------------------------------
-// One coordinator step x one worker-host key, over a faulty channel
+// The key machine alone
+
+interface KeyWorld {
+  record: KeyRecord;
+  running: 'none' | 'do' | 'comp';
+  effect: number;
+  undone: boolean;
+}
+
+const keyOfWorld = (w: KeyWorld) =>
+  `${w.record.state}|${w.record.interrupted ? 'i' : ''}|${w.record.attempt ?? 0}|${w.record.result === undefined ? '' : 'r'}|${w.running}|${w.effect}|${w.undone ? 'u' : ''}`;
+
+function keyStep(w: KeyWorld, ev: KeyEvent, applied: boolean): { next: KeyWorld; actions: KeyAction[]; bad: [string, string][] } {
+  const bad: [string, string][] = [];
+  const { record, actions } = stepKey(w.record, ev, 0);
+  const next: KeyWorld = { ...w, record };
+  if (ev.type === 'DO.OK' || ((ev.type === 'DO.FAILED' || ev.type === 'CLAIM.EXPIRED') && w.running === 'do' && applied)) {
+    if (w.undone && next.effect === 0 && ev.type === 'DO.OK') bad.push(['no-effect-after-undo', `a do applied after the key was undone (state ${w.record.state})`]);
+    next.effect = 1;
+  }
+  if (ev.type === 'COMPENSATION.OK') {
+    next.effect = 0;
+    next.undone = true;
+  }
+  if (ev.type === 'DO.OK' || ev.type === 'DO.FAILED' || ev.type === 'COMPENSATION.OK' || ev.type === 'COMPENSATION.FAILED' || ev.type === 'CLAIM.EXPIRED') next.running = 'none';
+  for (const a of actions) {
+    if (a === 'runDo') {
+      if (w.undone) bad.push(['tombstone-refuses-late-do', `a do started on a key already undone (state ${w.record.state})`]);
+      if (w.running !== 'none') bad.push(['one-operation-at-a-time', `a do started while ${w.running} was running`]);
+      next.running = 'do';
+    }
+    if (a === 'runCompensate') {
+      if (w.running !== 'none') bad.push(['one-operation-at-a-time', `a compensation started while ${w.running} was running`]);
+      next.running = 'comp';
+    }
+    if (a === 'ackCompensated' && (next.effect !== 0 || w.running === 'do')) {
+      bad.push(['compensate-acked-only-when-undone', `compensate acknowledged with effect count ${next.effect}${w.running === 'do' ? ' and a do running' : ''}`]);
+    }
+    if (a === 'replyStored' && record.state === 'done' && next.effect !== 1) bad.push(['stored-reply-matches-world', `do answered ok from the record but the effect count is ${next.effect}`]);
+  }
+  if (record.state === 'compensated' && next.effect !== 0) bad.push(['compensated-key-holds-no-effect', `key ${record.state} with effect count ${next.effect}`]);
+  return { next, actions, bad };
+}
+
+/** Every reachable state of one key under any sequence of requests, worker completions and expired claims. */
+export function exploreKeyMachine(options: { ignore?: readonly string[] } = {}): KeyModelReport {
+  const start: KeyWorld = { record: newKeyRecord('h', 0), running: 'none', effect: 0, undone: false };
+  const edges = (w: KeyWorld): Edge<KeyWorld>[] => {
+    const out: Edge<KeyWorld>[] = [];
+    const add = (label: string, ev: KeyEvent, applied = false) => {
+      // Requests for a busy key wait for its claim (the host protocol): the machine only says awaitClaim.
+      const r = keyStep(w, ev, applied);
+      out.push({ label, next: r.next, bad: r.bad });
+    };
+    add('DO#1', { type: 'DO', attempt: 1 });
+    add('DO#2', { type: 'DO', attempt: 2 });
+    add('COMPENSATE', { type: 'COMPENSATE' });
+    if (w.running === 'do') {
+      add('do succeeds', { type: 'DO.OK', result: 'r' });
+      add('do fails (retryable)', { type: 'DO.FAILED', error: RETRYABLE });
+      add('do fails (terminal)', { type: 'DO.FAILED', error: TERMINAL });
+      add('its host dies before the effect; claim expires', { type: 'CLAIM.EXPIRED' });
+      add('its host dies after the effect; claim expires', { type: 'CLAIM.EXPIRED' }, true);
+    }
+    if (w.running === 'comp') {
+      add('compensate succeeds', { type: 'COMPENSATION.OK' });
+      add('compensate fails', { type: 'COMPENSATION.FAILED', error: COMP_ERR });
+      add('its host dies; claim expires', { type: 'CLAIM.EXPIRED' });
+    }
+    return out;
+  };
+  return bfs(start, keyOfWorld, edges, () => [], undefined, options.ignore);
+}
+
+// ---------------------------------------------------------------------------
+// One coordinator step × one key on several hosts sharing a compare-and-set store
+
+type Snap = { value: unknown; context: SagaContext; status?: string };
 
 type Msg =
-  | { kind: 'req'; op: 'do' | 'compensate'; attempt: number }
-  | { kind: 'reply'; op: 'do' | 'compensate'; attempt: number; ok: boolean; retryable: boolean; code: string };
+  | { readonly kind: 'req'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number }
+  | { readonly kind: 'rep'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number; readonly reply: WorkerReply }
+  /** A reply that cannot be read (garbled) or a request no host took (no responders). */
+  | { readonly kind: 'fail'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number; readonly code: 'PROTOCOL_ERROR' | 'NO_RESPONDERS' };
 
-interface Waiter {
-  op: 'do' | 'compensate';
-  attempt: number;
-  /** Waiting on the running do (`awaitDo`) or compensation. */
-  on: 'do' | 'comp';
-  /** After the do finishes, decide again (a compensate that waited for its do). */
-  again: boolean;
+/** One request being handled by one host, one store operation at a time. */
+interface Proc {
+  readonly host: number;
+  /** The coordinator (incarnation) that sent the request: its reply goes to that one's inbox. */
+  readonly coord: number;
+  readonly setup: RequestSetup;
+  readonly state: RequestState;
+  /** Commands waiting for the world to answer: read, write, wait, or user code running. */
+  readonly pending: readonly HostCommand[];
+  /** The request's deadline has passed. */
+  readonly late: boolean;
+}
+
+interface Host {
+  readonly alive: boolean;
+  readonly gen: number;
 }
 
 interface World {
-  saga: { value: unknown; context: SagaContext };
-  key: KeyWorld;
-  waiters: Waiter[];
-  /** Requests the host will decide again (their wait ended). */
-  redecide: Waiter[];
+  saga: Snap;
+  coord: number;
+  /** The last journal write that certainly landed (write-ahead), and the last one written at all. */
+  journaled: Snap | undefined;
+  written: Snap | undefined;
+  store: { record: KeyRecord | undefined; revision: number };
+  hosts: Host[];
+  procs: Proc[];
   channel: Msg[];
   timers: Record<string, SagaEvent>;
-  dupsLeft: number;
-  dropsLeft: number;
-  /** Operator retries left: each round sends new messages, so the budget keeps the space finite. */
-  operatorLeft: number;
+  /** The key's effect in its system of record. */
+  effect: 0 | 1;
+  /** A compensate of the key finished: a later apply is a late do that got through. */
+  undone: boolean;
+  requests: number;
+  budget: { dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; operator: number };
 }
-
-const msgKey = (m: Msg) => (m.kind === 'req' ? `q:${m.op}:${m.attempt}` : `p:${m.op}:${m.attempt}:${m.ok ? 'ok' : m.code}`);
 
 export interface ProductOptions {
   /** Step retries of the coordinator step. Default 1. */
   stepRetries?: number;
   /** Compensation retries. Default 1. */
   compensationRetries?: number;
+  /** Worker hosts serving the key over one shared store (1 or 2). Default 2. */
+  hosts?: number;
   /** How many messages the channel may duplicate in one run. Default 1. */
   duplicates?: number;
-  /** How many messages the channel may lose in one run. Default 2. */
+  /** How many messages the channel may lose in one run. Default 1. */
   drops?: number;
+  /** Host crashes (each host may come back). Default 0. */
+  hostCrashes?: number;
+  /** Coordinator crashes, each followed by a recovery from the journal. Default 0. */
+  coordinatorCrashes?: number;
+  /** Replies that arrive garbled. Default 0. */
+  garbles?: number;
+  /** Results too large for a reply. Default 0. */
+  oversizes?: number;
   /** How many operator retries a parked saga may get. Default 1. */
   operatorRetries?: number;
   /** Stop after this many states. Default 2_000_000. */
   maxStates?: number;
-  /** Properties not to report (known core issues under repair). */
+  /** Properties not to report. */
   ignore?: readonly string[];
 }
 
+const REQ_DEADLINE = 1;
+const RESULT = 'r';
+/** Smaller than any result: an oversized reply goes through the real encoder. */
+const TINY_PAYLOAD = 8;
+
 /**
- * The product of the real saga machine (one step) with the real key machine (as the
- * worker host applies it) over a channel that loses, duplicates and reorders messages,
- * and timers that fire at any moment. Checks the world's effect count on every state.
+ * The product of the real saga machine (one step) with the real host protocol on one or
+ * two hosts sharing a compare-and-set store, over a faulty channel, with host and
+ * coordinator crashes. Checks the key's effect against the saga on every state.
  */
 export function exploreProduct(defFor: (stepRetries: number, compRetries: number) => SagaDefinition, options: ProductOptions = {}): KeyModelReport & { shape: string } {
   const def = defFor(options.stepRetries ?? 1, options.compensationRetries ?? 1);
   const p = def.steps[0];
   if (p === undefined || def.steps.length !== 1) throw new Error('exploreProduct needs a one-step saga');
+  const hostCount = Math.max(1, Math.min(2, options.hosts ?? 2));
   const machine = createSagaMachine(def, { keyOf: () => 'k' });
   const stepper = pureStepper(machine, { sagaId: 'model', input: null });
+  const baseReq = (op: WorkerOp, attempt: number): WorkerRequest => ({ v: 1, op, worker: p.worker, sagaId: 'model', stepId: p.id, key: 'k', attempt, deadline: REQ_DEADLINE, input: null });
 
-  const applyCommands = (w: World, cmds: SagaCommand[]) => {
+  const clone = (w: World): World => ({ ...w, hosts: w.hosts.slice(), procs: w.procs.slice(), channel: w.channel.slice(), timers: { ...w.timers }, store: { ...w.store }, budget: { ...w.budget } });
+
+  const hostOf = (owner: string) => Number(owner.split('.')[0]);
+  const genOf = (owner: string) => Number(owner.split('.')[1]?.split('/')[0]);
+  const ownerAlive = (w: World, owner: string) => {
+    const h = w.hosts[hostOf(owner)];
+    return h !== undefined && h.alive && h.gen === genOf(owner);
+  };
+
+  /** Applies commands of the saga machine to the world. */
+  const sagaCommands = (w: World, cmds: readonly SagaCommand[]) => {
     for (const c of cmds) {
-      if (c.type === 'do' || c.type === 'compensate') w.channel.push({ kind: 'req', op: c.type, attempt: c.attempt });
+      if (c.type === 'do' || c.type === 'compensate') w.channel.push({ kind: 'req', op: c.type, attempt: c.attempt, coord: w.coord });
       else if (c.type === 'schedule') w.timers[c.timerId] = c.event;
       else if (c.type === 'cancel') delete w.timers[c.timerId];
+      else if (c.type === 'checkpoint') {
+        if (c.writeAhead === true) w.journaled = w.saga;
+        w.written = w.saga;
+      }
     }
   };
+  const effects = (actions: readonly { type: string; params?: unknown }[]) => actions.filter((a) => a.type === 'effect').map((a) => a.params as SagaCommand);
   const sagaSend = (w: World, ev: SagaEvent) => {
     const v = w.saga.value;
     if (v === 'committed' || v === 'compensated') return;
     const [s, actions] = stepper.next(w.saga as never, ev);
-    w.saga = s as unknown as World['saga'];
-    applyCommands(
-      w,
-      actions.filter((a) => a.type === 'effect').map((a) => a.params as SagaCommand),
-    );
+    w.saga = s as unknown as Snap;
+    sagaCommands(w, effects(actions));
+    // A parked saga is journaled with its dead letter; an ended one with its outcome.
+    if (w.saga.value === 'compensationFailed') w.written = w.saga;
     if (w.saga.value === 'committed' || w.saga.value === 'compensated') w.timers = {};
   };
-  const clone = (w: World): World => ({
-    ...w,
-    key: { ...w.key },
-    waiters: w.waiters.slice(),
-    redecide: w.redecide.slice(),
-    channel: w.channel.slice(),
-    timers: { ...w.timers },
-  });
-  const reply = (w: World, q: { op: 'do' | 'compensate'; attempt: number }, ok: boolean, error?: ErrorInfo) => {
-    w.channel.push({ kind: 'reply', op: q.op, attempt: q.attempt, ok, retryable: error?.retryable ?? false, code: error?.code ?? '' });
-  };
-  /** The host decides one request (worker-host.ts `decide`). */
-  const decide = (w: World, q: { op: 'do' | 'compensate'; attempt: number }, bad: [string, string][]) => {
-    const r = keyStep(w.key, q.op === 'do' ? { type: 'DO', attempt: q.attempt } : { type: 'COMPENSATE' });
-    bad.push(...r.bad);
-    w.key = r.next;
-    for (const a of r.actions) {
-      if (a === 'runDo') w.waiters.push({ ...q, on: 'do', again: false });
-      else if (a === 'runCompensate') w.waiters.push({ ...q, on: 'comp', again: false });
-      else if (a === 'awaitDo') w.waiters.push({ ...q, on: 'do', again: q.op === 'compensate' });
-      else if (a === 'awaitCompensation') w.waiters.push({ ...q, on: 'comp', again: false });
-      else if (a === 'replyStored') {
-        const rec = w.key.record;
-        if (rec.state === 'done') reply(w, q, true);
-        else reply(w, q, false, rec.error);
-      } else if (a === 'refuse') reply(w, q, false, { code: 'COMPENSATED', message: '', retryable: false });
-      else if (a === 'ackCompensated') reply(w, q, true);
+
+  /** Runs a process's commands: replies go out, one store, wait or run command stays pending. */
+  const perform = (w: World, proc: Proc, state: RequestState, cmds: readonly HostCommand[], keep: readonly HostCommand[] = []): Proc | undefined => {
+    const pending = keep.slice();
+    for (const c of cmds) {
+      if (c.type === 'reply') {
+        const req = proc.setup.req;
+        w.channel.push({ kind: 'rep', op: req.op, attempt: req.attempt, coord: proc.coord, reply: c.reply });
+      } else if (c.type === 'read' || c.type === 'write' || c.type === 'wait' || c.type === 'run') pending.push(c);
     }
+    if (state.phase === 'done' && pending.length === 0) return undefined;
+    return { ...proc, state, pending };
   };
-  const finish = (w: World, on: 'do' | 'comp', ok: boolean, error: ErrorInfo | undefined) => {
-    const mine = w.waiters.filter((x) => x.on === on);
-    w.waiters = w.waiters.filter((x) => x.on !== on);
-    for (const x of mine) {
-      if (x.again) w.redecide.push(x);
-      else reply(w, x, ok, error);
+
+  const hostEvent = (w: World, proc: Proc, ev: HostEvent, keep: readonly HostCommand[], bad: [string, string][]): void => {
+    const t = stepRequest(proc.setup, proc.state, ev);
+    for (const c of t.commands) {
+      if (c.type === 'reply' && proc.setup.req.op === 'compensate' && c.reply.ok) {
+        const doRuns = w.procs.some((q) => q !== proc && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
+        if (doRuns) bad.push(['compensate-acked-only-when-no-do-may-apply', 'a compensate was acknowledged while a do of the key was still running']);
+      }
+    }
+    const next = perform(w, proc, t.state, t.commands, keep);
+    w.procs = w.procs.filter((q) => q !== proc);
+    if (next !== undefined) w.procs.push(next);
+  };
+
+  const deliverToSaga = (w: World, m: Exclude<Msg, { kind: 'req' }>) => {
+    if (m.coord !== w.coord) return; // a reply to a coordinator that died: its inbox is gone
+    const ev: WorkerActorEvent = { type: m.op === 'do' ? 'DO' : 'COMPENSATE', saga: undefined as never, sagaId: 'model', stepId: p.id, key: 'k', input: null, attempt: m.attempt, timeoutMs: 1 };
+    const sagaEv = m.kind === 'rep' ? replyToEvent(ev, m.reply) : replyToEvent(ev, undefined, new TransportError(m.code, 'model'));
+    sagaSend(w, sagaEv);
+  };
+
+  const recover = (w: World, from: Snap | undefined) => {
+    w.coord++;
+    w.timers = {};
+    if (from === undefined) {
+      const [s, a] = stepper.initial({ sagaId: 'model', input: null, recovered: true });
+      w.saga = s as unknown as Snap;
+      sagaCommands(w, effects(a));
+    } else {
+      w.saga = from;
+      sagaSend(w, { type: 'RECOVER' });
     }
   };
 
@@ -270,77 +356,178 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const out: Edge<World>[] = [];
     const seenMsg = new Set<string>();
     w.channel.forEach((m, i) => {
-      const mk = msgKey(m);
+      const mk = msgKey(m, w.coord);
       if (seenMsg.has(mk)) return;
       seenMsg.add(mk);
-      for (const mode of ['deliver', 'duplicate', 'drop'] as const) {
-        if (mode === 'duplicate' && w.dupsLeft === 0) continue;
-        if (mode === 'drop' && w.dropsLeft === 0) continue;
+      const take = () => {
         const n = clone(w);
-        const bad: [string, string][] = [];
-        if (mode !== 'duplicate') n.channel.splice(i, 1);
-        else n.dupsLeft--;
-        if (mode === 'drop') n.dropsLeft--;
-        else if (m.kind === 'req') decide(n, m, bad);
-        else {
-          const error = { code: m.code, message: 'model', retryable: m.retryable };
-          const ev: SagaEvent =
-            m.op === 'do'
-              ? m.ok
-                ? { type: 'STEP.COMMITTED', stepId: p.id, attempt: m.attempt, result: 'r' }
-                : { type: 'STEP.FAILED', stepId: p.id, attempt: m.attempt, error }
-              : m.ok
-                ? { type: 'COMPENSATION.DONE', stepId: p.id, attempt: m.attempt }
-                : { type: 'COMPENSATION.FAILED', stepId: p.id, attempt: m.attempt, error };
-          sagaSend(n, ev);
+        n.channel.splice(i, 1);
+        return n;
+      };
+      if (m.kind === 'req') {
+        const alive = w.hosts.map((h, slot) => (h.alive ? slot : -1)).filter((s) => s >= 0);
+        if (alive.length === 0) {
+          const n = take();
+          deliverToSaga(n, { kind: 'fail', op: m.op, attempt: m.attempt, coord: m.coord, code: 'NO_RESPONDERS' });
+          out.push({ label: `${mk}: no host serves the worker (no responders)`, next: n, bad: [] });
         }
-        out.push({ label: `${mode} ${mk}`, next: n, bad });
+        for (const slot of alive) {
+          const n = take();
+          const host = n.hosts[slot] as Host;
+          const setup: RequestSetup = { req: baseReq(m.op, m.attempt), inputHash: 'null', owner: `${slot}.${host.gen}/${++n.requests}`, leaseMs: 1_000 };
+          const first = startRequest();
+          const proc = perform(n, { host: slot, coord: m.coord, setup, state: first.state, pending: [], late: false }, first.state, first.commands);
+          if (proc !== undefined) n.procs.push(proc);
+          out.push({ label: `deliver ${mk} to host ${slot}`, next: n, bad: [] });
+        }
+      } else {
+        const n = take();
+        deliverToSaga(n, m);
+        out.push({ label: `deliver ${mk}`, next: n, bad: [] });
+        if (m.kind === 'rep' && w.budget.garbles > 0) {
+          const g = take();
+          g.budget.garbles--;
+          deliverToSaga(g, { kind: 'fail', op: m.op, attempt: m.attempt, coord: m.coord, code: 'PROTOCOL_ERROR' });
+          out.push({ label: `deliver ${mk} garbled`, next: g, bad: [] });
+        }
+        if (m.kind === 'rep' && m.reply.ok && m.op === 'do' && w.budget.oversizes > 0) {
+          const o = take();
+          o.budget.oversizes--;
+          // The host's encoder replaces a reply over the limit; the coordinator decodes what arrives.
+          deliverToSaga(o, { ...m, reply: parseReply(JSON.parse(encodeReply(m.reply, TINY_PAYLOAD).body)) });
+          out.push({ label: `deliver ${mk} over the payload limit`, next: o, bad: [] });
+        }
+      }
+      if (w.budget.dups > 0) {
+        const n = clone(w);
+        n.budget.dups--;
+        n.channel.push(m);
+        out.push({ label: `duplicate ${mk}`, next: n, bad: [] });
+      }
+      if (w.budget.drops > 0) {
+        const n = take();
+        n.budget.drops--;
+        out.push({ label: `drop ${mk}`, next: n, bad: [] });
       }
     });
+
     for (const [id, ev] of Object.entries(w.timers)) {
       const n = clone(w);
       delete n.timers[id];
       sagaSend(n, ev);
       out.push({ label: `timer ${id} fires`, next: n, bad: [] });
     }
-    w.redecide.forEach((q, i) => {
-      const n = clone(w);
-      const bad: [string, string][] = [];
-      n.redecide.splice(i, 1);
-      decide(n, q, bad);
-      out.push({ label: `host decides again ${q.op}#${q.attempt}`, next: n, bad });
+
+    w.procs.forEach((proc, pi) => {
+      const who = `host ${proc.host} ${proc.setup.req.op}#${proc.setup.req.attempt}`;
+      proc.pending.forEach((cmd, ci) => {
+        const keep = proc.pending.filter((_, j) => j !== ci);
+        const at = (n: World) => n.procs[pi] as Proc;
+        const now = proc.late ? REQ_DEADLINE + 1 : 0;
+        if (cmd.type === 'read') {
+          const n = clone(w);
+          const bad: [string, string][] = [];
+          const rec = n.store.record;
+          const live = rec !== undefined && rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(n, rec.owner);
+          hostEvent(n, at(n), { type: 'READ', record: rec, revision: n.store.revision, live, now }, keep, bad);
+          out.push({ label: `${who} reads ${rec?.state ?? 'nothing'}`, next: n, bad });
+        } else if (cmd.type === 'write') {
+          const n = clone(w);
+          const bad: [string, string][] = [];
+          if (n.store.revision === cmd.revision) {
+            n.store = { record: cmd.record, revision: n.store.revision + 1 };
+            hostEvent(n, at(n), { type: 'WRITTEN', revision: n.store.revision, now }, keep, bad);
+            out.push({ label: `${who} writes ${cmd.record.state}`, next: n, bad });
+          } else {
+            hostEvent(n, at(n), { type: 'CONFLICT', now }, keep, bad);
+            out.push({ label: `${who} loses its write of ${cmd.record.state}`, next: n, bad });
+          }
+        } else if (cmd.type === 'wait') {
+          const n = clone(w);
+          const bad: [string, string][] = [];
+          hostEvent(n, at(n), { type: 'WAITED', now }, keep, bad);
+          out.push({ label: `${who} waits, reads again`, next: n, bad });
+          if (!proc.late) {
+            const l = clone(w);
+            l.procs[pi] = { ...proc, late: true };
+            out.push({ label: `${who}: its request deadline passes`, next: l, bad: [] });
+          }
+        } else if (cmd.type === 'run') {
+          const outcomes: [string, { type: 'DO.OK'; result: unknown } | { type: 'DO.FAILED' | 'COMPENSATION.FAILED'; error: ErrorInfo } | { type: 'COMPENSATION.OK' }][] =
+            cmd.op === 'do'
+              ? [
+                  ['applies', { type: 'DO.OK', result: RESULT }],
+                  ['fails (retryable)', { type: 'DO.FAILED', error: RETRYABLE }],
+                  ['fails (terminal)', { type: 'DO.FAILED', error: TERMINAL }],
+                ]
+              : [
+                  ['undoes', { type: 'COMPENSATION.OK' }],
+                  ['fails to undo', { type: 'COMPENSATION.FAILED', error: COMP_ERR }],
+                ];
+          for (const [what, event] of outcomes) {
+            const n = clone(w);
+            const bad: [string, string][] = [];
+            if (event.type === 'DO.OK') {
+              if (n.undone && n.effect === 0) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
+              n.effect = 1;
+            }
+            if (event.type === 'COMPENSATION.OK') {
+              n.effect = 0;
+              n.undone = true;
+            }
+            hostEvent(n, at(n), { type: 'RAN', outcome: { event }, now }, keep, bad);
+            out.push({ label: `${who}: user code ${what}`, next: n, bad });
+          }
+        }
+      });
     });
-    if (w.key.running === 'do') {
-      for (const [label, ev] of [
-        ['worker do succeeds', { type: 'DO.OK', result: 'r' }],
-        ['worker do fails (retryable)', { type: 'DO.FAILED', error: RETRYABLE }],
-        ['worker do fails (terminal)', { type: 'DO.FAILED', error: TERMINAL }],
-      ] as const) {
+
+    w.hosts.forEach((h, slot) => {
+      if (h.alive && w.budget.hostCrashes > 0) {
+        const running = w.procs.filter((q) => q.host === slot && q.pending.some((c) => c.type === 'run'));
+        // A do that runs when its host dies may or may not have applied; an undo may or may not have finished.
+        const variants = running.length === 0 ? [false] : [false, true];
+        for (const landed of variants) {
+          const n = clone(w);
+          n.budget.hostCrashes--;
+          n.hosts[slot] = { alive: false, gen: h.gen };
+          const bad: [string, string][] = [];
+          if (landed) {
+            for (const q of running) {
+              const run = q.pending.find((c) => c.type === 'run') as Extract<HostCommand, { type: 'run' }>;
+              if (run.op === 'do') {
+                if (n.undone && n.effect === 0) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
+                n.effect = 1;
+              } else {
+                n.effect = 0;
+                n.undone = true;
+              }
+            }
+          }
+          n.procs = n.procs.filter((q) => q.host !== slot);
+          out.push({ label: `host ${slot} crashes${running.length > 0 ? (landed ? ' after its user code took effect' : ' before its user code took effect') : ''}`, next: n, bad });
+        }
+      } else if (!h.alive) {
         const n = clone(w);
-        const r = keyStep(n.key, ev);
-        n.key = r.next;
-        const bad = r.bad.slice();
-        finish(n, 'do', ev.type === 'DO.OK', ev.type === 'DO.FAILED' ? ev.error : undefined);
-        if (r.actions.includes('runCompensate')) n.key.running = 'comp';
-        out.push({ label, next: n, bad });
+        n.hosts[slot] = { alive: true, gen: h.gen + 1 };
+        out.push({ label: `host ${slot} comes back`, next: n, bad: [] });
+      }
+    });
+
+    const v = w.saga.value;
+    if (w.budget.coordCrashes > 0 && v !== 'committed' && v !== 'compensated') {
+      const froms = w.journaled === w.written ? [w.journaled] : [w.journaled, w.written];
+      for (const from of froms) {
+        const n = clone(w);
+        n.budget.coordCrashes--;
+        recover(n, from);
+        out.push({ label: `coordinator crashes; a new one recovers from the ${from === undefined ? 'intent' : from === w.written ? 'last journal write' : 'last write-ahead journal write'}`, next: n, bad: [] });
       }
     }
-    if (w.key.running === 'comp') {
-      for (const [label, ev] of [
-        ['worker compensate succeeds', { type: 'COMPENSATION.OK' }],
-        ['worker compensate fails', { type: 'COMPENSATION.FAILED', error: COMP_ERR }],
-      ] as const) {
-        const n = clone(w);
-        const r = keyStep(n.key, ev);
-        n.key = r.next;
-        finish(n, 'comp', ev.type === 'COMPENSATION.OK', ev.type === 'COMPENSATION.FAILED' ? ev.error : undefined);
-        out.push({ label, next: n, bad: r.bad });
-      }
-    }
-    if (w.saga.value === 'compensationFailed' && w.operatorLeft > 0) {
-      // OPERATOR.RESOLVE is left out: resolving by hand hands the world to the operator.
+
+    if (v === 'compensationFailed' && w.budget.operator > 0) {
       const n = clone(w);
-      n.operatorLeft--;
+      n.budget.operator--;
       sagaSend(n, { type: 'OPERATOR.RETRY' });
       out.push({ label: 'OPERATOR.RETRY', next: n, bad: [] });
     }
@@ -350,15 +537,14 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const check = (w: World): [string, string][] => {
     const bad: [string, string][] = [];
     const state = w.saga.value as MachineStateName;
-    const effect = w.key.effect;
-    if (state === 'committed' && effect !== 1) bad.push(['committed-step-applied-exactly-once', `saga committed with the effect applied ${effect} times`]);
-    if (state === 'compensated' && effect !== 0) bad.push(['compensated-step-leaves-no-effect', `saga compensated with the effect applied ${effect} times`]);
+    if (state === 'committed' && w.effect !== 1) bad.push(['committed-step-keeps-its-effect', 'the saga committed but the step has no effect']);
+    if (state === 'compensated' && w.effect !== 0) bad.push(['compensated-step-leaves-no-effect', 'the saga is compensated but the step\'s effect is there']);
     if (state === 'compensationFailed') {
       const o = outcomeOf(def, w.saga.context, state);
       const listed = o?.status === 'compensation-failed' ? o.remaining.length : 0;
-      if (effect > listed) bad.push(['compensation-failed-lists-every-remaining-effect', `parked with ${listed} remaining but ${effect} effect(s) in the world`]);
+      if (w.effect > listed) bad.push(['compensation-failed-lists-every-remaining-effect', `parked listing ${listed} remaining effect(s) while the step's effect is there`]);
     }
-    const quiet = w.channel.length === 0 && Object.keys(w.timers).length === 0 && w.redecide.length === 0 && w.key.running === 'none';
+    const quiet = w.channel.length === 0 && Object.keys(w.timers).length === 0 && w.procs.length === 0;
     if (quiet && state !== 'committed' && state !== 'compensated' && state !== 'compensationFailed') {
       bad.push(['no-dead-end', `nothing is in flight and the saga is stuck in ${state} (step ${(w.saga.context.steps[p.id] as StepState).status})`]);
     }
@@ -367,39 +553,96 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
 
   const [s0, a0] = stepper.initial({ sagaId: 'model', input: null });
   const w0: World = {
-    saga: s0 as unknown as World['saga'],
-    key: { record: newKeyRecord('h', 0), running: 'none', effect: 0, compensateSeen: false },
-    waiters: [],
-    redecide: [],
+    saga: s0 as unknown as Snap,
+    coord: 0,
+    journaled: undefined,
+    written: undefined,
+    store: { record: undefined, revision: 0 },
+    hosts: Array.from({ length: hostCount }, () => ({ alive: true, gen: 0 })),
+    procs: [],
     channel: [],
     timers: {},
-    dupsLeft: options.duplicates ?? 1,
-    dropsLeft: options.drops ?? 2,
-    operatorLeft: options.operatorRetries ?? 1,
+    effect: 0,
+    undone: false,
+    requests: 0,
+    budget: {
+      dups: options.duplicates ?? 1,
+      drops: options.drops ?? 1,
+      hostCrashes: options.hostCrashes ?? 0,
+      coordCrashes: options.coordinatorCrashes ?? 0,
+      garbles: options.garbles ?? 0,
+      oversizes: options.oversizes ?? 0,
+      operator: options.operatorRetries ?? 1,
+    },
   };
-  applyCommands(
-    w0,
-    a0.filter((a) => a.type === 'effect').map((a) => a.params as SagaCommand),
-  );
-  const serialize = (w: World) => {
-    const s = w.saga.context.steps[p.id] as StepState;
+  sagaCommands(w0, effects(a0));
+
+  const serialize = (w: World): string => {
+    const owner = w.store.record?.owner;
+    const rev = (r: number) => (r === w.store.revision ? 'c' : 'o');
+    const mine = (o: string | undefined) => (o === undefined ? '' : o === owner ? 'M' : ownerAlive(w, o) ? 'a' : 'd');
+    const rec = (r: KeyRecord | undefined) =>
+      r === undefined ? '-' : `${r.state}${r.interrupted ? 'i' : ''}${r.attempt ?? 0}${r.result === undefined ? '' : 'r'}${r.error?.code ?? ''}${r.owner === undefined ? '' : `@${mine(r.owner)}${hostOf(r.owner)}`}`;
+    const claim = (c: { op: string; revision: number; selfUndo: number; owner: string }) => `${c.op}${rev(c.revision)}${c.selfUndo}${mine(c.owner)}`;
+    const st = (s: RequestState): string => {
+      switch (s.phase) {
+        case 'deciding':
+        case 'waiting':
+          return `${s.phase}${s.conflicts}`;
+        case 'writing':
+          return `w${s.conflicts}:${rec(s.record)}:${'reply' in s.then ? (s.then.reply.ok ? 'ok' : s.then.reply.error.code) : s.then.run}`;
+        case 'running':
+          return `r:${claim(s.claim)}:${s.renewing ? 'n' : ''}${s.outcome?.event.type ?? ''}${s.lost ? 'L' : ''}`;
+        case 'completing':
+          return `c:${claim(s.claim)}:${s.outcome.event.type}:${s.record.state}`;
+        case 'rechecking':
+          return `k:${claim(s.claim)}:${s.outcome.event.type}`;
+        case 'undoing':
+          return `u${s.failures}:${s.writing ? rec(s.writing) : ''}`;
+        case 'done':
+          return 'done';
+      }
+    };
+    const cmd = (c: HostCommand) => (c.type === 'write' ? `W${rev(c.revision)}${rec(c.record)}` : c.type === 'run' ? `R${c.op}` : c.type === 'wait' ? 'T' : c.type);
+    const procs = w.procs
+      .map((q) => `${q.host}${(w.hosts[q.host] as Host).alive ? '' : 'x'}${q.setup.req.op}${q.setup.req.attempt}${q.coord === w.coord ? '' : 'old'}${q.late ? 'L' : ''}[${st(q.state)}|${q.pending.map(cmd).join(',')}]`)
+      .sort()
+      .join(';');
     return [
-      String(w.saga.value),
-      s.status,
-      s.attempt,
-      s.waiting ? 'w' : '',
-      s.result === undefined ? '' : 'r',
-      s.compAttempt,
-      keyOfWorld(w.key),
-      w.waiters.map((x) => `${x.op}${x.attempt}${x.on}${x.again ? 'a' : ''}`).sort().join(','),
-      w.redecide.map((x) => `${x.op}${x.attempt}`).sort().join(','),
-      w.channel.map(msgKey).sort().join(','),
-      Object.keys(w.timers).sort().join(','),
-      w.dupsLeft,
-      w.dropsLeft,
-      w.operatorLeft,
+      sagaKey(w.saga, p.id),
+      w.journaled === undefined ? '-' : sagaKey(w.journaled, p.id),
+      w.written === undefined ? '-' : sagaKey(w.written, p.id),
+      rec(w.store.record),
+      w.hosts.map((h) => (h.alive ? 'A' : 'D')).join(''),
+      procs,
+      w.channel.map((m) => msgKey(m, w.coord)).sort().join(','),
+      Object.entries(w.timers).map(([id, e]) => `${id}${'attempt' in e ? e.attempt : ''}`).sort().join(','),
+      w.effect,
+      w.undone ? 'u' : '',
+      Object.values(w.budget).join('.'),
     ].join('|');
   };
   const r = bfs(w0, serialize, edges, check, options.maxStates, options.ignore);
-  return { ...r, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${options.duplicates ?? 1} duplicate(s), ${options.drops ?? 2} drop(s)` };
+  const faults = [
+    `${hostCount} host(s)`,
+    `${options.duplicates ?? 1} duplicate(s)`,
+    `${options.drops ?? 1} drop(s)`,
+    options.hostCrashes ? `${options.hostCrashes} host crash(es)` : '',
+    options.coordinatorCrashes ? `${options.coordinatorCrashes} coordinator crash(es)` : '',
+    options.garbles ? `${options.garbles} garbled repl(ies)` : '',
+    options.oversizes ? `${options.oversizes} oversized repl(ies)` : '',
+  ].filter(Boolean);
+  return { ...r, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${faults.join(', ')}` };
+}
+
+function sagaKey(s: Snap, stepId: string): string {
+  const st = s.context.steps[stepId] as StepState;
+  return [String(s.value), st.status, st.attempt, st.waiting ? 'w' : '', st.tainted ? 't' : '', st.result === undefined ? '' : 'r', st.compAttempt, st.undo ? 'u' : ''].join(',');
+}
+
+function msgKey(m: Msg, coord: number): string {
+  const gen = m.coord === coord ? '' : '(old)';
+  if (m.kind === 'req') return `q:${m.op}#${m.attempt}${gen}`;
+  if (m.kind === 'fail') return `f:${m.op}#${m.attempt}:${m.code}${gen}`;
+  return `p:${m.op}#${m.attempt}:${m.reply.ok ? 'ok' : m.reply.error.code}${gen}`;
 }

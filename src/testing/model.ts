@@ -21,6 +21,12 @@ export type Ghost = 'none' | 'maybe' | 'yes' | 'undone';
 
 interface GhostStep {
   readonly effect: Ghost;
+  /**
+   * An earlier request of the step may still apply without the coordinator hearing of it
+   * (sent before a coordinator crash, or answered with a failure that proves nothing): a
+   * failure reply then says nothing about the effect.
+   */
+  readonly unsure: boolean;
   /** A compensation attempt timed out: its late acknowledgement may still arrive. */
   readonly compUnknown: boolean;
   /** Its last attempt failed and the saga was aborted while it waited to retry: no effect, yet undone. */
@@ -29,9 +35,17 @@ interface GhostStep {
 
 type Snap = { value: unknown; context: SagaContext };
 
+interface Journal {
+  readonly journaled: Snap | undefined;
+  readonly written: Snap | undefined;
+  readonly crashesLeft: number;
+}
+
 interface Node {
   readonly snap: Snap;
   readonly ghost: Readonly<Record<string, GhostStep>>;
+  /** The coordinator's journal: the last write-ahead write (certainly landed) and the last write. */
+  readonly journal: Journal;
   readonly parent: string | undefined;
   readonly via: string | undefined;
   readonly depth: number;
@@ -67,22 +81,32 @@ export interface ModelOptions {
   maxViolations?: number;
   /** The saga input the machine is started with (step `input` functions read it). Default null. */
   input?: unknown;
-  /** Merge states that differ only by a permutation of identical parallel steps. Default true. */
+  /** Merge states that differ only by a permutation of identical parallel steps. Default true (off with crashes). */
   symmetry?: boolean;
+  /**
+   * Coordinator crashes, each followed by a recovery from the journal (the last write-ahead
+   * write, or the last write). Default 0: keep it to small shapes.
+   */
+  crashes?: number;
 }
 
 const RESULT = 'r';
 const TERMINAL: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: terminal failure', retryable: false };
 const RETRYABLE: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: retryable failure', retryable: true };
+/** A failure that proves nothing (e.g. the host could not record what do did). */
+const UNKNOWN: ErrorInfo = { code: 'OUTCOME_UNKNOWN', message: 'model: outcome unknown', retryable: true };
+const NO_RESPONDERS: ErrorInfo = { code: 'NO_RESPONDERS', message: 'model: no responders', retryable: true };
+const REFUSED: ErrorInfo = { code: 'COMPENSATED', message: 'model: the key was undone', retryable: false };
 const COMP_ERR: ErrorInfo = { code: 'COMPENSATION_FAILED', message: 'model: compensation failed', retryable: true };
 
 function label(ev: SagaEvent): string {
   switch (ev.type) {
     case 'OPERATOR.RETRY':
     case 'OPERATOR.RESOLVE':
+    case 'RECOVER':
       return ev.type;
     case 'STEP.FAILED':
-      return `${ev.type}(${ev.stepId}#${ev.attempt}, ${ev.error.retryable ? 'retryable' : 'terminal'})`;
+      return `${ev.type}(${ev.stepId}#${ev.attempt}, ${ev.error.code === 'WORKER_ERROR' ? (ev.error.retryable ? 'retryable' : 'terminal') : ev.error.code})`;
     default:
       return `${ev.type}(${ev.stepId}#${ev.attempt})`;
   }
@@ -96,13 +120,19 @@ function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
     const g = ghost[p.id] as GhostStep;
     const stepId = p.id;
     const a = s.attempt;
-    if (s.status === 'dispatched' && !s.waiting) {
+    if (s.status === 'dispatched' && !s.waiting && g.effect === 'undone') {
+      // Undone by a coordinator before a crash: the host refuses the do.
+      out.push({ type: 'STEP.FAILED', stepId, attempt: a, error: REFUSED }, { type: 'STEP.TIMED_OUT', stepId, attempt: a });
+    } else if (s.status === 'dispatched' && !s.waiting) {
       out.push(
         { type: 'STEP.COMMITTED', stepId, attempt: a, result: RESULT },
         { type: 'STEP.FAILED', stepId, attempt: a, error: RETRYABLE },
         { type: 'STEP.FAILED', stepId, attempt: a, error: TERMINAL },
+        { type: 'STEP.FAILED', stepId, attempt: a, error: UNKNOWN },
         { type: 'STEP.TIMED_OUT', stepId, attempt: a },
       );
+      // On a first, untainted attempt "no responders" is proof, as a retryable worker error is: the same transitions.
+      if (a > 1 || s.tainted) out.push({ type: 'STEP.FAILED', stepId, attempt: a, error: NO_RESPONDERS });
       if (a > 1) out.push({ type: 'STEP.FAILED', stepId, attempt: a - 1, error: RETRYABLE }); // a duplicate of an old reply
     } else if (s.status === 'dispatched' && s.waiting) {
       out.push({ type: 'STEP.RETRY_DUE', stepId, attempt: a + 1 }, { type: 'STEP.TIMED_OUT', stepId, attempt: a });
@@ -112,11 +142,9 @@ function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
     }
     if (s.status === 'compensating' && !s.waiting) {
       const c = s.compAttempt;
-      out.push(
-        { type: 'COMPENSATION.DONE', stepId, attempt: c },
-        { type: 'COMPENSATION.FAILED', stepId, attempt: c, error: COMP_ERR },
-        { type: 'COMPENSATION.TIMED_OUT', stepId, attempt: c },
-      );
+      out.push({ type: 'COMPENSATION.DONE', stepId, attempt: c }, { type: 'COMPENSATION.TIMED_OUT', stepId, attempt: c });
+      // A key already undone (by a compensation sent before a coordinator crash) is acknowledged from its tombstone.
+      if (g.effect !== 'undone') out.push({ type: 'COMPENSATION.FAILED', stepId, attempt: c, error: COMP_ERR });
     } else if (s.status === 'compensating' && s.waiting) {
       out.push({ type: 'COMPENSATION.RETRY_DUE', stepId, attempt: s.compAttempt + 1 });
     }
@@ -145,12 +173,19 @@ function nextGhost(
       case 'STEP.COMMITTED':
         if (cur.effect !== 'undone') g[ev.stepId] = { ...cur, effect: 'yes' };
         break;
-      case 'STEP.FAILED':
-        // The current attempt failed: it took no effect. (Old or late failures are ignored by a coordinator.)
-        if (before.status === 'dispatched' && !before.waiting && before.attempt === ev.attempt && cur.effect === 'maybe') {
-          g[ev.stepId] = { ...cur, effect: 'none' };
-        }
+      case 'STEP.FAILED': {
+        // The current attempt failed. A worker error (the host ran it under its claim, and
+        // the key's later attempts are serialized behind it) or no responders (nobody took
+        // it) mean this request took no effect; with no earlier request unaccounted for,
+        // the step has none. Any other failure proves nothing. (Old or late failures are
+        // ignored by a coordinator.)
+        const current = before.status === 'dispatched' && !before.waiting && before.attempt === ev.attempt;
+        if (!current) break;
+        if (ev.error.code === 'WORKER_ERROR' || ev.error.code === 'NO_RESPONDERS') {
+          if (cur.effect === 'maybe' && !cur.unsure) g[ev.stepId] = { ...cur, effect: 'none' };
+        } else if (ev.error.code !== 'COMPENSATED') g[ev.stepId] = { ...cur, unsure: true };
         break;
+      }
       case 'COMPENSATION.DONE':
         g[ev.stepId] = { ...cur, effect: 'undone', compUnknown: false };
         break;
@@ -218,6 +253,7 @@ function serialize(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
         s.compAttempt,
         s.resolvedByOperator ? 'o' : '',
         g.effect,
+        g.unsure ? '!' : '',
         g.compUnknown ? '?' : '',
         g.abandoned ? 'a' : '',
       ].join(','),
@@ -281,7 +317,9 @@ export function checkSagaState(
     const keptStep = (id: string) => ctx.decision === 'commit' && (ctx.steps[id] as StepState).kept;
     const actual = new Set(def.steps.filter((p) => holdsEffect(gh(p.id)) && !keptStep(p.id)).map((p) => p.id));
     const missing = [...actual].filter((id) => !listed.has(id));
-    const extra = [...listed].filter((id) => !actual.has(id));
+    // An entry marked in doubt may have no effect: listing it is the point of the in-doubt rule.
+    const inDoubt = new Set(outcome?.status === 'compensation-failed' ? outcome.remaining.filter((r) => r.inDoubt).map((r) => r.stepId) : []);
+    const extra = [...listed].filter((id) => !actual.has(id) && !inDoubt.has(id));
     const what = `remaining lists [${[...listed].join(', ')}] but the effects that may be left are [${[...actual].join(', ')}]`;
     if (missing.length > 0) bad.push(['compensation-failed-lists-every-remaining-effect', `${what}; missing ${missing.join(', ')}`]);
     if (extra.length > 0) bad.push(['compensation-failed-lists-only-remaining-effects', `${what}; listed without an effect: ${extra.join(', ')}`]);
@@ -360,16 +398,33 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
     }
   };
 
-  const [s0, a0] = stepper.initial({ sagaId: 'model', input: options.input ?? null });
+  const input = options.input ?? null;
+  const crashes = options.crashes ?? 0;
+  const [s0, a0] = stepper.initial({ sagaId: 'model', input });
   const blank: Record<string, GhostStep> = {};
-  for (const p of def.steps) blank[p.id] = { effect: 'none', compUnknown: false, abandoned: false };
+  for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false };
   const snap0 = s0 as unknown as Snap;
   const g0 = nextGhost(def, snap0, snap0, blank, undefined, cmdsOf(a0));
-  const symmetric = options.symmetry !== false && isSymmetric(def);
-  const k0 = serialize(def, snap0, g0, symmetric);
-  seen.set(k0, { snap: snap0, ghost: g0, parent: undefined, via: '(start)', depth: 0 });
+  const symmetric = options.symmetry !== false && crashes === 0 && isSymmetric(def);
+  const j0: Journal = { journaled: undefined, written: undefined, crashesLeft: crashes };
+  const keyOf = (snap: Snap, ghost: Readonly<Record<string, GhostStep>>, j: Journal) =>
+    crashes === 0 ? serialize(def, snap, ghost, symmetric) : `${serialize(def, snap, ghost, false)}#${journalKey(def, j)}`;
+  const k0 = keyOf(snap0, g0, j0);
+  seen.set(k0, { snap: snap0, ghost: g0, journal: j0, parent: undefined, via: '(start)', depth: 0 });
   const queue: string[] = [k0];
   let truncated = false;
+  const visit = (key: string, node: Node, snap1: Snap, g1: Record<string, GhostStep>, j1: Journal, via: string): boolean => {
+    const k1 = keyOf(snap1, g1, j1);
+    if (!seen.has(k1)) {
+      if (seen.size >= maxStates) {
+        truncated = true;
+        return k1 !== key;
+      }
+      seen.set(k1, { snap: snap1, ghost: g1, journal: j1, parent: key, via, depth: node.depth + 1 });
+      queue.push(k1);
+    }
+    return k1 !== key;
+  };
 
   for (let qi = 0; qi < queue.length; qi++) {
     const key = queue[qi] as string;
@@ -390,15 +445,33 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
       const gEv = nextGhost(def, node.snap, snap1, node.ghost, ev, []);
       report(checkCommands(def, gEv, node.snap, commands), key, label(ev));
       const g1 = nextGhost(def, snap1, snap1, gEv, undefined, commands);
-      const k1 = serialize(def, snap1, g1, symmetric);
-      if (k1 !== key) moved = true;
-      if (!seen.has(k1)) {
-        if (seen.size >= maxStates) {
-          truncated = true;
-          continue;
+      if (visit(key, node, snap1, g1, journalAfter(node.journal, snap1, commands), label(ev))) moved = true;
+    }
+    if (node.journal.crashesLeft > 0) {
+      // The coordinator dies; a new one restores the saga from what its journal holds.
+      const froms = node.journal.journaled === node.journal.written ? [node.journal.journaled] : [node.journal.journaled, node.journal.written];
+      const inFlight = def.steps.filter((p) => {
+        const st = node.snap.context.steps[p.id] as StepState;
+        return st.status === 'compensating' && !st.waiting;
+      });
+      for (const from of froms) {
+        // Compensations in flight when it died may still land, or not.
+        for (const landed of inFlight.length > 0 ? [false, true] : [false]) {
+          const g: Record<string, GhostStep> = {};
+          for (const p of def.steps) {
+            const cur = node.ghost[p.id] as GhostStep;
+            const undone = landed && inFlight.includes(p);
+            g[p.id] = undone ? { ...cur, effect: 'undone', unsure: false, compUnknown: false } : cur.effect === 'maybe' ? { ...cur, unsure: true } : cur;
+          }
+          const [s1, actions] = from === undefined ? stepper.initial({ sagaId: 'model', input, recovered: true }) : stepper.next(from as never, { type: 'RECOVER' });
+          transitions++;
+          const snap1 = s1 as unknown as Snap;
+          const commands = cmdsOf(actions);
+          const g1 = nextGhost(def, snap1, snap1, g, undefined, commands);
+          const j1 = journalAfter({ journaled: from, written: from, crashesLeft: node.journal.crashesLeft - 1 }, snap1, commands);
+          const via = `coordinator crashes${landed ? ' (its compensations in flight land)' : ''}; a new one recovers from ${from === undefined ? 'the intent' : from === node.journal.written && from !== node.journal.journaled ? 'the last journal write' : 'the last write-ahead journal write'}`;
+          if (visit(key, node, snap1, g1, j1, via)) moved = true;
         }
-        seen.set(k1, { snap: snap1, ghost: g1, parent: key, via: label(ev), depth: node.depth + 1 });
-        queue.push(k1);
       }
     }
     if (!moved && state !== 'compensationFailed') {
@@ -406,6 +479,31 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
     }
   }
   return { shape: shapeOf(def), states: seen.size, transitions, paths: seen.size, finals, violations, truncated };
+}
+
+/** What the journal holds after a transition: write-ahead checkpoints land before what follows them is sent. */
+function journalAfter(j: Journal, snap: Snap, commands: readonly SagaCommand[]): Journal {
+  let next = j;
+  for (const c of commands) {
+    if (c.type !== 'checkpoint') continue;
+    next = c.writeAhead === true ? { ...next, journaled: snap, written: snap } : { ...next, written: snap };
+  }
+  // A parked saga is written with its dead letter.
+  if (snap.value === 'compensationFailed') next = { ...next, written: snap };
+  return next;
+}
+
+function journalKey(def: SagaDefinition, j: Journal): string {
+  const one = (s: Snap | undefined) =>
+    s === undefined
+      ? '-'
+      : `${String(s.value)}:${def.steps
+          .map((p) => {
+            const st = s.context.steps[p.id] as StepState;
+            return `${st.status}${st.attempt}${st.waiting ? 'w' : ''}${st.tainted ? 't' : ''}${st.undo ? 'u' : ''}${st.compAttempt}`;
+          })
+          .join(',')}`;
+  return `${one(j.journaled)}|${one(j.written)}|${j.crashesLeft}`;
 }
 
 /** Renders a violation as text a test failure can show. */

@@ -1,22 +1,29 @@
 /**
- * Deterministic simulation: the real runtime and the real worker host on a simulated
- * transport and the manual clock, every choice (drop, duplicate, delay, crash, fail)
- * read from a tape of numbers, so a run replays exactly from its tape. A ledger of
- * fake systems of record is the oracle.
+ * Deterministic simulation of the topology users deploy: the real runtime and real
+ * worker hosts on a simulated network and the manual clock. Several hosts serve every
+ * worker (a NATS queue group) over one shared dedup store that answers after network
+ * delays, so hosts interleave between their reads and writes; hosts die and come back,
+ * sometimes all at once (no responders); coordinators crash and a new one recovers;
+ * messages are lost, duplicated, delayed and reordered; replies arrive garbled or too
+ * large; some `do`s outlive their host's lease. Every choice is read from a tape of
+ * numbers, so a run replays exactly from its tape. A ledger of fake systems of record is
+ * the oracle.
  */
-import { TerminalError } from '../errors.ts';
+import { TerminalError, TransportError } from '../errors.ts';
 import { createWorkerHost } from '../actors/worker-host.ts';
 import { defineWorker } from '../define.ts';
 import { createRuntime } from '../runtime.ts';
 import type { Runtime } from '../runtime.ts';
 import { memoryDedupStore, memorySagaStore } from '../store/memory.ts';
-import type { SagaDefinition, SagaOutcome, Served, Transport, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
+import { parseReply } from '../transport/protocol.ts';
+import { encodeReply } from '../transport/nats/wire.ts';
+import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, Served, Transport, VersionedKeyRecord, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
 import { outcomeOf } from '../machines/saga-logic.ts';
 import type { SagaContext } from '../machines/saga-logic.ts';
 import { createManualClock } from './clock.ts';
 import type { ManualClock } from './clock.ts';
 
-/** Odds of each fault, in percent (0 to 100). */
+/** Odds of each fault, in percent (0 to 100), and the shape of the simulated deployment. */
 export interface FaultProfile {
   /** A request or a reply is lost. */
   readonly drop: number;
@@ -28,10 +35,22 @@ export interface FaultProfile {
   readonly doFail: number;
   /** A worker's `compensate` fails. */
   readonly compensateFail: number;
-  /** Worker host crashes during the faulty window (0 to 3). */
+  /** Worker host crashes during the faulty window (0 to 3); a crashed host comes back after a while. */
   readonly hostCrashes: number;
   /** Coordinator crashes (and recoveries) during the faulty window (0 to 3). */
   readonly coordinatorCrashes: number;
+  /** Hosts serving every worker over one shared dedup store (1 to 3). Default 2. */
+  readonly hosts?: number;
+  /** Upper bound of one dedup-store round trip in ms: hosts interleave between reads and writes. Default 0. */
+  readonly storeDelayMs?: number;
+  /** A reply arrives garbled (not JSON). Default 0. */
+  readonly garble?: number;
+  /** A `do` returns a result too large for a reply. Default 0. */
+  readonly oversize?: number;
+  /** A `do` runs for several leases (its host must renew its claim). Default 0. */
+  readonly slow?: number;
+  /** Outages in which every host is down at once (no responders), each with a coordinator crash. Default 0. */
+  readonly blackouts?: number;
 }
 
 export const NO_FAULTS: FaultProfile = Object.freeze({ drop: 0, duplicate: 0, maxDelayMs: 0, doFail: 0, compensateFail: 0, hostCrashes: 0, coordinatorCrashes: 0 });
@@ -84,14 +103,14 @@ export function createLedger(): Ledger {
 }
 
 // ---------------------------------------------------------------------------
-// The simulated transport
+// The simulated transport: a queue group per worker
 
 export interface SimulatedTransport extends Transport {
   /** Messages scheduled and not yet delivered. */
   readonly inFlight: number;
   /** Keys whose messages were lost, duplicated or answered too late: a coordinator cannot know their exact state. */
   readonly disturbed: ReadonlySet<string>;
-  /** A new host takes over a worker's subject (after a crash). */
+  /** Every host of a worker is replaced by this one (e.g. after a crash). */
   replace(worker: string, handler: WorkerHandler): void;
 }
 
@@ -100,11 +119,20 @@ export interface SimulatedTransportOptions {
   chooser: Chooser;
   faults: FaultProfile;
   trace?: (line: string) => void;
+  /** Largest reply body in bytes, as a NATS host enforces it. Default 1 MiB. */
+  maxPayload?: number;
 }
 
+/**
+ * Requests go to one of the hosts serving the worker (chosen from the tape, as a NATS
+ * queue group would), or fail with NO_RESPONDERS when none serves it. Replies are
+ * encoded and decoded as on NATS (an oversized result becomes RESULT_TOO_LARGE), and may
+ * arrive garbled.
+ */
 export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTransport {
   const { clock, chooser, faults } = o;
-  const handlers = new Map<string, WorkerHandler>();
+  const maxPayload = o.maxPayload ?? 1024 * 1024;
+  const pools = new Map<string, WorkerHandler[]>();
   const disturbed = new Set<string>();
   let inFlight = 0;
   const trace = o.trace ?? (() => {});
@@ -115,17 +143,34 @@ export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTrans
       fn();
     }, ms);
   };
-  const deliver = (req: WorkerRequest, onReply: (r: WorkerReply) => void) => {
-    const h = handlers.get(req.worker);
-    if (h === undefined) return;
-    void h(req).then(onReply);
+  const pick = (worker: string): WorkerHandler | undefined => {
+    const pool = pools.get(worker) ?? [];
+    return pool.length === 0 ? undefined : pool[chooser.upTo(pool.length - 1)];
+  };
+  /** What the coordinator's side makes of a reply: the NATS encoding, a garbled body, or the decoded reply. */
+  const received = (reply: WorkerReply, what: string): { reply: WorkerReply } | { error: TransportError } => {
+    let { body } = encodeReply(reply, maxPayload);
+    if (chooser.chance(faults.garble ?? 0)) {
+      trace(`t=${clock.now()} garbled reply to ${what}`);
+      body = body.slice(0, Math.floor(body.length / 2));
+    }
+    try {
+      return { reply: parseReply(JSON.parse(body)) };
+    } catch (error) {
+      return { error: new TransportError('PROTOCOL_ERROR', `the reply to ${what} is not valid: ${(error as Error).message}`, { retryable: false, cause: error }) };
+    }
   };
   return {
     request(req, timeoutMs) {
-      if (!handlers.has(req.worker)) return Promise.reject(Object.assign(new Error(`no host serves ${req.worker}`), { code: 'NO_RESPONDERS' }));
+      if ((pools.get(req.worker) ?? []).length === 0) return Promise.reject(new TransportError('NO_RESPONDERS', `no host serves ${req.worker}`));
       const sentAt = clock.now();
       const what = `${req.op} ${req.stepId}#${req.attempt} of ${req.sagaId}`;
-      return new Promise<WorkerReply>((resolve) => {
+      const deliver = (onReply: (r: WorkerReply) => void) => {
+        const h = pick(req.worker);
+        if (h === undefined) return; // every host died while the message travelled: it is lost
+        void h(req).then(onReply);
+      };
+      return new Promise<WorkerReply>((resolve, reject) => {
         if (chooser.chance(faults.drop)) {
           disturbed.add(`${req.sagaId}/${req.stepId}`);
           trace(`t=${sentAt} drop request ${what}`);
@@ -135,33 +180,42 @@ export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTrans
           disturbed.add(`${req.sagaId}/${req.stepId}`);
           const d = chooser.upTo(faults.maxDelayMs * 2);
           trace(`t=${sentAt} duplicate request ${what} (+${d} ms)`);
-          later(d, () => deliver(req, () => {}));
+          later(d, () => deliver(() => {}));
         }
         later(chooser.upTo(faults.maxDelayMs), () =>
-          deliver(req, (reply) => {
+          deliver((reply) => {
             if (chooser.chance(faults.drop)) {
               disturbed.add(`${req.sagaId}/${req.stepId}`);
               trace(`t=${clock.now()} drop reply to ${what}`);
               return;
             }
+            const got = received(reply, what);
             later(chooser.upTo(faults.maxDelayMs), () => {
               if (clock.now() - sentAt >= timeoutMs) disturbed.add(`${req.sagaId}/${req.stepId}`);
-              resolve(reply);
+              if ('reply' in got) resolve(got.reply);
+              else reject(got.error);
             });
           }),
         );
       });
     },
     serve(worker, handler): Served {
-      handlers.set(worker, handler);
-      return { stop: async () => void (handlers.get(worker) === handler && handlers.delete(worker)) };
+      pools.set(worker, [...(pools.get(worker) ?? []), handler]);
+      return {
+        stop: async () => {
+          pools.set(
+            worker,
+            (pools.get(worker) ?? []).filter((h) => h !== handler),
+          );
+        },
+      };
     },
     replace(worker, handler) {
-      handlers.set(worker, handler);
+      pools.set(worker, [handler]);
     },
-    isServed: (worker) => handlers.has(worker),
+    isServed: (worker) => (pools.get(worker) ?? []).length > 0,
     async close() {
-      handlers.clear();
+      pools.clear();
     },
     get inFlight() {
       return inFlight;
@@ -200,6 +254,10 @@ export interface SimulationResult {
 }
 
 const HORIZON_MS = 60_000;
+/** The lease of simulated hosts: a slow `do` runs for several of them. */
+const SIM_LEASE_MS = 200;
+/** Largest reply of simulated hosts: an oversized result is bigger. */
+const SIM_MAX_PAYLOAD = 2_048;
 
 /** Runs `def` on the real runtime in a simulated world and checks the ledger against the outcomes. */
 export async function simulate(def: SagaDefinition, scenario: SimulationScenario): Promise<SimulationResult> {
@@ -207,76 +265,130 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const violations: SimulationViolation[] = [];
   const clock = createManualClock(0);
   const chooser = new Chooser(scenario.tape);
-  const faults = scenario.faults;
+  const faults: Required<FaultProfile> = { hosts: 2, storeDelayMs: 0, garble: 0, oversize: 0, slow: 0, blackouts: 0, ...scenario.faults };
   const window = scenario.faultWindowMs ?? 2_000;
   const ledger = createLedger();
-  const transport = simulatedTransport({ clock, chooser, faults, trace: (l) => trace.push(l) });
-  const dedup = memoryDedupStore({ clock });
+  const transport = simulatedTransport({ clock, chooser, faults, trace: (l) => trace.push(l), maxPayload: SIM_MAX_PAYLOAD });
+  const shared = memoryDedupStore({ clock });
   const store = memorySagaStore({ clock });
   let compensateFailOdds = faults.compensateFail;
   const workerNames = [...new Set(def.steps.map((p) => p.worker))];
-
-  // Worker hosts: a crash loses everything but the dedup store.
-  let generation = 0;
   const sleep = (ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
   const hang = () => new Promise<never>(() => {});
-  const startHost = () => {
-    const gen = ++generation;
-    const alive = () => gen === generation;
+
+  // Worker hosts: several per worker, one shared dedup store; a crash loses everything but the store.
+  const slots = Math.max(1, Math.min(3, faults.hosts));
+  const generation: number[] = Array.from({ length: slots }, () => 0);
+  const served: (Served[] | undefined)[] = Array.from({ length: slots }, () => undefined);
+  let gens = 0;
+
+  /** The shared store as one host sees it: a round trip takes time, and a dead host's calls never return. */
+  const viewOf = (alive: () => boolean): DedupStore => {
+    if (faults.storeDelayMs <= 0) {
+      return { read: (w, k) => (alive() ? shared.read(w, k) : hang()), write: (w, k, r, rev) => (alive() ? shared.write(w, k, r, rev) : hang()) };
+    }
+    const hop = async () => {
+      await sleep(chooser.upTo(faults.storeDelayMs));
+      if (!alive()) await hang();
+    };
+    return {
+      async read(w: string, k: string): Promise<VersionedKeyRecord> {
+        await hop();
+        const v = shared.read(w, k) as VersionedKeyRecord;
+        await hop();
+        return v;
+      },
+      async write(w: string, k: string, r: KeyRecord, rev: number): Promise<number | undefined> {
+        await hop();
+        const v = shared.write(w, k, r, rev) as number | undefined;
+        await hop();
+        return v;
+      },
+    };
+  };
+
+  const startHost = (slot: number) => {
+    const gen = ++gens;
+    generation[slot] = gen;
+    const alive = () => generation[slot] === gen;
     const workers = workerNames.map((name) =>
       defineWorker<unknown, unknown>({
         name,
         async do(_input: unknown, ctx) {
+          const key = `${ctx.sagaId}/${ctx.stepId}`;
           // A host may die after the system of record took the effect but before it recorded the outcome.
-          const early = faults.hostCrashes > 0 && chooser.chance(30);
-          if (early) ledger.apply(`${ctx.sagaId}/${ctx.stepId}`);
-          await sleep(chooser.upTo(faults.maxDelayMs));
+          const early = (faults.hostCrashes > 0 || faults.blackouts > 0) && chooser.chance(30);
+          const apply = (how: string) => {
+            trace.push(`t=${clock.now()} host ${slot} applies ${key} (do #${ctx.attempt}${how}, claim ${ctx.fencingToken})`);
+            ledger.apply(key);
+          };
+          if (early) apply(', before its host may die');
+          await sleep(chooser.chance(faults.slow) ? SIM_LEASE_MS * 3 : chooser.upTo(faults.maxDelayMs));
           if (!alive()) return hang();
           if (!early && chooser.chance(faults.doFail)) {
             if (chooser.chance(50)) throw new TerminalError(`simulated terminal failure of ${ctx.stepId}`);
             throw new Error(`simulated retryable failure of ${ctx.stepId}`);
           }
-          ledger.apply(`${ctx.sagaId}/${ctx.stepId}`);
-          return { applied: ctx.idempotencyKey };
+          apply('');
+          return chooser.chance(faults.oversize) ? { applied: ctx.idempotencyKey, padding: 'x'.repeat(SIM_MAX_PAYLOAD) } : { applied: ctx.idempotencyKey };
         },
         async compensate(_input: unknown, _result: unknown, ctx) {
-          const early = faults.hostCrashes > 0 && chooser.chance(30);
-          if (early) ledger.undo(`${ctx.sagaId}/${ctx.stepId}`);
+          const key = `${ctx.sagaId}/${ctx.stepId}`;
+          const early = (faults.hostCrashes > 0 || faults.blackouts > 0) && chooser.chance(30);
+          const undo = (how: string) => {
+            trace.push(`t=${clock.now()} host ${slot} undoes ${key} (compensate${how}, claim ${ctx.fencingToken})`);
+            ledger.undo(key);
+          };
+          if (early) undo(', before its host may die');
           await sleep(chooser.upTo(faults.maxDelayMs));
           if (!alive()) return hang();
           if (!early && chooser.chance(compensateFailOdds)) throw new Error(`simulated compensation failure of ${ctx.stepId}`);
-          ledger.undo(`${ctx.sagaId}/${ctx.stepId}`);
+          undo('');
         },
       }),
     );
-    // A dead host neither reads nor writes its dedup store again.
-    const hostDedup = {
-      get: (w: string, k: string) => (alive() ? dedup.get(w, k) : hang()),
-      set: (w: string, k: string, r: Parameters<typeof dedup.set>[2]) => (alive() ? dedup.set(w, k, r) : hang()),
+    const host = createWorkerHost(workers, { dedup: viewOf(alive), clock, leaseMs: SIM_LEASE_MS });
+    const handler: WorkerHandler = (req: WorkerRequest) => {
+      if (!alive()) return hang();
+      return host.handle(req).then((reply) => {
+        trace.push(`t=${clock.now()} host ${slot} answers ${req.op} ${req.stepId}#${req.attempt} of ${req.sagaId}: ${reply.ok ? 'ok' : reply.error.code}`);
+        return reply;
+      });
     };
-    const host = createWorkerHost(workers, { dedup: hostDedup, clock });
-    for (const name of workerNames) transport.replace(name, (req) => (alive() ? host.handle(req) : hang()));
+    served[slot] = workerNames.map((name) => transport.serve(name, handler) as Served);
   };
-  startHost();
+  const killHost = (slot: number) => {
+    generation[slot] = -1;
+    for (const s of served[slot] ?? []) void s.stop();
+    served[slot] = undefined;
+  };
+  for (let i = 0; i < slots; i++) startHost(i);
 
   const random = () => (chooser.next() % 1000) / 1000;
-  const newRuntime = () => createRuntime({ transport, store, dedup, clock, random, sagas: [def] });
+  const newRuntime = () => createRuntime({ transport, store, dedup: shared, clock, random, sagas: [def] });
   let runtime: Runtime = newRuntime();
 
   const n = scenario.sagas ?? 1;
   let ids = Array.from({ length: n }, (_, i) => `saga-${i}`);
-  const crashes: { at: number; what: 'host' | 'coordinator' }[] = [];
-  for (let i = 0; i < faults.hostCrashes; i++) crashes.push({ at: chooser.upTo(window), what: 'host' });
-  for (let i = 0; i < faults.coordinatorCrashes; i++) crashes.push({ at: chooser.upTo(window), what: 'coordinator' });
+  type Crash = { at: number; what: 'host' | 'coordinator' | 'blackout'; slot: number; downMs: number };
+  const crashes: Crash[] = [];
+  for (let i = 0; i < faults.hostCrashes; i++) crashes.push({ at: chooser.upTo(window), what: 'host', slot: chooser.upTo(slots - 1), downMs: chooser.upTo(300) });
+  for (let i = 0; i < faults.coordinatorCrashes; i++) crashes.push({ at: chooser.upTo(window), what: 'coordinator', slot: 0, downMs: 0 });
+  for (let i = 0; i < faults.blackouts; i++) crashes.push({ at: chooser.upTo(window), what: 'blackout', slot: 0, downMs: 50 + chooser.upTo(400) });
   crashes.sort((a, b) => a.at - b.at);
+  const restarts: { at: number; slot: number }[] = [];
 
+  const neverStarted: string[] = [];
   for (const id of ids) {
     void runtime.run(def, scenario.input ? scenario.input(id) : { n: id }, { sagaId: id }).catch(async (e: unknown) => {
-      // A coordinator that crashes while run() waits rejects it; the saga goes on only if its intent was journaled.
-      if ((e as { code?: string }).code === 'RUNTIME_CLOSED') {
+      // A coordinator that crashes while run() waits rejects it, and run() refuses a saga whose
+      // workers nobody serves (every host down); the saga goes on only if its intent was journaled.
+      const code = (e as { code?: string }).code;
+      if (code === 'RUNTIME_CLOSED' || code === 'WORKER_NOT_HOSTED') {
         if ((await store.get(id)) === undefined) {
-          trace.push(`t=${clock.now()} ${id} never started: its coordinator crashed before journaling it`);
+          trace.push(`t=${clock.now()} ${id} never started: ${code === 'RUNTIME_CLOSED' ? 'its coordinator crashed before journaling it' : 'no host served its workers'}`);
           ids = ids.filter((x) => x !== id);
+          neverStarted.push(id);
         }
         return;
       }
@@ -300,24 +412,44 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     const outs = await settledAll();
     return outs.every((x) => x !== undefined) && transport.inFlight === 0;
   };
+  const crashCoordinator = async () => {
+    await runtime.close();
+    runtime = newRuntime();
+    await runtime.recover();
+  };
   const drive = async (until: number) => {
     while (clock.now() < until) {
+      const restart = restarts.find((r) => r.at <= clock.now());
+      if (restart !== undefined) {
+        restarts.splice(restarts.indexOf(restart), 1);
+        trace.push(`t=${clock.now()} worker host ${restart.slot} comes back`);
+        startHost(restart.slot);
+        continue;
+      }
       const next = crashes[0];
       if (next !== undefined && next.at <= clock.now()) {
         crashes.shift();
         if (next.what === 'host') {
-          trace.push(`t=${clock.now()} worker host crashes and restarts`);
-          startHost();
-        } else {
+          if (generation[next.slot] === -1) continue;
+          trace.push(`t=${clock.now()} worker host ${next.slot} crashes, back in ${next.downMs} ms`);
+          killHost(next.slot);
+          restarts.push({ at: clock.now() + next.downMs, slot: next.slot });
+        } else if (next.what === 'coordinator') {
           trace.push(`t=${clock.now()} coordinator crashes and a new one recovers`);
-          await runtime.close();
-          runtime = newRuntime();
-          await runtime.recover();
+          await crashCoordinator();
+        } else {
+          trace.push(`t=${clock.now()} every worker host and the coordinator crash; hosts back in ${next.downMs} ms`);
+          for (let s = 0; s < slots; s++) {
+            if (generation[s] === -1) continue;
+            killHost(s);
+            restarts.push({ at: clock.now() + next.downMs, slot: s });
+          }
+          await crashCoordinator();
         }
         continue;
       }
       await clock.advance(clock.now() < window ? 25 : 100);
-      if (clock.now() >= window && crashes.length === 0 && (await quiet())) return;
+      if (clock.now() >= window && crashes.length === 0 && restarts.length === 0 && (await quiet())) return;
     }
   };
 
@@ -325,7 +457,16 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   chooser.healed = true;
   await drive(HORIZON_MS);
   let outcomes = await settledAll();
-  check(def, ids, outcomes, ledger, transport.disturbed, violations, 'after the faults', clock.now());
+  check(def, ids, outcomes, ledger, violations, 'after the faults', clock.now());
+  for (const [i, o] of outcomes.entries()) {
+    if (o !== undefined) continue;
+    const st = await runtime.status(ids[i] as string);
+    trace.push(`stuck ${ids[i]}: ${st === undefined ? 'unknown to the runtime' : `machine ${st.state}, steps ${JSON.stringify(st.steps)}`}`);
+  }
+  for (const id of neverStarted) {
+    const active = def.steps.filter((p) => ledger.active(`${id}/${p.id}`)).map((p) => p.id);
+    if (active.length > 0) violations.push({ property: 'a-saga-never-started-has-no-effect', message: `saga ${id} was never started but the systems of record hold [${active}]` });
+  }
 
   // An operator retries every parked saga in a healed world: it must then end cleanly.
   const parked = outcomes.filter((o) => o?.status === 'compensation-failed');
@@ -340,7 +481,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     for (const o of outcomes) {
       if (o?.status === 'compensation-failed') violations.push({ property: 'operator-retry-ends-the-saga', message: `${o.sagaId} is still parked after an operator retry in a healed world` });
     }
-    check(def, ids, outcomes, ledger, new Set(), violations, 'after the operator retry', clock.now());
+    check(def, ids, outcomes, ledger, violations, 'after the operator retry', clock.now());
   }
   await runtime.close();
   for (const o of outcomes) trace.push(`outcome ${o?.sagaId}: ${o?.status ?? 'none'}`);
@@ -352,7 +493,6 @@ function check(
   ids: readonly string[],
   outcomes: readonly (SagaOutcome | undefined)[],
   ledger: Ledger,
-  disturbed: ReadonlySet<string>,
   violations: SimulationViolation[],
   when: string,
   now: number,
@@ -378,9 +518,8 @@ function check(
       const kept = o.decision === 'commit' ? def.steps.filter((p) => !o.compensated.includes(p.id) && !remaining.includes(p.id)).map((p) => p.id) : [];
       const missing = active.filter((s) => !remaining.includes(s) && !kept.includes(s));
       if (missing.length > 0) say('compensation-failed-lists-every-effect', `lists remaining [${remaining}] but the systems of record also hold [${missing}]`);
-      // Listing a step that left no effect is conservative, not unsafe: the operator retry below
-      // (in a healed world) must then end the saga with no effect at all.
-      void disturbed;
+      // Listing a step that left no effect is conservative (an in-doubt step), not unsafe: the operator
+      // retry below (in a healed world) must then end the saga with no effect at all.
     }
   });
 }

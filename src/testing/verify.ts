@@ -107,7 +107,22 @@ function simulated(def: SagaDefinition): SagaDefinition {
 
 /** The fault profiles fast-check may pick, bounded by `max`. */
 export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbitrary<FaultProfile> {
-  const m = { drop: 20, duplicate: 20, maxDelayMs: 80, doFail: 40, compensateFail: 50, hostCrashes: 2, coordinatorCrashes: 2, ...max };
+  const m: Required<FaultProfile> = {
+    drop: 20,
+    duplicate: 20,
+    maxDelayMs: 80,
+    doFail: 40,
+    compensateFail: 50,
+    hostCrashes: 2,
+    coordinatorCrashes: 2,
+    hosts: 3,
+    storeDelayMs: 12,
+    garble: 10,
+    oversize: 10,
+    slow: 10,
+    blackouts: 1,
+    ...max,
+  };
   return fc.record({
     drop: fc.integer({ min: 0, max: m.drop }),
     duplicate: fc.integer({ min: 0, max: m.duplicate }),
@@ -116,6 +131,12 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     compensateFail: fc.integer({ min: 0, max: m.compensateFail }),
     hostCrashes: fc.integer({ min: 0, max: m.hostCrashes }),
     coordinatorCrashes: fc.integer({ min: 0, max: m.coordinatorCrashes }),
+    hosts: fc.integer({ min: 1, max: Math.max(1, m.hosts) }),
+    storeDelayMs: fc.integer({ min: 0, max: m.storeDelayMs }),
+    garble: fc.integer({ min: 0, max: m.garble }),
+    oversize: fc.integer({ min: 0, max: m.oversize }),
+    slow: fc.integer({ min: 0, max: m.slow }),
+    blackouts: fc.integer({ min: 0, max: m.blackouts }),
   });
 }
 

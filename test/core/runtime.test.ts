@@ -185,32 +185,33 @@ describe('runtime: outcomes', () => {
   });
 });
 
-describe('runtime: failing compensations and operators', () => {
-  async function parkedSaga() {
-    const clock = createManualClock();
-    const w = world();
-    let refundsWork = false;
-    const store = memorySagaStore({ clock });
-    const runtime = createRuntime({ clock, store, random: () => 0 }).host(
-      w.make('flights', {
-        compensate: () => {
-          if (!refundsWork) throw new Error('refund API down');
-        },
-      }),
-      w.make('hotels', {
-        do: () => {
-          throw new TerminalError('full');
-        },
-      }),
-      w.make('cars'),
-    );
-    const escalations: EscalationEvent[] = [];
-    runtime.on('escalation', (e) => escalations.push(e));
-    let outcome: SagaOutcome | undefined;
-    void runtime.run(tripOf(), { to: 'OSL' }, { sagaId: 'p1' }).then((o) => (outcome = o));
-    return { clock, w, runtime, escalations, store, fix: () => (refundsWork = true), outcome: () => outcome };
-  }
+/** A saga whose hotel is full and whose flight refund fails: it parks. */
+async function parkedSaga() {
+  const clock = createManualClock();
+  const w = world();
+  let refundsWork = false;
+  const store = memorySagaStore({ clock });
+  const runtime = createRuntime({ clock, store, random: () => 0 }).host(
+    w.make('flights', {
+      compensate: () => {
+        if (!refundsWork) throw new Error('refund API down');
+      },
+    }),
+    w.make('hotels', {
+      do: () => {
+        throw new TerminalError('full');
+      },
+    }),
+    w.make('cars'),
+  );
+  const escalations: EscalationEvent[] = [];
+  runtime.on('escalation', (e) => escalations.push(e));
+  let outcome: SagaOutcome | undefined;
+  void runtime.run(tripOf(), { to: 'OSL' }, { sagaId: 'p1' }).then((o) => (outcome = o));
+  return { clock, w, runtime, escalations, store, fix: () => (refundsWork = true), outcome: () => outcome };
+}
 
+describe('runtime: failing compensations and operators', () => {
   it('retries with exponential backoff and jitter, then parks with a dead letter and an escalation', async () => {
     const p = await parkedSaga();
     await p.clock.advance(0);
@@ -356,6 +357,157 @@ describe('runtime: write-ahead for later stages', () => {
     expect(await outcome).toMatchObject({ status: 'committed' });
     expect(w.calls.filter((c) => c === 'payments.do')).toHaveLength(1);
     await b.close();
+  });
+});
+
+describe('runtime: the journal and recovery', () => {
+  it('recover() re-establishes the dead letter and the escalation of a saga parked before a crash', async () => {
+    const p = await parkedSaga();
+    await p.clock.advance(1_000);
+    expect(p.escalations).toHaveLength(1);
+    await p.runtime.close();
+    const next = createRuntime({ clock: p.clock, store: p.store, sagas: [tripOf()] }).host(world().make('flights'), world().make('hotels'), world().make('cars'));
+    const escalations: EscalationEvent[] = [];
+    next.on('escalation', (e) => escalations.push(e));
+    expect(await next.recover()).toEqual(['p1']);
+    await p.clock.advance(0);
+    // Its undo failed cleanly and nothing was in flight when it parked: the effect is certainly there.
+    expect(escalations).toEqual([expect.objectContaining({ sagaId: 'p1', remaining: [expect.objectContaining({ stepId: 'flight', inDoubt: false })] })]);
+    expect((await next.deadLetters()).map((d) => d.sagaId)).toEqual(['p1']);
+    // run() with the saga's id attaches to it: here, its parked outcome.
+    expect(await next.run(tripOf(), { to: 'OSL' }, { sagaId: 'p1' })).toMatchObject({ status: 'compensation-failed', sagaId: 'p1' });
+    await next.close();
+  });
+
+  it('a step whose do may have been sent before a crash is in doubt after recover(): "no responders" then proves nothing, and it is undone', async () => {
+    const clock = createManualClock();
+    const store = memorySagaStore({ clock });
+    const transport = memoryTransport();
+    const w = world();
+    const saga = defineSaga({ name: 'one', version: 1, steps: { a: { worker: 'stock', timeoutMs: 1_000 } }, compensation: { retries: 1, backoff: { initialMs: 10, maxMs: 10, jitter: false } } });
+    const stock = w.make('stock', { do: () => new Promise<void>(() => {}) }); // applies, then its host dies before answering
+    await createWorkerHost([stock], { clock }).serve(transport);
+    const a = createRuntime({ clock, store, transport });
+    void a.run(saga, {}, { sagaId: 'nr' }).catch(() => undefined);
+    await clock.advance(1);
+    expect(w.calls).toEqual(['stock.do']);
+    await a.close({ drainMs: 0 });
+    // The new coordinator finds no host of the worker at all: its requests get no responders.
+    const empty = memoryTransport();
+    const b = createRuntime({ clock, store, transport: empty, sagas: [saga] });
+    const outcome = new Promise<SagaOutcome>((resolve) => b.on('outcome', resolve));
+    let parked: EscalationEvent | undefined;
+    b.on('escalation', (e) => (parked = e));
+    await b.recover();
+    await clock.advance(100);
+    // Not a clean failure: the step is undone, and with nobody to undo it the saga parks listing it.
+    expect(parked?.remaining).toEqual([expect.objectContaining({ stepId: 'a', inDoubt: true })]);
+    expect(parked?.failures).toEqual([expect.objectContaining({ stepId: 'a', inDoubt: true, error: expect.objectContaining({ code: 'NO_RESPONDERS' }) })]);
+    await createWorkerHost([w.make('stock')], { clock }).serve(empty);
+    void b.retry('nr');
+    await clock.advance(100);
+    expect(await outcome).toMatchObject({ status: 'compensated', compensated: ['a'] });
+    expect(w.calls).toContain('stock.compensate');
+    await b.close();
+  });
+
+  it('run() with a saga id is idempotent: it attaches to the running saga, returns a finished one, and refuses another input', async () => {
+    const clock = createManualClock();
+    const w = world();
+    const gate = deferred<void>();
+    const runtime = createRuntime({ clock }).host(w.make('flights', { do: () => gate.promise }), w.make('hotels'), w.make('cars'));
+    const first = runtime.run(tripOf(), { to: 'OSL' }, { sagaId: 'order-1' });
+    await clock.advance(1);
+    const again = runtime.run(tripOf(), { to: 'OSL' }, { sagaId: 'order-1' });
+    await expect(runtime.run(tripOf(), { to: 'BER' }, { sagaId: 'order-1' })).rejects.toMatchObject({ code: 'SAGA_ID_CONFLICT' });
+    gate.resolve();
+    await clock.advance(1);
+    const [o1, o2] = await Promise.all([first, again]);
+    expect(o1).toMatchObject({ status: 'committed' });
+    expect(o2).toEqual(o1);
+    expect(await runtime.run(tripOf(), { to: 'OSL' }, { sagaId: 'order-1' })).toEqual(o1);
+    expect(w.calls.filter((c) => c === 'flights.do')).toHaveLength(1);
+    await runtime.close();
+  });
+
+  it('run() resumes a saga its journal holds and no runtime drives, and fences off the coordinator that wrote it before', async () => {
+    const clock = createManualClock();
+    const store = memorySagaStore({ clock });
+    const transport = memoryTransport();
+    const w = world();
+    const gate = deferred<void>();
+    const saga = tripOf(60_000);
+    await createWorkerHost([w.make('flights'), w.make('hotels', { do: () => gate.promise }), w.make('cars')], { clock }).serve(transport);
+    const a = createRuntime({ clock, store, transport });
+    const first = a.run(saga, { to: 'OSL' }, { sagaId: 'r1' });
+    const firstFailed = first.catch((e: unknown) => e);
+    await clock.advance(1);
+    const b = createRuntime({ clock, store, transport });
+    const resumed = b.run(saga, { to: 'OSL' }, { sagaId: 'r1' });
+    await clock.advance(1);
+    gate.resolve();
+    await clock.advance(1);
+    expect(await resumed).toMatchObject({ status: 'committed' });
+    // The first coordinator wrote nothing once b had taken the saga over.
+    expect(await firstFailed).toMatchObject({ code: 'SAGA_FENCED' });
+    expect((await store.get('r1'))?.outcome).toMatchObject({ status: 'committed' });
+    await a.close();
+    await b.close();
+  });
+
+  it('rejects run() with JOURNAL_UNAVAILABLE, nothing dispatched, when the intent cannot be written', async () => {
+    const w = world();
+    const inner = memorySagaStore();
+    const store = { ...inner, begin: async () => Promise.reject(new Error('KV unavailable')) };
+    const runtime = createRuntime({ store }).host(w.make('flights'), w.make('hotels'), w.make('cars'));
+    const err = await runtime.run(tripOf(), { to: 'X' }, { sagaId: 'j0' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'JOURNAL_UNAVAILABLE', dispatched: false, sagaId: 'j0', cause: expect.objectContaining({ message: 'KV unavailable' }) });
+    expect(w.calls).toEqual([]);
+    await runtime.close();
+  });
+
+  it('journals the decision before any compensation goes out, and reports an outcome only once it is journaled', async () => {
+    const clock = createManualClock();
+    const w = world();
+    const inner = memorySagaStore({ clock });
+    let hold: Promise<void> | undefined;
+    const store = { ...inner, write: async (rec: Parameters<typeof inner.write>[0], rev: number) => (await hold, inner.write(rec, rev)) };
+    const runtime = createRuntime({ clock, store }).host(w.make('flights'), w.make('hotels', { do: () => Promise.reject(new TerminalError('full')) }), w.make('cars'));
+    let gate!: () => void;
+    hold = new Promise<void>((r) => (gate = r));
+    let outcome: SagaOutcome | undefined;
+    void runtime.run(tripOf(), { to: 'X' }, { sagaId: 'wa' }).then((o) => (outcome = o));
+    await clock.advance(10);
+    expect(w.calls.filter((c) => c.endsWith('.compensate'))).toEqual([]); // the abort decision is not journaled yet
+    gate();
+    hold = undefined;
+    await clock.advance(10);
+    expect(w.calls.filter((c) => c.endsWith('.compensate')).sort()).toEqual(['cars.compensate', 'flights.compensate']);
+    expect(outcome).toMatchObject({ status: 'compensated' });
+    expect((await inner.get('wa'))?.outcome).toMatchObject({ status: 'compensated' });
+    await runtime.close();
+  });
+
+  it('stops a saga whose journal stays unavailable and leaves it to recover(), with a typed error', async () => {
+    const clock = createManualClock();
+    const w = world();
+    const inner = memorySagaStore({ clock });
+    let down = false;
+    const store = { ...inner, write: async (rec: Parameters<typeof inner.write>[0], rev: number) => (down ? Promise.reject(new Error('KV unavailable')) : inner.write(rec, rev)) };
+    const runtime = createRuntime({ clock, store, journalRetryMs: 1_000 }).host(w.make('flights'), w.make('hotels'), w.make('cars'));
+    down = true;
+    const running = runtime.run(tripOf(), { to: 'X' }, { sagaId: 'down' });
+    running.catch(() => undefined);
+    await clock.advance(5_000);
+    await expect(running).rejects.toMatchObject({ code: 'JOURNAL_UNAVAILABLE', dispatched: true, message: expect.stringContaining('recover()') });
+    expect(runtime.inFlight).toBe(0);
+    down = false;
+    const outcome = new Promise<SagaOutcome>((resolve) => runtime.on('outcome', resolve));
+    expect(await runtime.recover()).toEqual(['down']);
+    await clock.advance(10);
+    expect(await outcome).toMatchObject({ status: 'committed' });
+    expect(w.calls.filter((c) => c.endsWith('.do'))).toHaveLength(3);
+    await runtime.close();
   });
 });
 

@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { createWorkerHost, defineWorker, memoryDedupStore, TerminalError } from '../../src/index.ts';
-import type { WorkerRequest } from '../../src/index.ts';
+import type { DedupStore, KeyRecord, WorkerRequest } from '../../src/index.ts';
 import { newKeyRecord, stepKey } from '../../src/machines/key-machine.ts';
 import type { KeyEvent } from '../../src/machines/key-machine.ts';
+import { startRequest, stepRequest } from '../../src/machines/host-protocol.ts';
+import type { RequestSetup } from '../../src/machines/host-protocol.ts';
 import { createManualClock } from '../../src/testing/clock.ts';
 
 describe('key machine (pure)', () => {
@@ -17,10 +19,11 @@ describe('key machine (pure)', () => {
     return { rec, actions };
   };
   const ok: KeyEvent = { type: 'DO.OK', result: { ref: 1 } };
+  const err = (retryable: boolean) => ({ code: 'X', message: 'no', retryable });
 
   it('runs do once and answers repeats from the record', () => {
     const { rec, actions } = run([{ type: 'DO', attempt: 1 }, { type: 'DO', attempt: 1 }, ok, { type: 'DO', attempt: 1 }]);
-    expect(actions).toEqual([['runDo'], ['awaitDo'], [], ['replyStored']]);
+    expect(actions).toEqual([['runDo'], ['awaitClaim'], [], ['replyStored']]);
     expect(rec).toMatchObject({ state: 'done', result: { ref: 1 } });
   });
 
@@ -30,41 +33,120 @@ describe('key machine (pure)', () => {
     expect(rec.state).toBe('compensated');
   });
 
-  it('makes a compensate that overtakes a running do wait, then undo it', () => {
-    const { rec, actions } = run([{ type: 'DO', attempt: 1 }, { type: 'COMPENSATE' }, ok, { type: 'COMPENSATION.OK' }, { type: 'DO', attempt: 1 }]);
-    expect(actions).toEqual([['runDo'], ['awaitDo'], ['runCompensate'], [], ['refuse']]);
+  it('makes a compensate that meets a running do wait for its claim; afterwards it undoes', () => {
+    const { rec, actions } = run([{ type: 'DO', attempt: 1 }, { type: 'COMPENSATE' }, ok, { type: 'COMPENSATE' }, { type: 'COMPENSATION.OK' }, { type: 'DO', attempt: 1 }]);
+    expect(actions).toEqual([['runDo'], ['awaitClaim'], [], ['runCompensate'], [], ['refuse']]);
     expect(rec.state).toBe('compensated');
   });
 
   it('needs no undo for a failed do', () => {
-    const failed = run([{ type: 'DO', attempt: 1 }, { type: 'DO.FAILED', error: { code: 'X', message: 'no', retryable: false } }, { type: 'COMPENSATE' }]);
+    const failed = run([{ type: 'DO', attempt: 1 }, { type: 'DO.FAILED', error: err(false) }, { type: 'COMPENSATE' }]);
     expect(failed.actions.at(-1)).toEqual(['ackCompensated']);
     expect(failed.rec.state).toBe('compensated');
   });
 
   it('after a retryable failure runs do again only for a newer attempt, never for a duplicate', () => {
-    const retry = run([
-      { type: 'DO', attempt: 1 },
-      { type: 'DO.FAILED', error: { code: 'X', message: 'no', retryable: true } },
-      { type: 'DO', attempt: 1 },
-      { type: 'DO', attempt: 2 },
-    ]);
+    const retry = run([{ type: 'DO', attempt: 1 }, { type: 'DO.FAILED', error: err(true) }, { type: 'DO', attempt: 1 }, { type: 'DO', attempt: 2 }]);
     expect(retry.actions.slice(2)).toEqual([['replyStored'], ['runDo']]);
     expect(retry.rec).toMatchObject({ state: 'doing', attempt: 2 });
-    const undone = run([{ type: 'DO', attempt: 1 }, { type: 'DO.FAILED', error: { code: 'X', message: 'no', retryable: true } }, { type: 'COMPENSATE' }, { type: 'DO', attempt: 2 }]);
+    const undone = run([{ type: 'DO', attempt: 1 }, { type: 'DO.FAILED', error: err(true) }, { type: 'COMPENSATE' }, { type: 'DO', attempt: 2 }]);
     expect(undone.actions.slice(2)).toEqual([['ackCompensated'], ['refuse']]);
   });
 
-  it('refuses a late do while an undo of a never-seen key waits to be retried', () => {
-    const { rec, actions } = run([{ type: 'COMPENSATE' }, { type: 'COMPENSATION.FAILED', error: { code: 'X', message: 'down', retryable: true } }, { type: 'DO', attempt: 1 }, { type: 'COMPENSATE' }]);
-    expect(actions).toEqual([['runCompensate'], [], ['refuse'], ['runCompensate']]);
-    expect(rec.state).toBe('compensating');
+  it('keeps refusing do after any undo failed, and runs the undo again when asked', () => {
+    const blind = run([{ type: 'COMPENSATE' }, { type: 'COMPENSATION.FAILED', error: err(true) }, { type: 'DO', attempt: 1 }, { type: 'COMPENSATE' }]);
+    expect(blind.actions).toEqual([['runCompensate'], [], ['refuse'], ['runCompensate']]);
+    const seen = run([{ type: 'DO', attempt: 1 }, ok, { type: 'COMPENSATE' }, { type: 'COMPENSATION.FAILED', error: err(true) }, { type: 'DO', attempt: 1 }, { type: 'COMPENSATE' }]);
+    expect(seen.actions.slice(2)).toEqual([['runCompensate'], [], ['refuse'], ['runCompensate']]);
+    expect(seen.rec).toMatchObject({ state: 'compensating', result: { ref: 1 } });
   });
 
-  it('lets a failed compensation be tried again', () => {
-    const { rec, actions } = run([{ type: 'DO', attempt: 1 }, ok, { type: 'COMPENSATE' }, { type: 'COMPENSATION.FAILED', error: { code: 'X', message: 'no', retryable: true } }, { type: 'COMPENSATE' }]);
-    expect(actions.slice(2)).toEqual([['runCompensate'], [], ['runCompensate']]);
-    expect(rec).toMatchObject({ state: 'compensating', result: { ref: 1 } });
+  it('a claim that expired mid-do leaves the key interrupted: a failure then proves nothing, even for newer attempts', () => {
+    const r = run([
+      { type: 'DO', attempt: 1 },
+      { type: 'CLAIM.EXPIRED' },
+      { type: 'DO', attempt: 1 },
+      { type: 'DO.FAILED', error: err(true) },
+      { type: 'DO', attempt: 2 },
+      { type: 'DO.FAILED', error: err(false) },
+      { type: 'DO', attempt: 2 },
+      { type: 'COMPENSATE' },
+    ]);
+    expect(r.actions).toEqual([['runDo'], [], ['runDo'], [], ['runDo'], [], ['replyStored'], ['runCompensate']]);
+    expect(r.rec).toMatchObject({ state: 'compensating' });
+    const mid = run([{ type: 'DO', attempt: 1 }, ok, { type: 'COMPENSATE' }, { type: 'CLAIM.EXPIRED' }, { type: 'DO', attempt: 1 }]);
+    expect(mid.actions.slice(3)).toEqual([[], ['refuse']]);
+    expect(mid.rec.state).toBe('undoPending');
+  });
+});
+
+describe('host protocol (pure): claim before effect', () => {
+  const req: WorkerRequest = { v: 1, op: 'do', worker: 'pay', sagaId: 's', stepId: 'a', key: 'k', attempt: 1, deadline: 10_000, input: 1 };
+  const setup: RequestSetup = { req, inputHash: '1', owner: 'h/1', leaseMs: 1_000 };
+
+  it('writes the claim before it runs user code, and runs it only once the claim holds', () => {
+    const t0 = startRequest();
+    expect(t0.commands).toEqual([{ type: 'read' }]);
+    const t1 = stepRequest(setup, t0.state, { type: 'READ', record: undefined, revision: 0, live: false, now: 5 });
+    expect(t1.commands.map((c) => c.type)).toEqual(['write']);
+    expect(t1.commands[0]).toMatchObject({ record: { state: 'doing', owner: 'h/1', leaseUntil: 1_005 }, revision: 0 });
+    const lost = stepRequest(setup, t1.state, { type: 'CONFLICT', now: 6 });
+    expect(lost.commands).toEqual([{ type: 'read' }]);
+    const won = stepRequest(setup, t1.state, { type: 'WRITTEN', revision: 7, now: 6 });
+    expect(won.commands).toMatchObject([{ type: 'run', op: 'do', claim: { revision: 7, owner: 'h/1' } }]);
+  });
+
+  it('waits for a live claim of another host; takes the key over once that claim is dead', () => {
+    const busy = { state: 'doing' as const, inputHash: '1', attempt: 1, owner: 'x/1', leaseUntil: 900, updatedAt: 0 };
+    const waiting = stepRequest(setup, startRequest().state, { type: 'READ', record: busy, revision: 3, live: true, now: 100 });
+    expect(waiting.commands).toEqual([{ type: 'wait', until: 900, owner: 'x/1' }]);
+    const comp: RequestSetup = { ...setup, req: { ...req, op: 'compensate' } };
+    const dead = stepRequest(comp, startRequest().state, { type: 'READ', record: busy, revision: 3, live: false, now: 950 });
+    expect(dead.commands).toMatchObject([{ type: 'write', record: { state: 'compensating', owner: 'h/1' }, revision: 3 }]);
+    const late = stepRequest(setup, startRequest().state, { type: 'READ', record: busy, revision: 3, live: true, now: 10_000 });
+    expect(late.commands).toMatchObject([{ type: 'reply', reply: { ok: false, error: { code: 'IN_PROGRESS', retryable: true } } }]);
+  });
+
+  it('answers "nothing to undo" for a failed key only after the tombstone write wins', () => {
+    const comp: RequestSetup = { ...setup, req: { ...req, op: 'compensate' } };
+    const failed = { state: 'retryable' as const, inputHash: '1', attempt: 1, error: { code: 'WORKER_ERROR', message: 'x', retryable: true }, updatedAt: 0 };
+    const t = stepRequest(comp, startRequest().state, { type: 'READ', record: failed, revision: 4, live: false, now: 1 });
+    expect(t.commands).toMatchObject([{ type: 'write', record: { state: 'compensated' }, revision: 4 }]);
+    // A newer attempt claimed the key in between: decide again, never acknowledge.
+    expect(stepRequest(comp, t.state, { type: 'CONFLICT', now: 2 }).commands).toEqual([{ type: 'read' }]);
+    expect(stepRequest(comp, t.state, { type: 'WRITTEN', revision: 5, now: 2 }).commands).toEqual([{ type: 'reply', reply: { ok: true } }]);
+  });
+
+  it('a holder whose claim was taken over answers OUTCOME_UNKNOWN for a failure, and undoes a do that applied after an undo', () => {
+    const t1 = stepRequest(setup, startRequest().state, { type: 'READ', record: undefined, revision: 0, live: false, now: 0 });
+    const running = stepRequest(setup, t1.state, { type: 'WRITTEN', revision: 1, now: 0 });
+    const ran = stepRequest(setup, running.state, { type: 'RAN', outcome: { event: { type: 'DO.OK', result: 'r' } }, now: 5_000 });
+    expect(ran.commands).toMatchObject([{ type: 'write', revision: 1, record: { state: 'done' } }]);
+    const conflict = stepRequest(setup, ran.state, { type: 'CONFLICT', now: 5_000 });
+    expect(conflict.commands).toEqual([{ type: 'read' }]);
+    const tomb = { state: 'compensated' as const, inputHash: '1', updatedAt: 4_000 };
+    const undo = stepRequest(setup, conflict.state, { type: 'READ', record: tomb, revision: 3, live: false, now: 5_001 });
+    expect(undo.commands).toMatchObject([
+      { type: 'release', owner: 'h/1' },
+      { type: 'reply', reply: { ok: false, error: { code: 'OUTCOME_UNKNOWN' } } },
+      { type: 'write', revision: 3, record: { state: 'compensating', result: 'r', owner: 'h/1+undo' } },
+    ]);
+    // Its undo runs once that claim holds, and is tried again until it succeeds.
+    const undoing = stepRequest(setup, undo.state, { type: 'WRITTEN', revision: 4, now: 5_002 });
+    expect(undoing.commands).toMatchObject([{ type: 'run', op: 'compensate', result: 'r' }]);
+    const failedUndo = stepRequest(setup, undoing.state, { type: 'RAN', outcome: { event: { type: 'COMPENSATION.FAILED', error: { code: 'COMPENSATION_FAILED', message: 'x', retryable: true } } }, now: 5_003 });
+    const again = stepRequest(setup, failedUndo.state, { type: 'WRITTEN', revision: 5, now: 5_004 });
+    expect(again.state.phase).toBe('undoing');
+    expect(again.commands).toMatchObject([{ type: 'release' }, { type: 'wait', until: 5_204 }]);
+    const failed = stepRequest(setup, running.state, { type: 'RAN', outcome: { event: { type: 'DO.FAILED', error: { code: 'WORKER_ERROR', message: 'x', retryable: false } } }, now: 5_000 });
+    const rechecking = stepRequest(setup, stepRequest(setup, failed.state, { type: 'CONFLICT', now: 5_000 }).state, {
+      type: 'READ',
+      record: { state: 'doing', inputHash: '1', owner: 'y/2', leaseUntil: 9_000, interrupted: true, updatedAt: 4_500 },
+      revision: 3,
+      live: true,
+      now: 5_001,
+    });
+    expect(rechecking.commands).toMatchObject([{ type: 'release' }, { type: 'reply', reply: { ok: false, error: { code: 'OUTCOME_UNKNOWN' } } }]);
   });
 });
 
@@ -213,18 +295,7 @@ describe('worker host', () => {
   });
 
   it('serializes each key on an asynchronous dedup store (a remote KV)', async () => {
-    const inner = memoryDedupStore();
-    const tick = () => new Promise((r) => setImmediate(r));
-    const slow = {
-      async get(w: string, k: string) {
-        await tick();
-        return inner.get(w, k);
-      },
-      async set(w: string, k: string, rec: Parameters<typeof inner.set>[2]) {
-        await tick();
-        inner.set(w, k, rec);
-      },
-    };
+    const slow = latent(memoryDedupStore(), seeded(7));
     const h = harness();
     const host = createWorkerHost([h.worker], { dedup: slow });
     const replies = await Promise.all([
@@ -233,15 +304,80 @@ describe('worker host', () => {
       host.handle(h.req('compensate')),
       host.handle(h.req('do', { attempt: 3 })),
     ]);
-    expect(h.calls).toEqual({ do: 1, compensate: 1 });
-    expect(h.effects.get('k1')).toBe(0);
+    expect(h.calls.do).toBeLessThanOrEqual(1);
+    expect(h.calls.compensate).toBe(1);
+    expect(h.effects.get('k1') ?? 0).toBe(0);
     expect(replies[2]).toEqual({ ok: true });
-    // Every do arrived while the first ran: they share its answer, and its effect was undone.
-    expect(replies[3]).toEqual(replies[0]);
     expect(await host.handle(h.req('do', { attempt: 4 }))).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
   });
 
-  it('does not run a key twice across hosts sharing a store: IN_PROGRESS until the lease ends', async () => {
+  it('a do and a compensate of one key on two hosts at once: once the compensate is acknowledged no effect remains (300 keys)', async () => {
+    const random = seeded(42);
+    const h = harness({ doImpl: async () => (await pause(random() * 4), { charged: 5 }) });
+    const dedup = latent(memoryDedupStore(), random);
+    const a = createWorkerHost([h.worker], { dedup });
+    const b = createWorkerHost([h.worker], { dedup });
+    const doReplies: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      const key = `a-${i}`;
+      const [done, undone] = await Promise.all([a.handle(h.req('do', { key })), b.handle(h.req('compensate', { key }))]);
+      expect(undone, key).toEqual({ ok: true });
+      doReplies.push(done.ok ? 'ok' : done.error.code);
+      expect(h.effects.get(key) ?? 0, key).toBe(0);
+    }
+    // Both orders happened: some do ran and was undone, some was refused by the tombstone.
+    expect(doReplies).toContain('ok');
+    expect(doReplies).toContain('COMPENSATED');
+  });
+
+  it('a failed attempt on one host says nothing about a newer attempt on another (300 keys)', async () => {
+    const random = seeded(43);
+    const h = harness({
+      doImpl: async () => {
+        await pause(random() * 4);
+        return { charged: 5 };
+      },
+    });
+    const failing = defineWorker<unknown, unknown>({ name: 'pay', do: async () => Promise.reject(new Error('flaky')), compensate: async () => undefined });
+    const dedup = latent(memoryDedupStore(), random);
+    const first = createWorkerHost([failing], { dedup });
+    const a = createWorkerHost([h.worker], { dedup });
+    const b = createWorkerHost([h.worker], { dedup });
+    const outcomes = new Set<string>();
+    for (let i = 0; i < 300; i++) {
+      const key = `b-${i}`;
+      expect(await first.handle(h.req('do', { key }))).toMatchObject({ ok: false, error: { retryable: true } });
+      const [retried, undone] = await Promise.all([b.handle(h.req('do', { key, attempt: 2 })), a.handle(h.req('compensate', { key }))]);
+      expect(undone, key).toEqual({ ok: true });
+      outcomes.add(retried.ok ? 'ok' : retried.error.code);
+      expect(h.effects.get(key) ?? 0, key).toBe(0);
+    }
+    expect(outcomes).toContain('ok');
+    expect(outcomes).toContain('COMPENSATED');
+  });
+
+  it('renews its claim while a slow do runs past the lease: another host waits, then undoes it', async () => {
+    const clock = createManualClock(1_000);
+    const gate = deferred<unknown>();
+    const h = harness({ doImpl: () => gate.promise });
+    const dedup = memoryDedupStore({ clock });
+    const a = createWorkerHost([h.worker], { dedup, clock, leaseMs: 100 });
+    const b = createWorkerHost([h.worker], { dedup, clock, leaseMs: 100 });
+    const doing = a.handle(h.req('do', { deadline: 1_050 }));
+    await clock.settle();
+    let answered = false;
+    const undoing = b.handle(h.req('compensate', { deadline: 60_000 })).then((r) => ((answered = true), r));
+    await clock.advance(1_000); // ten leases long: a renews, b keeps waiting
+    expect(answered).toBe(false);
+    expect(h.calls.compensate).toBe(0);
+    gate.resolve({ charged: 5 });
+    await clock.advance(300);
+    expect(await doing).toEqual({ ok: true, result: { charged: 5 } });
+    expect(await undoing).toEqual({ ok: true });
+    expect(h.effects.get('k1')).toBe(0);
+  });
+
+  it('answers IN_PROGRESS when another host still holds the key at the request deadline', async () => {
     const clock = createManualClock(1_000);
     const gate = deferred<unknown>();
     const h = harness({ doImpl: () => gate.promise });
@@ -250,34 +386,60 @@ describe('worker host', () => {
     const b = createWorkerHost([h.worker], { dedup, clock });
     const first = a.handle(h.req('do', { deadline: 5_000 }));
     await clock.settle();
-    expect(await b.handle(h.req('do', { attempt: 2 }))).toMatchObject({ ok: false, error: { code: 'IN_PROGRESS', retryable: true } });
-    expect(await b.handle(h.req('compensate'))).toMatchObject({ ok: false, error: { code: 'IN_PROGRESS' } });
+    const second = b.handle(h.req('do', { attempt: 2, deadline: 1_500 }));
+    await clock.advance(600);
+    expect(await second).toMatchObject({ ok: false, error: { code: 'IN_PROGRESS', retryable: true } });
     gate.resolve({ charged: 5 });
     expect(await first).toEqual({ ok: true, result: { charged: 5 } });
     expect(await b.handle(h.req('do', { attempt: 3 }))).toEqual({ ok: true, result: { charged: 5 } });
     expect(h.calls.do).toBe(1);
   });
 
-  it('takes over a key orphaned by a host that died, once its lease has ended', async () => {
+  it('takes over a key orphaned by a host that died, once its lease has passed', async () => {
     const clock = createManualClock(1_000);
     const h = harness({ doImpl: () => new Promise(() => {}) });
     const dedup = memoryDedupStore({ clock });
-    void createWorkerHost([h.worker], { dedup, clock }).handle(h.req('do', { deadline: 2_000 }));
+    const dying = cuttable(dedup);
+    void createWorkerHost([h.worker], { dedup: dying, clock, leaseMs: 1_000 }).handle(h.req('do', { deadline: 2_000 }));
     await clock.settle();
+    dying.cut('hang'); // the host is gone: it neither renews nor writes again
     const survivor = createWorkerHost([defineWorker({ name: 'pay', do: async () => ({ charged: 5 }), compensate: async () => {} })], { dedup, clock });
-    expect(await survivor.handle(h.req('do', { attempt: 2, deadline: 9_000 }))).toMatchObject({ error: { code: 'IN_PROGRESS' } });
-    await clock.advance(1_001);
-    expect(await survivor.handle(h.req('do', { attempt: 3, deadline: 9_000 }))).toEqual({ ok: true, result: { charged: 5 } });
+    const asked = survivor.handle(h.req('do', { attempt: 2, deadline: 9_000 }));
+    await clock.advance(1_100);
+    expect(await asked).toEqual({ ok: true, result: { charged: 5 } });
+  });
+
+  it('a host that lost its claim while its do ran undoes the effect itself when the key was undone meanwhile', async () => {
+    const clock = createManualClock(1_000);
+    const gate = deferred<unknown>();
+    const h = harness({ doImpl: () => gate.promise });
+    const dedup = memoryDedupStore({ clock });
+    const cut = cuttable(dedup);
+    const a = createWorkerHost([h.worker], { dedup: cut, clock, leaseMs: 100 });
+    const b = createWorkerHost([h.worker], { dedup, clock, leaseMs: 100 });
+    const slowDo = a.handle(h.req('do', { deadline: 60_000 }));
+    await clock.settle();
+    cut.cut('fail'); // a cannot renew (its store is unreachable)
+    await clock.advance(200);
+    // b takes the key over: the do may have applied, so it undoes blindly and leaves a tombstone.
+    expect(await b.handle(h.req('compensate', { deadline: 60_000 }))).toEqual({ ok: true });
+    cut.heal();
+    gate.resolve({ charged: 5 }); // the effect lands after the undo
+    await clock.advance(50);
+    expect(await slowDo).toMatchObject({ ok: false, error: { code: 'OUTCOME_UNKNOWN' } });
+    expect(h.calls.compensate).toBe(2);
+    expect(h.effects.get('k1')).toBe(0);
+    expect(await b.handle(h.req('do'))).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
   });
 
   it('answers OUTCOME_UNKNOWN (in doubt), never a failure, when it cannot record what do did', async () => {
     const inner = memoryDedupStore();
     let writes = 0;
-    const flaky = {
-      get: (w: string, k: string) => inner.get(w, k),
-      set: (w: string, k: string, rec: Parameters<typeof inner.set>[2]) => {
+    const flaky: DedupStore = {
+      read: (w, k) => inner.read(w, k),
+      write: (w, k, rec, rev) => {
         if (++writes === 2) throw new Error('KV unavailable');
-        inner.set(w, k, rec);
+        return inner.write(w, k, rec, rev);
       },
     };
     const h = harness();
@@ -286,7 +448,18 @@ describe('worker host', () => {
     expect(h.effects.get('k1')).toBe(1);
   });
 
-  it('does not trust the failure of a do re-run after a crash: the first run may have applied', async () => {
+  it('runs nothing and says so when the dedup store cannot be read', async () => {
+    const h = harness();
+    const down: DedupStore = {
+      read: () => Promise.reject(new Error('KV unavailable')),
+      write: () => Promise.reject(new Error('KV unavailable')),
+    };
+    const host = createWorkerHost([h.worker], { dedup: down });
+    expect(await host.handle(h.req('do'))).toMatchObject({ ok: false, error: { code: 'TRANSPORT_ERROR', retryable: true, message: expect.stringContaining('nothing ran') } });
+    expect(h.calls.do).toBe(0);
+  });
+
+  it('does not trust the failure of a do re-run after its host died: the first run may have applied', async () => {
     const clock = createManualClock(1_000);
     const dedup = memoryDedupStore({ clock });
     const effects: string[] = [];
@@ -299,7 +472,10 @@ describe('worker host', () => {
       compensate: async () => void effects.push('refunded'),
     });
     const h = harness();
-    void createWorkerHost([crashed], { dedup, clock }).handle(h.req('do', { deadline: 1_500 }));
+    const dying = cuttable(dedup);
+    void createWorkerHost([crashed], { dedup: dying, clock, leaseMs: 500 }).handle(h.req('do', { deadline: 1_500 }));
+    await clock.settle();
+    dying.cut('hang');
     await clock.advance(600); // its lease is over
     let fail = true;
     const next = defineWorker({
@@ -326,4 +502,77 @@ describe('worker host', () => {
     expect(await h.host.handle(h.req('compensate'))).toEqual({ ok: true });
     expect(h.effects.get('k1')).toBe(0);
   });
+
+  it('passes user code a fencing token that grows with every claim on the key, and validates leaseMs', async () => {
+    const tokens: number[] = [];
+    const w = defineWorker<unknown, unknown>({
+      name: 'pay',
+      do: async (_i: unknown, ctx) => {
+        tokens.push(ctx.fencingToken);
+        expect(ctx.signal.aborted).toBe(false);
+        throw new Error('again');
+      },
+      compensate: async (_i, _r, ctx) => void tokens.push(ctx.fencingToken),
+    });
+    const h = harness();
+    const host = createWorkerHost([w], { dedup: memoryDedupStore() });
+    await host.handle(h.req('do'));
+    await host.handle(h.req('do', { attempt: 2 }));
+    await host.handle(h.req('compensate', { key: 'other' }));
+    expect(tokens).toHaveLength(3);
+    expect(tokens[1]).toBeGreaterThan(tokens[0] as number);
+    expect(() => createWorkerHost([w], { leaseMs: 5 })).toThrow(/leaseMs/);
+  });
 });
+
+/** A small seeded PRNG, so the interleavings of a race test replay. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Yields to the event loop `n` times (rounded down): other requests run in between. */
+const pause = async (n: number) => {
+  for (let i = 0; i < Math.floor(n); i++) await new Promise<void>((r) => setImmediate(r));
+};
+
+/** A store reached over a network: every read and write waits a random few turns of the event loop each way. */
+function latent(inner: DedupStore, random: () => number): DedupStore {
+  const hop = () => pause(random() * 4);
+  return {
+    async read(w, k) {
+      await hop();
+      const v = await inner.read(w, k);
+      await hop();
+      return v;
+    },
+    async write(w, k, rec, rev) {
+      await hop();
+      const v = await inner.write(w, k, rec, rev);
+      await hop();
+      return v;
+    },
+  };
+}
+
+/** A host's view of a shared store that can be cut: its calls then hang (a dead host) or fail (a partition). */
+function cuttable(inner: DedupStore) {
+  let mode: 'ok' | 'hang' | 'fail' = 'ok';
+  const gate = <T>(f: () => T): T | Promise<never> => (mode === 'hang' ? new Promise<never>(() => {}) : mode === 'fail' ? Promise.reject(new Error('store unreachable')) : f());
+  return {
+    read: (w: string, k: string) => gate(() => inner.read(w, k)),
+    write: (w: string, k: string, rec: KeyRecord, rev: number) => gate(() => inner.write(w, k, rec, rev)),
+    cut(how: 'hang' | 'fail') {
+      mode = how;
+    },
+    heal() {
+      mode = 'ok';
+    },
+  };
+}

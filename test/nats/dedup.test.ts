@@ -6,9 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { defineWorker } from '../../src/index.ts';
+import { createWorkerHost, defineWorker } from '../../src/index.ts';
 import type { KeyRecord, WorkerRequest } from '../../src/index.ts';
 import { jetstreamDedupStore, kvKeyOf, natsTransport, serveWorkers } from '../../src/nats.ts';
+import { casWrite } from '../../src/store/jetstream.ts';
 import type { WorkerServer } from '../../src/nats.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import type { NatsServer } from '../helpers/nats-server.ts';
@@ -135,33 +136,102 @@ describe('jetstreamDedupStore buckets and keys', () => {
   it('stores keys that are not valid KV keys, without collisions', async () => {
     const nc = await connect({ servers: server.url });
     const store = jetstreamDedupStore(nc, { windowMs: 60_000, bucketPrefix: 'keys' });
-    const rec = (inputHash: string): KeyRecord => ({ state: 'done', compensateRequested: false, inputHash, result: { inputHash }, updatedAt: Date.now() });
+    const rec = (inputHash: string): KeyRecord => ({ state: 'done', inputHash, result: { inputHash }, updatedAt: Date.now() });
     const odd = ['a b/c.d', '.', 'ключ', '*>', 'abc'];
     const plainLookalike = kvKeyOf('a b/c.d');
     odd.push(plainLookalike.replace('.', '_'));
     for (const key of odd) {
-      expect(await store.get('w', key)).toBeUndefined();
-      await store.set('w', key, rec(key));
+      expect(await store.read('w', key)).toEqual({ record: undefined, revision: 0 });
+      expect(await store.write('w', key, rec(key), 0)).toBeGreaterThan(0);
     }
-    for (const key of odd) expect((await store.get('w', key))?.inputHash).toBe(key);
+    for (const key of odd) expect((await store.read('w', key)).record?.inputHash).toBe(key);
     expect(kvKeyOf('0123abcdef')).toBe('0123abcdef');
     await nc.close();
   });
 
-  it('never silently overwrites a record another host changed meanwhile (compare-and-set)', async () => {
+  it('writes only over the revision it names: a host that read before another wrote loses (compare-and-set)', async () => {
     const a = await connect({ servers: server.url });
     const b = await connect({ servers: server.url });
     const sa = jetstreamDedupStore(a, { windowMs: 60_000, bucketPrefix: 'cas' });
     const sb = jetstreamDedupStore(b, { windowMs: 60_000, bucketPrefix: 'cas' });
-    const base: KeyRecord = { state: 'doing', compensateRequested: false, inputHash: 'h', updatedAt: Date.now() };
-    await sa.get('w', 'k1');
-    await sa.set('w', 'k1', base);
-    await sa.get('w', 'k1');
-    await sb.get('w', 'k1');
-    await sb.set('w', 'k1', { ...base, state: 'done', result: 'from b' });
-    await expect(sa.set('w', 'k1', { ...base, state: 'done', result: 'from a' })).rejects.toMatchObject({ code: 'TRANSPORT_ERROR', retryable: true });
-    expect((await sa.get('w', 'k1'))?.result).toBe('from b');
+    const base: KeyRecord = { state: 'doing', inputHash: 'h', owner: 'a/1', leaseUntil: Date.now() + 1_000, updatedAt: Date.now() };
+    const r1 = (await sa.write('w', 'k1', base, 0)) as number;
+    expect(await sb.write('w', 'k1', { ...base, owner: 'b/1' }, 0)).toBeUndefined(); // both tried to create it: one claim wins
+    const seenByA = await sa.read('w', 'k1');
+    const seenByB = await sb.read('w', 'k1');
+    expect(seenByA).toEqual({ record: base, revision: r1 });
+    expect(await sb.write('w', 'k1', { ...base, state: 'compensating', owner: 'b/2' }, seenByB.revision)).toBeGreaterThan(r1);
+    expect(await sa.write('w', 'k1', { ...base, state: 'done', result: 'from a' }, seenByA.revision)).toBeUndefined();
+    expect((await sa.read('w', 'k1')).record).toMatchObject({ state: 'compensating', owner: 'b/2' });
     await a.close();
     await b.close();
+  });
+
+  it('two hosts on their own connections, one running do and one compensate of each key at once: no effect survives an acknowledged undo (100 keys)', async () => {
+    const a = await connect({ servers: server.url });
+    const b = await connect({ servers: server.url });
+    const effects = new Map<string, number>();
+    const pay = defineWorker({
+      name: 'pay',
+      async do(_input: unknown, ctx) {
+        await new Promise((r) => setTimeout(r, Math.random() * 3));
+        effects.set(ctx.idempotencyKey, 1);
+        return { ok: 1 };
+      },
+      async compensate(_input, _result, ctx) {
+        effects.set(ctx.idempotencyKey, 0);
+      },
+    });
+    const hostA = createWorkerHost([pay], { dedup: jetstreamDedupStore(a, { windowMs: 60_000, bucketPrefix: 'race' }) });
+    const hostB = createWorkerHost([pay], { dedup: jetstreamDedupStore(b, { windowMs: 60_000, bucketPrefix: 'race' }) });
+    const req = (op: 'do' | 'compensate', key: string) => ({ v: 1, op, worker: 'pay', sagaId: 's', stepId: 'a', key, attempt: 1, deadline: Date.now() + 10_000, input: {} });
+    const doReplies = new Set<string>();
+    await Promise.all(
+      Array.from({ length: 100 }, async (_, i) => {
+        const key = `race-${i}`;
+        const [done, undone] = await Promise.all([hostA.handle(req('do', key)), hostB.handle(req('compensate', key))]);
+        expect(undone, key).toEqual({ ok: true });
+        doReplies.add(done.ok ? 'ok' : done.error.code);
+        expect(effects.get(key) ?? 0, key).toBe(0);
+      }),
+    );
+    expect([...doReplies].every((c) => c === 'ok' || c === 'COMPENSATED')).toBe(true);
+    await a.close();
+    await b.close();
+  });
+});
+
+describe('compare-and-set writes whose outcome the server did not report', () => {
+  /** A KV that applies a write and then loses the acknowledgement (a server restart, a timeout). */
+  function lossyKv() {
+    let text: string | undefined;
+    let revision = 0;
+    let loseNext = true;
+    const entry = () => (text === undefined ? null : { operation: 'PUT', revision, string: () => text as string });
+    const apply = (value: string, expected: number) => {
+      if (expected !== revision) throw Object.assign(new Error('wrong last sequence'), { code: 10071 });
+      text = value;
+      revision++;
+      if (loseNext) {
+        loseNext = false;
+        throw new Error('TIMEOUT');
+      }
+      return revision;
+    };
+    return {
+      kv: { get: async () => entry(), create: async (_k: string, v: string) => apply(v, 0), update: async (_k: string, v: string, rev: number) => apply(v, rev) } as never,
+      other: (value: string) => {
+        text = value;
+        revision++;
+      },
+    };
+  }
+
+  it('reads the key back: its own text means the write landed, another means it lost', async () => {
+    const landed = lossyKv();
+    expect(await casWrite(landed.kv, 'k', 'mine', 0, 3, 'test')).toBe(1);
+    const lost = lossyKv();
+    lost.other('theirs');
+    expect(await casWrite(lost.kv, 'k', 'mine', 0, 3, 'test')).toBeUndefined();
   });
 });

@@ -50,10 +50,10 @@ describe('jetstreamSagaStore', () => {
     const runtime = createRuntime({ transport: natsTransport(nc), store });
     const outcome = await runtime.run(saga, { id: 'o-1' });
     expect(outcome.status).toBe('committed');
-    await sleep(50); // the outcome is journaled right after it is reported
+    await sleep(50); // the outcome is journaled before it is reported; the saga is archived right after
     const rec = (await store.get(outcome.sagaId)) as SagaRecord;
     expect(rec).toMatchObject({ sagaId: outcome.sagaId, saga: 'order', version: 1, input: { id: 'o-1' }, status: 'committed', outcome: { status: 'committed' } });
-    expect((await store.unfinished()).map((r) => r.sagaId)).not.toContain(outcome.sagaId);
+    expect((await store.unfinished()).map((r) => r.record.sagaId)).not.toContain(outcome.sagaId);
     // And from a fresh connection: it is on the server, not in this process.
     const other = await connect({ servers: server.url });
     expect(await jetstreamSagaStore(other, { bucketPrefix: 'j1' }).get(outcome.sagaId)).toMatchObject({ status: 'committed' });
@@ -62,20 +62,41 @@ describe('jetstreamSagaStore', () => {
     await nc.close();
   });
 
-  it('keeps dead letters until unparked', async () => {
+  it('begins a saga once, fences every write by revision, keeps the dead letter in the parked record, and archives finished sagas', async () => {
     const nc = await connect({ servers: server.url });
     const store = jetstreamSagaStore(nc, { bucketPrefix: 'j2' });
     const now = Date.now();
-    await store.begin({ sagaId: 'p-1', saga: 'order', version: 1, input: {}, status: 'running', startedAt: now, updatedAt: now, snapshot: undefined, outcome: undefined });
+    const base: SagaRecord = { sagaId: 'p-1', saga: 'order', version: 1, input: {}, status: 'running', startedAt: now, updatedAt: now, snapshot: undefined, outcome: undefined };
+    const rev = (await store.begin(base)) as number;
+    expect(rev).toBeGreaterThan(0);
+    expect(await store.begin(base)).toBeUndefined(); // one saga per id
     const letter: DeadLetter = { sagaId: 'p-1', saga: 'order', version: 1, remaining: [], failures: [], parkedAt: now, timesParked: 1 };
-    await store.park(letter);
+    const parked = (await store.write({ ...base, status: 'parked', deadLetter: letter }, rev)) as number;
+    expect(await store.write({ ...base, status: 'running' }, rev)).toBeUndefined(); // a coordinator that lost the saga cannot write it
     expect(await store.deadLetters()).toEqual([letter]);
-    expect(await store.get('p-1')).toMatchObject({ status: 'parked' });
-    expect((await store.unfinished()).map((r) => r.sagaId)).toEqual(['p-1']);
-    await store.unpark('p-1');
+    expect((await store.unfinished()).map((u) => u.record.sagaId)).toEqual(['p-1']);
+    // From another connection: it is on the server.
+    const other = await connect({ servers: server.url });
+    expect(await jetstreamSagaStore(other, { bucketPrefix: 'j2' }).load('p-1')).toMatchObject({ revision: parked, record: { status: 'parked' } });
+    await other.close();
+    const outcome: SagaOutcome = { sagaId: 'p-1', status: 'compensated', failures: [], compensated: [], resolvedByOperator: [] };
+    await store.write({ ...base, status: 'compensated', outcome }, parked);
+    await store.archive('p-1');
+    await store.archive('p-1'); // idempotent
+    expect(await store.unfinished()).toEqual([]);
     expect(await store.deadLetters()).toEqual([]);
-    expect(await store.get('p-1')).toMatchObject({ status: 'running' });
+    expect(await store.load('p-1')).toMatchObject({ revision: 0, record: { status: 'compensated', outcome: { status: 'compensated' } } });
     await nc.close();
+  });
+
+  it('rejects with a typed error, with the cause, when JetStream cannot be reached', async () => {
+    const nc = await connect({ servers: server.url });
+    const store = jetstreamSagaStore(nc, { bucketPrefix: 'j4', attempts: 1 });
+    await nc.close();
+    await expect(store.begin({ sagaId: 'x', saga: 'order', version: 1, input: {}, status: 'running', startedAt: 0, updatedAt: 0, snapshot: undefined, outcome: undefined })).rejects.toMatchObject({
+      code: 'TRANSPORT_ERROR',
+      message: expect.stringContaining('saga store'),
+    });
   });
 
   it('a coordinator that dies mid-saga is replaced by one that recovers the saga from the journal; effects apply once', async () => {
@@ -91,7 +112,7 @@ describe('jetstreamSagaStore', () => {
     const store = jetstreamSagaStore(b, { bucketPrefix: 'j3' });
     const unfinished = await store.unfinished();
     expect(unfinished).toHaveLength(1);
-    const sagaId = (unfinished[0] as SagaRecord).sagaId;
+    const sagaId = (unfinished[0] as { record: SagaRecord }).record.sagaId;
     const second = createRuntime({ transport: natsTransport(b), store, sagas: [saga] });
     const ended = new Promise<SagaOutcome>((resolve) => second.on('outcome', (o) => o.sagaId === sagaId && resolve(o)));
     expect(await second.recover()).toEqual([sagaId]);

@@ -14,6 +14,8 @@ export class RequestFailed extends Error {
   constructor(
     readonly reason: RequestFailure,
     message: string,
+    /** Whether the request left this process before it failed. */
+    readonly sent = true,
   ) {
     super(message);
     this.name = 'RequestFailed';
@@ -63,7 +65,7 @@ export class Requester {
   }
 
   request(subject: string, body: string | Uint8Array, headers: MsgHdrs | undefined, timeoutMs: number): Promise<Msg> {
-    if (this.nc.isClosed() || this.nc.isDraining()) return Promise.reject(new RequestFailed('closed', 'the NATS connection is closed or draining'));
+    if (this.nc.isClosed() || this.nc.isDraining()) return Promise.reject(new RequestFailed('closed', 'the NATS connection is closed or draining', false));
     if (this.sub === undefined) this.start();
     const token = (this.next++).toString(36);
     return new Promise<Msg>((resolve, reject) => {
@@ -76,7 +78,7 @@ export class Requester {
       } catch (error) {
         this.pending.delete(token);
         clearTimeout(timer);
-        reject(error);
+        reject(new RequestFailed('closed', `the request could not be published: ${(error as Error)?.message ?? String(error)}`, false));
       }
     });
   }

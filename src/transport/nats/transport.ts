@@ -110,7 +110,9 @@ function requestFailure(error: unknown, req: { worker: string; op: string }, tim
   if (reason === 'no-responders') {
     return new TransportError('NO_RESPONDERS', `no host serves worker '${req.worker}' (no responders on its ${req.op} subject)`, { cause: error });
   }
-  return new TransportError('TRANSPORT_ERROR', `NATS request to worker '${req.worker}' failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+  // Refused before it left this process, it cannot have applied; after, it is in doubt.
+  const notSent = error instanceof RequestFailed && !error.sent;
+  return new TransportError('TRANSPORT_ERROR', `NATS request to worker '${req.worker}' failed: ${(error as Error)?.message ?? String(error)}`, { cause: error, notSent });
 }
 
 /**
@@ -156,20 +158,20 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
     },
 
     async request(req: WorkerRequest, timeoutMs: number): Promise<WorkerReply> {
-      if (closed) throw new TransportError('TRANSPORT_ERROR', 'this NATS transport is closed', { retryable: false });
+      if (closed) throw new TransportError('TRANSPORT_ERROR', 'this NATS transport is closed', { retryable: false, notSent: true });
       if (typeof req?.worker !== 'string' || !WORKER_NAME.test(req.worker) || (req.op !== 'do' && req.op !== 'compensate')) {
-        throw new TransportError('PROTOCOL_ERROR', `cannot address worker ${JSON.stringify(req?.worker)} with op ${JSON.stringify(req?.op)}`, { retryable: false });
+        throw new TransportError('PROTOCOL_ERROR', `cannot address worker ${JSON.stringify(req?.worker)} with op ${JSON.stringify(req?.op)}`, { retryable: false, notSent: true });
       }
       let body: string;
       try {
         body = JSON.stringify(req);
       } catch (error) {
-        throw new TransportError('PROTOCOL_ERROR', `the request cannot be encoded as JSON: ${(error as Error).message}`, { retryable: false, cause: error });
+        throw new TransportError('PROTOCOL_ERROR', `the request cannot be encoded as JSON: ${(error as Error).message}`, { retryable: false, cause: error, notSent: true });
       }
       const limit = maxPayload();
       const size = byteLength(body, limit);
       if (size > limit) {
-        throw new TransportError('PAYLOAD_TOO_LARGE', `request to worker '${req.worker}' is ${size} bytes, over the limit of ${limit}`, { retryable: false });
+        throw new TransportError('PAYLOAD_TOO_LARGE', `request to worker '${req.worker}' is ${size} bytes, over the limit of ${limit}`, { retryable: false, notSent: true });
       }
       const timeout = Math.max(1, Math.ceil(timeoutMs));
       let msg: Msg;

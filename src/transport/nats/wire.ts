@@ -128,18 +128,29 @@ export function checkInbound(worker: string, op: 'do' | 'compensate', data: Uint
   }
 }
 
-/** Encodes a reply; one that would be over the limit becomes a PAYLOAD_TOO_LARGE error. */
+/**
+ * Encodes a reply. A reply that cannot be sent as it is never becomes a code that proves
+ * nothing ran: a result that is over the limit is answered RESULT_TOO_LARGE, one that
+ * cannot be encoded RESULT_NOT_SERIALIZABLE (both leave the step in doubt, so it is
+ * compensated); an error whose message is too long keeps its code with a shortened message.
+ */
 export function encodeReply(reply: WorkerReply, maxPayload: number): { body: string; headers: MsgHdrs | undefined } {
   let body: string;
   try {
     body = JSON.stringify(reply);
   } catch (error) {
-    reply = { ok: false, error: { code: 'PROTOCOL_ERROR', message: `the reply cannot be encoded as JSON: ${(error as Error).message}`, retryable: false } };
+    const message = `the reply cannot be encoded as JSON (${(error as Error).message}); the operation may have applied`;
+    reply = { ok: false, error: { code: reply.ok ? 'RESULT_NOT_SERIALIZABLE' : 'OUTCOME_UNKNOWN', message, retryable: !reply.ok } };
     body = JSON.stringify(reply);
   }
   const size = byteLength(body, maxPayload);
   if (size > maxPayload) {
-    reply = { ok: false, error: { code: 'PAYLOAD_TOO_LARGE', message: `the reply of ${size} bytes is over the limit of ${maxPayload}`, retryable: false } };
+    if (reply.ok) {
+      reply = { ok: false, error: { code: 'RESULT_TOO_LARGE', message: `the result of ${size} bytes is over the limit of ${maxPayload}; the operation applied`, retryable: false } };
+    } else {
+      const room = Math.max(0, Math.floor((maxPayload - 200) / 4));
+      reply = { ok: false, error: { ...reply.error, code: String(reply.error.code).slice(0, 64), message: `${reply.error.message.slice(0, room)}... (shortened to fit ${maxPayload} bytes)` } };
+    }
     body = JSON.stringify(reply);
   }
   if (reply.ok) return { body, headers: undefined };
