@@ -27,13 +27,11 @@ import type {
   DeadLetter,
   DedupStore,
   Logger,
-  RemainingEffect,
   SagaDefinition,
   SagaOutcome,
   SagaRecord,
   SagaStore,
   Served,
-  StepFailure,
   Transport,
   VersionedSagaRecord,
   WorkerDefinition,
@@ -70,15 +68,8 @@ export interface RuntimeOptions {
   leaseMs?: number;
 }
 
-/** Raised when a saga parks in `compensation-failed`: an operator must act. */
-export interface EscalationEvent {
-  readonly sagaId: string;
-  readonly saga: string;
-  readonly version: number;
-  readonly remaining: readonly RemainingEffect[];
-  readonly failures: readonly StepFailure[];
-  readonly timesParked: number;
-}
+/** Raised when a saga parks in `compensation-failed` (and again when recover() restores it parked): an operator must act. */
+export type EscalationEvent = Omit<DeadLetter, 'parkedAt'>;
 
 export interface RuntimeEvents {
   escalation: EscalationEvent;
@@ -148,6 +139,8 @@ interface Live {
   revision: number;
   /** This saga's journal writes, one after another; each resolves false when it could not be written. */
   journal: Promise<boolean>;
+  /** Journal writes in flight. */
+  writes: number;
   /** Callers waiting for this saga's next outcome. */
   waiters: { resolve: (o: SagaOutcome) => void; reject: (e: unknown) => void }[];
   parked: boolean;
@@ -293,38 +286,53 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
    * saga is stopped here. Resolves whether the write landed.
    */
   type Fields = Pick<SagaRecord, 'status' | 'snapshot' | 'outcome'> & { deadLetter?: DeadLetter };
-  const journal = (entry: Live, fields: Fields | (() => Fields | undefined)): Promise<boolean> => {
+
+  /** One journal write, tried again while the store is unreachable; resolves whether it landed. */
+  const write = async (entry: Live, record: SagaRecord): Promise<boolean> => {
     const { sagaId } = entry.header;
-    const next = entry.journal.then(async () => {
+    const since = clock.now();
+    for (let attempt = 0; ; attempt++) {
       if (entry.stopped) return false;
-      const f = typeof fields === 'function' ? fields() : fields;
-      if (f === undefined) return true;
-      const record: SagaRecord = { ...entry.header, ...f, updatedAt: clock.now() };
-      const since = clock.now();
-      for (let attempt = 0; ; attempt++) {
-        let revision: number | undefined;
-        try {
-          revision = await store.write(record, entry.revision);
-        } catch (error) {
-          if (entry.stopped) return false;
-          if (closed || clock.now() - since >= o.journalRetryMs) {
-            logger.error({ err: error, sagaId }, 'could not write the journal: the saga is stopped here and left to recover()');
-            stop(entry, new JournalUnavailableError(sagaId, true, error));
-            return false;
-          }
-          logger.warn({ err: error, sagaId, attempt }, 'journal write failed; trying again');
-          await sleep(Math.min(2_000, 50 * 2 ** attempt));
-          continue;
-        }
-        if (revision === undefined) {
-          logger.error({ sagaId }, 'another coordinator wrote this saga\'s journal: it is stopped here');
-          stop(entry, new SagaError('SAGA_FENCED', `saga '${sagaId}' was taken over by another coordinator (its journal changed under this one); that coordinator drives it on`));
+      let revision: number | undefined;
+      try {
+        revision = await store.write(record, entry.revision);
+      } catch (error) {
+        if (entry.stopped) return false;
+        if (closed || clock.now() - since >= o.journalRetryMs) {
+          logger.error({ err: error, sagaId }, 'could not write the journal: the saga is stopped here and left to recover()');
+          stop(entry, new JournalUnavailableError(sagaId, true, error));
           return false;
         }
-        entry.revision = revision;
-        return !entry.stopped;
+        logger.warn({ err: error, sagaId, attempt }, 'journal write failed; trying again');
+        await sleep(Math.min(2_000, 50 * 2 ** attempt));
+        continue;
       }
-    });
+      if (revision === undefined) {
+        logger.error({ sagaId }, "another coordinator wrote this saga's journal: it is stopped here");
+        stop(entry, new SagaError('SAGA_FENCED', `saga '${sagaId}' was taken over by another coordinator (its journal changed under this one); that coordinator drives it on`));
+        return false;
+      }
+      entry.revision = revision;
+      return !entry.stopped;
+    }
+  };
+
+  /**
+   * Writes the saga's journal after every earlier write of it, naming the revision the
+   * previous one wrote. A store that cannot be reached is tried again with backoff for
+   * `journalRetryMs`; then, or when another coordinator wrote the journal meanwhile, the
+   * saga is stopped here. Resolves whether the write landed.
+   */
+  const journal = (entry: Live, fields: Fields): Promise<boolean> => {
+    if (entry.stopped) return Promise.resolve(false);
+    const record: SagaRecord = { ...entry.header, ...fields, updatedAt: clock.now() };
+    entry.writes++;
+    const done = (ok: boolean) => {
+      entry.writes--;
+      return ok;
+    };
+    // No write in flight: start at once; else after the last one.
+    const next = entry.writes === 1 ? write(entry, record).then(done) : entry.journal.then(() => write(entry, record)).then(done);
     entry.journal = next;
     return next;
   };
@@ -418,7 +426,8 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       // The parked state and its dead letter are one write; then the operator is told.
       void journal(entry, { status: 'parked', snapshot: entry.actor.getPersistedSnapshot(), outcome: undefined, deadLetter: letter }).then((ok) => {
         if (!ok || !entry.parked) return;
-        emit('escalation', { sagaId, saga: letter.saga, version: letter.version, remaining: letter.remaining, failures: letter.failures, timesParked: letter.timesParked });
+        const { parkedAt: _at, ...escalation } = letter;
+        emit('escalation', escalation);
         const waiters = entry.waiters;
         entry.waiters = [];
         for (const w of waiters) w.resolve(outcome);
@@ -427,7 +436,9 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     }
     goIdle(entry);
     // The outcome is reported only once it is journaled: a caller never hears of an outcome a recovery could undo.
-    void journal(entry, { status: outcome.status === 'committed' ? 'committed' : 'compensated', snapshot: entry.actor.getPersistedSnapshot(), outcome }).then((ok) => {
+    // A finished saga is never restored: its record keeps the outcome and each step's last status.
+    const summary = { value: state, context: { steps: Object.fromEntries(entry.def.steps.map((p) => [p.id, { status: (snap.context.steps[p.id] as { status: StepStatus }).status }])) } };
+    void journal(entry, { status: outcome.status === 'committed' ? 'committed' : 'compensated', snapshot: summary, outcome }).then((ok) => {
       if (!ok) return;
       if (live.get(sagaId) === entry) live.delete(sagaId);
       log.info({ status: outcome.status }, 'saga ended');
@@ -471,6 +482,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       header,
       revision,
       journal: Promise.resolve(true),
+      writes: 0,
       waiters: [],
       parked: false,
       idle: false,

@@ -6,6 +6,7 @@ import type { KeyEvent } from '../../src/machines/key-machine.ts';
 import { startRequest, stepRequest } from '../../src/machines/host-protocol.ts';
 import type { RequestSetup } from '../../src/machines/host-protocol.ts';
 import { createManualClock } from '../../src/testing/clock.ts';
+import { prng } from '../helpers/random.ts';
 
 describe('key machine (pure)', () => {
   const run = (events: KeyEvent[]) => {
@@ -295,7 +296,7 @@ describe('worker host', () => {
   });
 
   it('serializes each key on an asynchronous dedup store (a remote KV)', async () => {
-    const slow = latent(memoryDedupStore(), seeded(7));
+    const slow = latent(memoryDedupStore(), prng(7));
     const h = harness();
     const host = createWorkerHost([h.worker], { dedup: slow });
     const replies = await Promise.all([
@@ -312,7 +313,7 @@ describe('worker host', () => {
   });
 
   it('a do and a compensate of one key on two hosts at once: once the compensate is acknowledged no effect remains (300 keys)', async () => {
-    const random = seeded(42);
+    const random = prng(42);
     const h = harness({ doImpl: async () => (await pause(random() * 4), { charged: 5 }) });
     const dedup = latent(memoryDedupStore(), random);
     const a = createWorkerHost([h.worker], { dedup });
@@ -331,7 +332,7 @@ describe('worker host', () => {
   });
 
   it('a failed attempt on one host says nothing about a newer attempt on another (300 keys)', async () => {
-    const random = seeded(43);
+    const random = prng(43);
     const h = harness({
       doImpl: async () => {
         await pause(random() * 4);
@@ -524,18 +525,6 @@ describe('worker host', () => {
     expect(() => createWorkerHost([w], { leaseMs: 5 })).toThrow(/leaseMs/);
   });
 });
-
-/** A small seeded PRNG, so the interleavings of a race test replay. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Yields to the event loop `n` times (rounded down): other requests run in between. */
 const pause = async (n: number) => {
