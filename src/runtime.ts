@@ -39,6 +39,9 @@ import type {
 
 /** Default time a saga keeps trying to write its journal before it is left to recover(). */
 export const DEFAULT_JOURNAL_RETRY_MS = 30_000;
+/** Compare-and-set tries of a takeover, and the pause between them (growing). */
+const TAKEOVER_TRIES = 5;
+const TAKEOVER_PAUSE_MS = 50;
 
 export interface RuntimeOptions {
   /** How workers are reached. Default: in-memory (workers hosted in this process). */
@@ -219,6 +222,8 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   const timer = root.system.get('timer') as AnyActorRef;
 
   const live = new Map<string, Live>();
+  /** Sagas this runtime is taking over from their journal right now. */
+  const takingOver = new Map<string, Promise<Live | undefined>>();
   const definitions = new Map<string, SagaDefinition>();
   const machines = new WeakMap<SagaDefinition, SagaMachine>();
   const hosted: WorkerHost[] = [];
@@ -512,10 +517,30 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
    * coordinator that still drives it. Undefined when another coordinator wrote it first.
    */
   const takeOver = async (def: SagaDefinition, found: VersionedSagaRecord): Promise<Live | undefined> => {
-    const revision = await store.write({ ...found.record, updatedAt: clock.now() }, found.revision);
-    if (revision === undefined) return undefined;
-    if (live.has(found.record.sagaId)) return live.get(found.record.sagaId);
-    return restore(def, found.record, revision);
+    const { sagaId } = found.record;
+    // One takeover per saga at a time in this runtime: a second would fence off the first.
+    const here = live.get(sagaId) ?? takingOver.get(sagaId);
+    if (here !== undefined) return here;
+    const taking = (async (): Promise<Live | undefined> => {
+      let current: VersionedSagaRecord | undefined = found;
+      // A write of a coordinator that died may still land after our read: read again and retry.
+      for (let tries = 0; current !== undefined && current.revision > 0 && current.record.outcome === undefined && tries < TAKEOVER_TRIES; tries++) {
+        // Closed meanwhile: the saga stays with its journal, for the next coordinator.
+        if (closed) return undefined;
+        const revision = await store.write({ ...current.record, updatedAt: clock.now() }, current.revision);
+        if (closed) return undefined;
+        if (revision !== undefined) return restore(def, current.record, revision);
+        await sleep(TAKEOVER_PAUSE_MS * (tries + 1));
+        current = await store.load(sagaId);
+      }
+      return undefined;
+    })();
+    takingOver.set(sagaId, taking);
+    try {
+      return await taking;
+    } finally {
+      takingOver.delete(sagaId);
+    }
   };
 
   const ensureOpen = () => {

@@ -3,7 +3,8 @@
  * worker hosts on a simulated network and the manual clock. Several hosts serve every
  * worker (a NATS queue group) over one shared dedup store that answers after network
  * delays, so hosts interleave between their reads and writes; hosts die and come back,
- * sometimes all at once (no responders); coordinators crash and a new one recovers;
+ * sometimes all at once (no responders); coordinators crash and a new one recovers (and
+ * once the world heals, a final recover() picks up what no recovery saw);
  * messages are lost, duplicated, delayed and reordered; replies arrive garbled or too
  * large; some `do`s outlive their host's lease. Every choice is read from a tape of
  * numbers, so a run replays exactly from its tape. A ledger of fake systems of record is
@@ -17,7 +18,7 @@ import type { Runtime } from '../runtime.ts';
 import { memoryDedupStore, memorySagaStore } from '../store/memory.ts';
 import { parseReply } from '../transport/protocol.ts';
 import { encodeReply } from '../transport/nats/wire.ts';
-import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, Served, Transport, VersionedKeyRecord, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
+import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, SagaStore, Served, Transport, VersionedKeyRecord, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
 import { outcomeOf } from '../machines/saga-logic.ts';
 import type { SagaContext } from '../machines/saga-logic.ts';
 import { createManualClock } from './clock.ts';
@@ -41,7 +42,7 @@ export interface FaultProfile {
   readonly coordinatorCrashes: number;
   /** Hosts serving every worker over one shared dedup store (1 to 3). Default 2. */
   readonly hosts?: number;
-  /** Upper bound of one dedup-store round trip in ms: hosts interleave between reads and writes. Default 0. */
+  /** Upper bound of one store round trip in ms (dedup records and saga journals): hosts interleave between reads and writes, and a dead coordinator's write may land late. Default 0. */
   readonly storeDelayMs?: number;
   /** A reply arrives garbled (not JSON). Default 0. */
   readonly garble?: number;
@@ -171,16 +172,17 @@ export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTrans
         void h(req).then(onReply);
       };
       return new Promise<WorkerReply>((resolve, reject) => {
-        if (chooser.chance(faults.drop)) {
-          disturbed.add(`${req.sagaId}/${req.stepId}`);
-          trace(`t=${sentAt} drop request ${what}`);
-          return;
-        }
+        // A copy may arrive late, whatever becomes of the original (a retransmission).
         if (chooser.chance(faults.duplicate)) {
           disturbed.add(`${req.sagaId}/${req.stepId}`);
           const d = chooser.upTo(faults.maxDelayMs * 2);
           trace(`t=${sentAt} duplicate request ${what} (+${d} ms)`);
           later(d, () => deliver(() => {}));
+        }
+        if (chooser.chance(faults.drop)) {
+          disturbed.add(`${req.sagaId}/${req.stepId}`);
+          trace(`t=${sentAt} drop request ${what}`);
+          return;
         }
         later(chooser.upTo(faults.maxDelayMs), () =>
           deliver((reply) => {
@@ -266,14 +268,26 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const clock = createManualClock(0);
   const chooser = new Chooser(scenario.tape);
   const faults: Required<FaultProfile> = { hosts: 2, storeDelayMs: 0, garble: 0, oversize: 0, slow: 0, blackouts: 0, ...scenario.faults };
+  const sleep = (ms: number) => (ms <= 0 ? Promise.resolve() : new Promise<void>((r) => clock.setTimeout(r, ms)));
   const window = scenario.faultWindowMs ?? 2_000;
   const ledger = createLedger();
   const transport = simulatedTransport({ clock, chooser, faults, trace: (l) => trace.push(l), maxPayload: SIM_MAX_PAYLOAD });
   const shared = memoryDedupStore({ clock });
-  const store = memorySagaStore({ clock });
+  const journals = memorySagaStore({ clock });
+  // Coordinators reach their journal over the network too: a write takes time, and one in
+  // flight when its coordinator dies may still land afterwards.
+  const store: SagaStore = {
+    ...journals,
+    begin: async (r) => (await sleep(chooser.upTo(faults.storeDelayMs)), journals.begin(r)),
+    write: async (r, rev) => {
+      await sleep(chooser.upTo(faults.storeDelayMs));
+      const v = await journals.write(r, rev);
+      await sleep(chooser.upTo(faults.storeDelayMs));
+      return v;
+    },
+  };
   let compensateFailOdds = faults.compensateFail;
   const workerNames = [...new Set(def.steps.map((p) => p.worker))];
-  const sleep = (ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
   const hang = () => new Promise<never>(() => {});
 
   // Worker hosts: several per worker, one shared dedup store; a crash loses everything but the store.
@@ -415,7 +429,11 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const crashCoordinator = async () => {
     await runtime.close();
     runtime = newRuntime();
-    await runtime.recover();
+    // Recovery reads and writes journals, which takes simulated time: it runs while the clock moves.
+    void runtime.recover().catch((e: unknown) => {
+      // Another crash closed this coordinator before it finished recovering: the next one will.
+      if ((e as { code?: string }).code !== 'RUNTIME_CLOSED') violations.push({ property: 'recover-succeeds', message: String(e) });
+    });
   };
   const drive = async (until: number) => {
     while (clock.now() < until) {
@@ -455,6 +473,11 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
 
   await drive(window);
   chooser.healed = true;
+  // Once the world heals, a final recover(): a saga whose intent landed after the last
+  // coordinator's recovery (its write was still in flight when its coordinator died) is
+  // picked up, as a restarted coordinator or an operator would.
+  await drive(clock.now() + 1_000);
+  await runtime.recover();
   await drive(HORIZON_MS);
   let outcomes = await settledAll();
   check(def, ids, outcomes, ledger, violations, 'after the faults', clock.now());

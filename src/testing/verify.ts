@@ -116,7 +116,7 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     hostCrashes: 2,
     coordinatorCrashes: 2,
     hosts: 3,
-    storeDelayMs: 12,
+    storeDelayMs: 40,
     garble: 10,
     oversize: 10,
     slow: 10,

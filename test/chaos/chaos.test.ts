@@ -5,8 +5,8 @@
  * injected failures, then the final recovery and the checker. Every saga must end
  * committed, compensated or parked listing every effect that remains.
  *
- * Needs nats-server (on PATH or in /usr/sbin). Without it the test is skipped, except
- * under CI, where it fails. CHAOS_SEED replays a schedule.
+ * Needs nats-server (on PATH or in /usr/sbin): without it the test fails and says how to
+ * install it. The test's timeout is the 60 s bound. CHAOS_SEED replays a schedule.
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,24 +15,14 @@ import { formatReport } from '../../chaos/check.ts';
 import type { KillEvent } from '../../chaos/check.ts';
 import { DEFAULT_FAULTS, readJsonl } from '../../chaos/common.ts';
 import { runChaos } from '../../chaos/orchestrator.ts';
-import { findNatsServer } from '../helpers/nats-server.ts';
-
-let natsServerFound = true;
-try {
-  findNatsServer();
-} catch (error) {
-  if (process.env.CI) throw error;
-  natsServerFound = false;
-}
 
 const WINDOW_S = 25;
 const KILLS = 6;
 
-describe.skipIf(!natsServerFound)('chaos: the deployed topology under SIGKILLs and a nats-server restart', () => {
+describe('chaos: the deployed topology under SIGKILLs and a nats-server restart', () => {
   it(
     'every saga ends committed, compensated, or parked listing every effect that remains',
     async () => {
-      const t0 = Date.now();
       const seed = Number(process.env.CHAOS_SEED ?? 7_001);
       const result = await runChaos({
         durationS: WINDOW_S,
@@ -48,7 +38,6 @@ describe.skipIf(!natsServerFound)('chaos: the deployed topology under SIGKILLs a
         restartPauseMs: [200, 800],
         quiet: true,
       });
-      const wallMs = Date.now() - t0;
       const { report } = result;
       const summary = formatReport(report, { 'run directory': result.dir, seed: String(seed), errors: result.errors, 'final phase': result.finalPhase });
       const kills = readJsonl<KillEvent & { type: string }>(join(result.dir, 'events.jsonl')).filter((e) => e.type === 'kill' && e.phase === 'window');
@@ -65,7 +54,6 @@ describe.skipIf(!natsServerFound)('chaos: the deployed topology under SIGKILLs a
       expect.soft(report.totals.compensated, summary).toBeGreaterThan(0);
       expect.soft(report.totals.parked, summary).toBeGreaterThan(0);
       expect.soft(report.totals.sagasStarted, summary).toBeGreaterThan(200);
-      expect.soft(wallMs).toBeLessThan(60_000);
       // The promise.
       expect(report.violationCount, summary).toBe(0);
       rmSync(result.dir, { recursive: true, force: true }); // kept when something failed

@@ -107,6 +107,32 @@ describe('sagas over NATS', () => {
     await served.drain();
   });
 
+  it('a do whose result is over the reply limit applied: the host answers RESULT_TOO_LARGE, the step is in doubt and undone', async () => {
+    const prefix = 'tbig';
+    const booked = new Set<string>();
+    const big = defineWorker({
+      name: 'reports',
+      do: (_input: unknown, ctx) => {
+        booked.add(ctx.idempotencyKey);
+        return { blob: 'x'.repeat(4_096) };
+      },
+      compensate: (_input, _result, ctx) => void booked.delete(ctx.idempotencyKey),
+    });
+    const small = defineWorker({ name: 'notes', do: () => ({ ok: true }), compensate: () => undefined });
+    const served = await serveWorkers(host, [big, small], { prefix, signals: [], maxPayload: 1_024 });
+    const runtime = createRuntime({ transport: natsTransport(client, { prefix }) });
+    const s = defineSaga({ name: 'report', version: 1, steps: { report: { worker: 'reports' }, note: { worker: 'notes' } } });
+    const outcome = await runtime.run(s, {});
+    expect(outcome).toMatchObject({
+      status: 'compensated',
+      compensated: expect.arrayContaining(['report', 'note']),
+      failures: [expect.objectContaining({ stepId: 'report', inDoubt: true, error: expect.objectContaining({ code: 'RESULT_TOO_LARGE' }) })],
+    });
+    expect(booked.size).toBe(0);
+    await runtime.close();
+    await served.drain();
+  });
+
   it('refuses to start a saga whose worker nobody serves', async () => {
     const runtime = createRuntime({ transport: natsTransport(client, { prefix: 'tnone' }) });
     const s = defineSaga({ name: 'lonely', version: 1, steps: { a: { worker: 'ghost' } } });
