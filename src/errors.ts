@@ -28,6 +28,7 @@ export type SagaErrorCode =
   | 'PROTOCOL_ERROR'
   | 'NO_RESPONDERS'
   | 'TRANSPORT_ERROR'
+  | 'OVERLOADED'
   | 'PAYLOAD_TOO_LARGE'
   | 'RESULT_TOO_LARGE'
   | 'UNKNOWN_WORKER'
@@ -174,7 +175,44 @@ export interface ErrorInfo {
 export function toErrorInfo(error: unknown): ErrorInfo {
   if (error instanceof SagaError) return { code: error.code, message: error.message, retryable: error.retryable };
   if (error instanceof Error) return { code: 'WORKER_ERROR', message: error.message, retryable: true };
-  return { code: 'WORKER_ERROR', message: String(error), retryable: true };
+  return workerErrorInfo(error);
+}
+
+/** Longest text kept from a thrown value that is not an Error. */
+const THROWN_TEXT_MAX = 500;
+
+/** What a thrown value that is not an Error says: its `message` (and `code`) or its JSON form. */
+function describeThrown(value: unknown): { message: string; code?: string } {
+  if (value === undefined || value === null) return { message: `worker code threw ${String(value)}` };
+  if (typeof value !== 'object') return { message: String(value).slice(0, THROWN_TEXT_MAX) };
+  const o = value as { message?: unknown; code?: unknown };
+  const code = typeof o.code === 'string' ? o.code : undefined;
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Object.prototype.toString.call(value);
+  }
+  const message = typeof o.message === 'string' ? o.message : `worker code threw ${text.slice(0, THROWN_TEXT_MAX)}`;
+  return code !== undefined ? { message, code } : { message };
+}
+
+/**
+ * What a failure of user code (a worker's `do` or `compensate`) becomes on the wire. The
+ * code is always `WORKER_ERROR`: the host ran the code under its claim and it failed, which
+ * is what the coordinator relies on. A `TerminalError` (or any error with `retryable: false`)
+ * is terminal, anything else retryable. A code of the thrown value (a `SagaError`'s, or a
+ * plain object's `code`) is kept in the message, as is a plain object's own `message`.
+ */
+export function workerErrorInfo(error: unknown): ErrorInfo {
+  if (error instanceof SagaError) {
+    const message = error.code === 'WORKER_ERROR' ? error.message : `${error.code}: ${error.message}`;
+    return { code: 'WORKER_ERROR', message, retryable: error.retryable };
+  }
+  if (error instanceof Error) return { code: 'WORKER_ERROR', message: error.message || error.name, retryable: true };
+  const d = describeThrown(error);
+  const retryable = !(typeof error === 'object' && error !== null && (error as { retryable?: unknown }).retryable === false);
+  return { code: 'WORKER_ERROR', message: d.code !== undefined ? `${d.code}: ${d.message}` : d.message, retryable };
 }
 
 /** Rebuilds a typed error from its wire form. */

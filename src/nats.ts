@@ -27,7 +27,7 @@ export interface ServeWorkersOptions {
   queue?: string;
   /** Requests run at once by this host, across its workers. Default 64. */
   concurrency?: number;
-  /** Requests that may wait for a slot; beyond that a request is answered "at capacity" (retryable). Default 1024. */
+  /** Requests that may wait for a slot; beyond that a request is refused with `OVERLOADED` (nothing ran; the coordinator sends it again later, spending no retry). Default 1024. */
   maxPending?: number;
   /**
    * Where key records live. Every host serving a worker must share one store: use

@@ -11,7 +11,7 @@ import { createWorkerHost } from './actors/worker-host.ts';
 import type { WorkerHost } from './actors/worker-host.ts';
 import { DEFAULT_TIMER_TICK_MS, TimerWheel, timerLogic } from './actors/timer.ts';
 import type { TimerEvent } from './actors/timer.ts';
-import { workerActorLogic } from './actors/worker-actor.ts';
+import { requestOf, workerActorLogic } from './actors/worker-actor.ts';
 import type { WorkerActorEvent } from './actors/worker-actor.ts';
 import { systemClock } from './clock.ts';
 import { InvalidOptionError, JournalUnavailableError, SagaDefinitionError, SagaError, SagaNotFoundError, WorkerNotHostedError } from './errors.ts';
@@ -39,6 +39,10 @@ import type {
 
 /** Default time a saga keeps trying to write its journal before it is left to recover(). */
 export const DEFAULT_JOURNAL_RETRY_MS = 30_000;
+/** An idempotency key's shape (40 hex digits), for checking a request's size before its key is computed. */
+const KEY_SHAPE = '0'.repeat(40);
+/** Default bound of sagas running at once in one runtime; run() queues beyond it. */
+export const DEFAULT_MAX_IN_FLIGHT = 1_000;
 /** Compare-and-set tries of a takeover, and the pause between them (growing). */
 const TAKEOVER_TRIES = 5;
 const TAKEOVER_PAUSE_MS = 50;
@@ -48,7 +52,7 @@ export interface RuntimeOptions {
   transport?: Transport;
   /** Where saga journals and dead letters live. Default: in memory. */
   store?: SagaStore;
-  /** Where workers hosted by this runtime keep idempotency records. Default: in memory, 24 hours. */
+  /** Where workers hosted by this runtime keep idempotency records. Default: in memory, for 1 hour and at most 100,000 keys (`memoryDedupStore`); `jetstreamDedupStore` keeps them 24 hours. */
   dedup?: DedupStore;
   /** A pino logger. Default: silent. */
   logger?: Logger;
@@ -69,6 +73,12 @@ export interface RuntimeOptions {
   journalRetryMs?: number;
   /** How long a claim of a worker hosted here holds without renewal (see `createWorkerHost`). Default 10_000. */
   leaseMs?: number;
+  /**
+   * Sagas this runtime runs at once. Beyond it, `run()` waits in a queue (first come,
+   * first served) before it writes or sends anything; `inFlight` and `queued` show the
+   * backlog. Default 1_000.
+   */
+  maxInFlight?: number;
 }
 
 /** Raised when a saga parks in `compensation-failed` (and again when recover() restores it parked): an operator must act. */
@@ -124,6 +134,8 @@ export interface Runtime {
   on<K extends keyof RuntimeEvents>(event: K, listener: (e: RuntimeEvents[K]) => void): () => void;
   /** Sagas running (not parked) right now. */
   readonly inFlight: number;
+  /** `run()` calls waiting for a slot (see `maxInFlight`): nothing of them is written or sent yet. */
+  readonly queued: number;
   /**
    * Stops sagas, timers and serving. Worker calls in flight get up to `drainMs`
    * (default 5_000, real time) to finish. Sagas still running are left to `recover`.
@@ -178,7 +190,7 @@ const runtimeRoot = setup({
 
 function resolveOptions(options: RuntimeOptions) {
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
-  const allowed = ['transport', 'store', 'dedup', 'logger', 'clock', 'random', 'timerTickMs', 'inspect', 'sagas', 'journalRetryMs', 'leaseMs'];
+  const allowed = ['transport', 'store', 'dedup', 'logger', 'clock', 'random', 'timerTickMs', 'inspect', 'sagas', 'journalRetryMs', 'leaseMs', 'maxInFlight'];
   for (const k of Object.keys(options)) if (!allowed.includes(k)) throw new InvalidOptionError(k, `unknown option (allowed: ${allowed.join(', ')})`);
   const tick = options.timerTickMs ?? DEFAULT_TIMER_TICK_MS;
   if (typeof tick !== 'number' || !Number.isFinite(tick) || tick <= 0) throw new InvalidOptionError('timerTickMs', 'must be a finite number > 0');
@@ -188,10 +200,15 @@ function resolveOptions(options: RuntimeOptions) {
   }
   const journalRetryMs = options.journalRetryMs ?? DEFAULT_JOURNAL_RETRY_MS;
   if (typeof journalRetryMs !== 'number' || !Number.isFinite(journalRetryMs) || journalRetryMs < 0) throw new InvalidOptionError('journalRetryMs', 'must be a number of milliseconds >= 0');
+  const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+  if (typeof maxInFlight !== 'number' || !(Number.isInteger(maxInFlight) || maxInFlight === Infinity) || maxInFlight < 1) {
+    throw new InvalidOptionError('maxInFlight', 'must be an integer >= 1 (or Infinity)');
+  }
   if (options.sagas !== undefined && !Array.isArray(options.sagas)) throw new InvalidOptionError('sagas', 'must be an array of defineSaga(...) definitions');
   const clock = options.clock ?? systemClock;
   return {
     journalRetryMs,
+    maxInFlight,
     leaseMs: options.leaseMs,
     transport: options.transport ?? memoryTransport(),
     store: options.store ?? memorySagaStore({ clock }),
@@ -231,6 +248,28 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   const listeners: { [K in keyof RuntimeEvents]: Set<(e: RuntimeEvents[K]) => void> } = { escalation: new Set(), outcome: new Set() };
   let closed = false;
   let running = 0;
+  /** Slots taken by run() calls that have not started their saga yet. */
+  let reserved = 0;
+  /** run() calls waiting for a slot. */
+  const admissions: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  const admitNext = () => {
+    while (admissions.length > 0 && running + reserved < o.maxInFlight) {
+      reserved++;
+      (admissions.shift() as (typeof admissions)[number]).resolve();
+    }
+  };
+  /** Waits for a slot under `maxInFlight`; the caller must call `release` unless its saga started. */
+  const admit = (): Promise<void> | undefined => {
+    if (admissions.length === 0 && running + reserved < o.maxInFlight) {
+      reserved++;
+      return undefined;
+    }
+    return new Promise<void>((resolve, reject) => admissions.push({ resolve, reject }));
+  };
+  const release = () => {
+    reserved--;
+    admitNext();
+  };
 
   /** Definitions by name@version, for recovery. The most recently used one wins. */
   const register = (def: SagaDefinition) => definitions.set(`${def.name}@${def.version}`, def);
@@ -265,6 +304,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     if (!entry.idle) {
       entry.idle = true;
       running--;
+      admitNext();
     }
   };
 
@@ -646,38 +686,59 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         }
         assertSerializable(stepInput, `step '${p.id}' input`);
         rootInputs[p.id] = stepInput;
+        // A first request the transport would refuse (over the payload limit): reject now, with nothing dispatched.
+        const refused = transport.check?.(
+          requestOf(p.worker, { type: 'DO', sagaId, stepId: p.id, key: KEY_SHAPE, input: stepInput, attempt: 1, timeoutMs: p.timeoutMs }, clock.now()),
+        );
+        if (refused !== undefined) {
+          const code = refused instanceof SagaError ? refused.code : 'TRANSPORT_ERROR';
+          throw new SagaError(code, `saga '${def.name}' cannot start: ${refused.message}; nothing was dispatched`, { cause: refused });
+        }
       }
       if (options.sagaId !== undefined) {
         const known = await existing(def, sagaId, input);
         if (known !== undefined) return known;
       }
-      if (serving.length > 0) await Promise.all(serving);
-      const missing: string[] = [];
-      for (const name of def.workers.keys()) {
-        const served = transport.isServed(name);
-        if (!(typeof served === 'boolean' ? served : await served)) missing.push(name);
-      }
-      if (missing.length > 0) throw new WorkerNotHostedError(def.name, missing);
-      ensureOpen();
-      const now = clock.now();
-      const header: Header = { sagaId, saga: def.name, version: def.version, input, startedAt: now };
-      let revision: number | undefined;
+      // A slot under maxInFlight; a run with the same id that starts meanwhile is found by begin().
+      const queued = admit();
+      if (queued !== undefined) await queued;
+      let started = false;
       try {
-        revision = await store.begin({ ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined });
-      } catch (error) {
-        throw new JournalUnavailableError(sagaId, false, error);
+        if (serving.length > 0) await Promise.all(serving);
+        const missing: string[] = [];
+        for (const name of def.workers.keys()) {
+          const served = transport.isServed(name);
+          if (!(typeof served === 'boolean' ? served : await served)) missing.push(name);
+        }
+        if (missing.length > 0) throw new WorkerNotHostedError(def.name, missing);
+        ensureOpen();
+        const now = clock.now();
+        const header: Header = { sagaId, saga: def.name, version: def.version, input, startedAt: now };
+        let revision: number | undefined;
+        try {
+          revision = await store.begin({ ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined });
+        } catch (error) {
+          throw new JournalUnavailableError(sagaId, false, error);
+        }
+        if (revision === undefined) {
+          // Another run with this id began first: this call only waits for it.
+          started = true;
+          release();
+          const known = await existing(def, sagaId, input);
+          if (known !== undefined) return known;
+          throw new SagaError('SAGA_ID_CONFLICT', `saga id '${sagaId}' is already used`);
+        }
+        ensureOpen(); // closed while the intent was being written: it stays for recover()
+        const entry = start(def, header, revision, { rootInputs });
+        // The slot passes from this call to the running saga.
+        started = true;
+        reserved--;
+        const outcome = attach(entry);
+        entry.actor.start();
+        return outcome;
+      } finally {
+        if (!started) release();
       }
-      if (revision === undefined) {
-        // Another run with this id began first.
-        const known = await existing(def, sagaId, input);
-        if (known !== undefined) return known;
-        throw new SagaError('SAGA_ID_CONFLICT', `saga id '${sagaId}' is already used`);
-      }
-      ensureOpen(); // closed while the intent was being written: it stays for recover()
-      const entry = start(def, header, revision, { rootInputs });
-      const outcome = attach(entry);
-      entry.actor.start();
-      return outcome;
     },
 
     retry: (sagaId) => operator(sagaId, { type: 'OPERATOR.RETRY' }),
@@ -739,11 +800,16 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       return running;
     },
 
+    get queued() {
+      return admissions.length;
+    },
+
     async close(closeOptions = {}) {
       if (closed) return;
       const drainMs = closeOptions.drainMs ?? 5_000;
       if (typeof drainMs !== 'number' || !(drainMs >= 0)) throw new InvalidOptionError('drainMs', 'must be a number >= 0');
       closed = true;
+      for (const waiting of admissions.splice(0)) waiting.reject(new SagaError('RUNTIME_CLOSED', 'the runtime closed while this run() waited for a slot (maxInFlight); nothing of it was written or sent'));
       for (const [sagaId, entry] of [...live]) {
         stop(entry, new SagaError('RUNTIME_CLOSED', `the runtime closed while saga '${sagaId}' was running; recover() in a new runtime drives it on`));
       }

@@ -287,6 +287,12 @@ export interface Transport {
   serve(worker: string, handler: WorkerHandler): Promise<Served> | Served;
   /** Whether some host serves this worker right now. */
   isServed(worker: string): Promise<boolean> | boolean;
+  /**
+   * Optional: the error `request` would refuse this request with before sending it
+   * (e.g. over the connection's payload limit), or undefined. `run()` asks it for the
+   * first requests of a saga, so that such a saga is rejected before anything is dispatched.
+   */
+  check?(request: WorkerRequest): Error | undefined;
   close(): Promise<void>;
 }
 

@@ -41,7 +41,7 @@ export function replyToEvent(ev: WorkerActorEvent, reply: WorkerReply | undefine
     const code = failure instanceof SagaError ? failure.code : 'TRANSPORT_ERROR';
     if (code === 'NO_RESPONDERS' || (failure instanceof TransportError && failure.notSent)) {
       const error = toErrorInfo(failure);
-      return ev.type === 'DO' ? { type: 'STEP.FAILED', stepId, attempt, error } : { type: 'COMPENSATION.FAILED', stepId, attempt, error: { ...error, retryable: true } };
+      return ev.type === 'DO' ? { type: 'STEP.FAILED', stepId, attempt, error, local: true } : { type: 'COMPENSATION.FAILED', stepId, attempt, error: { ...error, retryable: true } };
     }
     return ev.type === 'DO' ? { type: 'STEP.TIMED_OUT', stepId, attempt } : { type: 'COMPENSATION.TIMED_OUT', stepId, attempt };
   }
@@ -56,21 +56,26 @@ function deliver(saga: AnyActorRef, event: SagaEvent): void {
   if (saga.getSnapshot().status === 'active') saga.send(event);
 }
 
+/** The wire request for a DO or COMPENSATE of a saga. */
+export function requestOf(worker: string, ev: Omit<WorkerActorEvent, 'saga'>, now: number): WorkerRequest {
+  return {
+    v: PROTOCOL_VERSION,
+    op: ev.type === 'DO' ? ('do' as const) : ('compensate' as const),
+    worker,
+    sagaId: ev.sagaId,
+    stepId: ev.stepId,
+    key: ev.key,
+    attempt: ev.attempt,
+    deadline: now + ev.timeoutMs,
+    input: ev.input,
+    ...(ev.type === 'COMPENSATE' && ev.result !== undefined ? { result: ev.result } : {}),
+  };
+}
+
 export const workerActorLogic = fromCallback<WorkerActorEvent, WorkerActorInput>(({ input, receive }) => {
   const { worker, transport, clock } = input;
   receive((ev) => {
-    const request: WorkerRequest = {
-      v: PROTOCOL_VERSION,
-      op: ev.type === 'DO' ? ('do' as const) : ('compensate' as const),
-      worker,
-      sagaId: ev.sagaId,
-      stepId: ev.stepId,
-      key: ev.key,
-      attempt: ev.attempt,
-      deadline: clock.now() + ev.timeoutMs,
-      input: ev.input,
-      ...(ev.type === 'COMPENSATE' && ev.result !== undefined ? { result: ev.result } : {}),
-    };
+    const request = requestOf(worker, ev, clock.now());
     let sent: Promise<WorkerReply>;
     try {
       sent = transport.request(request, ev.timeoutMs);

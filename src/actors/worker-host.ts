@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
-import { InvalidOptionError, SagaError, toErrorInfo } from '../errors.ts';
+import { InvalidOptionError, SagaError, toErrorInfo, workerErrorInfo } from '../errors.ts';
 import type { ErrorInfo } from '../errors.ts';
 import { isBusy } from '../machines/key-machine.ts';
 import { replies, startRequest, stepRequest } from '../machines/host-protocol.ts';
@@ -273,7 +273,7 @@ class RequestRun {
     Promise.resolve(work).then(
       (value) => this.ran(cmd.op === 'compensate' ? { event: { type: 'COMPENSATION.OK' } } : this.doneWith(value)),
       (error: unknown) => {
-        const info = toErrorInfo(error);
+        const info = workerErrorInfo(error);
         if (cmd.op === 'do') return this.ran({ event: { type: 'DO.FAILED', error: info } });
         host.logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key, err: info }, 'compensation failed');
         this.ran({ event: { type: 'COMPENSATION.FAILED', error: { ...info, code: 'COMPENSATION_FAILED', retryable: true } } });

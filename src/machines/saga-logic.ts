@@ -21,8 +21,10 @@ export type StepStatus =
 
 export interface StepState {
   readonly status: StepStatus;
-  /** `do` attempts made. */
+  /** `do` requests sent (attempts, refusals at capacity included). */
   readonly attempt: number;
+  /** `do` requests a host refused at capacity: they ran nothing and spend no retry budget. */
+  readonly refused: number;
   /** For `dispatched`: waiting out a retry backoff. For `compensating`: likewise. */
   readonly waiting: boolean;
   /**
@@ -44,6 +46,8 @@ export interface StepState {
   readonly committedSeq: number;
   /** Compensation attempts in the current round (reset by an operator retry). */
   readonly compAttempt: number;
+  /** Compensation requests of the current round refused at capacity: they spend no budget. */
+  readonly compRefused: number;
   /** Compensation attempts in all rounds. */
   readonly compTotal: number;
   readonly lastCompError: ErrorInfo | undefined;
@@ -78,7 +82,8 @@ export interface SagaInput {
 
 export type SagaEvent =
   | { type: 'STEP.COMMITTED'; stepId: string; attempt: number; result: unknown }
-  | { type: 'STEP.FAILED'; stepId: string; attempt: number; error: ErrorInfo }
+  /** `local`: the coordinator's side refused the request (never sent, or no responders): no copy of it exists anywhere. */
+  | { type: 'STEP.FAILED'; stepId: string; attempt: number; error: ErrorInfo; local?: boolean }
   | { type: 'STEP.TIMED_OUT'; stepId: string; attempt: number }
   | { type: 'STEP.RETRY_DUE'; stepId: string; attempt: number }
   | { type: 'COMPENSATION.DONE'; stepId: string; attempt: number }
@@ -120,6 +125,7 @@ export type KeyFn = (sagaId: string, stepId: string, input: unknown) => string;
 const NEW_STEP: StepState = Object.freeze({
   status: 'pending',
   attempt: 0,
+  refused: 0,
   waiting: false,
   tainted: false,
   recovered: false,
@@ -130,6 +136,7 @@ const NEW_STEP: StepState = Object.freeze({
   kept: false,
   committedSeq: 0,
   compAttempt: 0,
+  compRefused: 0,
   compTotal: 0,
   lastCompError: undefined,
   resolvedByOperator: false,
@@ -154,6 +161,18 @@ export const compTimer = (stepId: string) => `comp:${stepId}`;
 function retryAfter(stepId: string, delayMs: number, jitter: boolean, event: Extract<SagaEvent, { type: 'STEP.RETRY_DUE' | 'COMPENSATION.RETRY_DUE' }>): SagaCommand {
   return { type: 'schedule', timerId: retryTimer(stepId), delayMs, jitter, event };
 }
+
+/**
+ * Backpressure: a host at capacity refused the request before it touched anything
+ * (`OVERLOADED`). The request is sent again after this delay (25 ms doubling, at most
+ * 2 s, with jitter), as often as it takes; refusals spend no retry budget.
+ */
+export function overloadDelay(refusals: number): number {
+  return Math.min(2_000, 25 * 2 ** Math.min(Math.max(0, refusals - 1), 7));
+}
+
+/** The wire code of a refusal at capacity. */
+export const OVERLOADED = 'OVERLOADED';
 
 /** Delay before retry number `n` (1-based), before jitter. */
 export function backoffDelay(b: Backoff, n: number): number {
@@ -252,8 +271,9 @@ export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unk
 /**
  * Codes of a `do` failure that prove the attempt applied nothing: the host refused the
  * request before it touched the key (malformed, too large, unknown worker, a key reused
- * with another input, at capacity, its dedup store unreachable), the user code failed
- * under the host's claim, or the coordinator could not send it. Every other code (a
+ * with another input), the user code failed under the host's claim, or the coordinator
+ * could not send it (TRANSPORT_ERROR then; from a host it is a passing refusal, see
+ * TRANSIENT_REFUSALS). Every other code (a
  * timeout, a garbled or oversized reply, IN_PROGRESS, OUTCOME_UNKNOWN, COMPENSATED, a
  * code this coordinator does not know) leaves the step in doubt.
  */
@@ -268,6 +288,9 @@ const PROVES_NOTHING_APPLIED: ReadonlySet<string> = new Set([
   'NO_RESPONDERS',
 ]);
 
+/** Refusals a host may give one copy of a request and not another: they prove nothing about the step. */
+const TRANSIENT_REFUSALS: ReadonlySet<string> = new Set([OVERLOADED, 'TRANSPORT_ERROR']);
+
 /**
  * The in-doubt rule: whether a failed attempt proves that the step left no effect
  * anywhere. Never for a tainted step (an earlier request of it is unaccounted for), and
@@ -280,15 +303,26 @@ export function provesNoEffect(s: StepState, ev: { attempt: number; error: Error
 }
 
 /** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed (or is in doubt). */
-export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo }): Step {
+export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo; local?: boolean }): Step {
   const p = plan(def, ev.stepId);
   const s = ctx.steps[ev.stepId] as StepState;
-  const proof = provesNoEffect(s, ev);
-  if (ev.error.retryable && ev.attempt <= p.retries) {
+  const refused = s.refused ?? 0;
+  // A host's refusal of a passing kind (at capacity, its dedup store unreachable) proves
+  // only that the refused copy ran nothing: another copy of the same request (a duplicate
+  // in transit) may reach a host that takes it. The step is then tainted, like a timeout.
+  const copyOnly = ev.local !== true && TRANSIENT_REFUSALS.has(ev.error.code);
+  if (ev.error.code === OVERLOADED) {
+    return {
+      context: put(ctx, ev.stepId, { waiting: true, refused: refused + 1, tainted: s.tainted || copyOnly }),
+      commands: [retryAfter(ev.stepId, overloadDelay(refused + 1), true, { type: 'STEP.RETRY_DUE', stepId: ev.stepId, attempt: ev.attempt + 1 })],
+    };
+  }
+  const proof = !copyOnly && provesNoEffect(s, ev);
+  if (ev.error.retryable && ev.attempt - refused <= p.retries) {
     return {
       context: put(ctx, ev.stepId, { waiting: true, tainted: s.tainted || !proof }),
       commands: [
-        retryAfter(ev.stepId, backoffDelay(p.backoff, ev.attempt), p.backoff.jitter, { type: 'STEP.RETRY_DUE', stepId: ev.stepId, attempt: ev.attempt + 1 }),
+        retryAfter(ev.stepId, backoffDelay(p.backoff, ev.attempt - refused), p.backoff.jitter, { type: 'STEP.RETRY_DUE', stepId: ev.stepId, attempt: ev.attempt + 1 }),
       ],
     };
   }
@@ -487,12 +521,19 @@ export function recordCompensationFailure(
     retryable: true,
   };
   const cancel: SagaCommand = { type: 'cancel', timerId: compTimer(ev.stepId) };
-  if (s.compAttempt <= p.compensation.retries) {
+  const refused = s.compRefused ?? 0;
+  if (error.code === OVERLOADED) {
+    return {
+      context: put(ctx, ev.stepId, { waiting: true, compRefused: refused + 1 }),
+      commands: [cancel, retryAfter(ev.stepId, overloadDelay(refused + 1), true, { type: 'COMPENSATION.RETRY_DUE', stepId: ev.stepId, attempt: s.compAttempt + 1 })],
+    };
+  }
+  if (s.compAttempt - refused <= p.compensation.retries) {
     return {
       context: put(ctx, ev.stepId, { waiting: true, lastCompError: error }),
       commands: [
         cancel,
-        retryAfter(ev.stepId, backoffDelay(p.compensation.backoff, s.compAttempt), p.compensation.backoff.jitter, {
+        retryAfter(ev.stepId, backoffDelay(p.compensation.backoff, s.compAttempt - refused), p.compensation.backoff.jitter, {
           type: 'COMPENSATION.RETRY_DUE',
           stepId: ev.stepId,
           attempt: s.compAttempt + 1,
@@ -536,7 +577,7 @@ export function resetFailedCompensations(ctx: SagaContext): SagaContext {
   let next = ctx;
   for (const id in ctx.steps) {
     const s = ctx.steps[id] as StepState;
-    if (s.status === 'compensationFailed') next = put(next, id, { status: s.result === undefined ? 'inDoubt' : 'committed', compAttempt: 0 });
+    if (s.status === 'compensationFailed') next = put(next, id, { status: s.result === undefined ? 'inDoubt' : 'committed', compAttempt: 0, compRefused: 0 });
   }
   return next;
 }

@@ -88,6 +88,12 @@ export interface ModelOptions {
    * write, or the last write). Default 0: keep it to small shapes.
    */
   crashes?: number;
+  /**
+   * Hosts refuse requests at capacity (OVERLOADED, sent again without spending a retry):
+   * once per step's `do` and once per compensation round. Default false: it multiplies
+   * the space, so keep it to small shapes.
+   */
+  overload?: boolean;
 }
 
 const RESULT = 'r';
@@ -97,6 +103,8 @@ const RETRYABLE: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: retryable 
 const UNKNOWN: ErrorInfo = { code: 'OUTCOME_UNKNOWN', message: 'model: outcome unknown', retryable: true };
 const NO_RESPONDERS: ErrorInfo = { code: 'NO_RESPONDERS', message: 'model: no responders', retryable: true };
 const REFUSED: ErrorInfo = { code: 'COMPENSATED', message: 'model: the key was undone', retryable: false };
+/** A host at capacity refused the request before it touched anything (backpressure). */
+const OVERLOADED: ErrorInfo = { code: 'OVERLOADED', message: 'model: host at capacity', retryable: true };
 const COMP_ERR: ErrorInfo = { code: 'COMPENSATION_FAILED', message: 'model: compensation failed', retryable: true };
 
 function label(ev: SagaEvent): string {
@@ -113,7 +121,7 @@ function label(ev: SagaEvent): string {
 }
 
 /** The events a saga may see in this state, given what is in flight in the world. */
-function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<string, GhostStep>>): SagaEvent[] {
+function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<string, GhostStep>>, overload: boolean): SagaEvent[] {
   const out: SagaEvent[] = [];
   for (const p of def.steps) {
     const s = snap.context.steps[p.id] as StepState;
@@ -134,6 +142,8 @@ function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
       // On a first, untainted attempt "no responders" is proof, as a retryable worker error is: the same transitions.
       if (a > 1 || s.tainted) out.push({ type: 'STEP.FAILED', stepId, attempt: a, error: NO_RESPONDERS });
       if (a > 1) out.push({ type: 'STEP.FAILED', stepId, attempt: a - 1, error: RETRYABLE }); // a duplicate of an old reply
+      // Refused at capacity (once per step, to keep the space finite): sent again, no budget spent.
+      if (overload && (s.refused ?? 0) === 0) out.push({ type: 'STEP.FAILED', stepId, attempt: a, error: OVERLOADED });
     } else if (s.status === 'dispatched' && s.waiting) {
       out.push({ type: 'STEP.RETRY_DUE', stepId, attempt: a + 1 }, { type: 'STEP.TIMED_OUT', stepId, attempt: a });
     } else if (g.effect === 'maybe') {
@@ -145,6 +155,7 @@ function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
       out.push({ type: 'COMPENSATION.DONE', stepId, attempt: c }, { type: 'COMPENSATION.TIMED_OUT', stepId, attempt: c });
       // A key already undone (by a compensation sent before a coordinator crash) is acknowledged from its tombstone.
       if (g.effect !== 'undone') out.push({ type: 'COMPENSATION.FAILED', stepId, attempt: c, error: COMP_ERR });
+      if (overload && (s.compRefused ?? 0) === 0) out.push({ type: 'COMPENSATION.FAILED', stepId, attempt: c, error: OVERLOADED });
     } else if (s.status === 'compensating' && s.waiting) {
       out.push({ type: 'COMPENSATION.RETRY_DUE', stepId, attempt: s.compAttempt + 1 });
     }
@@ -181,6 +192,8 @@ function nextGhost(
         // ignored by a coordinator.)
         const current = before.status === 'dispatched' && !before.waiting && before.attempt === ev.attempt;
         if (!current) break;
+        // A refusal at capacity proves only that the refused copy ran nothing: another copy
+        // of the same request (a duplicate) may reach a host that takes it. Unsure.
         if (ev.error.code === 'WORKER_ERROR' || ev.error.code === 'NO_RESPONDERS') {
           if (cur.effect === 'maybe' && !cur.unsure) g[ev.stepId] = { ...cur, effect: 'none' };
         } else if (ev.error.code !== 'COMPENSATED') g[ev.stepId] = { ...cur, unsure: true };
@@ -436,7 +449,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
     else if (state === 'compensationFailed') finals.compensationFailed++;
     if (state === 'committed' || state === 'compensated') continue;
     let moved = false;
-    for (const ev of eventsFor(def, node.snap, node.ghost)) {
+    for (const ev of eventsFor(def, node.snap, node.ghost, options.overload === true)) {
       const [s1, actions] = stepper.next(node.snap as never, ev);
       transitions++;
       const snap1 = s1 as unknown as Snap;

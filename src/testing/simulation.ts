@@ -5,7 +5,7 @@
  * delays, so hosts interleave between their reads and writes; hosts die and come back,
  * sometimes all at once (no responders); coordinators crash and a new one recovers (and
  * once the world heals, a final recover() picks up what no recovery saw);
- * messages are lost, duplicated, delayed and reordered; replies arrive garbled or too
+ * hosts refuse requests at capacity; messages are lost, duplicated, delayed and reordered; replies arrive garbled or too
  * large; some `do`s outlive their host's lease. Every choice is read from a tape of
  * numbers, so a run replays exactly from its tape. A ledger of fake systems of record is
  * the oracle.
@@ -52,6 +52,8 @@ export interface FaultProfile {
   readonly slow?: number;
   /** Outages in which every host is down at once (no responders), each with a coordinator crash. Default 0. */
   readonly blackouts?: number;
+  /** A host refuses a request at capacity (OVERLOADED), before it touches anything. Default 0. */
+  readonly overload?: number;
 }
 
 export const NO_FAULTS: FaultProfile = Object.freeze({ drop: 0, duplicate: 0, maxDelayMs: 0, doFail: 0, compensateFail: 0, hostCrashes: 0, coordinatorCrashes: 0 });
@@ -267,7 +269,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const violations: SimulationViolation[] = [];
   const clock = createManualClock(0);
   const chooser = new Chooser(scenario.tape);
-  const faults: Required<FaultProfile> = { hosts: 2, storeDelayMs: 0, garble: 0, oversize: 0, slow: 0, blackouts: 0, ...scenario.faults };
+  const faults: Required<FaultProfile> = { hosts: 2, storeDelayMs: 0, garble: 0, oversize: 0, slow: 0, blackouts: 0, overload: 0, ...scenario.faults };
   const sleep = (ms: number) => (ms <= 0 ? Promise.resolve() : new Promise<void>((r) => clock.setTimeout(r, ms)));
   const window = scenario.faultWindowMs ?? 2_000;
   const ledger = createLedger();
@@ -364,6 +366,10 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     const host = createWorkerHost(workers, { dedup: viewOf(alive), clock, leaseMs: SIM_LEASE_MS });
     const handler: WorkerHandler = (req: WorkerRequest) => {
       if (!alive()) return hang();
+      if (chooser.chance(faults.overload)) {
+        trace.push(`t=${clock.now()} host ${slot} at capacity: refuses ${req.op} ${req.stepId}#${req.attempt} of ${req.sagaId}`);
+        return Promise.resolve({ ok: false, error: { code: 'OVERLOADED', message: `host ${slot} at capacity`, retryable: true } });
+      }
       return host.handle(req).then((reply) => {
         trace.push(`t=${clock.now()} host ${slot} answers ${req.op} ${req.stepId}#${req.attempt} of ${req.sagaId}: ${reply.ok ? 'ok' : reply.error.code}`);
         return reply;

@@ -121,6 +121,7 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     oversize: 10,
     slow: 10,
     blackouts: 1,
+    overload: 20,
     ...max,
   };
   return fc.record({
@@ -137,6 +138,7 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     oversize: fc.integer({ min: 0, max: m.oversize }),
     slow: fc.integer({ min: 0, max: m.slow }),
     blackouts: fc.integer({ min: 0, max: m.blackouts }),
+    overload: fc.integer({ min: 0, max: m.overload }),
   });
 }
 

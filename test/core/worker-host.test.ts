@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createWorkerHost, defineWorker, memoryDedupStore, TerminalError } from '../../src/index.ts';
+import { createWorkerHost, defineWorker, memoryDedupStore, SagaError, TerminalError } from '../../src/index.ts';
 import type { DedupStore, KeyRecord, WorkerRequest } from '../../src/index.ts';
 import { newKeyRecord, stepKey } from '../../src/machines/key-machine.ts';
 import type { KeyEvent } from '../../src/machines/key-machine.ts';
@@ -266,6 +266,32 @@ describe('worker host', () => {
     expect(await h.host.handle(h.req('do', { attempt: 2 }))).toMatchObject({ ok: false, error: { retryable: false, message: 'card declined' } });
     expect(await h.host.handle(h.req('do', { attempt: 3 }))).toMatchObject({ ok: false, error: { message: 'card declined' } });
     expect(n).toBe(2);
+  });
+
+  it('puts WORKER_ERROR on the wire for whatever user code throws, keeping its code and message (never "[object Object]")', async () => {
+    const thrown: unknown[] = [
+      { code: 'CARD_DECLINED', message: 'insufficient funds', detail: { left: 3 } },
+      { reason: 'no stock', retryable: false },
+      undefined,
+      'just a string',
+      new SagaError('PROTOCOL_ERROR', 'a worker must not answer for the host'),
+    ];
+    let i = 0;
+    const h = harness({
+      doImpl: async () => {
+        throw thrown[i++];
+      },
+    });
+    const replies = [];
+    for (let a = 1; a <= thrown.length; a++) replies.push(await h.host.handle(h.req('do', { key: `k${a}` })));
+    expect(replies).toEqual([
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'CARD_DECLINED: insufficient funds', retryable: true } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'worker code threw {"reason":"no stock","retryable":false}', retryable: false } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'worker code threw undefined', retryable: true } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'just a string', retryable: true } },
+      // A code that means "nothing ran" from the host's side is never passed through from user code.
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'PROTOCOL_ERROR: a worker must not answer for the host', retryable: false } },
+    ]);
   });
 
   it('rejects an idempotency key reused with a different input', async () => {

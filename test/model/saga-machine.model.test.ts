@@ -47,6 +47,32 @@ const crashShapes = [
   ...(DEEP ? [parallel(3, 0, 0, { kind: 'quorum', n: 2 }), staged('chain2', { a: [], b: ['a'] }, 1, 1)] : []),
 ];
 
+/** Shapes explored with hosts that refuse requests at capacity (backpressure). */
+const overloadShapes = [
+  parallel(1, 1, 1),
+  parallel(2, 0, 1),
+  parallel(2, 1, 0, { kind: 'any' }),
+  staged('chain2', { a: [], b: ['a'] }, 1, 1),
+  ...(DEEP ? [parallel(2, 1, 1), parallel(3, 0, 0, { kind: 'quorum', n: 2 })] : []),
+];
+
+describe('saga machine: refusals at capacity keep the guarantee and spend no retry budget', () => {
+  for (const def of overloadShapes) {
+    test(`${def.name}${def.join.kind === 'all' ? '' : ` join ${def.join.kind}`}, retries ${def.steps[0]?.retries}/${def.steps[0]?.compensation.retries}, hosts at capacity`, () => {
+      const t0 = performance.now();
+      const r = exploreSaga(def, { overload: true, maxStates: 600_000 });
+      const plain = exploreSaga(def, { maxStates: 600_000 });
+      console.log(`[model] ${r.shape}, hosts at capacity: ${r.states} states (${plain.states} without), ${r.transitions} transitions (${Math.round(performance.now() - t0)} ms)`);
+      expect(r.truncated).toBe(false);
+      expect(r.violations.map(explainModelViolation)).toEqual([]);
+      expect(r.states).toBeGreaterThan(plain.states);
+      expect(r.finals.committed).toBeGreaterThan(0);
+      expect(r.finals.compensated).toBeGreaterThan(0);
+      expect(r.finals.compensationFailed).toBeGreaterThan(0);
+    }, 300_000);
+  }
+});
+
 describe('saga machine: every reachable state keeps the guarantee', () => {
   for (const [def, crashes] of [...shapes.map((d) => [d, 0] as const), ...crashShapes.map((d) => [d, 1] as const)]) {
     test(def.name + (def.join.kind === 'all' ? '' : ` join ${def.join.kind}`) + (crashes > 0 ? `, retries ${def.steps[0]?.retries}/${def.steps[0]?.compensation.retries}, a coordinator crash` : ''), () => {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
 import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
-import { createRuntime, defineSaga, defineWorker, SagaError, TerminalError } from '../../src/index.ts';
+import { createRuntime, defineSaga, defineWorker, memorySagaStore, SagaError, TerminalError } from '../../src/index.ts';
 import type { WorkerRequest } from '../../src/index.ts';
 import { natsTransport, serveWorkers } from '../../src/nats.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
@@ -43,9 +43,10 @@ const req = (worker: string, input: unknown = { n: 1 }, op: 'do' | 'compensate' 
   input,
 });
 
-function logSink() {
+/** A pino logger at `level` that keeps every line. */
+function logSink(level = 'debug') {
   const lines: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const logger = pino({ level }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
   return { lines, logger };
 }
 
@@ -133,6 +134,26 @@ describe('sagas over NATS', () => {
     await served.drain();
   });
 
+  it('a burst far over the host capacity commits every saga: refusals at capacity are backpressure, not failures', async () => {
+    const prefix = 'tburst';
+    const { lines, logger } = logSink();
+    const held = new Set<string>();
+    const w = (name: string) =>
+      defineWorker({ name, do: (_i: { n: number }, ctx) => void held.add(ctx.idempotencyKey), compensate: (_i, _r, ctx) => void held.delete(ctx.idempotencyKey) });
+    // A small host: 4 running, 8 waiting; 2,000 sagas of 3 steps arrive at once.
+    const served = await serveWorkers(host, [w('flights'), w('hotels'), w('cars')], { prefix, signals: [], concurrency: 4, maxPending: 8, logger });
+    const runtime = createRuntime({ transport: natsTransport(client, { prefix }) });
+    const trip = defineSaga({ name: 'trip', version: 1, steps: { flight: { worker: 'flights' }, hotel: { worker: 'hotels' }, car: { worker: 'cars' } } });
+    const outcomes = await Promise.all(Array.from({ length: 2_000 }, (_, n) => runtime.run(trip, { n })));
+    const counts: Record<string, number> = {};
+    for (const o of outcomes) counts[o.status] = (counts[o.status] ?? 0) + 1;
+    expect(counts).toEqual({ committed: 2_000 });
+    expect(held.size).toBe(6_000);
+    expect(lines.filter((l) => l.msg === 'at capacity: refused a request').length).toBeGreaterThan(0);
+    await runtime.close();
+    await served.drain();
+  }, 120_000);
+
   it('refuses to start a saga whose worker nobody serves', async () => {
     const runtime = createRuntime({ transport: natsTransport(client, { prefix: 'tnone' }) });
     const s = defineSaga({ name: 'lonely', version: 1, steps: { a: { worker: 'ghost' } } });
@@ -184,6 +205,54 @@ describe('natsTransport request side', () => {
     spy.unsubscribe();
   });
 
+  it('rejects run() of a saga whose first request is over the payload limit, naming the step and the size, with nothing dispatched or journaled', async () => {
+    const prefix = 'tin';
+    let calls = 0;
+    const w = (name: string) => defineWorker({ name, do: () => void calls++, compensate: () => undefined });
+    const served = await serveWorkers(host, [w('scans'), w('notes')], { prefix, signals: [] });
+    const store = memorySagaStore();
+    const runtime = createRuntime({ transport: natsTransport(client, { prefix }), store });
+    const s = defineSaga({ name: 'upload', version: 1, steps: { scan: { worker: 'scans' }, note: { worker: 'notes', input: () => ({}) } } });
+    const bigInput = { blob: 'x'.repeat(5 * 1024 * 1024) };
+    const started = Date.now();
+    const error = await runtime.run(s, bigInput, { sagaId: 'too-big' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SagaError);
+    expect(error).toMatchObject({ code: 'PAYLOAD_TOO_LARGE', message: expect.stringMatching(/step 'scan'.*is 52\d{5} bytes, over the limit of 1048576.*nothing was dispatched/) });
+    expect(Date.now() - started).toBeLessThan(5_000); // refused up front, not after a timeout
+    expect(calls).toBe(0);
+    expect(await store.get('too-big')).toBeUndefined();
+    expect(runtime.inFlight).toBe(0);
+    await runtime.close();
+    await served.drain();
+  });
+
+  it('a later stage whose input is over the payload limit fails cleanly (never sent): the saga compensates with that reason, nothing parked', async () => {
+    const prefix = 'tlate';
+    const held = new Set<string>();
+    const make = (name: string) =>
+      defineWorker({ name, do: (_i: unknown, ctx) => (held.add(ctx.idempotencyKey), { size: 2_000_000 }), compensate: (_i, _r, ctx) => void held.delete(ctx.idempotencyKey) });
+    const served = await serveWorkers(host, [make('quotes'), make('orders')], { prefix, signals: [] });
+    const runtime = createRuntime({ transport: natsTransport(client, { prefix }) });
+    const s = defineSaga({
+      name: 'late',
+      version: 1,
+      steps: {
+        quote: { worker: 'quotes' },
+        order: { worker: 'orders', after: ['quote'], input: (_i, r) => ({ blob: 'y'.repeat((r.quote as { size: number }).size) }) },
+      },
+    });
+    const outcome = await runtime.run(s, {});
+    expect(outcome).toMatchObject({
+      status: 'compensated',
+      compensated: ['quote'],
+      failures: [expect.objectContaining({ stepId: 'order', inDoubt: false, error: expect.objectContaining({ code: 'PAYLOAD_TOO_LARGE', message: expect.stringContaining("step 'order'") }) })],
+    });
+    expect(held.size).toBe(0);
+    expect(await runtime.deadLetters()).toEqual([]);
+    await runtime.close();
+    await served.drain();
+  });
+
   it('rejects malformed replies with PROTOCOL_ERROR', async () => {
     const replies = ['not json', '{"ok":"yes"}', '{"ok":false,"error":{"code":"X"}}', '[1,2]'];
     let i = 0;
@@ -221,7 +290,7 @@ describe('serveWorkers', () => {
     await nc2.close();
   });
 
-  it('runs at most `concurrency` requests at once and refuses what does not fit in maxPending, with a retryable error', async () => {
+  it('runs at most `concurrency` requests at once and refuses what does not fit in maxPending with OVERLOADED (nothing ran)', async () => {
     let running = 0;
     let peak = 0;
     const slow = defineWorker({
@@ -244,8 +313,9 @@ describe('serveWorkers', () => {
     expect(ok.length).toBeGreaterThanOrEqual(5);
     expect(refused.length).toBeGreaterThan(0);
     expect(ok.length + refused.length).toBe(10);
-    for (const r of refused) expect(r).toMatchObject({ ok: false, error: { code: 'TRANSPORT_ERROR', retryable: true, message: expect.stringMatching(/at capacity/) } });
-    expect(lines.filter((l) => l.level === 40 && l.overloaded === true)).toHaveLength(refused.length);
+    for (const r of refused) expect(r).toMatchObject({ ok: false, error: { code: 'OVERLOADED', retryable: true, message: expect.stringMatching(/at capacity.*nothing ran/) } });
+    // Logged at debug: under a burst, refusals are routine backpressure, not warnings.
+    expect(lines.filter((l) => l.level === 20 && l.msg === 'at capacity: refused a request')).toHaveLength(refused.length);
     // The backlog cleared: it serves again.
     await expect(t.request(req('slow'), 5_000)).resolves.toEqual({ ok: true, result: 'done' });
     await served.drain();

@@ -43,7 +43,7 @@ export interface NatsTransportOptions {
   concurrency?: number;
   /**
    * Requests that may wait for a free slot. Beyond this a request is answered at once
-   * with a retryable `TRANSPORT_ERROR` ("at capacity"), without running. Default 1024.
+   * with `OVERLOADED` (backpressure: nothing ran, sent again later), without running. Default 1024.
    */
   maxPending?: number;
   /** How long `isServed` waits for a host to answer its ping. Default 1000 ms. */
@@ -149,6 +149,29 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
     respond(msg, { ok: false, error });
   };
 
+  /** The request's body, or the error it is refused with before sending (nothing is sent). */
+  const encodeRequest = (req: WorkerRequest): string | TransportError => {
+    if (typeof req?.worker !== 'string' || !WORKER_NAME.test(req.worker) || (req.op !== 'do' && req.op !== 'compensate')) {
+      return new TransportError('PROTOCOL_ERROR', `cannot address worker ${JSON.stringify(req?.worker)} with op ${JSON.stringify(req?.op)}`, { retryable: false, notSent: true });
+    }
+    let body: string;
+    try {
+      body = JSON.stringify(req);
+    } catch (error) {
+      return new TransportError('PROTOCOL_ERROR', `the request cannot be encoded as JSON: ${(error as Error).message}`, { retryable: false, cause: error, notSent: true });
+    }
+    const limit = maxPayload();
+    const size = byteLength(body, limit);
+    if (size > limit) {
+      const what = `the ${req.op} request of step '${req.stepId}' to worker '${req.worker}'`;
+      return new TransportError('PAYLOAD_TOO_LARGE', `${what} is ${size} bytes, over the limit of ${limit} (the connection's max_payload or the maxPayload option)`, {
+        retryable: false,
+        notSent: true,
+      });
+    }
+    return body;
+  };
+
   const transport: NatsTransport = {
     prefix,
     maxPayload: o.maxPayload,
@@ -157,22 +180,15 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
       return { running: limiter.running, pending: limiter.pending };
     },
 
+    check(req: WorkerRequest): Error | undefined {
+      const encoded = encodeRequest(req);
+      return encoded instanceof Error ? encoded : undefined;
+    },
+
     async request(req: WorkerRequest, timeoutMs: number): Promise<WorkerReply> {
       if (closed) throw new TransportError('TRANSPORT_ERROR', 'this NATS transport is closed', { retryable: false, notSent: true });
-      if (typeof req?.worker !== 'string' || !WORKER_NAME.test(req.worker) || (req.op !== 'do' && req.op !== 'compensate')) {
-        throw new TransportError('PROTOCOL_ERROR', `cannot address worker ${JSON.stringify(req?.worker)} with op ${JSON.stringify(req?.op)}`, { retryable: false, notSent: true });
-      }
-      let body: string;
-      try {
-        body = JSON.stringify(req);
-      } catch (error) {
-        throw new TransportError('PROTOCOL_ERROR', `the request cannot be encoded as JSON: ${(error as Error).message}`, { retryable: false, cause: error, notSent: true });
-      }
-      const limit = maxPayload();
-      const size = byteLength(body, limit);
-      if (size > limit) {
-        throw new TransportError('PAYLOAD_TOO_LARGE', `request to worker '${req.worker}' is ${size} bytes, over the limit of ${limit}`, { retryable: false, notSent: true });
-      }
+      const body = encodeRequest(req);
+      if (body instanceof Error) throw body;
       const timeout = Math.max(1, Math.ceil(timeoutMs));
       let msg: Msg;
       try {
@@ -241,7 +257,9 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
         const accepted = limiter.submit(() => runOne(msg, checked.request).finally(finish));
         if (!accepted) {
           finish();
-          reject(msg, { code: 'TRANSPORT_ERROR', message: `worker host at capacity (${limiter.running} running, ${limiter.pending} waiting): try again`, retryable: true }, { overloaded: true });
+          // Backpressure: nothing ran; the coordinator sends it again later without spending a retry.
+          respond(msg, { ok: false, error: { code: 'OVERLOADED', message: `worker host at capacity (${limiter.running} running, ${limiter.pending} waiting): nothing ran; try again later`, retryable: true } });
+          logger.debug({ subject: msg.subject, running: limiter.running, pending: limiter.pending }, 'at capacity: refused a request');
         }
       };
 
