@@ -6,14 +6,18 @@
  *   NATS_URL=nats://host:4222 npm run example:nats
  *
  * If no host serves the workers yet, one is started as a child process and stopped
- * (SIGTERM: graceful drain) at the end.
+ * (SIGTERM: graceful drain) at the end. The coordinator journals its sagas in JetStream
+ * (jetstreamSagaStore) and calls recover() first, so a coordinator killed mid-saga is
+ * picked up by the next run; each trip has a saga id, so running it again returns its
+ * outcome instead of booking twice.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { connect } from '@nats-io/transport-node';
 import { createRuntime, defineSaga } from '../src/index.ts';
-import { natsTransport } from '../src/nats.ts';
+import { jetstreamSagaStore, natsTransport } from '../src/nats.ts';
+import type { SagaStore } from '../src/index.ts';
 
 interface Leg {
   city: string;
@@ -45,7 +49,12 @@ if (!(await served())) {
   }
 }
 
-const runtime = createRuntime({ transport });
+let store: SagaStore | undefined;
+if (nc.info?.jetstream === true) {
+  store = jetstreamSagaStore(nc);
+} else {
+  console.warn(`the nats-server at ${url} has no JetStream (start it with -js): saga journals live in memory only`);
+}
 const trip = defineSaga({
   name: 'trip',
   version: 1,
@@ -56,6 +65,9 @@ const trip = defineSaga({
   },
   compensation: { retries: 5, backoff: { initialMs: 100, factor: 2, maxMs: 2_000 } },
 });
+const runtime = createRuntime({ transport, ...(store !== undefined ? { store } : {}), sagas: [trip] });
+const recovered = await runtime.recover();
+if (recovered.length > 0) console.log(`recovered ${recovered.length} saga(s) a previous coordinator left unfinished`);
 
 try {
   const lisbon: Trip = {
@@ -66,7 +78,7 @@ try {
   };
   const atlantis: Trip = { ...lisbon, traveller: 'Nemo', hotel: { city: 'Atlantis', date: '2026-06-01' } };
   for (const t of [lisbon, atlantis]) {
-    const outcome = await runtime.run(trip, t);
+    const outcome = await runtime.run(trip, t, { sagaId: `trip-${t.traveller}-${t.flight.date}` });
     console.log(`${t.traveller} -> ${t.hotel.city}:`, JSON.stringify(outcome, null, 2));
   }
 } finally {

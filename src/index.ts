@@ -17,7 +17,7 @@ export { createRuntime, DEFAULT_JOURNAL_RETRY_MS } from './runtime.ts';
 export { createWorkerHost, DEFAULT_LEASE_MS } from './actors/worker-host.ts';
 export { memoryTransport } from './transport/memory.ts';
 export { memoryDedupStore, memorySagaStore, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_DEDUP_MAX_RECORDS } from './store/memory.ts';
-export type { MemoryDedupStoreOptions, MemorySagaStoreOptions } from './store/memory.ts';
+export type { MemoryDedupStoreOptions, MemorySagaStore, MemorySagaStoreOptions } from './store/memory.ts';
 export { systemClock } from './clock.ts';
 export {
   SagaError,

@@ -673,7 +673,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       register(def);
       assertSerializable(input, 'input');
       const sagaId = options.sagaId ?? randomUUID();
-      if (typeof sagaId !== 'string' || sagaId.length === 0 || sagaId.length > 256) throw new InvalidOptionError('sagaId', 'must be a non-empty string of at most 256 characters');
+      if (typeof sagaId !== 'string' || sagaId.length === 0 || Buffer.byteLength(sagaId, 'utf8') > 256) throw new InvalidOptionError('sagaId', 'must be a non-empty string of at most 256 bytes in UTF-8');
       // Root steps' inputs are derived now so that a bad one rejects run before any dispatch.
       const rootInputs: Record<string, unknown> = {};
       for (const p of def.steps) {

@@ -143,7 +143,8 @@ const readAgain = (conflicts: number): Transition => ({ state: { phase: 'decidin
 
 /** The answer a stored record gives a repeated request. */
 function storedReply(setup: RequestSetup, rec: KeyRecord): WorkerReply {
-  if (rec.state === 'done') return { ok: true, result: rec.result };
+  // A do whose result could not be sent keeps answering so: the step stays in doubt.
+  if (rec.state === 'done') return rec.error !== undefined ? { ok: false, error: rec.error } : { ok: true, result: rec.result };
   if (rec.state === 'uncertain') return replies.outcomeUnknown(setup.req, 'an earlier run was interrupted and may have applied');
   return { ok: false, error: rec.error ?? { code: 'WORKER_ERROR', message: `do of key ${setup.req.key} failed`, retryable: false } };
 }
@@ -215,7 +216,8 @@ function completionReply(setup: RequestSetup, claim: Claim, outcome: RunOutcome,
 
 /** User code ended (or a renewal finished after it did): write the outcome under the claim. */
 function complete(claim: Claim, outcome: RunOutcome, now: number): Transition {
-  const record = stepKey(claim.record, outcome.event, now).record;
+  const stepped = stepKey(claim.record, outcome.event, now).record;
+  const record = outcome.unsendable !== undefined ? { ...stepped, error: outcome.unsendable } : stepped;
   return { state: { phase: 'completing', claim, outcome, record }, commands: [{ type: 'write', record, revision: claim.revision }] };
 }
 

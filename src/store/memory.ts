@@ -13,9 +13,17 @@ export const DEFAULT_DEDUP_WINDOW_MS = 60 * 60 * 1000;
 export const DEFAULT_DEDUP_MAX_RECORDS = 100_000;
 
 export interface MemorySagaStoreOptions {
-  /** Keep finished sagas' journals (for status look-ups). Default 10_000 most recent. */
+  /** Keep at most this many finished sagas' journals (for status look-ups and run() by sagaId). Default 10_000 most recent. */
   keepFinished?: number;
+  /** Forget a finished saga's journal this long after it finished. Default 7 days (as `jetstreamSagaStore`). */
+  keepMs?: number;
   clock?: Clock;
+}
+
+/** A memory saga store also says how many journals it holds. */
+export interface MemorySagaStore extends SagaStore {
+  /** Journals of sagas not finished (running or parked), and of finished ones still kept. */
+  readonly size: { readonly live: number; readonly finished: number };
 }
 
 /**
@@ -23,15 +31,31 @@ export interface MemorySagaStoreOptions {
  * a coordinator that shares it with another (tests, recovery in one process) is fenced
  * off the sagas the other took over.
  */
-export function memorySagaStore(options: MemorySagaStoreOptions = {}): SagaStore {
+export function memorySagaStore(options: MemorySagaStoreOptions = {}): MemorySagaStore {
   const keepFinished = options.keepFinished ?? 10_000;
   if (!Number.isSafeInteger(keepFinished) || keepFinished < 0) throw new InvalidOptionError('keepFinished', 'must be a whole number >= 0');
+  const keepMs = options.keepMs ?? 7 * 24 * 3600_000;
+  if (typeof keepMs !== 'number' || !(keepMs >= 0)) throw new InvalidOptionError('keepMs', 'must be a number of milliseconds >= 0');
+  const clock = options.clock ?? systemClock;
   const live = new Map<string, VersionedSagaRecord>();
-  const finished = new Map<string, SagaRecord>();
+  /** Finished journals and when they were archived, oldest first (a Map iterates in insertion order). */
+  const finished = new Map<string, { record: SagaRecord; at: number }>();
   let revision = 0;
+  const forgetOld = () => {
+    const oldest = clock.now() - keepMs;
+    for (const [id, f] of finished) {
+      if (finished.size <= keepFinished && f.at >= oldest) break;
+      finished.delete(id);
+    }
+  };
 
   return {
+    get size() {
+      forgetOld();
+      return { live: live.size, finished: finished.size };
+    },
     async begin(record) {
+      forgetOld();
       if (live.has(record.sagaId) || finished.has(record.sagaId)) return undefined;
       live.set(record.sagaId, { record, revision: ++revision });
       return revision;
@@ -46,21 +70,21 @@ export function memorySagaStore(options: MemorySagaStoreOptions = {}): SagaStore
       const cur = live.get(sagaId);
       if (cur === undefined) return;
       live.delete(sagaId);
-      finished.set(sagaId, cur.record);
-      // Oldest first: a Map iterates in insertion order.
-      for (const id of finished.keys()) {
-        if (finished.size <= keepFinished) break;
-        finished.delete(id);
-      }
+      finished.set(sagaId, { record: cur.record, at: clock.now() });
+      forgetOld();
     },
     async load(sagaId) {
       const cur = live.get(sagaId);
       if (cur !== undefined) return cur;
+      forgetOld();
       const done = finished.get(sagaId);
-      return done === undefined ? undefined : { record: done, revision: 0 };
+      return done === undefined ? undefined : { record: done.record, revision: 0 };
     },
     async get(sagaId) {
-      return live.get(sagaId)?.record ?? finished.get(sagaId);
+      const cur = live.get(sagaId);
+      if (cur !== undefined) return cur.record;
+      forgetOld();
+      return finished.get(sagaId)?.record;
     },
     async unfinished() {
       return [...live.values()];

@@ -9,6 +9,8 @@ import { PROTOCOL_VERSION } from '../types.ts';
 import type { WorkerReply, WorkerRequest } from '../types.ts';
 
 const WORKER_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+/** W3C trace context, version 00. */
+export const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 function bad(message: string): TransportError {
   return new TransportError('PROTOCOL_ERROR', message, { retryable: false });
@@ -18,15 +20,16 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
+/** A non-empty string of at most `max` bytes in UTF-8 (the unit every language can count alike). */
 function str(o: Record<string, unknown>, field: string, max = 256): string {
   const v = o[field];
-  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw bad(`'${field}' must be a non-empty string of at most ${max} characters`);
+  if (typeof v !== 'string' || v.length === 0 || v.length > max || Buffer.byteLength(v, 'utf8') > max) throw bad(`'${field}' must be a non-empty string of at most ${max} bytes in UTF-8`);
   return v;
 }
 
 function int(o: Record<string, unknown>, field: string, min: number): number {
   const v = o[field];
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(`'${field}' must be a whole number >= ${min}`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(`'${field}' must be a whole number from ${min} to ${Number.MAX_SAFE_INTEGER}`);
   return v;
 }
 
@@ -49,7 +52,8 @@ export function parseRequest(body: unknown): WorkerRequest {
     deadline: int(body, 'deadline', 0),
     input: body.input,
     ...('result' in body ? { result: body.result } : {}),
-    ...(typeof body.traceparent === 'string' ? { traceparent: body.traceparent } : {}),
+    // W3C: an invalid trace context is ignored, not an error.
+    ...(typeof body.traceparent === 'string' && TRACEPARENT.test(body.traceparent) ? { traceparent: body.traceparent } : {}),
   };
   return request;
 }

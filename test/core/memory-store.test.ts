@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { memoryDedupStore, memorySagaStore } from '../../src/index.ts';
+import { createRuntime, defineSaga, defineWorker, memoryDedupStore, memorySagaStore } from '../../src/index.ts';
 import type { KeyRecord, SagaRecord } from '../../src/index.ts';
 import { createManualClock } from '../../src/testing/clock.ts';
 
@@ -62,5 +62,45 @@ describe('in-memory saga store', () => {
     await store.archive('s2');
     expect(await store.get('s1')).toBeUndefined(); // only the most recent finished saga is kept
     expect(await store.deadLetters()).toEqual([]);
+  });
+
+  it('forgets a finished saga keepMs after it finished; then its id starts a new saga', async () => {
+    const clock = createManualClock();
+    const store = memorySagaStore({ clock, keepMs: 1_000 });
+    for (const id of ['a', 'b']) {
+      await store.begin({ ...base, sagaId: id });
+      await store.archive(id);
+    }
+    await clock.advance(600);
+    await store.begin({ ...base, sagaId: 'c' });
+    await store.archive('c');
+    expect(store.size).toEqual({ live: 0, finished: 3 });
+    await clock.advance(500);
+    expect(store.size).toEqual({ live: 0, finished: 1 });
+    expect(await store.get('a')).toBeUndefined();
+    expect(await store.get('c')).toBeDefined();
+    expect(await store.begin({ ...base, sagaId: 'a' })).toBeGreaterThan(0);
+    expect(() => memorySagaStore({ keepMs: -1 })).toThrow(/keepMs/);
+  });
+});
+
+describe('the embedded runtime under a steady load', () => {
+  it('holds a bounded number of journals and keys however many sagas finish (memory stays flat)', async () => {
+    const store = memorySagaStore({ keepFinished: 200 });
+    const dedup = memoryDedupStore({ maxRecords: 500 });
+    const w = (name: string) => defineWorker({ name, do: (i: { n: number }) => i.n, compensate: () => undefined });
+    const runtime = createRuntime({ store, dedup }).host(w('a'), w('b'));
+    const saga = defineSaga({ name: 'pair', version: 1, steps: { a: { worker: 'a' }, b: { worker: 'b' } } });
+    const sizes: { finished: number; keys: number }[] = [];
+    for (let batch = 0; batch < 6; batch++) {
+      const outcomes = await Promise.all(Array.from({ length: 500 }, (_, i) => runtime.run(saga, { n: batch * 500 + i })));
+      expect(outcomes.every((o) => o.status === 'committed')).toBe(true);
+      sizes.push({ finished: store.size.finished, keys: dedup.size });
+    }
+    // 3,000 sagas and 6,000 keys later: the bounds hold from the first batch on.
+    expect(sizes.every((x) => x.finished === 200 && x.keys === 500)).toBe(true);
+    expect(store.size.live).toBe(0);
+    expect(runtime.inFlight).toBe(0);
+    await runtime.close();
   });
 });

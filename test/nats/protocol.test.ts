@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, headers } from '@nats-io/transport-node';
 import type { Msg, MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import pino from 'pino';
-import { defineWorker, TerminalError } from '../../src/index.ts';
+import { defineWorker, SagaError, TerminalError } from '../../src/index.ts';
 import { serveWorkers } from '../../src/nats.ts';
 import type { WorkerServer } from '../../src/nats.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
@@ -29,10 +29,16 @@ beforeAll(async () => {
   const logger = pino({ level: 'info' }, { write: (s: string) => void logs.push(JSON.parse(s) as Record<string, unknown>) });
   const echo = defineWorker({
     name: 'echo',
-    do: (input: { fail?: 'terminal' | 'retryable' }, ctx) => {
+    do: async (input: { fail?: 'terminal' | 'retryable'; slowFailMs?: number; bigint?: boolean; hostCode?: string }, ctx) => {
       calls.do.push(input);
       if (input?.fail === 'terminal') throw new TerminalError('no such thing');
       if (input?.fail === 'retryable') throw new Error('flaky');
+      if (input?.slowFailMs !== undefined) {
+        await new Promise((r) => setTimeout(r, input.slowFailMs));
+        throw new TerminalError('failed after a while');
+      }
+      if (input?.hostCode !== undefined) throw new SagaError(input.hostCode as 'NO_RESPONDERS', 'user code throwing a host code');
+      if (input?.bigint === true) return { big: 10n } as unknown as { echoed: unknown; key: string };
       return { echoed: input, key: ctx.idempotencyKey };
     },
     compensate: (input: unknown) => void calls.compensate.push(input),
@@ -128,6 +134,68 @@ describe('conformance: raw NATS client', () => {
     w.hdrs = Object.fromEntries(Object.entries(w.hdrs).map(([k, v]) => [k.toLowerCase(), v]));
     w.hdrs.traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
     expect((await send(w)).reply).toEqual({ ok: true, result: { echoed: { d: 4 }, key } });
+  });
+});
+
+describe('the points docs/protocol.md makes exact', () => {
+  it('a body that starts with a UTF-8 byte order mark is read as if it had none', async () => {
+    const key = hexKey();
+    const w = wire('do', key, { bom: 1 });
+    const bytes = new TextEncoder().encode(JSON.stringify(w.body));
+    const raw = new Uint8Array([0xef, 0xbb, 0xbf, ...bytes]);
+    expect((await send({ ...w, raw })).reply).toEqual({ ok: true, result: { echoed: { bom: 1 }, key } });
+  });
+
+  it('lengths count UTF-8 bytes: a 200-character saga id of 3-byte characters is too long', async () => {
+    const w = wire('do', hexKey(), {});
+    const long = '€'.repeat(86); // 86 UTF-16 code units, 258 bytes
+    w.body.sagaId = long;
+    w.hdrs['Saga-Id'] = long;
+    const { reply } = await send(w);
+    expect(reply).toMatchObject({ ok: false, error: { code: 'PROTOCOL_ERROR', message: expect.stringContaining("'sagaId' must be a non-empty string of at most 256 bytes") } });
+  });
+
+  it('integers are whole numbers up to 2^53-1', async () => {
+    for (const attempt of [1.5, 2 ** 53]) {
+      const w = wire('do', hexKey(), {});
+      w.body.attempt = attempt;
+      w.hdrs['Saga-Attempt'] = String(attempt);
+      expect((await send(w)).reply).toMatchObject({ ok: false, error: { code: 'PROTOCOL_ERROR', message: expect.stringContaining("'attempt' must be a whole number from 1 to 9007199254740991") } });
+    }
+  });
+
+  it('an invalid traceparent in the body is ignored, not an error', async () => {
+    const key = hexKey();
+    expect((await send(wire('do', key, { t: 1 }, { traceparent: 'not-a-trace' }))).reply).toEqual({ ok: true, result: { echoed: { t: 1 }, key } });
+  });
+
+  it('a result that cannot be serialized: RESULT_NOT_SERIALIZABLE, again for a repeated do, and compensate undoes it', async () => {
+    const key = hexKey();
+    const first = await send(wire('do', key, { bigint: true }));
+    expect(first.reply).toMatchObject({ ok: false, error: { code: 'RESULT_NOT_SERIALIZABLE', retryable: false } });
+    const retry = wire('do', key, { bigint: true }, { attempt: 2 });
+    retry.hdrs['Saga-Attempt'] = '2';
+    const again = await send(retry);
+    expect(again.reply).toMatchObject({ ok: false, error: { code: 'RESULT_NOT_SERIALIZABLE' } });
+    const before = calls.compensate.length;
+    expect((await send(wire('compensate', key, { bigint: true }))).reply).toEqual({ ok: true });
+    expect(calls.compensate.length).toBe(before + 1);
+  });
+
+  it('a compensate that arrives while do runs waits for it; when the do fails, it answers ok without running compensate', async () => {
+    const key = hexKey();
+    const before = calls.compensate.length;
+    const doing = send(wire('do', key, { slowFailMs: 300 }));
+    await new Promise((r) => setTimeout(r, 50));
+    const compensating = send(wire('compensate', key, { slowFailMs: 300 }));
+    expect((await doing).reply).toMatchObject({ ok: false, error: { code: 'WORKER_ERROR', retryable: false } });
+    expect((await compensating).reply).toEqual({ ok: true });
+    expect(calls.compensate.length).toBe(before);
+  });
+
+  it('worker code throwing a host code still answers WORKER_ERROR, with that code in the message', async () => {
+    const { reply } = await send(wire('do', hexKey(), { hostCode: 'NO_RESPONDERS' }));
+    expect(reply).toMatchObject({ ok: false, error: { code: 'WORKER_ERROR', message: 'NO_RESPONDERS: user code throwing a host code' } });
   });
 });
 

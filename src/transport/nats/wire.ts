@@ -9,7 +9,7 @@ import { TransportError } from '../../errors.ts';
 import type { ErrorInfo } from '../../errors.ts';
 import { PROTOCOL_VERSION } from '../../types.ts';
 import type { WorkerReply, WorkerRequest } from '../../types.ts';
-import { parseRequest } from '../protocol.ts';
+import { parseRequest, TRACEPARENT } from '../protocol.ts';
 
 /** Default subject prefix: `saga.worker.<worker>.do`. */
 export const DEFAULT_PREFIX = 'saga';
@@ -31,7 +31,6 @@ export const H = Object.freeze({
 export type SubjectOp = 'do' | 'compensate' | 'ping';
 
 const PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
-const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 export function validPrefix(prefix: string): boolean {
   return typeof prefix === 'string' && prefix.length <= 128 && PREFIX.test(prefix);
