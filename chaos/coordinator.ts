@@ -1,7 +1,9 @@
 /**
  * A coordinator of the chaos run, in its own process:
- * `node --import tsx chaos/coordinator.ts`. One coordinator per slot at a time; each
- * slot has its own saga store (bucket prefix `chaos_c<slot>`). Configured by env:
+ * `node --import tsx chaos/coordinator.ts`. One coordinator per slot at a time; all
+ * slots share one saga store (bucket prefix `chaos_shared`), each under the coordinator
+ * id `chaos-c<slot>` (a restarted slot recovers its own sagas at once; the other slot
+ * takes them over when its heartbeat stops for the 3 s lease). Configured by env:
  *
  *   NATS_URL                 server (required)
  *   CHAOS_SLOT               0, 1, ... (required)
@@ -52,8 +54,9 @@ const paths = {
 const nc = await connectNats(url, `chaos-coordinator-${slot}-${process.pid}`);
 const runtime = createRuntime({
   transport: natsTransport(nc),
-  store: jetstreamSagaStore(nc, { bucketPrefix: `chaos_c${slot}` }),
+  store: jetstreamSagaStore(nc, { bucketPrefix: 'chaos_shared' }),
   sagas: SAGAS,
+  ownership: { id: `chaos-c${slot}`, leaseMs: 3_000 },
   logger,
 });
 
@@ -170,10 +173,12 @@ async function finalMode(): Promise<void> {
   for (const id of pending) timedOut.push({ sagaId: id, state: (await status(id))?.state });
 
   // Every parked saga: its remaining effects (before the operator acts), then one retry.
-  const letters = await persist('deadLetters', () => runtime.deadLetters(), deadline + 30_000);
+  // The store is shared: this slot acts on the sagas it started (the other slot on its own).
+  const mineIds = new Set(readJsonl<StartedEntry>(paths.started).filter((e) => e.slot === slot).map((e) => e.sagaId));
+  const letters = (await persist('deadLetters', () => runtime.deadLetters(), deadline + 30_000)).filter((l) => mineIds.has(l.sagaId));
   const parkedIds = new Map<string, boolean>(letters.map((l) => [l.sagaId, true]));
   for (const id of recovered) {
-    if (parkedIds.has(id)) continue;
+    if (parkedIds.has(id) || !mineIds.has(id)) continue;
     if ((await status(id))?.state === 'compensationFailed') parkedIds.set(id, false);
   }
   const parked: {
@@ -226,7 +231,12 @@ async function finalMode(): Promise<void> {
   let next = 0;
   const readOne = async (e: StartedEntry): Promise<FinalRecord> => {
     try {
-      const s = await status(e.sagaId);
+      let s = await status(e.sagaId);
+      if (s !== undefined && !FINISHED.has(s.state)) {
+        // Driven by the other slot's coordinator (the store is shared): wait for its end.
+        await runtime.outcome(e.sagaId, { timeoutMs: Math.max(deadline - Date.now(), 1_000), pollMs: 200 }).catch(() => undefined);
+        s = await status(e.sagaId);
+      }
       if (s === undefined) return { sagaId: e.sagaId, found: false };
       const outcome = trimOutcome(s.outcome);
       return { sagaId: e.sagaId, found: true, state: s.state, steps: { ...s.steps }, ...(outcome !== undefined ? { outcome } : {}) };

@@ -120,7 +120,16 @@ export async function serveWorkers(nc: NatsConnection, workers: readonly WorkerD
   for (const sig of signals) {
     const listener = () => {
       void drain().then(
-        () => {
+        async () => {
+          // The last log lines reach their destination before the process goes.
+          await new Promise<void>((resolve) => {
+            try {
+              if (typeof logger?.flush === 'function') logger.flush(() => resolve());
+              else resolve();
+            } catch {
+              resolve();
+            }
+          });
           // Nobody else handles this signal: let it do what it does by default.
           if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
         },

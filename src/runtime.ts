@@ -12,6 +12,8 @@ import type { WorkerHost } from './actors/worker-host.ts';
 import { DEFAULT_TIMER_TICK_MS, TimerWheel, timerLogic } from './actors/timer.ts';
 import type { TimerEvent } from './actors/timer.ts';
 import { requestOf, workerActorLogic } from './actors/worker-actor.ts';
+import { startOwnership } from './coordination/ownership.ts';
+import type { Ownership } from './coordination/ownership.ts';
 import type { WorkerActorEvent } from './actors/worker-actor.ts';
 import { systemClock } from './clock.ts';
 import { InvalidOptionError, JournalUnavailableError, SagaDefinitionError, SagaError, SagaNotFoundError, WorkerNotHostedError } from './errors.ts';
@@ -41,6 +43,8 @@ import type {
 export const DEFAULT_JOURNAL_RETRY_MS = 30_000;
 /** An idempotency key's shape (40 hex digits), for checking a request's size before its key is computed. */
 const KEY_SHAPE = '0'.repeat(40);
+/** Default time after which a coordinator whose heartbeat stopped is presumed dead and its sagas are taken over. */
+export const DEFAULT_OWNERSHIP_LEASE_MS = 10_000;
 /** Default bound of sagas running at once in one runtime; run() queues beyond it. */
 export const DEFAULT_MAX_IN_FLIGHT = 1_000;
 /** Compare-and-set tries of a takeover, and the pause between them (growing). */
@@ -79,6 +83,14 @@ export interface RuntimeOptions {
    * backlog. Default 1_000.
    */
   maxInFlight?: number;
+  /**
+   * Several coordinators on one store. Each saga is owned by the coordinator that wrote
+   * its journal last; coordinators beat a heartbeat into the store (when it supports
+   * `beat`/`beats`, as both built-in stores do) and take over the running sagas of one
+   * whose heartbeat stopped for `leaseMs` (default 10_000). `id` names this coordinator
+   * (default: random). `false`: no heartbeat and no automatic takeover (`recover()` only).
+   */
+  ownership?: false | { id?: string; leaseMs?: number };
 }
 
 /** Raised when a saga parks in `compensation-failed` (and again when recover() restores it parked): an operator must act. */
@@ -123,9 +135,21 @@ export interface Runtime {
    * (`RUNTIME_CLOSED`). Each of those leaves the saga to `recover()`.
    */
   run<TIn>(saga: SagaDefinition<TIn>, input: TIn, options?: RunOptions): Promise<SagaOutcome>;
-  /** Operator: resumes the compensation of a parked saga with fresh retry budgets. */
+  /**
+   * The outcome of a saga by its id, from any coordinator sharing the store (or this one):
+   * waits until it is committed, compensated, or parked (`compensation-failed`). Resolves
+   * undefined when it has none within `timeoutMs` (default: no limit); polls the store
+   * every `pollMs` (default 250) for sagas not driven here. Rejects with
+   * `SagaNotFoundError` when the store has no saga with this id.
+   */
+  outcome(sagaId: string, options?: { timeoutMs?: number; pollMs?: number }): Promise<SagaOutcome | undefined>;
+  /**
+   * Operator: resumes the compensation of a parked saga with fresh retry budgets. Works
+   * from any coordinator sharing the store: one that does not drive the saga takes it over
+   * first (it needs the saga's definition, from `sagas` or an earlier run).
+   */
   retry(sagaId: string): Promise<SagaOutcome>;
-  /** Operator: declares the remaining effects of a parked saga handled by hand. */
+  /** Operator: declares the remaining effects of a parked saga handled by hand (from any coordinator, as `retry`). */
   resolve(sagaId: string, note?: string): Promise<SagaOutcome>;
   /** Restores unfinished sagas from the store and drives them on (after a coordinator restart). */
   recover(): Promise<string[]>;
@@ -136,6 +160,8 @@ export interface Runtime {
   readonly inFlight: number;
   /** `run()` calls waiting for a slot (see `maxInFlight`): nothing of them is written or sent yet. */
   readonly queued: number;
+  /** This coordinator's id: the `owner` of the journals it writes. */
+  readonly coordinatorId: string;
   /**
    * Stops sagas, timers and serving. Worker calls in flight get up to `drainMs`
    * (default 5_000, real time) to finish. Sagas still running are left to `recover`.
@@ -190,7 +216,7 @@ const runtimeRoot = setup({
 
 function resolveOptions(options: RuntimeOptions) {
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
-  const allowed = ['transport', 'store', 'dedup', 'logger', 'clock', 'random', 'timerTickMs', 'inspect', 'sagas', 'journalRetryMs', 'leaseMs', 'maxInFlight'];
+  const allowed = ['transport', 'store', 'dedup', 'logger', 'clock', 'random', 'timerTickMs', 'inspect', 'sagas', 'journalRetryMs', 'leaseMs', 'maxInFlight', 'ownership'];
   for (const k of Object.keys(options)) if (!allowed.includes(k)) throw new InvalidOptionError(k, `unknown option (allowed: ${allowed.join(', ')})`);
   const tick = options.timerTickMs ?? DEFAULT_TIMER_TICK_MS;
   if (typeof tick !== 'number' || !Number.isFinite(tick) || tick <= 0) throw new InvalidOptionError('timerTickMs', 'must be a finite number > 0');
@@ -204,11 +230,19 @@ function resolveOptions(options: RuntimeOptions) {
   if (typeof maxInFlight !== 'number' || !(Number.isInteger(maxInFlight) || maxInFlight === Infinity) || maxInFlight < 1) {
     throw new InvalidOptionError('maxInFlight', 'must be an integer >= 1 (or Infinity)');
   }
+  const own = options.ownership ?? {};
+  if (own !== false && (own === null || typeof own !== 'object')) throw new InvalidOptionError('ownership', 'must be false or { id?, leaseMs? }');
+  if (own !== false) {
+    for (const k of Object.keys(own)) if (k !== 'id' && k !== 'leaseMs') throw new InvalidOptionError(`ownership.${k}`, 'unknown option (allowed: id, leaseMs)');
+    if (own.id !== undefined && (typeof own.id !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(own.id))) throw new InvalidOptionError('ownership.id', 'must be 1-64 characters of A-Z a-z 0-9 _ . -');
+    if (own.leaseMs !== undefined && (typeof own.leaseMs !== 'number' || !Number.isFinite(own.leaseMs) || own.leaseMs < 100)) throw new InvalidOptionError('ownership.leaseMs', 'must be a number of milliseconds >= 100');
+  }
   if (options.sagas !== undefined && !Array.isArray(options.sagas)) throw new InvalidOptionError('sagas', 'must be an array of defineSaga(...) definitions');
   const clock = options.clock ?? systemClock;
   return {
     journalRetryMs,
     maxInFlight,
+    ownership: (own === false ? false : { id: own.id ?? `coordinator-${randomUUID().slice(0, 8)}`, leaseMs: own.leaseMs ?? DEFAULT_OWNERSHIP_LEASE_MS }) as false | { id: string; leaseMs: number },
     leaseMs: options.leaseMs,
     transport: options.transport ?? memoryTransport(),
     store: options.store ?? memorySagaStore({ clock }),
@@ -233,6 +267,8 @@ function resolveOptions(options: RuntimeOptions) {
 export function createRuntime(options: RuntimeOptions = {}): Runtime {
   const o = resolveOptions(options);
   const { transport, store, logger, clock } = o;
+  const ownerId = o.ownership === false ? `coordinator-${randomUUID().slice(0, 8)}` : o.ownership.id;
+  let ownership: Ownership | undefined;
   const wheel = new TimerWheel(clock, o.tick);
   const root = createActor(runtimeRoot, { input: { transport, clock, wheel }, ...(o.inspect ? { inspect: o.inspect } : {}) });
   root.start();
@@ -330,7 +366,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
    * `journalRetryMs`; then, or when another coordinator wrote the journal meanwhile, the
    * saga is stopped here. Resolves whether the write landed.
    */
-  type Fields = Pick<SagaRecord, 'status' | 'snapshot' | 'outcome'> & { deadLetter?: DeadLetter };
+  type Fields = Pick<SagaRecord, 'status' | 'snapshot' | 'outcome'> & Pick<Partial<SagaRecord>, 'deadLetter' | 'parked'>;
 
   /** One journal write, tried again while the store is unreachable; resolves whether it landed. */
   const write = async (entry: Live, record: SagaRecord): Promise<boolean> => {
@@ -370,7 +406,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
    */
   const journal = (entry: Live, fields: Fields): Promise<boolean> => {
     if (entry.stopped) return Promise.resolve(false);
-    const record: SagaRecord = { ...entry.header, ...fields, updatedAt: clock.now() };
+    const record: SagaRecord = { ...entry.header, ...fields, owner: ownerId, updatedAt: clock.now() };
     entry.writes++;
     const done = (ok: boolean) => {
       entry.writes--;
@@ -469,7 +505,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       };
       log.error({ remaining: outcome.remaining.map((r) => r.stepId), failures: outcome.failures }, 'saga parked: compensation failed');
       // The parked state and its dead letter are one write; then the operator is told.
-      void journal(entry, { status: 'parked', snapshot: entry.actor.getPersistedSnapshot(), outcome: undefined, deadLetter: letter }).then((ok) => {
+      void journal(entry, { status: 'parked', snapshot: entry.actor.getPersistedSnapshot(), outcome: undefined, deadLetter: letter, parked: outcome }).then((ok) => {
         if (!ok || !entry.parked) return;
         const { parkedAt: _at, ...escalation } = letter;
         emit('escalation', escalation);
@@ -567,7 +603,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       for (let tries = 0; current !== undefined && current.revision > 0 && current.record.outcome === undefined && tries < TAKEOVER_TRIES; tries++) {
         // Closed meanwhile: the saga stays with its journal, for the next coordinator.
         if (closed) return undefined;
-        const revision = await store.write({ ...current.record, updatedAt: clock.now() }, current.revision);
+        const revision = await store.write({ ...current.record, owner: ownerId, updatedAt: clock.now() }, current.revision);
         if (closed) return undefined;
         if (revision !== undefined) return restore(def, current.record, revision);
         await sleep(TAKEOVER_PAUSE_MS * (tries + 1));
@@ -627,17 +663,35 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     return attach(entry);
   };
 
-  const parkedEntry = (sagaId: string): Live => {
+  const notParked = (sagaId: string) => new SagaError('SAGA_NOT_PARKED', `saga '${sagaId}' is not parked in compensation-failed; only parked sagas take operator commands`);
+
+  /** The parked saga an operator acts on: driven here, or taken over from the store (another coordinator parked it). */
+  const parkedEntry = async (sagaId: string): Promise<Live> => {
     if (typeof sagaId !== 'string') throw new InvalidOptionError('sagaId', 'must be a string');
-    const entry = live.get(sagaId);
-    if (entry === undefined) throw new SagaNotFoundError(sagaId);
-    if (!entry.parked) throw new SagaError('SAGA_NOT_PARKED', `saga '${sagaId}' is not parked in compensation-failed; only parked sagas take operator commands`);
+    const here = live.get(sagaId);
+    if (here !== undefined) {
+      if (!here.parked) throw notParked(sagaId);
+      return here;
+    }
+    const found = await store.load(sagaId);
+    if (found === undefined) throw new SagaNotFoundError(sagaId);
+    if (found.record.status !== 'parked') throw notParked(sagaId);
+    const def = definitions.get(`${found.record.saga}@${found.record.version}`);
+    if (def === undefined) {
+      throw new SagaError('SAGA_NOT_FOUND', `saga '${sagaId}' is parked, but this runtime has no definition of '${found.record.saga}' version ${found.record.version}: pass it in the sagas option`);
+    }
+    ensureOpen();
+    const entry = await takeOver(def, found);
+    if (entry === undefined) throw new SagaError('SAGA_FENCED', `saga '${sagaId}' was taken by another coordinator meanwhile`);
+    // Restored parked: it is parked again (dead letter re-established) once that is journaled.
+    await attach(entry);
+    if (!entry.parked) throw notParked(sagaId);
     return entry;
   };
 
   const operator = async (sagaId: string, event: { type: 'OPERATOR.RETRY' } | { type: 'OPERATOR.RESOLVE'; note?: string }): Promise<SagaOutcome> => {
     ensureOpen();
-    const entry = parkedEntry(sagaId);
+    const entry = await parkedEntry(sagaId);
     const outcome = new Promise<SagaOutcome>((resolve, reject) => entry.waiters.push({ resolve, reject }));
     entry.parked = false;
     entry.idle = false;
@@ -716,7 +770,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         const header: Header = { sagaId, saga: def.name, version: def.version, input, startedAt: now };
         let revision: number | undefined;
         try {
-          revision = await store.begin({ ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined });
+          revision = await store.begin({ ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined, owner: ownerId });
         } catch (error) {
           throw new JournalUnavailableError(sagaId, false, error);
         }
@@ -741,6 +795,34 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       }
     },
 
+    async outcome(sagaId, options = {}) {
+      ensureOpen();
+      if (typeof sagaId !== 'string' || sagaId.length === 0) throw new InvalidOptionError('sagaId', 'must be a non-empty string');
+      if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
+      for (const k of Object.keys(options)) if (k !== 'timeoutMs' && k !== 'pollMs') throw new InvalidOptionError(k, 'unknown option (allowed: timeoutMs, pollMs)');
+      const timeoutMs = options.timeoutMs ?? Number.POSITIVE_INFINITY;
+      const pollMs = options.pollMs ?? 250;
+      if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) throw new InvalidOptionError('timeoutMs', 'must be a number of milliseconds >= 0');
+      if (typeof pollMs !== 'number' || !Number.isFinite(pollMs) || pollMs < 1) throw new InvalidOptionError('pollMs', 'must be a number of milliseconds >= 1');
+      const until = clock.now() + timeoutMs;
+      for (let first = true; ; first = false) {
+        // A saga parked here may since have been taken over by another coordinator: ask the store.
+        const here = live.get(sagaId);
+        if (here !== undefined && !here.parked) {
+          const attached = attach(here);
+          if (timeoutMs === Number.POSITIVE_INFINITY) return attached;
+          return Promise.race([attached, sleep(Math.max(0, until - clock.now())).then(() => undefined)]);
+        }
+        const rec = await store.get(sagaId);
+        if (rec === undefined && first) throw new SagaNotFoundError(sagaId);
+        if (rec?.outcome !== undefined) return rec.outcome;
+        if (rec?.status === 'parked' && rec.parked !== undefined) return rec.parked;
+        if (clock.now() >= until) return undefined;
+        await sleep(Math.min(pollMs, Math.max(1, until - clock.now())));
+        if (closed) throw new SagaError('RUNTIME_CLOSED', 'this runtime is closed');
+      }
+    },
+
     retry: (sagaId) => operator(sagaId, { type: 'OPERATOR.RETRY' }),
     resolve: (sagaId, note) => operator(sagaId, { type: 'OPERATOR.RESOLVE', ...(note !== undefined ? { note } : {}) }),
 
@@ -748,10 +830,15 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       ensureOpen();
       if (serving.length > 0) await Promise.all(serving);
       const restored: string[] = [];
+      // Sagas of another coordinator with a heartbeat are its own while it lives: the
+      // ownership watch takes them over once its heartbeat stops (a closed coordinator
+      // removes its heartbeat; a restarted one with the same id recovers its own at once).
+      const beating = o.ownership !== false && store.beats !== undefined ? await store.beats() : new Map<string, number>();
       for (const found of await store.unfinished()) {
         ensureOpen();
         const rec = found.record;
         if (live.has(rec.sagaId)) continue;
+        if (rec.owner !== undefined && rec.owner !== ownerId && beating.has(rec.owner) && rec.outcome === undefined) continue;
         if (rec.outcome !== undefined) {
           // Finished, its archiving interrupted.
           await store.archive(rec.sagaId).catch((error: unknown) => logger.warn({ err: error, sagaId: rec.sagaId }, 'could not archive a finished saga'));
@@ -804,6 +891,8 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       return admissions.length;
     },
 
+    coordinatorId: ownerId,
+
     async close(closeOptions = {}) {
       if (closed) return;
       const drainMs = closeOptions.drainMs ?? 5_000;
@@ -823,10 +912,33 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       });
       await Promise.race([drained, gaveUp]);
       clearTimeout(giveUp);
+      await ownership?.stop();
       root.stop();
       wheel.stop();
     },
   };
+  if (o.ownership !== false) {
+    ownership = startOwnership({
+      id: ownerId,
+      leaseMs: o.ownership.leaseMs,
+      store,
+      clock,
+      logger,
+      adopt: async (orphans) => {
+        for (const found of orphans) {
+          if (closed) return;
+          if (live.has(found.record.sagaId)) continue;
+          const def = definitions.get(`${found.record.saga}@${found.record.version}`);
+          if (def === undefined) {
+            logger.warn({ sagaId: found.record.sagaId, saga: found.record.saga, version: found.record.version, owner: found.record.owner }, 'cannot take over a saga whose definition this runtime was not given');
+            continue;
+          }
+          const entry = await takeOver(def, found);
+          if (entry !== undefined) logger.info({ sagaId: found.record.sagaId, from: found.record.owner }, 'took over a saga of a coordinator that stopped');
+        }
+      },
+    });
+  }
   return runtime;
 }
 

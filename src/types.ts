@@ -363,6 +363,10 @@ export interface SagaRecord {
   readonly outcome: SagaOutcome | undefined;
   /** While parked: the dead letter, written in the same write as the parked state. */
   readonly deadLetter?: DeadLetter;
+  /** While parked: the `compensation-failed` outcome, for callers in other processes (see `Runtime.outcome`). */
+  readonly parked?: CompensationFailedOutcome;
+  /** The coordinator that wrote the journal last (its `coordinatorId`): the saga's owner. */
+  readonly owner?: string;
 }
 
 /** A parked saga, waiting for an operator. */
@@ -406,6 +410,16 @@ export interface SagaStore {
   /** Every saga not archived yet (running, parked, or finished and not yet archived). */
   unfinished(): Promise<VersionedSagaRecord[]>;
   deadLetters(): Promise<DeadLetter[]>;
+  /**
+   * Optional, for several coordinators on one store: records a heartbeat of coordinator
+   * `owner` (any write that changes its revision). Coordinators that share the store
+   * watch each other's heartbeats and take over the sagas of one that stopped beating.
+   */
+  beat?(owner: string): Promise<void>;
+  /** Optional, with `beat`: each coordinator's latest heartbeat revision. */
+  beats?(): Promise<ReadonlyMap<string, number>>;
+  /** Optional, with `beat`: coordinator `owner` closed; its heartbeat is removed. */
+  retire?(owner: string): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------

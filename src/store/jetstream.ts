@@ -191,7 +191,8 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
 export interface JetStreamSagaStoreOptions {
   /**
    * Buckets are `<bucketPrefix>_live` (sagas not finished: running, parked, and finished
-   * ones not yet archived) and `<bucketPrefix>_done` (finished). Default `'saga'`.
+   * ones not yet archived), `<bucketPrefix>_done` (finished) and `<bucketPrefix>_owners`
+   * (coordinators' heartbeats, forgotten after a day). Default `'saga'`.
    */
   bucketPrefix?: string;
   /** How long a finished saga's journal is kept (0: forever). Default 7 days. */
@@ -226,9 +227,10 @@ export function jetstreamSagaStore(nc: NatsConnection, options: JetStreamSagaSto
   if (!Number.isSafeInteger(attempts) || attempts < 1) throw new InvalidOptionError('attempts', 'must be a whole number >= 1');
   const kvm = new Kvm(nc);
   const open = (suffix: string, ttl: number) => kvm.create(`${bucketPrefix}_${suffix}`, { history: 1, replicas, ...(ttl > 0 ? { ttl } : {}) });
-  let buckets: Promise<{ live: KV; done: KV }> | undefined;
+  let buckets: Promise<{ live: KV; done: KV; owners: KV }> | undefined;
   const kv = async () => {
-    buckets ??= Promise.all([open('live', 0), open('done', keepMs)]).then(([live, done]) => ({ live, done }));
+    // Heartbeats of coordinators that stopped are forgotten after a day.
+    buckets ??= Promise.all([open('live', 0), open('done', keepMs), open('owners', 24 * 3600_000)]).then(([live, done, owners]) => ({ live, done, owners }));
     try {
       return await buckets;
     } catch (error) {
@@ -293,6 +295,28 @@ export function jetstreamSagaStore(nc: NatsConnection, options: JetStreamSagaSto
     load,
     get: async (sagaId) => (await load(sagaId))?.record,
     unfinished,
+    async beat(owner) {
+      const { owners } = await kv();
+      await reading(`heartbeat of coordinator ${owner}`, () => owners.put(kvKeyOf(owner), String(Date.now())));
+    },
+    async retire(owner) {
+      const { owners } = await kv();
+      await reading(`retirement of coordinator ${owner}`, () => owners.delete(kvKeyOf(owner)));
+    },
+    async beats() {
+      const { owners } = await kv();
+      const out = new Map<string, number>();
+      const keys: string[] = [];
+      await reading('listing of coordinators', async () => {
+        keys.length = 0;
+        for await (const key of await owners.keys()) keys.push(key);
+      });
+      for (const key of keys) {
+        const raw = await reading(`read of coordinator ${key}`, () => readRaw(owners, key));
+        if (raw.text !== undefined) out.set(key.startsWith('b64.') ? Buffer.from(key.slice(4), 'base64url').toString('utf8') : key, raw.revision);
+      }
+      return out;
+    },
     deadLetters: async () => (await unfinished()).flatMap(({ record }) => (record.status === 'parked' && record.deadLetter !== undefined ? [record.deadLetter] : [])),
   };
 }

@@ -41,6 +41,8 @@ export function memorySagaStore(options: MemorySagaStoreOptions = {}): MemorySag
   /** Finished journals and when they were archived, oldest first (a Map iterates in insertion order). */
   const finished = new Map<string, { record: SagaRecord; at: number }>();
   let revision = 0;
+  const heartbeats = new Map<string, number>();
+  let beatRevision = 0;
   const forgetOld = () => {
     const oldest = clock.now() - keepMs;
     for (const [id, f] of finished) {
@@ -50,6 +52,15 @@ export function memorySagaStore(options: MemorySagaStoreOptions = {}): MemorySag
   };
 
   return {
+    async beat(owner) {
+      heartbeats.set(owner, ++beatRevision);
+    },
+    async beats() {
+      return new Map(heartbeats);
+    },
+    async retire(owner) {
+      heartbeats.delete(owner);
+    },
     get size() {
       forgetOld();
       return { live: live.size, finished: finished.size };

@@ -260,6 +260,8 @@ export interface SimulationResult {
 const HORIZON_MS = 60_000;
 /** The lease of simulated hosts: a slow `do` runs for several of them. */
 const SIM_LEASE_MS = 200;
+/** How long a crashed coordinator's heartbeat goes unchanged before its sagas are taken over. */
+const SIM_COORDINATOR_LEASE_MS = 1_000;
 /** Largest reply of simulated hosts: an oversized result is bigger. */
 const SIM_MAX_PAYLOAD = 2_048;
 
@@ -287,6 +289,9 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
       await sleep(chooser.upTo(faults.storeDelayMs));
       return v;
     },
+    // A coordinator that crashes leaves its heartbeat behind: the next one takes its sagas
+    // over once that heartbeat has not changed for a lease (or they are its own).
+    retire: async () => undefined,
   };
   let compensateFailOdds = faults.compensateFail;
   const workerNames = [...new Set(def.steps.map((p) => p.worker))];
@@ -385,7 +390,9 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   for (let i = 0; i < slots; i++) startHost(i);
 
   const random = () => (chooser.next() % 1000) / 1000;
-  const newRuntime = () => createRuntime({ transport, store, dedup: shared, clock, random, sagas: [def] });
+  let coordinators = 0;
+  const newRuntime = () =>
+    createRuntime({ transport, store, dedup: shared, clock, random, sagas: [def], ownership: { id: `coordinator-${coordinators++}`, leaseMs: SIM_COORDINATOR_LEASE_MS } });
   let runtime: Runtime = newRuntime();
 
   const n = scenario.sagas ?? 1;

@@ -302,6 +302,58 @@ describe('runtime: failing compensations and operators', () => {
   });
 });
 
+describe('runtime: several coordinators on one store', () => {
+  it('another coordinator waits for an outcome by saga id, and an operator retries there a saga the first one parked', async () => {
+    const p = await parkedSaga();
+    await p.clock.advance(1_000);
+    expect(p.outcome()).toMatchObject({ status: 'compensation-failed' });
+    const w2 = world();
+    const other = createRuntime({ clock: p.clock, store: p.store, sagas: [tripOf()] }).host(w2.make('flights'), w2.make('hotels'), w2.make('cars'));
+    expect(await other.outcome('p1')).toMatchObject({ status: 'compensation-failed', remaining: [expect.objectContaining({ stepId: 'flight' })] });
+    expect((await other.deadLetters()).map((d) => d.sagaId)).toEqual(['p1']);
+    const resumed = other.retry('p1');
+    await p.clock.advance(0);
+    expect(await resumed).toMatchObject({ status: 'compensated' });
+    expect(w2.calls).toEqual(['flights.compensate']);
+    // The first coordinator was fenced off; both now read the outcome from the store.
+    expect(await p.runtime.outcome('p1')).toMatchObject({ status: 'compensated' });
+    expect(await p.runtime.deadLetters()).toEqual([]);
+    await other.close();
+    await p.runtime.close();
+  });
+
+  it('outcome() follows a saga another coordinator drives until it ends; undefined at its timeout; unknown ids are an error', async () => {
+    const clock = createManualClock();
+    const store = memorySagaStore({ clock });
+    const w = world();
+    const driver = createRuntime({ clock, store }).host(w.make('flights', { do: () => new Promise<void>((r) => clock.setTimeout(r, 700)) }), w.make('hotels'), w.make('cars'));
+    const watcher = createRuntime({ clock, store });
+    const run = driver.run(tripOf(), { to: 'RIO' }, { sagaId: 'r1' });
+    await clock.advance(1);
+    const soon = watcher.outcome('r1', { timeoutMs: 300, pollMs: 100 });
+    const later = watcher.outcome('r1', { pollMs: 100 });
+    await clock.advance(300);
+    expect(await soon).toBeUndefined();
+    await clock.advance(500);
+    expect(await later).toMatchObject({ sagaId: 'r1', status: 'committed' });
+    expect(await run).toEqual(await later);
+    await expect(watcher.outcome('nope')).rejects.toBeInstanceOf(SagaNotFoundError);
+    await expect(watcher.outcome('r1', { timeout: 5 } as never)).rejects.toBeInstanceOf(InvalidOptionError);
+    await driver.close();
+    await watcher.close();
+  });
+
+  it('an operator command for a saga that is not parked anywhere, or whose definition this runtime lacks, is a typed error', async () => {
+    const p = await parkedSaga();
+    await p.clock.advance(1_000);
+    const bare = createRuntime({ clock: p.clock, store: p.store });
+    await expect(bare.retry('p1')).rejects.toMatchObject({ code: 'SAGA_NOT_FOUND', message: expect.stringContaining('sagas option') });
+    await expect(bare.retry('missing')).rejects.toBeInstanceOf(SagaNotFoundError);
+    await bare.close();
+    await p.runtime.close();
+  });
+});
+
 describe('runtime: coordinator crash', () => {
   it('a new coordinator re-drives an unfinished saga; the worker host dedups the repeats', async () => {
     const clock = createManualClock();
@@ -348,7 +400,7 @@ describe('runtime: write-ahead for later stages', () => {
     expect(w.calls).toEqual(['stock.do', 'payments.do']);
     const journal = (await store.get('w1'))?.snapshot as { context: { steps: Record<string, { status: string }> } };
     expect(journal.context.steps.b?.status).toBe('dispatched');
-    void a.close({ drainMs: 0 });
+    await a.close({ drainMs: 0 }); // closed: its heartbeat is gone, so recover() takes its sagas at once
     const b = createRuntime({ clock, store, transport, sagas: [saga] });
     const outcome = new Promise<SagaOutcome>((resolve) => b.on('outcome', resolve));
     expect(await b.recover()).toEqual(['w1']);

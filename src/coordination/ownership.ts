@@ -1,0 +1,116 @@
+/**
+ * Ownership of sagas among coordinators that share one saga store. A saga belongs to the
+ * coordinator that wrote its journal last (`SagaRecord.owner`). Each coordinator records
+ * a heartbeat in the store every `beatMs`; each watches the others' heartbeat revisions.
+ * A coordinator whose revision has not changed for `leaseMs` (by the watcher's own
+ * clock, so clocks need not agree) is presumed dead, and the watcher takes its running
+ * sagas over: a journal write with compare-and-set on the revision read fences the old
+ * owner off, should it still be alive.
+ *
+ * The bookkeeping is pure (`observe`); `startOwnership` is the loop at the edge.
+ */
+import type { Logger } from 'pino';
+import type { Clock, SagaStore, VersionedSagaRecord } from '../types.ts';
+
+/** What a watcher knows of one coordinator: its last heartbeat revision and when that changed. */
+export interface Seen {
+  readonly revision: number;
+  readonly since: number;
+}
+
+/**
+ * Folds one reading of every heartbeat into what the watcher knows. A coordinator seen
+ * for the first time (or that owns a saga but has no heartbeat at all: revision -1)
+ * counts from now.
+ */
+export function observe(seen: ReadonlyMap<string, Seen>, beats: ReadonlyMap<string, number>, owners: Iterable<string>, now: number): Map<string, Seen> {
+  const next = new Map(seen);
+  for (const [owner, revision] of beats) {
+    const s = next.get(owner);
+    if (s === undefined || s.revision !== revision) next.set(owner, { revision, since: now });
+  }
+  for (const owner of owners) if (!next.has(owner)) next.set(owner, { revision: -1, since: now });
+  return next;
+}
+
+/** Whether `owner` is presumed dead: no heartbeat change for longer than `leaseMs`. */
+export function isDead(seen: ReadonlyMap<string, Seen>, owner: string, self: string, now: number, leaseMs: number): boolean {
+  if (owner === self) return false;
+  const s = seen.get(owner);
+  return s !== undefined && now - s.since > leaseMs;
+}
+
+export interface OwnershipOptions {
+  readonly id: string;
+  readonly leaseMs: number;
+  readonly store: SagaStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** Running sagas of dead coordinators: take them over (each with a compare-and-set write). */
+  readonly adopt: (orphans: VersionedSagaRecord[]) => Promise<void>;
+}
+
+export interface Ownership {
+  readonly id: string;
+  /** Stops heartbeating and watching, and removes this coordinator's heartbeat (it closed: it is not alive). */
+  stop(): Promise<void>;
+}
+
+/** Heartbeat and watch interval: often enough that a takeover comes within the lease plus a second. */
+export function beatInterval(leaseMs: number): number {
+  return Math.max(10, Math.min(500, Math.floor(leaseMs / 4)));
+}
+
+/** Starts heartbeating and watching. A store without `beat`/`beats` gets none of it. */
+export function startOwnership(o: OwnershipOptions): Ownership {
+  const { store, clock, id, leaseMs, logger } = o;
+  let stopped = false;
+  let timer: unknown;
+  if (store.beat === undefined || store.beats === undefined) return { id, stop: async () => undefined };
+  const beat = store.beat.bind(store);
+  const beats = store.beats.bind(store);
+  let seen = new Map<string, Seen>();
+  /** Dead coordinators whose sagas were swept, and when: swept again once per lease while they stay dead. */
+  const swept = new Map<string, number>();
+  const every = beatInterval(leaseMs);
+
+  const tick = async () => {
+    try {
+      await beat(id);
+      const now = clock.now();
+      seen = observe(seen, await beats(), [], now);
+      const due = [...seen.keys()].filter((owner) => isDead(seen, owner, id, now, leaseMs) && now - (swept.get(owner) ?? -Infinity) > leaseMs);
+      if (due.length === 0 || stopped) return;
+      const unfinished = await store.unfinished();
+      const at = clock.now();
+      // Owners that never beat (a coordinator that died before its first heartbeat) count from now.
+      seen = observe(seen, new Map(), unfinished.map((v) => v.record.owner ?? ''), at);
+      for (const owner of due) swept.set(owner, at);
+      const orphans = unfinished.filter((v) => v.record.status === 'running' && v.record.outcome === undefined && isDead(seen, v.record.owner ?? '', id, at, leaseMs));
+      if (orphans.length > 0 && !stopped) {
+        logger.warn({ coordinator: id, dead: due, sagas: orphans.length }, 'taking over the sagas of coordinators that stopped');
+        await o.adopt(orphans);
+      }
+    } catch (error) {
+      logger.warn({ err: error, coordinator: id }, 'ownership: heartbeat or takeover failed; trying again');
+    }
+  };
+  let ticking: Promise<void> = Promise.resolve();
+  const loop = () => {
+    if (stopped) return;
+    timer = clock.setTimeout(() => {
+      ticking = tick().finally(loop);
+    }, every);
+    (timer as { unref?: () => void })?.unref?.();
+  };
+  ticking = tick().finally(loop);
+  return {
+    id,
+    async stop() {
+      stopped = true;
+      if (timer !== undefined) clock.clearTimeout(timer);
+      await ticking.catch(() => undefined);
+      await store.retire?.(id).catch((error: unknown) => logger.warn({ err: error, coordinator: id }, 'could not remove the heartbeat of this coordinator'));
+    },
+  };
+}
