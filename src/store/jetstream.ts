@@ -5,6 +5,10 @@
  * another host in between is never silently overwritten.
  *
  * Also a SagaStore on KV: one journal record per saga, written with compare-and-set.
+ *
+ * Reads go to each stream's leader (`allow_direct: false`): with replicas, a direct get
+ * may be answered by a follower that has not caught up, and a decision made on a stale
+ * record (an answer, a takeover) would not be safe.
  * Works with nats-server 2.9: no per-message TTL, no stream metadata, no compression.
  */
 import { Kvm } from '@nats-io/kv';
@@ -127,7 +131,7 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
   const open = async (worker: string): Promise<KV> => {
     const name = `${bucketPrefix}_${worker}`;
     if (!BUCKET.test(name)) throw new InvalidOptionError('worker', `cannot make a bucket name from worker ${JSON.stringify(worker)}`);
-    const kv = await kvm.create(name, { ttl: windowMs, history: 1, replicas, storage: storage as never });
+    const kv = await kvm.create(name, { ttl: windowMs, history: 1, replicas, storage: storage as never, allow_direct: false });
     // An existing bucket keeps its old max age: bring it to this window.
     const status = await kv.status();
     if (status.ttl !== windowMs) {
@@ -226,7 +230,7 @@ export function jetstreamSagaStore(nc: NatsConnection, options: JetStreamSagaSto
   const attempts = options.attempts ?? 3;
   if (!Number.isSafeInteger(attempts) || attempts < 1) throw new InvalidOptionError('attempts', 'must be a whole number >= 1');
   const kvm = new Kvm(nc);
-  const open = (suffix: string, ttl: number) => kvm.create(`${bucketPrefix}_${suffix}`, { history: 1, replicas, ...(ttl > 0 ? { ttl } : {}) });
+  const open = (suffix: string, ttl: number) => kvm.create(`${bucketPrefix}_${suffix}`, { history: 1, replicas, allow_direct: false, ...(ttl > 0 ? { ttl } : {}) });
   let buckets: Promise<{ live: KV; done: KV; owners: KV }> | undefined;
   const kv = async () => {
     // Heartbeats of coordinators that stopped are forgotten after a day.

@@ -123,6 +123,143 @@ export async function startNatsServer(): Promise<NatsServer> {
   };
 }
 
+/** Free TCP ports on 127.0.0.1, as the OS hands them out (closed again before use). */
+async function freePorts(n: number): Promise<number[]> {
+  const { createServer } = await import('node:net');
+  const out: number[] = [];
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<import('node:net').Server>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => resolve(srv));
+    })),
+  );
+  for (const srv of servers) out.push((srv.address() as { port: number }).port);
+  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
+  return out;
+}
+
+/** Waits until every node knows the JetStream meta leader (streams can be created). */
+async function jetStreamReady(monitor: readonly number[], deadline: number): Promise<void> {
+  for (;;) {
+    const leaders = await Promise.all(
+      monitor.map(async (p) => {
+        try {
+          const r = await fetch(`http://127.0.0.1:${p}/jsz`);
+          return ((await r.json()) as { meta_cluster?: { leader?: string } }).meta_cluster?.leader ?? '';
+        } catch {
+          return '';
+        }
+      }),
+    );
+    if (leaders.every((l) => l !== '')) return;
+    if (Date.now() > deadline) throw new Error('JetStream has no meta leader in the cluster');
+    await sleep(100);
+  }
+}
+
+export interface NatsCluster {
+  /** Client URLs of the nodes, in order. */
+  readonly urls: readonly string[];
+  /** Kills node `i` (SIGKILL) and starts it again with the same store and ports. */
+  restart(i: number): Promise<void>;
+  /** Kills node `i` (SIGKILL); `start(i)` brings it back. */
+  kill(i: number): Promise<void>;
+  start(i: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a private cluster of `n` nats-servers (2.9 or later) on loopback, with JetStream
+ * on each node (a store dir each) and routes between all of them; resolves once they
+ * route to each other. Streams created with `replicas: 3` then live on three nodes.
+ */
+export async function startNatsCluster(n = 3): Promise<NatsCluster> {
+  const bin = findNatsServer();
+  const dir = mkdtempSync(join(tmpdir(), 'scatter-saga-cluster-'));
+  const ports = await freePorts(n * 3);
+  const client = ports.slice(0, n);
+  const route = ports.slice(n, 2 * n);
+  const monitor = ports.slice(2 * n);
+  const { writeFileSync } = await import('node:fs');
+  const conf = (i: number) => {
+    const file = join(dir, `n${i}.conf`);
+    writeFileSync(
+      file,
+      [
+        `server_name: n${i}`,
+        `listen: 127.0.0.1:${client[i]}`,
+        `http: 127.0.0.1:${monitor[i]}`,
+        `jetstream { store_dir: "${join(dir, `js${i}`)}" }`,
+        `cluster { name: scatter, listen: 127.0.0.1:${route[i]}, routes: [${route.filter((_, j) => j !== i).map((p) => `nats-route://127.0.0.1:${p}`).join(', ')}] }`,
+      ].join('\n'),
+    );
+    return file;
+  };
+  const nodes: (ChildProcess | undefined)[] = Array.from({ length: n }, () => undefined);
+  const start = async (i: number) => {
+    for (let attempt = 0; ; attempt++) {
+      const child = spawn(bin, ['-c', conf(i)], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+      let exited = false;
+      child.once('exit', () => (exited = true));
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline && !exited && !(await portOpen(client[i] as number))) await sleep(25);
+      if (!exited && (await portOpen(client[i] as number))) {
+        nodes[i] = child;
+        return;
+      }
+      child.kill('SIGKILL');
+      if (attempt >= 20) throw new Error(`nats-server node ${i} did not start: ${stderr}`);
+      await sleep(100); // a port may linger for a moment after a kill
+    }
+  };
+  try {
+    for (let i = 0; i < n; i++) await start(i);
+    // Every node sees the others as routes.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const counts = await Promise.all(
+        monitor.map(async (p) => {
+          try {
+            const r = await fetch(`http://127.0.0.1:${p}/routez`);
+            return ((await r.json()) as { num_routes?: number }).num_routes ?? 0;
+          } catch {
+            return 0;
+          }
+        }),
+      );
+      if (counts.every((c) => c >= n - 1)) break;
+      if (Date.now() > deadline) throw new Error(`the cluster did not form: routes ${counts.join(', ')}`);
+      await sleep(100);
+    }
+    await jetStreamReady(monitor, deadline);
+  } catch (error) {
+    for (const c of nodes) if (c) await kill(c);
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+  const killNode = async (i: number) => {
+    const c = nodes[i];
+    if (c) await kill(c);
+    nodes[i] = undefined;
+  };
+  return {
+    urls: client.map((p) => `nats://127.0.0.1:${p}`),
+    kill: killNode,
+    start,
+    async restart(i) {
+      await killNode(i);
+      await start(i);
+    },
+    async stop() {
+      for (const c of nodes) if (c) await kill(c);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 /** A worker host running in a child process (`node --import tsx <file>`). */
 export interface ChildHost {
   readonly child: ChildProcess;
@@ -161,7 +298,8 @@ export async function spawnHost(file: string, env: Record<string, string>, timeo
   child.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-8000);
   });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  // 'close', not 'exit': every line the child wrote on stdout has been read by then.
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal })));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`worker host ${file} not ready within ${timeoutMs} ms: ${stderr}`)), timeoutMs);
     onReady = () => {
