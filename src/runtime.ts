@@ -871,7 +871,8 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       const steps: Record<string, StepStatus> = {};
       for (const [id, s] of Object.entries(snap?.context?.steps ?? {})) steps[id] = s.status;
       const state: MachineStateName = rec.outcome?.status === 'committed' ? 'committed' : rec.outcome !== undefined ? 'compensated' : (snap?.value ?? 'dispatching');
-      return { sagaId, saga: rec.saga, version: rec.version, state, steps, outcome: rec.outcome };
+      // Parked by another coordinator: the record carries its compensation-failed outcome.
+      return { sagaId, saga: rec.saga, version: rec.version, state, steps, outcome: rec.outcome ?? (rec.status === 'parked' ? rec.parked : undefined) };
     },
 
     deadLetters: () => store.deadLetters(),

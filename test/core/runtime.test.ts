@@ -311,6 +311,8 @@ describe('runtime: several coordinators on one store', () => {
     const other = createRuntime({ clock: p.clock, store: p.store, sagas: [tripOf()] }).host(w2.make('flights'), w2.make('hotels'), w2.make('cars'));
     expect(await other.outcome('p1')).toMatchObject({ status: 'compensation-failed', remaining: [expect.objectContaining({ stepId: 'flight' })] });
     expect((await other.deadLetters()).map((d) => d.sagaId)).toEqual(['p1']);
+    // status() from a coordinator that does not drive it shows the parked outcome from the journal.
+    expect(await other.status('p1')).toMatchObject({ state: 'compensationFailed', outcome: { status: 'compensation-failed', decision: 'abort' } });
     const resumed = other.retry('p1');
     await p.clock.advance(0);
     expect(await resumed).toMatchObject({ status: 'compensated' });
