@@ -181,20 +181,23 @@ export function toErrorInfo(error: unknown): ErrorInfo {
 /** Longest text kept from a thrown value that is not an Error. */
 const THROWN_TEXT_MAX = 500;
 
-/** What a thrown value that is not an Error says: its `message` (and `code`) or its JSON form. */
-function describeThrown(value: unknown): { message: string; code?: string } {
-  if (value === undefined || value === null) return { message: `worker code threw ${String(value)}` };
-  if (typeof value !== 'object') return { message: String(value).slice(0, THROWN_TEXT_MAX) };
+/** What a thrown value that is not an Error says: `CODE: message` of an object that has them, or its JSON form. */
+function describeThrown(value: unknown): string {
+  if (value === undefined || value === null) return `worker code threw ${String(value)}`;
+  if (typeof value !== 'object') return String(value).slice(0, THROWN_TEXT_MAX);
   const o = value as { message?: unknown; code?: unknown };
-  const code = typeof o.code === 'string' ? o.code : undefined;
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = Object.prototype.toString.call(value);
+  let message: string;
+  if (typeof o.message === 'string') message = o.message;
+  else {
+    let text: string;
+    try {
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      text = Object.prototype.toString.call(value);
+    }
+    message = `worker code threw ${text.slice(0, THROWN_TEXT_MAX)}`;
   }
-  const message = typeof o.message === 'string' ? o.message : `worker code threw ${text.slice(0, THROWN_TEXT_MAX)}`;
-  return code !== undefined ? { message, code } : { message };
+  return typeof o.code === 'string' ? `${o.code}: ${message}` : message;
 }
 
 /**
@@ -210,9 +213,8 @@ export function workerErrorInfo(error: unknown): ErrorInfo {
     return { code: 'WORKER_ERROR', message, retryable: error.retryable };
   }
   if (error instanceof Error) return { code: 'WORKER_ERROR', message: error.message || error.name, retryable: true };
-  const d = describeThrown(error);
   const retryable = !(typeof error === 'object' && error !== null && (error as { retryable?: unknown }).retryable === false);
-  return { code: 'WORKER_ERROR', message: d.code !== undefined ? `${d.code}: ${d.message}` : d.message, retryable };
+  return { code: 'WORKER_ERROR', message: describeThrown(error), retryable };
 }
 
 /** Rebuilds a typed error from its wire form. */

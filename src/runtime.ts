@@ -242,7 +242,9 @@ function resolveOptions(options: RuntimeOptions) {
   return {
     journalRetryMs,
     maxInFlight,
-    ownership: (own === false ? false : { id: own.id ?? `coordinator-${randomUUID().slice(0, 8)}`, leaseMs: own.leaseMs ?? DEFAULT_OWNERSHIP_LEASE_MS }) as false | { id: string; leaseMs: number },
+    coordinatorId: (own === false ? undefined : own.id) ?? `coordinator-${randomUUID().slice(0, 8)}`,
+    /** Heartbeat lease; undefined: no heartbeats, no automatic takeover. */
+    ownershipLeaseMs: own === false ? undefined : (own.leaseMs ?? DEFAULT_OWNERSHIP_LEASE_MS),
     leaseMs: options.leaseMs,
     transport: options.transport ?? memoryTransport(),
     store: options.store ?? memorySagaStore({ clock }),
@@ -267,7 +269,7 @@ function resolveOptions(options: RuntimeOptions) {
 export function createRuntime(options: RuntimeOptions = {}): Runtime {
   const o = resolveOptions(options);
   const { transport, store, logger, clock } = o;
-  const ownerId = o.ownership === false ? `coordinator-${randomUUID().slice(0, 8)}` : o.ownership.id;
+  const ownerId = o.coordinatorId;
   let ownership: Ownership | undefined;
   const wheel = new TimerWheel(clock, o.tick);
   const root = createActor(runtimeRoot, { input: { transport, clock, wheel }, ...(o.inspect ? { inspect: o.inspect } : {}) });
@@ -360,12 +362,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     for (const w of waiters) w.reject(error);
   };
 
-  /**
-   * Writes the saga's journal after every earlier write of it, naming the revision the
-   * previous one wrote. A store that cannot be reached is tried again with backoff for
-   * `journalRetryMs`; then, or when another coordinator wrote the journal meanwhile, the
-   * saga is stopped here. Resolves whether the write landed.
-   */
+  /** What one journal write sets, besides the saga's header. */
   type Fields = Pick<SagaRecord, 'status' | 'snapshot' | 'outcome'> & Pick<Partial<SagaRecord>, 'deadLetter' | 'parked'>;
 
   /** One journal write, tried again while the store is unreachable; resolves whether it landed. */
@@ -619,6 +616,25 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     }
   };
 
+  const definitionOf = (rec: Pick<SagaRecord, 'saga' | 'version'>) => definitions.get(`${rec.saga}@${rec.version}`);
+
+  /**
+   * Takes an unfinished saga over from its journal (recover(), or the ownership watch):
+   * undefined, with a warning, when this runtime lacks its definition or another
+   * coordinator wrote it first.
+   */
+  const adopt = async (found: VersionedSagaRecord): Promise<Live | undefined> => {
+    const rec = found.record;
+    const def = definitionOf(rec);
+    if (def === undefined) {
+      logger.warn({ sagaId: rec.sagaId, saga: rec.saga, version: rec.version, owner: rec.owner }, 'cannot take over a saga whose definition this runtime was not given');
+      return undefined;
+    }
+    const entry = await takeOver(def, found);
+    if (entry === undefined) logger.warn({ sagaId: rec.sagaId }, 'another coordinator wrote this saga while it was being taken over: left to it');
+    return entry;
+  };
+
   const ensureOpen = () => {
     if (closed) throw new SagaError('RUNTIME_CLOSED', 'this runtime is closed');
   };
@@ -676,7 +692,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     const found = await store.load(sagaId);
     if (found === undefined) throw new SagaNotFoundError(sagaId);
     if (found.record.status !== 'parked') throw notParked(sagaId);
-    const def = definitions.get(`${found.record.saga}@${found.record.version}`);
+    const def = definitionOf(found.record);
     if (def === undefined) {
       throw new SagaError('SAGA_NOT_FOUND', `saga '${sagaId}' is parked, but this runtime has no definition of '${found.record.saga}' version ${found.record.version}: pass it in the sagas option`);
     }
@@ -833,7 +849,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       // Sagas of another coordinator with a heartbeat are its own while it lives: the
       // ownership watch takes them over once its heartbeat stops (a closed coordinator
       // removes its heartbeat; a restarted one with the same id recovers its own at once).
-      const beating = o.ownership !== false && store.beats !== undefined ? await store.beats() : new Map<string, number>();
+      const beating = o.ownershipLeaseMs !== undefined && store.beats !== undefined ? await store.beats() : new Map<string, number>();
       for (const found of await store.unfinished()) {
         ensureOpen();
         const rec = found.record;
@@ -844,17 +860,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
           await store.archive(rec.sagaId).catch((error: unknown) => logger.warn({ err: error, sagaId: rec.sagaId }, 'could not archive a finished saga'));
           continue;
         }
-        const def = definitions.get(`${rec.saga}@${rec.version}`);
-        if (def === undefined) {
-          logger.warn({ sagaId: rec.sagaId, saga: rec.saga, version: rec.version }, 'cannot recover a saga whose definition this runtime was not given');
-          continue;
-        }
-        const entry = await takeOver(def, found);
-        if (entry === undefined) {
-          logger.warn({ sagaId: rec.sagaId }, 'another coordinator wrote this saga while it was being recovered: left to it');
-          continue;
-        }
-        restored.push(rec.sagaId);
+        if ((await adopt(found)) !== undefined) restored.push(rec.sagaId);
       }
       return restored;
     },
@@ -918,10 +924,10 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       wheel.stop();
     },
   };
-  if (o.ownership !== false) {
+  if (o.ownershipLeaseMs !== undefined) {
     ownership = startOwnership({
       id: ownerId,
-      leaseMs: o.ownership.leaseMs,
+      leaseMs: o.ownershipLeaseMs,
       store,
       clock,
       logger,
@@ -929,13 +935,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         for (const found of orphans) {
           if (closed) return;
           if (live.has(found.record.sagaId)) continue;
-          const def = definitions.get(`${found.record.saga}@${found.record.version}`);
-          if (def === undefined) {
-            logger.warn({ sagaId: found.record.sagaId, saga: found.record.saga, version: found.record.version, owner: found.record.owner }, 'cannot take over a saga whose definition this runtime was not given');
-            continue;
-          }
-          const entry = await takeOver(def, found);
-          if (entry !== undefined) logger.info({ sagaId: found.record.sagaId, from: found.record.owner }, 'took over a saga of a coordinator that stopped');
+          if ((await adopt(found)) !== undefined) logger.info({ sagaId: found.record.sagaId, from: found.record.owner }, 'took over a saga of a coordinator that stopped');
         }
       },
     });

@@ -1,7 +1,8 @@
 /**
  * Ownership of sagas among coordinators that share one saga store. A saga belongs to the
  * coordinator that wrote its journal last (`SagaRecord.owner`). Each coordinator records
- * a heartbeat in the store every `beatMs`; each watches the others' heartbeat revisions.
+ * a heartbeat in the store (every `beatInterval(leaseMs)`); each watches the others'
+ * heartbeat revisions.
  * A coordinator whose revision has not changed for `leaseMs` (by the watcher's own
  * clock, so clocks need not agree) is presumed dead, and the watcher takes its running
  * sagas over: a journal write with compare-and-set on the revision read fences the old
@@ -51,7 +52,6 @@ export interface OwnershipOptions {
 }
 
 export interface Ownership {
-  readonly id: string;
   /** Stops heartbeating and watching, and removes this coordinator's heartbeat (it closed: it is not alive). */
   stop(): Promise<void>;
 }
@@ -66,7 +66,7 @@ export function startOwnership(o: OwnershipOptions): Ownership {
   const { store, clock, id, leaseMs, logger } = o;
   let stopped = false;
   let timer: unknown;
-  if (store.beat === undefined || store.beats === undefined) return { id, stop: async () => undefined };
+  if (store.beat === undefined || store.beats === undefined) return { stop: async () => undefined };
   const beat = store.beat.bind(store);
   const beats = store.beats.bind(store);
   let seen = new Map<string, Seen>();
@@ -105,7 +105,6 @@ export function startOwnership(o: OwnershipOptions): Ownership {
   };
   ticking = tick().finally(loop);
   return {
-    id,
     async stop() {
       stopped = true;
       if (timer !== undefined) clock.clearTimeout(timer);

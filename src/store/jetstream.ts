@@ -52,6 +52,11 @@ export function kvKeyOf(key: string): string {
   return PLAIN_KEY.test(key) ? key : `b64.${Buffer.from(key, 'utf8').toString('base64url')}`;
 }
 
+/** The key a KV key was made from by {@link kvKeyOf}. */
+export function keyOfKvKey(kvKey: string): string {
+  return kvKey.startsWith('b64.') ? Buffer.from(kvKey.slice(4), 'base64url').toString('utf8') : kvKey;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function isCasConflict(error: unknown): boolean {
@@ -317,7 +322,7 @@ export function jetstreamSagaStore(nc: NatsConnection, options: JetStreamSagaSto
       });
       for (const key of keys) {
         const raw = await reading(`read of coordinator ${key}`, () => readRaw(owners, key));
-        if (raw.text !== undefined) out.set(key.startsWith('b64.') ? Buffer.from(key.slice(4), 'base64url').toString('utf8') : key, raw.revision);
+        if (raw.text !== undefined) out.set(keyOfKvKey(key), raw.revision);
       }
       return out;
     },
