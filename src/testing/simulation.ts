@@ -4,11 +4,11 @@
  * worker (a NATS queue group) over one shared dedup store that answers after network
  * delays, so hosts interleave between their reads and writes; hosts die and come back,
  * sometimes all at once (no responders); coordinators crash and a new one recovers (and
- * once the world heals, a final recover() picks up what no recovery saw);
- * hosts refuse requests at capacity; messages are lost, duplicated, delayed and reordered; replies arrive garbled or too
- * large; some `do`s outlive their host's lease. Every choice is read from a tape of
- * numbers, so a run replays exactly from its tape. A ledger of fake systems of record is
- * the oracle.
+ * once the world heals, a final recover() picks up what no recovery saw); hosts refuse
+ * requests at capacity; messages are lost, duplicated, delayed and reordered; replies
+ * arrive garbled or too large; some `do`s outlive their host's lease. Every choice is
+ * read from a tape of numbers, so a run replays exactly from its tape. A ledger of fake
+ * systems of record is the oracle.
  */
 import { TerminalError, TransportError } from '../errors.ts';
 import { createWorkerHost } from '../actors/worker-host.ts';
