@@ -190,32 +190,32 @@ class RequestRun {
     this.send({ type: 'STORE_FAILED', error: { ...info, code: info.code === 'WORKER_ERROR' ? 'TRANSPORT_ERROR' : info.code }, now: this.host.clock.now() });
   }
 
+  /**
+   * Calls the dedup store; its answer becomes an event. A synchronous answer (the
+   * in-memory store) is queued for the pump in progress; an asynchronous one is sent.
+   */
+  private callStore<T>(call: () => T | Promise<T>, event: (value: T) => HostEvent, writing?: KeyRecord): void {
+    let got: T | Promise<T>;
+    try {
+      got = call();
+    } catch (error) {
+      got = Promise.reject(error);
+    }
+    if (isThenable(got)) (got as Promise<T>).then((v) => this.send(event(v)), (error: unknown) => this.storeFailed(error, writing));
+    else this.queue.push(event(got as T));
+  }
+
   private perform(cmd: HostCommand): void {
     const { host } = this;
     const { req } = this.setup;
     switch (cmd.type) {
-      case 'read': {
-        let got: VersionedKeyRecord | Promise<VersionedKeyRecord>;
-        try {
-          got = host.dedup.read(req.worker, req.key);
-        } catch (error) {
-          got = Promise.reject(error);
-        }
-        if (isThenable(got)) got.then((v) => this.send(this.readEvent(v)), (error: unknown) => this.storeFailed(error));
-        else this.queue.push(this.readEvent(got));
+      case 'read':
+        this.callStore(() => host.dedup.read(req.worker, req.key), (v) => this.readEvent(v));
         return;
-      }
       case 'write': {
         const owner = cmd.record.owner;
         if (owner !== undefined && isBusy(cmd.record.state) && !host.running.has(owner)) host.claiming.add(owner);
-        let put: number | undefined | Promise<number | undefined>;
-        try {
-          put = host.dedup.write(req.worker, req.key, cmd.record, cmd.revision);
-        } catch (error) {
-          put = Promise.reject(error);
-        }
-        if (isThenable(put)) put.then((rev) => this.send(this.writeEvent(rev, cmd.record)), (error: unknown) => this.storeFailed(error, cmd.record));
-        else this.queue.push(this.writeEvent(put, cmd.record));
+        this.callStore(() => host.dedup.write(req.worker, req.key, cmd.record, cmd.revision), (rev) => this.writeEvent(rev, cmd.record), cmd.record);
         return;
       }
       case 'wait': {
