@@ -19,7 +19,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] as number;
 
 let seq = 0;
-function tripRuntime(failRate: number, gate?: Promise<void>) {
+function tripRuntime(failRate: number, gate?: Promise<void>, maxInFlight?: number) {
   const worker = (name: string, canFail: boolean) =>
     defineWorker({
       name,
@@ -30,7 +30,7 @@ function tripRuntime(failRate: number, gate?: Promise<void>) {
       },
       async compensate() {},
     });
-  const runtime = createRuntime().host(worker('flights', false), worker('hotels', true), worker('cars', false));
+  const runtime = createRuntime(maxInFlight !== undefined ? { maxInFlight } : {}).host(worker('flights', false), worker('hotels', true), worker('cars', false));
   const saga = defineSaga({
     name: 'trip',
     version: 1,
@@ -92,7 +92,8 @@ async function heapPerInFlight(): Promise<{ inFlight: number; bytesPerSaga: numb
   await Promise.all(Array.from({ length: 200 }, (_, i) => (i === 0 ? (open(), run(i)) : run(i)))); // warm-up: compile paths
   let open2!: () => void;
   const gate2 = new Promise<void>((r) => (open2 = r));
-  const held = tripRuntime(0, gate2);
+  // Every one of the HELD sagas really in flight, none waiting for a slot (maxInFlight).
+  const held = tripRuntime(0, gate2, Number.POSITIVE_INFINITY);
   await held.run(-1).catch(() => undefined).finally(() => undefined);
   gc();
   gc();
