@@ -17,6 +17,9 @@ export const USAGE = `usage: npm run chaos -- [options]
   --kills <n>             SIGKILLs of worker hosts and coordinators in the window (default 50)
   --nats-restarts <n>     nats-server restarts (SIGKILL, same store) in the window (default 2)
   --no-faults             no kills, no restarts, no injected failures, short latencies
+  --cluster               a 3-node nats-server cluster, every bucket with 3 replicas, each
+                          process connected to another node first; --nats-restarts then
+                          restart one node at a time (default 3 of them)
   --sagas <n>             stop after starting n sagas (across coordinators)
   --seed <n>              seed of the schedule and the injected faults (default: random)
   --concurrency <n>       sagas in flight per coordinator (default 32)
@@ -54,7 +57,7 @@ const FLAGS_WITH_VALUE = new Set([
   '--slow-rate',
   '--dir',
 ]);
-const BOOLEAN_FLAGS = new Set(['--no-faults', '--json', '--quiet', '--help']);
+const BOOLEAN_FLAGS = new Set(['--no-faults', '--cluster', '--json', '--quiet', '--help']);
 
 function num(flag: string, raw: string, opts: { int?: boolean; min?: number; max?: number; minExclusive?: boolean }): number {
   const v = Number(raw);
@@ -109,7 +112,8 @@ export function parseArgs(argv: readonly string[]): CliOptions {
     }
   }
   const kills = noFaults ? 0 : killsRaw === undefined ? 50 : num('--kills', killsRaw, { int: true, min: 0 });
-  const natsRestarts = noFaults ? 0 : restartsRaw === undefined ? 2 : num('--nats-restarts', restartsRaw, { int: true, min: 0 });
+  const cluster = flags.has('--cluster');
+  const natsRestarts = noFaults ? 0 : restartsRaw === undefined ? (cluster ? 3 : 2) : num('--nats-restarts', restartsRaw, { int: true, min: 0 });
   if ((kills > 0 || natsRestarts > 0) && !Number.isFinite(durationS)) {
     throw new ArgsError('kills and nats-server restarts are spread over the fault window: give --duration (or --kills 0 --nats-restarts 0)');
   }
@@ -152,5 +156,6 @@ export function parseArgs(argv: readonly string[]): CliOptions {
     finalTimeoutS,
     faults,
     ...(dir !== undefined ? { dir } : {}),
+    ...(cluster ? { cluster } : {}),
   };
 }

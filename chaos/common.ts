@@ -160,10 +160,22 @@ export function requireEnv(name: string): string {
   return v;
 }
 
-/** A connection that waits for the server at start and reconnects forever with short waits. */
+/** Replicas of the buckets (NATS_REPLICAS: 1 or 3; default 1). */
+export function replicasFromEnv(): number {
+  const raw = process.env.NATS_REPLICAS ?? '1';
+  if (raw !== '1' && raw !== '3') throw new Error(`NATS_REPLICAS must be 1 or 3, got ${JSON.stringify(raw)}`);
+  return Number(raw);
+}
+
+/**
+ * A connection that waits for the server at start and reconnects forever with short
+ * waits. `url` may list several servers separated by commas: the first is preferred, the
+ * others are where it fails over to.
+ */
 export function connectNats(url: string, name: string): Promise<NatsConnection> {
   return connect({
-    servers: url,
+    servers: url.split(','),
+    noRandomize: true,
     name,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 150,

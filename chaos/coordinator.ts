@@ -5,7 +5,8 @@
  * id `chaos-c<slot>` (a restarted slot recovers its own sagas at once; the other slot
  * takes them over when its heartbeat stops for the 3 s lease). Configured by env:
  *
- *   NATS_URL                 server (required)
+ *   NATS_URL                 server, or servers separated by commas, the preferred first (required)
+ *   NATS_REPLICAS            replicas of the saga store's buckets (1 or 3; default 1)
  *   CHAOS_SLOT               0, 1, ... (required)
  *   CHAOS_DIR                the run directory: started.jsonl, outcomes.jsonl, ledger.jsonl (required)
  *   CHAOS_MODE               'run' (default) or 'final'
@@ -31,10 +32,10 @@ import pino from 'pino';
 import { createRuntime } from '../src/index.ts';
 import type { SagaStatus } from '../src/index.ts';
 import { jetstreamSagaStore, natsTransport } from '../src/nats.ts';
-import { codeOf, connectNats, JsonlAppender, prng, readJsonl, requireEnv, say, sleep } from './common.ts';
+import { codeOf, connectNats, JsonlAppender, prng, readJsonl, replicasFromEnv, requireEnv, say, sleep } from './common.ts';
 import { trimOutcome } from './check.ts';
 import type { FinalRecord, RunEvent, StartedEntry } from './check.ts';
-import { SAGAS } from './sagas.ts';
+import { SAGAS, STORE_PREFIX } from './sagas.ts';
 
 const url = requireEnv('NATS_URL');
 const slot = Number(requireEnv('CHAOS_SLOT'));
@@ -54,7 +55,7 @@ const paths = {
 const nc = await connectNats(url, `chaos-coordinator-${slot}-${process.pid}`);
 const runtime = createRuntime({
   transport: natsTransport(nc),
-  store: jetstreamSagaStore(nc, { bucketPrefix: 'chaos_shared' }),
+  store: jetstreamSagaStore(nc, { bucketPrefix: STORE_PREFIX, replicas: replicasFromEnv() }),
   sagas: SAGAS,
   ownership: { id: `chaos-c${slot}`, leaseMs: 3_000 },
   logger,

@@ -2,13 +2,16 @@
  * The chaos orchestrator: the deployed topology with real processes, faults injected,
  * then a final phase that drives every saga to its end, and the checker.
  *
- *   nats-server (JetStream, file storage, private temp dir, free port)
+ *   nats-server (JetStream, file storage, private temp dir, free port), or with
+ *   `cluster` a 3-node cluster on loopback whose buckets all have 3 replicas, each
+ *   process connecting to another node first
  *   N worker hosts (chaos/worker-host.ts): half serve flights+hotels, half cars+payments
  *   2 coordinators (chaos/coordinator.ts), each with its own saga store prefix
  *
  * During the fault window it SIGKILLs random worker hosts and coordinators (each is
  * restarted after a short random pause; a restarted coordinator recovers its slot) and
- * restarts nats-server (SIGKILL, same port and store). Every kill is logged to
+ * restarts nats-server (SIGKILL, same port and store; in a cluster, one node at a time,
+ * down for a second or two, and the next only once the cluster is healthy again). Every kill is logged to
  * events.jsonl. Then it kills everything still running, starts fresh hosts without
  * injected failures and, per slot, a fresh coordinator that recovers, waits until
  * nothing of its slot is unfinished, retries every parked saga once and reads the final
@@ -21,13 +24,15 @@ import type { WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startNatsServer } from '../test/helpers/nats-server.ts';
+import { connect } from '@nats-io/transport-node';
+import { jetstreamDedupStore, jetstreamSagaStore } from '../src/nats.ts';
+import { startNatsCluster, startNatsServer } from '../test/helpers/nats-server.ts';
 import type { NatsServer } from '../test/helpers/nats-server.ts';
 import { check } from './check.ts';
 import type { CheckReport, FinalRecord, KillEvent, LedgerLine, ParkedEntry, RunEvent, StartedEntry, TimedOutEntry } from './check.ts';
 import type { FaultConfig } from './common.ts';
 import { deriveSeed, faultsToEnv, JsonlAppender, NO_FAULTS, prng, readJsonl, readJsonlWithOffsets, sleep } from './common.ts';
-import { HOST_GROUPS } from './sagas.ts';
+import { HOST_GROUPS, STORE_PREFIX, WORKERS } from './sagas.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const WORKER_HOST = join(HERE, 'worker-host.ts');
@@ -60,6 +65,67 @@ export interface ChaosOptions {
   readonly logLevel?: string;
   /** Shortest and longest pause before a killed process is restarted. Default 200-1500 ms. */
   readonly restartPauseMs?: readonly [number, number];
+  /** A 3-node nats-server cluster with every bucket replicated 3 times, instead of one server. */
+  readonly cluster?: boolean;
+}
+
+/** The NATS deployment under test: one server, or a cluster whose nodes restart one at a time. */
+interface Deployment {
+  readonly describe: string;
+  /** The NATS_URL of the n-th process spawned: in a cluster, each prefers another node. */
+  urlFor(n: number): string;
+  readonly replicas: number;
+  /** Restarts a server (the n-th restart): SIGKILL, then back with the same store. */
+  restart(n: number, pauseMs: number): Promise<string>;
+  pid(): number | undefined;
+  stop(): Promise<void>;
+}
+
+async function startDeployment(cluster: boolean): Promise<Deployment> {
+  if (!cluster) {
+    const server: NatsServer = await startNatsServer();
+    return {
+      describe: `nats-server ${server.url}`,
+      urlFor: () => server.url,
+      replicas: 1,
+      async restart() {
+        await server.restart();
+        return 'nats-server';
+      },
+      pid: () => natsPid(server),
+      stop: () => server.stop(),
+    };
+  }
+  const c = await startNatsCluster(3);
+  let down = -1;
+  const deployment: Deployment = {
+    describe: `a 3-node nats-server cluster ${c.urls.join(', ')}`,
+    urlFor: (n) => [...c.urls.slice(n % 3), ...c.urls.slice(0, n % 3)].join(','),
+    replicas: 3,
+    async restart(n, pauseMs) {
+      down = n % 3;
+      await c.kill(down);
+      await sleep(pauseMs);
+      await c.start(down);
+      // The next node goes down only once this one has caught up.
+      await c.healthy(120_000);
+      return `nats-server node ${down}`;
+    },
+    pid: () => c.pids[Math.max(0, down)],
+    stop: () => c.stop(),
+  };
+  // Every bucket is created once, with its replicas, before any process uses it (as a
+  // deployment step would): concurrent first creations of replicated streams are slow on 2.9.
+  const nc = await connect({ servers: [...c.urls], noRandomize: true });
+  try {
+    await jetstreamSagaStore(nc, { bucketPrefix: STORE_PREFIX, replicas: 3 }).unfinished();
+    const dedup = jetstreamDedupStore(nc, { replicas: 3 });
+    for (const w of WORKERS) await dedup.bucket(w);
+  } finally {
+    await nc.close();
+  }
+  await c.healthy(60_000);
+  return deployment;
 }
 
 export interface ChaosResult {
@@ -124,19 +190,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   };
   process.once('exit', killAllNow);
 
-  let server: NatsServer | undefined;
+  let server: Deployment | undefined;
+  let spawned = 0;
   try {
-    server = await startNatsServer();
+    server = await startDeployment(o.cluster === true);
     const nats = server;
-    log(`nats-server ${nats.url}, run directory ${dir}, seed ${o.seed}`);
-    events.append({ type: 'nats-start', t: Date.now(), what: 'nats-server', pid: natsPid(nats) });
+    log(`${nats.describe}, run directory ${dir}, seed ${o.seed}`);
+    events.append({ type: 'nats-start', t: Date.now(), what: 'nats-server', pid: nats.pid() });
 
     let windowOpen = true;
 
     const spawnProc = (what: string, file: string, env: Record<string, string>, exitsByItself = false): Proc => {
       const child = spawn(process.execPath, ['--import', 'tsx', file], {
         cwd: join(HERE, '..'),
-        env: { ...process.env, NATS_URL: nats.url, LOG_LEVEL: o.logLevel ?? 'error', ...env },
+        env: { ...process.env, NATS_URL: nats.urlFor(spawned++), NATS_REPLICAS: String(nats.replicas), LOG_LEVEL: o.logLevel ?? 'error', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       if (child.pid === undefined) throw new Error(`could not spawn ${what}`);
@@ -306,11 +373,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         if (due.kind === 'nats') {
           plan.shift();
           const t = Date.now();
-          events.append({ type: 'nats-restart', t, what: 'nats-server', pid: natsPid(nats) });
-          await nats.restart();
+          events.append({ type: 'nats-restart', t, what: 'nats-server', pid: nats.pid() });
+          const which = await nats.restart(natsRestartsDone, o.cluster === true ? Math.round(1_000 + random() * 1_000) : 0);
           natsRestartsDone++;
-          events.append({ type: 'nats-up', t: Date.now(), what: 'nats-server', pid: natsPid(nats) });
-          log(`nats-server restarted (${Date.now() - t} ms down)`);
+          events.append({ type: 'nats-up', t: Date.now(), what: 'nats-server', pid: nats.pid() });
+          log(`${which} restarted (${Date.now() - t} ms until healthy)`);
         } else {
           const target = pickTarget();
           if (target === undefined) {
@@ -411,7 +478,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       durationMs: end - t0,
       windowMs: windowEnd - windowStart,
     });
-    return { report, dir, seed: o.seed, natsUrl: nats.url, unexpectedExits, errors, finalPhase };
+    return { report, dir, seed: o.seed, natsUrl: nats.urlFor(0), unexpectedExits, errors, finalPhase };
   } finally {
     killAllNow();
     await Promise.all([...all].map((p) => p.exited));

@@ -15,6 +15,8 @@ import type { JsonlAppender } from './common.ts';
 import type { LedgerLine } from './check.ts';
 
 export const WORKERS = ['flights', 'hotels', 'cars', 'payments'] as const;
+/** The bucket prefix of the saga store every coordinator shares. */
+export const STORE_PREFIX = 'chaos_shared';
 export type WorkerName = (typeof WORKERS)[number];
 
 /** Worker groups served by hosts: every worker is served by every host of its group. */

@@ -2,7 +2,8 @@
  * A worker host of the chaos run, in its own process:
  * `node --import tsx chaos/worker-host.ts`. Configured by env:
  *
- *   NATS_URL            server (required)
+ *   NATS_URL            server, or servers separated by commas, the preferred first (required)
+ *   NATS_REPLICAS       replicas of the dedup buckets (1 or 3; default 1)
  *   CHAOS_WORKERS       comma-separated worker names (required), e.g. flights,hotels
  *   CHAOS_LEDGER        the shared ledger file (required)
  *   CHAOS_SEED          seed of the fault decisions (default: the pid)
@@ -15,7 +16,7 @@
  */
 import pino from 'pino';
 import { jetstreamDedupStore, serveWorkers } from '../src/nats.ts';
-import { connectNats, faultsFromEnv, JsonlAppender, prng, requireEnv, say } from './common.ts';
+import { connectNats, faultsFromEnv, JsonlAppender, prng, replicasFromEnv, requireEnv, say } from './common.ts';
 import { chaosWorker, WORKERS } from './sagas.ts';
 
 const url = requireEnv('NATS_URL');
@@ -31,7 +32,7 @@ const random = prng(seed);
 const nc = await connectNats(url, `chaos-host-${process.pid}`);
 const workers = names.map((n) => chaosWorker(n, ledger, faults, random));
 const host = await serveWorkers(nc, workers, {
-  dedup: jetstreamDedupStore(nc),
+  dedup: jetstreamDedupStore(nc, { replicas: replicasFromEnv() }),
   concurrency,
   signals: [],
   logger,

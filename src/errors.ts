@@ -127,8 +127,8 @@ export class JournalUnavailableError extends SagaError {
     super(
       'JOURNAL_UNAVAILABLE',
       dispatched
-        ? `saga '${sagaId}' could not write its journal (${why}); it was stopped in this runtime and is left to recover(), which drives it on from its journal`
-        : `saga '${sagaId}' was not started: its intent could not be written (${why}). If the write reached the store after all, recover() runs it; run again with the same sagaId to start it or attach to it`,
+        ? `saga '${sagaId}' could not write its journal (${why}); it was stopped in this runtime, and is driven on from its journal by this coordinator once the store answers (with ownership on) or by recover()`
+        : `saga '${sagaId}' was not started: its intent could not be written (${why}). If the write reached the store after all, this coordinator runs it once the store answers (with ownership on) or recover() does; run again with the same sagaId to start it or attach to it`,
       { cause, retryable: true },
     );
     this.sagaId = sagaId;

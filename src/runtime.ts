@@ -21,7 +21,7 @@ import { outcomeOf } from './machines/saga-logic.ts';
 import type { MachineStateName, SagaCommand, SagaContext, StepStatus } from './machines/saga-logic.ts';
 import { createSagaMachine } from './machines/saga-machine.ts';
 import type { SagaMachine } from './machines/saga-machine.ts';
-import { assertSerializable, fingerprint } from './machines/serializable.ts';
+import { assertSerializable, fingerprint, stableStringify } from './machines/serializable.ts';
 import { memoryDedupStore, memorySagaStore } from './store/memory.ts';
 import { memoryTransport } from './transport/memory.ts';
 import type {
@@ -277,6 +277,12 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   const timer = root.system.get('timer') as AnyActorRef;
 
   const live = new Map<string, Live>();
+  /**
+   * Sagas of this coordinator that no runtime drives: stopped here while their journal
+   * could not be written, or whose intent may have landed unseen. The ownership watch
+   * takes them up again once the store answers (without ownership: `recover()`).
+   */
+  const stranded = new Set<string>();
   /** Sagas this runtime is taking over from their journal right now. */
   const takingOver = new Map<string, Promise<Live | undefined>>();
   const definitions = new Map<string, SagaDefinition>();
@@ -365,23 +371,48 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   /** What one journal write sets, besides the saga's header. */
   type Fields = Pick<SagaRecord, 'status' | 'snapshot' | 'outcome'> & Pick<Partial<SagaRecord>, 'deadLetter' | 'parked'>;
 
+  /**
+   * Settles a write whose answer was lost: reads the journal back. Our record there: it
+   * landed (its revision). The revision we named still there: it did not (`'retry'`).
+   * Anything else: another coordinator wrote it (undefined). A read that fails: `'retry'`.
+   */
+  const landed = async (record: SagaRecord, named: number): Promise<number | undefined | 'retry'> => {
+    let found: VersionedSagaRecord | undefined;
+    try {
+      found = await store.load(record.sagaId);
+    } catch {
+      return 'retry';
+    }
+    if (found !== undefined && found.revision > 0 && stableStringify(found.record) === stableStringify(record)) return found.revision;
+    if (found === undefined) return named === 0 ? 'retry' : undefined;
+    return found.revision === named ? 'retry' : undefined;
+  };
+
   /** One journal write, tried again while the store is unreachable; resolves whether it landed. */
   const write = async (entry: Live, record: SagaRecord): Promise<boolean> => {
     const { sagaId } = entry.header;
     const since = clock.now();
     for (let attempt = 0; ; attempt++) {
       if (entry.stopped) return false;
-      let revision: number | undefined;
+      let revision: number | undefined | 'retry';
+      let failure: unknown;
       try {
         revision = await store.write(record, entry.revision);
+        // A conflict after a failed attempt may be that attempt, landed with its answer lost.
+        if (revision === undefined && attempt > 0) revision = await landed(record, entry.revision);
+        if (revision === 'retry') failure = new Error('the journal revision did not change, but the write did not land');
       } catch (error) {
-        if (entry.stopped) return false;
+        failure = error;
+      }
+      if (entry.stopped) return false;
+      if (failure !== undefined) {
         if (closed || clock.now() - since >= o.journalRetryMs) {
-          logger.error({ err: error, sagaId }, 'could not write the journal: the saga is stopped here and left to recover()');
-          stop(entry, new JournalUnavailableError(sagaId, true, error));
+          logger.error({ err: failure, sagaId }, 'could not write the journal: the saga is stopped here, and taken up again once the store answers (or by recover())');
+          stranded.add(sagaId);
+          stop(entry, new JournalUnavailableError(sagaId, true, failure));
           return false;
         }
-        logger.warn({ err: error, sagaId, attempt }, 'journal write failed; trying again');
+        logger.warn({ err: failure, sagaId, attempt }, 'journal write failed; trying again');
         await sleep(Math.min(2_000, 50 * 2 ** attempt));
         continue;
       }
@@ -390,7 +421,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         stop(entry, new SagaError('SAGA_FENCED', `saga '${sagaId}' was taken over by another coordinator (its journal changed under this one); that coordinator drives it on`));
         return false;
       }
-      entry.revision = revision;
+      entry.revision = revision as number;
       return !entry.stopped;
     }
   };
@@ -784,11 +815,19 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         ensureOpen();
         const now = clock.now();
         const header: Header = { sagaId, saga: def.name, version: def.version, input, startedAt: now };
+        const intent: SagaRecord = { ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined, owner: ownerId };
         let revision: number | undefined;
         try {
-          revision = await store.begin({ ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined, owner: ownerId });
+          revision = await store.begin(intent);
         } catch (error) {
-          throw new JournalUnavailableError(sagaId, false, error);
+          // The intent may have landed with its answer lost: read it back.
+          const settled = await landed(intent, 0);
+          if (settled === 'retry') {
+            // Unknown: should it have landed, the ownership watch drives it (or recover()).
+            stranded.add(sagaId);
+            throw new JournalUnavailableError(sagaId, false, error);
+          }
+          revision = settled;
         }
         if (revision === undefined) {
           // Another run with this id began first: this call only waits for it.
@@ -931,6 +970,21 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       store,
       clock,
       logger,
+      strays: async () => {
+        for (const sagaId of [...stranded]) {
+          if (closed) return;
+          if (live.has(sagaId) || takingOver.has(sagaId)) {
+            stranded.delete(sagaId);
+            continue;
+          }
+          // A store that still fails throws here: the next tick tries again.
+          const found = await store.load(sagaId);
+          if (found !== undefined && found.record.outcome === undefined && found.record.owner === ownerId && !live.has(sagaId)) {
+            if ((await adopt(found)) !== undefined) logger.warn({ sagaId }, 'took up again a saga stopped here while its journal could not be written');
+          }
+          stranded.delete(sagaId);
+        }
+      },
       adopt: async (orphans) => {
         for (const found of orphans) {
           if (closed) return;

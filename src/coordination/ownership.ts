@@ -49,6 +49,8 @@ export interface OwnershipOptions {
   readonly logger: Logger;
   /** Running sagas of dead coordinators: take them over (each with a compare-and-set write). */
   readonly adopt: (orphans: VersionedSagaRecord[]) => Promise<void>;
+  /** This coordinator's own sagas that nothing drives (its journal failed): take them up again. Called every tick. */
+  readonly strays?: () => Promise<void>;
 }
 
 export interface Ownership {
@@ -77,6 +79,7 @@ export function startOwnership(o: OwnershipOptions): Ownership {
   const tick = async () => {
     try {
       await beat(id);
+      await o.strays?.();
       const now = clock.now();
       seen = observe(seen, await beats(), [], now);
       const due = [...seen.keys()].filter((owner) => isDead(seen, owner, id, now, leaseMs) && now - (swept.get(owner) ?? -Infinity) > leaseMs);

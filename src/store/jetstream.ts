@@ -81,10 +81,12 @@ async function readRaw(kv: KV, key: string): Promise<Raw> {
 
 /**
  * A compare-and-set write on a KV key that settles ambiguous outcomes: when the server
- * does not answer (a restart, a timeout), the key is read back. Our own text there means
- * the write landed; the revision we named still there means it did not (and it is sent
- * again); anything else means another writer came first. Resolves with the new revision,
- * or `undefined` on a conflict; rejects when the server stays unreachable.
+ * does not answer (a restart, a timeout) or reports a conflict, the key is read back.
+ * Our own text there means the write landed (an earlier attempt, whose answer was lost);
+ * the revision we named still there means it did not (and it is sent again: a clustered
+ * 2.9 server can report "wrong last sequence" around a leader change although nothing
+ * changed); anything else means another writer came first. Resolves with the new
+ * revision, or `undefined` on a conflict; rejects when the server stays unreachable.
  */
 export async function casWrite(kv: KV, key: string, text: string, revision: number, attempts: number, what: string): Promise<number | undefined> {
   let last: unknown;
@@ -92,10 +94,8 @@ export async function casWrite(kv: KV, key: string, text: string, revision: numb
     try {
       return revision === 0 ? await kv.create(key, text) : await kv.update(key, text, revision);
     } catch (error) {
-      if (isCasConflict(error)) {
-        if (i === 1) return undefined;
-        // A retry that conflicts: maybe with our own earlier attempt, which landed.
-      } else last = error;
+      // A conflict is settled by the read below, like a missing answer.
+      last = isCasConflict(error) ? new Error(`the server reported a conflict, but revision ${revision} is still the last`, { cause: error }) : error;
     }
     try {
       const now = await readRaw(kv, key);

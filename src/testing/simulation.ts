@@ -54,6 +54,12 @@ export interface FaultProfile {
   readonly blackouts?: number;
   /** A host refuses a request at capacity (OVERLOADED), before it touches anything. Default 0. */
   readonly overload?: number;
+  /**
+   * A coordinator's journal write (or a saga's intent) fails: half of these before reaching
+   * the store, half after landing there (the answer is lost, as when a server dies after
+   * committing). Default 0.
+   */
+  readonly journalFail?: number;
 }
 
 export const NO_FAULTS: FaultProfile = Object.freeze({ drop: 0, duplicate: 0, maxDelayMs: 0, doFail: 0, compensateFail: 0, hostCrashes: 0, coordinatorCrashes: 0 });
@@ -271,7 +277,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const violations: SimulationViolation[] = [];
   const clock = createManualClock(0);
   const chooser = new Chooser(scenario.tape);
-  const faults: Required<FaultProfile> = { hosts: 2, storeDelayMs: 0, garble: 0, oversize: 0, slow: 0, blackouts: 0, overload: 0, ...scenario.faults };
+  const faults: Required<FaultProfile> = { hosts: 2, storeDelayMs: 0, garble: 0, oversize: 0, slow: 0, blackouts: 0, overload: 0, journalFail: 0, ...scenario.faults };
   const sleep = (ms: number) => (ms <= 0 ? Promise.resolve() : new Promise<void>((r) => clock.setTimeout(r, ms)));
   const window = scenario.faultWindowMs ?? 2_000;
   const ledger = createLedger();
@@ -280,15 +286,27 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const journals = memorySagaStore({ clock });
   // Coordinators reach their journal over the network too: a write takes time, and one in
   // flight when its coordinator dies may still land afterwards.
+  /** A journal write that may fail before it lands or after (its answer lost). */
+  const journaled = async <T>(what: string, sagaId: string, write: () => T | Promise<T>): Promise<T> => {
+    await sleep(chooser.upTo(faults.storeDelayMs));
+    const fails = chooser.chance(faults.journalFail);
+    const landsFirst = fails && chooser.upTo(1) === 1;
+    if (fails && !landsFirst) {
+      trace.push(`t=${clock.now()} ${sagaId}: ${what} fails before reaching the store`);
+      throw new TransportError('TRANSPORT_ERROR', `simulated store: ${what} of ${sagaId} failed`);
+    }
+    const v = await write();
+    await sleep(chooser.upTo(faults.storeDelayMs));
+    if (landsFirst) {
+      trace.push(`t=${clock.now()} ${sagaId}: ${what} lands, but its answer is lost`);
+      throw new TransportError('TRANSPORT_ERROR', `simulated store: no answer to the ${what} of ${sagaId}`);
+    }
+    return v;
+  };
   const store: SagaStore = {
     ...journals,
-    begin: async (r) => (await sleep(chooser.upTo(faults.storeDelayMs)), journals.begin(r)),
-    write: async (r, rev) => {
-      await sleep(chooser.upTo(faults.storeDelayMs));
-      const v = await journals.write(r, rev);
-      await sleep(chooser.upTo(faults.storeDelayMs));
-      return v;
-    },
+    begin: (r) => journaled('intent', r.sagaId, () => journals.begin(r)),
+    write: (r, rev) => journaled('journal write', r.sagaId, () => journals.write(r, rev)),
     // A coordinator that crashes leaves its heartbeat behind: the next one takes its sagas
     // over once that heartbeat has not changed for a lease (or they are its own).
     retire: async () => undefined,
@@ -410,10 +428,13 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     void runtime.run(def, scenario.input ? scenario.input(id) : { n: id }, { sagaId: id }).catch(async (e: unknown) => {
       // A coordinator that crashes while run() waits rejects it, and run() refuses a saga whose
       // workers nobody serves (every host down); the saga goes on only if its intent was journaled.
+      // A journal that cannot be written stops the saga in its coordinator (and one that
+      // another coordinator took over is driven there): it must still end.
       const code = (e as { code?: string }).code;
-      if (code === 'RUNTIME_CLOSED' || code === 'WORKER_NOT_HOSTED') {
-        if ((await store.get(id)) === undefined) {
-          trace.push(`t=${clock.now()} ${id} never started: ${code === 'RUNTIME_CLOSED' ? 'its coordinator crashed before journaling it' : 'no host served its workers'}`);
+      if (code === 'JOURNAL_UNAVAILABLE' || code === 'SAGA_FENCED') trace.push(`t=${clock.now()} ${id}: run() rejects: ${String(e)}`);
+      if (code === 'RUNTIME_CLOSED' || code === 'WORKER_NOT_HOSTED' || code === 'JOURNAL_UNAVAILABLE' || code === 'SAGA_FENCED') {
+        if ((await journals.get(id)) === undefined) {
+          trace.push(`t=${clock.now()} ${id} never started: ${code === 'RUNTIME_CLOSED' ? 'its coordinator crashed before journaling it' : code === 'WORKER_NOT_HOSTED' ? 'no host served its workers' : 'its intent was not written'}`);
           ids = ids.filter((x) => x !== id);
           neverStarted.push(id);
         }
@@ -486,11 +507,9 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
 
   await drive(window);
   chooser.healed = true;
-  // Once the world heals, a final recover(): a saga whose intent landed after the last
-  // coordinator's recovery (its write was still in flight when its coordinator died) is
-  // picked up, as a restarted coordinator or an operator would.
-  await drive(clock.now() + 1_000);
-  await runtime.recover();
+  // No final recover(): the live coordinator must finish every saga on its own, taking
+  // over those of the coordinators that died (a write of a dead one may land after its
+  // successor recovered) and those it stopped itself when its journal failed.
   await drive(HORIZON_MS);
   let outcomes = await settledAll();
   check(def, ids, outcomes, ledger, violations, 'after the faults', clock.now());

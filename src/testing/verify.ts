@@ -122,6 +122,7 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     slow: 10,
     blackouts: 1,
     overload: 20,
+    journalFail: 10,
     ...max,
   };
   return fc.record({
@@ -139,6 +140,7 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     slow: fc.integer({ min: 0, max: m.slow }),
     blackouts: fc.integer({ min: 0, max: m.blackouts }),
     overload: fc.integer({ min: 0, max: m.overload }),
+    journalFail: fc.integer({ min: 0, max: m.journalFail }),
   });
 }
 

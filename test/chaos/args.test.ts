@@ -21,6 +21,13 @@ describe('chaos command line', () => {
     });
   });
 
+  it('--cluster runs on a 3-node cluster and restarts one node at a time, 3 of them by default', () => {
+    expect(parseArgs(['--cluster'])).toMatchObject({ cluster: true, natsRestarts: 3 });
+    expect(parseArgs(['--cluster', '--nats-restarts', '6'])).toMatchObject({ cluster: true, natsRestarts: 6 });
+    expect(parseArgs([]).cluster).toBeUndefined();
+    expect(() => parseArgs(['--cluster=yes'])).toThrow('--cluster takes no value');
+  });
+
   it.each([
     [['--duration'], '--duration needs a value'],
     [['--duration', '-5'], '--duration must be > 0'],

@@ -18,6 +18,7 @@ import type { NatsCluster } from '../helpers/nats-server.ts';
 let cluster: NatsCluster;
 const conns: NatsConnection[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const DRIVERS = 6;
 
 /** A connection that prefers node `first` and fails over to the others. */
 async function connectTo(first: number, name: string): Promise<NatsConnection> {
@@ -52,6 +53,15 @@ describe('a 3-node NATS cluster with replicated JetStream', () => {
     const workers = [make('flights', () => false), make('hotels', (n) => n % 5 === 0), make('cars', () => false)];
     const replicas = 3;
     const hosts: WorkerServer[] = [];
+    // The buckets are created once, before any process uses them (as a deployment step
+    // would), and the cluster is left to settle: every stream with a leader and caught up.
+    {
+      const nc = await connectTo(0, 'setup');
+      await jetstreamSagaStore(nc, { bucketPrefix: 'cluster', replicas }).unfinished();
+      const dedup = jetstreamDedupStore(nc, { replicas });
+      for (const w of workers) await dedup.bucket(w.name);
+      await cluster.healthy();
+    }
     for (const node of [1, 2]) {
       const nc = await connectTo(node, `host-${node}`);
       hosts.push(await serveWorkers(nc, workers, { signals: [], dedup: jetstreamDedupStore(nc, { replicas, attempts: 8 }) }));
@@ -72,9 +82,9 @@ describe('a 3-node NATS cluster with replicated JetStream', () => {
     const outcomes = new Map<string, SagaOutcome>();
     const rejected = new Map<string, string>();
     let stop = false;
-    const drive = async (c: number) => {
+    const drive = async (c: number, first: number) => {
       const { runtime } = coordinators[c] as (typeof coordinators)[number];
-      for (let n = c; !stop; n += 2) {
+      for (let n = first; !stop; n += DRIVERS) {
         const sagaId = `trip-${n}`;
         try {
           outcomes.set(sagaId, await runtime.run(trip, { n }, { sagaId }));
@@ -85,13 +95,16 @@ describe('a 3-node NATS cluster with replicated JetStream', () => {
         }
       }
     };
-    const drivers = [0, 1, 0, 1, 0, 1].map((c, i) => sleep(i * 10).then(() => drive(c)));
-    // One node at a time: kill it, let the others carry on, bring it back.
+    // Six callers, three on each coordinator, each running its own sagas one after another.
+    const drivers = Array.from({ length: DRIVERS }, (_, i) => sleep(i * 10).then(() => drive(i % 2, i)));
+    // One node at a time: kill it, let the others carry on, bring it back, and wait
+    // until it has caught up before the next one goes down.
     for (const node of [2, 0, 1]) {
       await sleep(3_000);
       await cluster.kill(node);
       await sleep(3_000);
       await cluster.start(node);
+      await cluster.healthy();
     }
     await sleep(3_000);
     stop = true;

@@ -565,6 +565,63 @@ describe('runtime: the journal and recovery', () => {
   });
 });
 
+describe('runtime: journal writes whose answer is lost', () => {
+  /** A store whose next `n` writes (or intents) land but throw, as when the server dies after committing. */
+  function lossy(clock: ReturnType<typeof createManualClock>) {
+    const inner = memorySagaStore({ clock });
+    let loseWrites = 0;
+    let loseIntents = 0;
+    const store = {
+      ...inner,
+      begin: async (rec: Parameters<typeof inner.begin>[0]) => {
+        const v = await inner.begin(rec);
+        if (loseIntents > 0 && loseIntents--) throw new Error('no answer to the intent');
+        return v;
+      },
+      write: async (rec: Parameters<typeof inner.write>[0], rev: number) => {
+        const v = await inner.write(rec, rev);
+        if (loseWrites > 0 && loseWrites--) throw new Error('no answer to the write');
+        return v;
+      },
+    };
+    return { inner, store, lose: (writes: number, intents = 0) => ((loseWrites = writes), (loseIntents = intents)) };
+  }
+
+  it('a write that landed with its answer lost is read back, not taken for another coordinator: the saga goes on', async () => {
+    const clock = createManualClock();
+    const w = world();
+    const l = lossy(clock);
+    const runtime = createRuntime({ clock, store: l.store }).host(w.make('flights'), w.make('hotels'), w.make('cars'));
+    l.lose(2, 1);
+    const running = runtime.run(tripOf(), { to: 'X' }, { sagaId: 'lost' });
+    await clock.advance(1_000);
+    await expect(running).resolves.toMatchObject({ status: 'committed' });
+    expect(w.calls.filter((c) => c.endsWith('.do')).sort()).toEqual(['cars.do', 'flights.do', 'hotels.do']);
+    expect((await l.inner.get('lost'))?.outcome).toMatchObject({ status: 'committed' });
+    await runtime.close();
+  });
+
+  it('a saga stopped here while its journal failed is taken up again by this coordinator once the store answers, without recover()', async () => {
+    const clock = createManualClock();
+    const w = world();
+    const inner = memorySagaStore({ clock });
+    let down = false;
+    const store = { ...inner, write: async (rec: Parameters<typeof inner.write>[0], rev: number) => (down ? Promise.reject(new Error('KV unavailable')) : inner.write(rec, rev)) };
+    const runtime = createRuntime({ clock, store, journalRetryMs: 1_000, sagas: [tripOf()], ownership: { id: 'me', leaseMs: 1_000 } }).host(w.make('flights'), w.make('hotels'), w.make('cars'));
+    down = true;
+    const running = runtime.run(tripOf(), { to: 'X' }, { sagaId: 'stray' });
+    running.catch(() => undefined);
+    await clock.advance(3_000);
+    await expect(running).rejects.toMatchObject({ code: 'JOURNAL_UNAVAILABLE', dispatched: true });
+    expect(runtime.inFlight).toBe(0);
+    down = false;
+    await clock.advance(2_000);
+    expect((await inner.get('stray'))?.outcome).toMatchObject({ status: 'committed' });
+    expect(await runtime.outcome('stray')).toMatchObject({ status: 'committed' });
+    await runtime.close();
+  });
+});
+
 describe('runtime: closing', () => {
   it('rejects the run() of a saga still running when the runtime closes', async () => {
     const clock = createManualClock();

@@ -166,6 +166,13 @@ export interface NatsCluster {
   /** Kills node `i` (SIGKILL); `start(i)` brings it back. */
   kill(i: number): Promise<void>;
   start(i: number): Promise<void>;
+  /**
+   * Waits until every running node reports itself healthy on `/healthz` (JetStream on, and
+   * every stream and consumer it holds caught up), or throws after `timeoutMs`.
+   */
+  healthy(timeoutMs?: number): Promise<void>;
+  /** The pids of the running nodes (undefined for a node that is down). */
+  readonly pids: readonly (number | undefined)[];
   stop(): Promise<void>;
 }
 
@@ -252,6 +259,28 @@ export async function startNatsCluster(n = 3): Promise<NatsCluster> {
     async restart(i) {
       await killNode(i);
       await start(i);
+    },
+    async healthy(timeoutMs = 60_000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const states = await Promise.all(
+          monitor.map(async (p, i) => {
+            if (nodes[i] === undefined) return 'down';
+            try {
+              const r = await fetch(`http://127.0.0.1:${p}/healthz`);
+              return r.ok ? 'ok' : `${r.status} ${(await r.text()).slice(0, 200)}`;
+            } catch (error) {
+              return String(error);
+            }
+          }),
+        );
+        if (states.every((st) => st === 'ok' || st === 'down')) return;
+        if (Date.now() > until) throw new Error(`the cluster is not healthy after ${timeoutMs} ms: ${states.map((st, i) => `n${i}: ${st}`).join('; ')}`);
+        await sleep(200);
+      }
+    },
+    get pids() {
+      return nodes.map((c) => c?.pid);
     },
     async stop() {
       for (const c of nodes) if (c) await kill(c);

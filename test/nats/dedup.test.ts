@@ -234,4 +234,30 @@ describe('compare-and-set writes whose outcome the server did not report', () =>
     lost.other('theirs');
     expect(await casWrite(lost.kv, 'k', 'mine', 0, 3, 'test')).toBeUndefined();
   });
+
+  it('a conflict reported while the named revision is still the last is not a conflict: the write is sent again', async () => {
+    // A clustered 2.9 server can answer "wrong last sequence" around a leader change although nothing changed.
+    let text: string | undefined = 'before';
+    let revision = 4;
+    let spurious = 2;
+    const updates: number[] = [];
+    const kv = {
+      get: async () => (text === undefined ? null : { operation: 'PUT', revision, string: () => text as string }),
+      update: async (_k: string, v: string, rev: number) => {
+        updates.push(rev);
+        if (spurious-- > 0 || rev !== revision) throw Object.assign(new Error('wrong last sequence: 4'), { code: 10071 });
+        text = v;
+        return ++revision;
+      },
+    } as never;
+    expect(await casWrite(kv, 'k', 'mine', 4, 5, 'test')).toBe(5);
+    expect(updates).toEqual([4, 4, 4]);
+    expect(text).toBe('mine');
+    // It keeps failing: an error naming the write, never a conflict (which would fence a saga off for nothing).
+    spurious = 10;
+    await expect(casWrite(kv, 'k', 'again', 5, 3, 'journal of saga s')).rejects.toThrow(/journal of saga s failed: the server reported a conflict, but revision 5 is still the last/);
+    // A real conflict (the revision moved on, another text) is one.
+    spurious = 0;
+    expect(await casWrite(kv, 'k', 'late', 4, 3, 'test')).toBeUndefined();
+  });
 });
