@@ -205,6 +205,18 @@ describe('natsTransport request side', () => {
     spy.unsubscribe();
   });
 
+  it('counts the headers against maxPayload: a body that fits alone but not with its headers is refused before sending', async () => {
+    const t = natsTransport(host, { prefix: 'thdr', maxPayload: 1024 });
+    const small = req('big', {});
+    const bodyAlone = Buffer.byteLength(JSON.stringify(small));
+    // A body of exactly the limit: under the old body-only count it would go out, and the client would refuse it.
+    const r = req('big', { blob: 'x'.repeat(1024 - bodyAlone - 9) });
+    expect(Buffer.byteLength(JSON.stringify(r))).toBeLessThanOrEqual(1024);
+    expect(t.check?.(r)).toMatchObject({ code: 'PAYLOAD_TOO_LARGE', message: expect.stringContaining('with its headers') });
+    await expect(t.request(r, 1_000)).rejects.toMatchObject({ code: 'PAYLOAD_TOO_LARGE', notSent: true });
+    expect(t.check?.(small)).toBeUndefined();
+  });
+
   it('rejects run() of a saga whose first request is over the payload limit, naming the step and the size, with nothing dispatched or journaled', async () => {
     const prefix = 'tin';
     let calls = 0;
@@ -217,7 +229,7 @@ describe('natsTransport request side', () => {
     const started = Date.now();
     const error = await runtime.run(s, bigInput, { sagaId: 'too-big' }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(SagaError);
-    expect(error).toMatchObject({ code: 'PAYLOAD_TOO_LARGE', message: expect.stringMatching(/step 'scan'.*is 52\d{5} bytes, over the limit of 1048576.*nothing was dispatched/) });
+    expect(error).toMatchObject({ code: 'PAYLOAD_TOO_LARGE', message: expect.stringMatching(/step 'scan'.*is 52\d{5} bytes with its headers, over the limit of 1048576.*nothing was dispatched/) });
     expect(Date.now() - started).toBeLessThan(5_000); // refused up front, not after a timeout
     expect(calls).toBe(0);
     expect(await store.get('too-big')).toBeUndefined();

@@ -12,7 +12,7 @@
  * everything in a process.
  */
 import pino from 'pino';
-import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { InvalidOptionError, SagaError, TransportError } from '../../errors.ts';
 import type { ErrorInfo } from '../../errors.ts';
 import { PROTOCOL_VERSION } from '../../types.ts';
@@ -20,7 +20,7 @@ import type { Logger, Served, Transport, WorkerHandler, WorkerReply, WorkerReque
 import { parseReply } from '../protocol.ts';
 import { Limiter } from './limiter.ts';
 import { RequestFailed, Requester } from './requester.ts';
-import { byteLength, checkInbound, DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, encodeReply, protocolHeaders, requestHeaders, validPrefix, workerSubject } from './wire.ts';
+import { byteLength, checkInbound, headerBytes, DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, encodeReply, protocolHeaders, requestHeaders, validPrefix, workerSubject } from './wire.ts';
 
 export const DEFAULT_QUEUE = 'saga-workers';
 export const DEFAULT_CONCURRENCY = 64;
@@ -149,8 +149,8 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
     respond(msg, { ok: false, error });
   };
 
-  /** The request's body, or the error it is refused with before sending (nothing is sent). */
-  const encodeRequest = (req: WorkerRequest): string | TransportError => {
+  /** The request's body and headers, or the error it is refused with before sending (nothing is sent). */
+  const encodeRequest = (req: WorkerRequest): { body: string; headers: MsgHdrs } | TransportError => {
     if (typeof req?.worker !== 'string' || !WORKER_NAME.test(req.worker) || (req.op !== 'do' && req.op !== 'compensate')) {
       return new TransportError('PROTOCOL_ERROR', `cannot address worker ${JSON.stringify(req?.worker)} with op ${JSON.stringify(req?.op)}`, { retryable: false, notSent: true });
     }
@@ -161,15 +161,17 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
       return new TransportError('PROTOCOL_ERROR', `the request cannot be encoded as JSON: ${(error as Error).message}`, { retryable: false, cause: error, notSent: true });
     }
     const limit = maxPayload();
-    const size = byteLength(body, limit);
+    // The server counts the headers against max_payload with the body.
+    const headers = requestHeaders(req);
+    const size = byteLength(body, limit) + headerBytes(headers);
     if (size > limit) {
       const what = `the ${req.op} request of step '${req.stepId}' to worker '${req.worker}'`;
-      return new TransportError('PAYLOAD_TOO_LARGE', `${what} is ${size} bytes, over the limit of ${limit} (the connection's max_payload or the maxPayload option)`, {
+      return new TransportError('PAYLOAD_TOO_LARGE', `${what} is ${size} bytes with its headers, over the limit of ${limit} (the connection's max_payload or the maxPayload option)`, {
         retryable: false,
         notSent: true,
       });
     }
-    return body;
+    return { body, headers };
   };
 
   const transport: NatsTransport = {
@@ -187,12 +189,12 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
 
     async request(req: WorkerRequest, timeoutMs: number): Promise<WorkerReply> {
       if (closed) throw new TransportError('TRANSPORT_ERROR', 'this NATS transport is closed', { retryable: false, notSent: true });
-      const body = encodeRequest(req);
-      if (body instanceof Error) throw body;
+      const encoded = encodeRequest(req);
+      if (encoded instanceof Error) throw encoded;
       const timeout = Math.max(1, Math.ceil(timeoutMs));
       let msg: Msg;
       try {
-        msg = await requester.request(workerSubject(prefix, req.worker, req.op), body, requestHeaders(req), timeout);
+        msg = await requester.request(workerSubject(prefix, req.worker, req.op), encoded.body, encoded.headers, timeout);
       } catch (error) {
         throw requestFailure(error, req, timeout);
       }

@@ -60,6 +60,17 @@ export function requestHeaders(req: WorkerRequest): MsgHdrs {
   return h;
 }
 
+/**
+ * Bytes a header block takes on the wire (`NATS/1.0`, a `key: value` line each, a blank
+ * line): the server counts them against `max_payload` with the body.
+ */
+export function headerBytes(h: MsgHdrs | undefined): number {
+  if (h === undefined) return 0;
+  let n = 'NATS/1.0'.length + 4;
+  for (const [k, values] of h) for (const v of values) n += 2 + Buffer.byteLength(k, 'utf8') + 2 + Buffer.byteLength(v, 'utf8');
+  return n;
+}
+
 /** UTF-8 length of a string without encoding it when the answer is obvious. */
 export function byteLength(s: string, limit: number): number {
   if (s.length * 3 <= limit) return s.length; // cannot exceed the limit
@@ -127,6 +138,9 @@ export function checkInbound(worker: string, op: 'do' | 'compensate', data: Uint
   }
 }
 
+/** Room kept for an error reply's headers (protocol version and an error code of at most 64 characters). */
+const ERROR_HEADER_ROOM = 128;
+
 /**
  * Encodes a reply. A reply that cannot be sent as it is never becomes a code that proves
  * nothing ran: a result that is over the limit is answered RESULT_TOO_LARGE, one that
@@ -142,13 +156,16 @@ export function encodeReply(reply: WorkerReply, maxPayload: number): { body: str
     reply = { ok: false, error: { code: reply.ok ? 'RESULT_NOT_SERIALIZABLE' : 'OUTCOME_UNKNOWN', message, retryable: !reply.ok } };
     body = JSON.stringify(reply);
   }
-  const size = byteLength(body, maxPayload);
-  if (size > maxPayload) {
+  // An error reply carries headers (protocol version, error code): they count too.
+  const room = reply.ok ? maxPayload : maxPayload - ERROR_HEADER_ROOM;
+  const size = byteLength(body, room);
+  if (size > room) {
     if (reply.ok) {
       reply = { ok: false, error: { code: 'RESULT_TOO_LARGE', message: `the result of ${size} bytes is over the limit of ${maxPayload}; the operation applied`, retryable: false } };
     } else {
-      const room = Math.max(0, Math.floor((maxPayload - 200) / 4));
-      reply = { ok: false, error: { ...reply.error, code: String(reply.error.code).slice(0, 64), message: `${reply.error.message.slice(0, room)}... (shortened to fit ${maxPayload} bytes)` } };
+      // A character takes at most 6 bytes in JSON (a control character, escaped).
+      const chars = Math.max(0, Math.floor((maxPayload - ERROR_HEADER_ROOM - 300) / 6));
+      reply = { ok: false, error: { ...reply.error, code: String(reply.error.code).slice(0, 64), message: `${reply.error.message.slice(0, chars)}... (shortened to fit ${maxPayload} bytes)` } };
     }
     body = JSON.stringify(reply);
   }
