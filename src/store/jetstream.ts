@@ -90,16 +90,23 @@ async function readRaw(kv: KV, key: string): Promise<Raw> {
  */
 export async function casWrite(kv: KV, key: string, text: string, revision: number, attempts: number, what: string): Promise<number | undefined> {
   let last: unknown;
+  /** An earlier attempt failed without an answer: it may have landed. */
+  let mayHaveLanded = false;
   for (let i = 1; i <= attempts; i++) {
     try {
       return revision === 0 ? await kv.create(key, text) : await kv.update(key, text, revision);
     } catch (error) {
       // A conflict is settled by the read below, like a missing answer.
-      last = isCasConflict(error) ? new Error(`the server reported a conflict, but revision ${revision} is still the last`, { cause: error }) : error;
+      if (isCasConflict(error)) last = new Error(`the server reported a conflict, but revision ${revision} is still the last`, { cause: error });
+      else {
+        last = error;
+        mayHaveLanded = true;
+      }
     }
     try {
       const now = await readRaw(kv, key);
-      if (now.text === text) return now.revision;
+      // Our text is ours only if one of our attempts may have landed: another writer may write the same text.
+      if (now.text === text && mayHaveLanded) return now.revision;
       if (now.revision !== revision) return undefined;
     } catch (error) {
       last = error;

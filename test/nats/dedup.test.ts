@@ -259,5 +259,7 @@ describe('compare-and-set writes whose outcome the server did not report', () =>
     // A real conflict (the revision moved on, another text) is one.
     spurious = 0;
     expect(await casWrite(kv, 'k', 'late', 4, 3, 'test')).toBeUndefined();
+    // So is another writer's record with the very text we write, when none of our attempts can have landed.
+    expect(await casWrite(kv, 'k', 'mine', 4, 3, 'test')).toBeUndefined();
   });
 });
