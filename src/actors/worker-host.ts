@@ -350,7 +350,10 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
     running: new Map(),
     claiming: new Set(),
     armRenewal() {
-      if (renewTimer === undefined && host.running.size > 0) renewTimer = clock.setTimeout(renewDue, renewEvery);
+      if (renewTimer !== undefined || host.running.size === 0) return;
+      renewTimer = clock.setTimeout(renewDue, renewEvery);
+      // Renewal keeps no process alive on its own: a process whose work is done may exit.
+      (renewTimer as { unref?: () => void }).unref?.();
     },
   };
 
