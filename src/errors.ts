@@ -169,6 +169,13 @@ export interface ErrorInfo {
   readonly code: SagaErrorCode | (string & {});
   readonly message: string;
   readonly retryable: boolean;
+  /**
+   * For `WORKER_ERROR`: what the value the worker's code threw carried besides its
+   * message, as JSON: its own `code` and its `detail` (`{ code?, detail? }`). Absent when
+   * it carried neither. A detail over 4 KB of JSON, or not JSON at all, is replaced by a
+   * note saying so.
+   */
+  readonly detail?: unknown;
 }
 
 /** Turns anything thrown into {@link ErrorInfo}. Non-scatter-saga errors are retryable worker errors. */
@@ -208,13 +215,37 @@ function describeThrown(value: unknown): string {
  * plain object's `code`) is kept in the message, as is a plain object's own `message`.
  */
 export function workerErrorInfo(error: unknown): ErrorInfo {
+  const detail = detailOf(error);
+  const withDetail = detail === undefined ? {} : { detail };
   if (error instanceof SagaError) {
     const message = error.code === 'WORKER_ERROR' ? error.message : `${error.code}: ${error.message}`;
-    return { code: 'WORKER_ERROR', message, retryable: error.retryable };
+    return { code: 'WORKER_ERROR', message, retryable: error.retryable, ...withDetail };
   }
-  if (error instanceof Error) return { code: 'WORKER_ERROR', message: error.message || error.name, retryable: true };
+  if (error instanceof Error) return { code: 'WORKER_ERROR', message: error.message || error.name, retryable: true, ...withDetail };
   const retryable = !(typeof error === 'object' && error !== null && (error as { retryable?: unknown }).retryable === false);
-  return { code: 'WORKER_ERROR', message: describeThrown(error), retryable };
+  return { code: 'WORKER_ERROR', message: describeThrown(error), retryable, ...withDetail };
+}
+
+/** Largest detail kept, in bytes of JSON. */
+const DETAIL_MAX = 4096;
+
+/** The `code` (a string or a number) and `detail` a thrown value carries, as JSON; undefined when it has neither. */
+function detailOf(value: unknown): { code?: string | number; detail?: unknown } | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  const o = value as { code?: unknown; detail?: unknown };
+  // A TerminalError's code (WORKER_ERROR) says nothing the reply does not.
+  const code = (typeof o.code === 'string' && o.code !== 'WORKER_ERROR') || (typeof o.code === 'number' && Number.isFinite(o.code)) ? o.code : undefined;
+  let detail: unknown;
+  if (o.detail !== undefined) {
+    try {
+      const text = JSON.stringify(o.detail);
+      detail = text === undefined ? undefined : Buffer.byteLength(text, 'utf8') > DETAIL_MAX ? `(a detail of ${Buffer.byteLength(text, 'utf8')} bytes of JSON, over ${DETAIL_MAX}, was left out)` : JSON.parse(text);
+    } catch (error) {
+      detail = `(a detail that is not JSON was left out: ${(error as Error)?.message ?? String(error)})`;
+    }
+  }
+  if (code === undefined && detail === undefined) return undefined;
+  return { ...(code !== undefined ? { code } : {}), ...(detail !== undefined ? { detail } : {}) };
 }
 
 /** Rebuilds a typed error from its wire form. */

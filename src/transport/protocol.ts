@@ -62,7 +62,7 @@ function parseError(e: unknown): ErrorInfo {
   if (!isObject(e) || typeof e.code !== 'string' || typeof e.message !== 'string' || typeof e.retryable !== 'boolean') {
     throw bad("an error reply needs 'error': { code: string, message: string, retryable: boolean }");
   }
-  return { code: e.code, message: e.message, retryable: e.retryable };
+  return { code: e.code, message: e.message, retryable: e.retryable, ...(e.detail !== undefined ? { detail: e.detail } : {}) };
 }
 
 /** Validates a reply body. Throws a ProtocolError naming what is wrong. */

@@ -1,3 +1,4 @@
+import { parseReply } from '../../src/transport/protocol.ts';
 import { describe, expect, it } from 'vitest';
 import { createWorkerHost, defineWorker, memoryDedupStore, SagaError, TerminalError } from '../../src/index.ts';
 import type { DedupStore, KeyRecord, WorkerRequest } from '../../src/index.ts';
@@ -268,13 +269,20 @@ describe('worker host', () => {
     expect(n).toBe(2);
   });
 
-  it('puts WORKER_ERROR on the wire for whatever user code throws, keeping its code and message (never "[object Object]")', async () => {
+  it('puts WORKER_ERROR on the wire for whatever user code throws, keeping its message, and its code and detail in `detail` (never "[object Object]")', async () => {
     const thrown: unknown[] = [
       { code: 'CARD_DECLINED', message: 'insufficient funds', detail: { left: 3 } },
       { reason: 'no stock', retryable: false },
       undefined,
       'just a string',
       new SagaError('PROTOCOL_ERROR', 'a worker must not answer for the host'),
+      Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
+      { code: 42, message: 'big', detail: 'x'.repeat(10_008) },
+      (() => {
+        const cyclic: Record<string, unknown> = {};
+        cyclic.self = cyclic;
+        return { message: 'cyclic', detail: cyclic };
+      })(),
     ];
     let i = 0;
     const h = harness({
@@ -285,12 +293,15 @@ describe('worker host', () => {
     const replies = [];
     for (let a = 1; a <= thrown.length; a++) replies.push(await h.host.handle(h.req('do', { key: `k${a}` })));
     expect(replies).toEqual([
-      { ok: false, error: { code: 'WORKER_ERROR', message: 'CARD_DECLINED: insufficient funds', retryable: true } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'CARD_DECLINED: insufficient funds', retryable: true, detail: { code: 'CARD_DECLINED', detail: { left: 3 } } } },
       { ok: false, error: { code: 'WORKER_ERROR', message: 'worker code threw {"reason":"no stock","retryable":false}', retryable: false } },
       { ok: false, error: { code: 'WORKER_ERROR', message: 'worker code threw undefined', retryable: true } },
       { ok: false, error: { code: 'WORKER_ERROR', message: 'just a string', retryable: true } },
       // A code that means "nothing ran" from the host's side is never passed through from user code.
-      { ok: false, error: { code: 'WORKER_ERROR', message: 'PROTOCOL_ERROR: a worker must not answer for the host', retryable: false } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'PROTOCOL_ERROR: a worker must not answer for the host', retryable: false, detail: { code: 'PROTOCOL_ERROR' } } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'connect ECONNREFUSED', retryable: true, detail: { code: 'ECONNREFUSED' } } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'big', retryable: true, detail: { code: 42, detail: '(a detail of 10010 bytes of JSON, over 4096, was left out)' } } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'cyclic', retryable: true, detail: { detail: expect.stringMatching(/^\(a detail that is not JSON was left out: /) } } },
     ]);
   });
 
@@ -591,3 +602,12 @@ function cuttable(inner: DedupStore) {
     },
   };
 }
+
+describe('error replies on the wire', () => {
+  it("a reply's optional detail passes through parseReply; a malformed error is a PROTOCOL_ERROR naming the shape", () => {
+    const error = { code: 'WORKER_ERROR', message: 'sold out', retryable: false, detail: { code: 'SOLD_OUT', detail: { left: 0 } } };
+    expect(parseReply({ ok: false, error })).toEqual({ ok: false, error });
+    expect(parseReply({ ok: false, error: { code: 'X', message: 'm', retryable: true } })).toEqual({ ok: false, error: { code: 'X', message: 'm', retryable: true } });
+    expect(() => parseReply({ ok: false, error: { code: 'X', message: 'm' } })).toThrow(/'error': \{ code: string, message: string, retryable: boolean \}/);
+  });
+});

@@ -165,7 +165,9 @@ export function encodeReply(reply: WorkerReply, maxPayload: number): { body: str
     } else {
       // A character takes at most 6 bytes in JSON (a control character, escaped).
       const chars = Math.max(0, Math.floor((maxPayload - ERROR_HEADER_ROOM - 300) / 6));
-      reply = { ok: false, error: { ...reply.error, code: String(reply.error.code).slice(0, 64), message: `${reply.error.message.slice(0, chars)}... (shortened to fit ${maxPayload} bytes)` } };
+      const { code, message, retryable, detail } = reply.error;
+      const shortened = `${message.slice(0, chars)}... (shortened to fit ${maxPayload} bytes${detail !== undefined ? '; its detail left out' : ''})`;
+      reply = { ok: false, error: { code: String(code).slice(0, 64), message: shortened, retryable } };
     }
     body = JSON.stringify(reply);
   }
