@@ -54,8 +54,16 @@ export interface Live {
   stopped: boolean;
 }
 
+interface RootContext {
+  transport: Transport;
+  clock: Clock;
+  wheel: TimerWheel;
+  /** Bounds of requests in flight per worker name (`workerMaxInFlight`). */
+  workerMaxInFlight: ReadonlyMap<string, number>;
+}
+
 const runtimeRoot = setup({
-  types: { context: {} as { transport: Transport; clock: Clock; wheel: TimerWheel }, input: {} as { transport: Transport; clock: Clock; wheel: TimerWheel }, events: {} as { type: 'WORKER.ADD'; name: string } },
+  types: { context: {} as RootContext, input: {} as RootContext, events: {} as { type: 'WORKER.ADD'; name: string } },
   actors: { worker: workerActorLogic, timer: timerLogic },
 }).createMachine({
   id: 'scatter-saga',
@@ -64,10 +72,11 @@ const runtimeRoot = setup({
   on: {
     'WORKER.ADD': {
       actions: enqueueActions(({ enqueue, context, event }) => {
+        const maxInFlight = context.workerMaxInFlight.get(event.name);
         enqueue.spawnChild('worker', {
           id: `worker:${event.name}`,
           systemId: `worker:${event.name}`,
-          input: { worker: event.name, transport: context.transport, clock: context.clock },
+          input: { worker: event.name, transport: context.transport, clock: context.clock, ...(maxInFlight !== undefined ? { bound: { maxInFlight, wheel: context.wheel } } : {}) },
         });
       }),
     },
@@ -104,7 +113,7 @@ export class SagaDriver {
     this.clock = o.clock;
     this.ownerId = o.coordinatorId;
     this.wheel = new TimerWheel(o.clock, o.tick);
-    this.root = createActor(runtimeRoot, { input: { transport: o.transport, clock: o.clock, wheel: this.wheel }, ...(o.inspect ? { inspect: o.inspect } : {}) });
+    this.root = createActor(runtimeRoot, { input: { transport: o.transport, clock: o.clock, wheel: this.wheel, workerMaxInFlight: o.workerMaxInFlight }, ...(o.inspect ? { inspect: o.inspect } : {}) });
     this.root.start();
     this.timer = this.root.system.get('timer') as AnyActorRef;
     for (const def of o.sagas) this.register(def);

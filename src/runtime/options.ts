@@ -53,6 +53,16 @@ export interface RuntimeOptions {
    */
   maxInFlight?: number;
   /**
+   * Requests this runtime has in flight to one worker at once, by worker name, e.g.
+   * `{ payments: 8 }`. Beyond it, requests to that worker wait in a queue (first come,
+   * first served); the wait counts toward the step's (or the compensation's) timeout, and
+   * a request whose time ran out while it waited is never sent: the step timed out, is
+   * in doubt and is compensated as usual. A request sent holds its slot until its reply,
+   * its failure, or its deadline. Workers not named here are not bounded (each worker
+   * host still bounds its own work and answers `OVERLOADED` beyond it). Default: none.
+   */
+  workerMaxInFlight?: Readonly<Record<string, number>>;
+  /**
    * Several coordinators on one store. Each saga is owned by the coordinator that wrote
    * its journal last; coordinators beat a heartbeat into the store (when it supports
    * `beat`/`beats`, as both built-in stores do) and take over the running sagas of one
@@ -76,6 +86,8 @@ export interface RunOptions {
 export interface ResolvedOptions {
   readonly journalRetryMs: number;
   readonly maxInFlight: number;
+  /** Bounds of requests in flight per worker name; a worker not in it is not bounded. */
+  readonly workerMaxInFlight: ReadonlyMap<string, number>;
   readonly coordinatorId: string;
   /** Heartbeat lease; undefined: no heartbeats, no automatic takeover. */
   readonly ownershipLeaseMs: number | undefined;
@@ -93,7 +105,7 @@ export interface ResolvedOptions {
 
 export function resolveOptions(options: RuntimeOptions): ResolvedOptions {
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
-  const allowed = ['transport', 'store', 'dedup', 'logger', 'clock', 'random', 'timerTickMs', 'inspect', 'sagas', 'journalRetryMs', 'leaseMs', 'maxInFlight', 'ownership'];
+  const allowed = ['transport', 'store', 'dedup', 'logger', 'clock', 'random', 'timerTickMs', 'inspect', 'sagas', 'journalRetryMs', 'leaseMs', 'maxInFlight', 'workerMaxInFlight', 'ownership'];
   for (const k of Object.keys(options)) if (!allowed.includes(k)) throw new InvalidOptionError(k, `unknown option (allowed: ${allowed.join(', ')})`);
   const tick = options.timerTickMs ?? DEFAULT_TIMER_TICK_MS;
   if (typeof tick !== 'number' || !Number.isFinite(tick) || tick <= 0) throw new InvalidOptionError('timerTickMs', 'must be a finite number > 0');
@@ -107,6 +119,15 @@ export function resolveOptions(options: RuntimeOptions): ResolvedOptions {
   if (typeof maxInFlight !== 'number' || !(Number.isInteger(maxInFlight) || maxInFlight === Infinity) || maxInFlight < 1) {
     throw new InvalidOptionError('maxInFlight', 'must be an integer >= 1 (or Infinity)');
   }
+  const perWorker = options.workerMaxInFlight === undefined ? {} : options.workerMaxInFlight;
+  if (perWorker === null || typeof perWorker !== 'object' || Array.isArray(perWorker)) {
+    throw new InvalidOptionError('workerMaxInFlight', 'must be an object of worker name to an integer >= 1');
+  }
+  const workerMaxInFlight = new Map<string, number>();
+  for (const [name, bound] of Object.entries(perWorker)) {
+    if (typeof bound !== 'number' || !Number.isInteger(bound) || bound < 1) throw new InvalidOptionError(`workerMaxInFlight.${name}`, 'must be an integer >= 1');
+    workerMaxInFlight.set(name, bound);
+  }
   const own = options.ownership ?? {};
   if (own !== false && (own === null || typeof own !== 'object')) throw new InvalidOptionError('ownership', 'must be false or { id?, leaseMs? }');
   if (own !== false) {
@@ -119,6 +140,7 @@ export function resolveOptions(options: RuntimeOptions): ResolvedOptions {
   return {
     journalRetryMs,
     maxInFlight,
+    workerMaxInFlight,
     coordinatorId: (own === false ? undefined : own.id) ?? `coordinator-${randomUUID().slice(0, 8)}`,
     /** Heartbeat lease; undefined: no heartbeats, no automatic takeover. */
     ownershipLeaseMs: own === false ? undefined : (own.leaseMs ?? DEFAULT_OWNERSHIP_LEASE_MS),
