@@ -1,12 +1,15 @@
 /**
  * Worker actors: one long-lived actor per worker name in the runtime's system, the
  * worker's proxy over the transport. A saga sends it DO / COMPENSATE with its own
- * reference; the actor answers the saga with STEP.* / COMPENSATION.* events.
+ * reference; the actor answers the saga with STEP.* / COMPENSATION.* events. With a
+ * bound (`workerMaxInFlight`), it sends at most that many requests at once and queues
+ * the rest.
  */
 import { fromCallback } from 'xstate';
 import type { AnyActorRef } from 'xstate';
 import { SagaError, toErrorInfo, TransportError } from '../errors.ts';
 import type { SagaEvent } from '../machines/saga-logic.ts';
+import type { TimerWheel } from './timer.ts';
 import type { Clock, Transport, WorkerReply, WorkerRequest } from '../types.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
 
@@ -22,10 +25,19 @@ export interface WorkerActorEvent {
   timeoutMs: number;
 }
 
+/** A bound of the requests this runtime has in flight to one worker at once (see `RuntimeOptions.workerMaxInFlight`). */
+export interface WorkerBound {
+  readonly maxInFlight: number;
+  /** The runtime's timer wheel: a request sent holds its slot no longer than its deadline. */
+  readonly wheel: TimerWheel;
+}
+
 export interface WorkerActorInput {
   worker: string;
   transport: Transport;
   clock: Clock;
+  /** Undefined: no bound (requests are sent as the sagas send them). */
+  bound?: WorkerBound;
 }
 
 /**
@@ -56,6 +68,15 @@ function deliver(saga: AnyActorRef, event: SagaEvent): void {
   if (saga.getSnapshot().status === 'active') saga.send(event);
 }
 
+/** Sends a request; a transport that throws instead of rejecting is a rejection all the same. */
+function call(transport: Transport, request: WorkerRequest, timeoutMs: number): Promise<WorkerReply> {
+  try {
+    return transport.request(request, timeoutMs);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
 /** The wire request for a DO or COMPENSATE of a saga. */
 export function requestOf(worker: string, ev: Omit<WorkerActorEvent, 'saga'>, now: number): WorkerRequest {
   return {
@@ -74,17 +95,79 @@ export function requestOf(worker: string, ev: Omit<WorkerActorEvent, 'saga'>, no
 
 export const workerActorLogic = fromCallback<WorkerActorEvent, WorkerActorInput>(({ input, receive }) => {
   const { worker, transport, clock } = input;
+  if (input.bound !== undefined) {
+    const queue = boundedQueue(input, input.bound);
+    receive(queue.receive);
+    return queue.stop;
+  }
   receive((ev) => {
     const request = requestOf(worker, ev, clock.now());
-    let sent: Promise<WorkerReply>;
-    try {
-      sent = transport.request(request, ev.timeoutMs);
-    } catch (error) {
-      sent = Promise.reject(error);
-    }
-    sent.then(
+    call(transport, request, ev.timeoutMs).then(
       (reply) => deliver(ev.saga, replyToEvent(ev, reply)),
       (error) => deliver(ev.saga, replyToEvent(ev, undefined, error ?? new Error('request failed'))),
     );
   });
+  return undefined;
 });
+
+/**
+ * A worker actor with a bound: at most `maxInFlight` requests in flight to the worker at
+ * once, the rest waiting here, first come, first served. A request is made (its deadline
+ * set) when the saga sends it, so its time in the queue counts toward its timeout. One
+ * whose saga is no longer active, or whose deadline passed while it waited, is dropped
+ * unsent: the saga's own timer reports the timeout, and the step, in doubt, is
+ * compensated. A request sent holds its slot until its reply, its failure, or its
+ * deadline, whichever comes first, so a transport that never answers (the in-memory one
+ * leaves timeouts to the saga) holds no slot forever.
+ */
+function boundedQueue(input: WorkerActorInput, bound: WorkerBound): { receive: (ev: WorkerActorEvent) => void; stop: () => void } {
+  const { worker, transport, clock } = input;
+  const { maxInFlight, wheel } = bound;
+  let inFlight = 0;
+  let stopped = false;
+  const waiting: { ev: WorkerActorEvent; request: WorkerRequest }[] = [];
+
+  const next = () => {
+    while (!stopped && inFlight < maxInFlight && waiting.length > 0) {
+      const { ev, request } = waiting.shift() as (typeof waiting)[number];
+      const left = request.deadline - clock.now();
+      if (left > 0 && ev.saga.getSnapshot().status === 'active') send(ev, request, left);
+    }
+  };
+
+  const send = (ev: WorkerActorEvent, request: WorkerRequest, timeoutMs: number) => {
+    inFlight++;
+    /** The slot this request holds; it also keys the request's expiry in the wheel. */
+    const slot = { held: true };
+    const free = () => {
+      if (!slot.held) return;
+      slot.held = false;
+      wheel.cancel(slot, 'expiry');
+      inFlight--;
+      next();
+    };
+    wheel.schedule(slot, 'expiry', timeoutMs, free);
+    call(transport, request, timeoutMs).then(
+      (reply) => {
+        free();
+        deliver(ev.saga, replyToEvent(ev, reply));
+      },
+      (error) => {
+        free();
+        deliver(ev.saga, replyToEvent(ev, undefined, error ?? new Error('request failed')));
+      },
+    );
+  };
+
+  return {
+    receive: (ev) => {
+      const request = requestOf(worker, ev, clock.now());
+      if (inFlight < maxInFlight && waiting.length === 0) send(ev, request, ev.timeoutMs);
+      else waiting.push({ ev, request });
+    },
+    stop: () => {
+      stopped = true;
+      waiting.length = 0;
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * What a runtime offers its callers: the Runtime interface, its events, and what an
+ * operator sees of one saga.
+ */
+import type { MachineStateName, StepStatus } from '../machines/saga-logic.ts';
+import type { DeadLetter, SagaDefinition, SagaOutcome, WorkerDefinition } from '../types.ts';
+import type { RunOptions } from './options.ts';
+
+/** Raised when a saga parks in `compensation-failed` (and again when recover() restores it parked): an operator must act. */
+export type EscalationEvent = Omit<DeadLetter, 'parkedAt'>;
+
+export interface RuntimeEvents {
+  escalation: EscalationEvent;
+  outcome: SagaOutcome & { readonly saga: string; readonly version: number };
+}
+
+/** What an operator sees of one saga. */
+export interface SagaStatus {
+  readonly sagaId: string;
+  readonly saga: string;
+  readonly version: number;
+  /** The machine state: dispatching, gathering, compensating, compensationFailed, committed, compensated. */
+  readonly state: MachineStateName;
+  readonly steps: Readonly<Record<string, StepStatus>>;
+  readonly outcome: SagaOutcome | undefined;
+}
+
+export interface Runtime {
+  /** Serves workers from this process on the runtime's transport. */
+  host(...workers: WorkerDefinition[]): Runtime;
+  /**
+   * Runs one saga to its end. Resolves with its outcome: `committed`, `compensated`, or
+   * `compensation-failed` (parked for an operator). Rejects for misuse before anything is
+   * dispatched, with a `JournalUnavailableError` (`dispatched: false`) when the saga's intent
+   * cannot be written, and, once it has dispatched, only when the saga cannot go on in this
+   * runtime: the journal stayed unavailable (`JournalUnavailableError`, `dispatched: true`),
+   * another coordinator took it over (`SAGA_FENCED`), or the runtime closed
+   * (`RUNTIME_CLOSED`). Each of those leaves the saga to `recover()`.
+   */
+  run<TIn>(saga: SagaDefinition<TIn>, input: TIn, options?: RunOptions): Promise<SagaOutcome>;
+  /**
+   * The outcome of a saga by its id, from any coordinator sharing the store (or this one):
+   * waits until it is committed, compensated, or parked (`compensation-failed`). Resolves
+   * undefined when it has none within `timeoutMs` (default: no limit); polls the store
+   * every `pollMs` (default 250) for sagas not driven here. Rejects with
+   * `SagaNotFoundError` when the store has no saga with this id.
+   */
+  outcome(sagaId: string, options?: { timeoutMs?: number; pollMs?: number }): Promise<SagaOutcome | undefined>;
+  /**
+   * Operator: resumes the compensation of a parked saga with fresh retry budgets. Works
+   * from any coordinator sharing the store: one that does not drive the saga takes it over
+   * first (it needs the saga's definition, from `sagas` or an earlier run).
+   */
+  retry(sagaId: string): Promise<SagaOutcome>;
+  /** Operator: declares the remaining effects of a parked saga handled by hand (from any coordinator, as `retry`). */
+  resolve(sagaId: string, note?: string): Promise<SagaOutcome>;
+  /** Restores unfinished sagas from the store and drives them on (after a coordinator restart). */
+  recover(): Promise<string[]>;
+  status(sagaId: string): Promise<SagaStatus | undefined>;
+  deadLetters(): Promise<DeadLetter[]>;
+  on<K extends keyof RuntimeEvents>(event: K, listener: (e: RuntimeEvents[K]) => void): () => void;
+  /** Sagas running (not parked) right now. */
+  readonly inFlight: number;
+  /** `run()` calls waiting for a slot (see `maxInFlight`): nothing of them is written or sent yet. */
+  readonly queued: number;
+  /** This coordinator's id: the `owner` of the journals it writes. */
+  readonly coordinatorId: string;
+  /**
+   * Stops sagas, timers and serving. Worker calls in flight get up to `drainMs`
+   * (default 5_000, real time) to finish. Sagas still running are left to `recover`.
+   */
+  close(options?: { drainMs?: number }): Promise<void>;
+}

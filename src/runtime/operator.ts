@@ -1,0 +1,108 @@
+/**
+ * The operator API: retry and resolve a parked saga (from any coordinator sharing the
+ * store), a saga's status, the dead letters, and the outcome of a saga by its id.
+ */
+import { InvalidOptionError, SagaError, SagaNotFoundError } from '../errors.ts';
+import { outcomeOf } from '../machines/saga-logic.ts';
+import type { MachineStateName, SagaContext, StepStatus } from '../machines/saga-logic.ts';
+import type { DeadLetter, SagaDefinition, SagaOutcome, SagaRecord } from '../types.ts';
+import type { SagaStatus } from './api.ts';
+import type { Live, SagaDriver } from './driver.ts';
+
+const notParked = (sagaId: string) => new SagaError('SAGA_NOT_PARKED', `saga '${sagaId}' is not parked in compensation-failed; only parked sagas take operator commands`);
+
+/** The parked saga an operator acts on: driven here, or taken over from the store (another coordinator parked it). */
+async function parkedEntry(driver: SagaDriver, sagaId: string): Promise<Live> {
+  if (typeof sagaId !== 'string') throw new InvalidOptionError('sagaId', 'must be a string');
+  const here = driver.live.get(sagaId);
+  if (here !== undefined) {
+    if (!here.parked) throw notParked(sagaId);
+    return here;
+  }
+  const found = await driver.store.load(sagaId);
+  if (found === undefined) throw new SagaNotFoundError(sagaId);
+  if (found.record.status !== 'parked') throw notParked(sagaId);
+  const def = driver.definitionOf(found.record);
+  if (def === undefined) {
+    throw new SagaError('SAGA_NOT_FOUND', `saga '${sagaId}' is parked, but this runtime has no definition of '${found.record.saga}' version ${found.record.version}: pass it in the sagas option`);
+  }
+  driver.ensureOpen();
+  const entry = await driver.takeOver(def, found);
+  if (entry === undefined) throw new SagaError('SAGA_FENCED', `saga '${sagaId}' was taken by another coordinator meanwhile`);
+  // Restored parked: it is parked again (dead letter re-established) once that is journaled.
+  await driver.attach(entry);
+  if (!entry.parked) throw notParked(sagaId);
+  return entry;
+}
+
+/** Sends an operator command (retry or resolve) to a parked saga; resolves with its next outcome. */
+export async function operator(driver: SagaDriver, sagaId: string, event: { type: 'OPERATOR.RETRY' } | { type: 'OPERATOR.RESOLVE'; note?: string }): Promise<SagaOutcome> {
+  driver.ensureOpen();
+  const entry = await parkedEntry(driver, sagaId);
+  const outcome = new Promise<SagaOutcome>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+  entry.parked = false;
+  entry.idle = false;
+  driver.admission.enter();
+  driver.logger.info({ sagaId, action: event.type, note: 'note' in event ? event.note : undefined }, 'operator action');
+  // The machine journals the resumed compensation (and clears the dead letter) before it sends anything.
+  entry.actor.send(event);
+  return outcome;
+}
+
+/** See `Runtime.outcome`. */
+export async function outcome(driver: SagaDriver, sagaId: string, options: { timeoutMs?: number; pollMs?: number } = {}): Promise<SagaOutcome | undefined> {
+  const { store, clock } = driver;
+  driver.ensureOpen();
+  if (typeof sagaId !== 'string' || sagaId.length === 0) throw new InvalidOptionError('sagaId', 'must be a non-empty string');
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
+  for (const k of Object.keys(options)) if (k !== 'timeoutMs' && k !== 'pollMs') throw new InvalidOptionError(k, 'unknown option (allowed: timeoutMs, pollMs)');
+  const timeoutMs = options.timeoutMs ?? Number.POSITIVE_INFINITY;
+  const pollMs = options.pollMs ?? 250;
+  if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) throw new InvalidOptionError('timeoutMs', 'must be a number of milliseconds >= 0');
+  if (typeof pollMs !== 'number' || !Number.isFinite(pollMs) || pollMs < 1) throw new InvalidOptionError('pollMs', 'must be a number of milliseconds >= 1');
+  const until = clock.now() + timeoutMs;
+  for (let first = true; ; first = false) {
+    // A saga parked here may since have been taken over by another coordinator: ask the store.
+    const here = driver.live.get(sagaId);
+    if (here !== undefined && !here.parked) {
+      const attached = driver.attach(here);
+      if (timeoutMs === Number.POSITIVE_INFINITY) return attached;
+      return Promise.race([attached, driver.sleep(Math.max(0, until - clock.now())).then(() => undefined)]);
+    }
+    const rec = await store.get(sagaId);
+    if (rec === undefined && first) throw new SagaNotFoundError(sagaId);
+    if (rec?.outcome !== undefined) return rec.outcome;
+    if (rec?.status === 'parked' && rec.parked !== undefined) return rec.parked;
+    if (clock.now() >= until) return undefined;
+    await driver.sleep(Math.min(pollMs, Math.max(1, until - clock.now())));
+    if (driver.closed) throw new SagaError('RUNTIME_CLOSED', 'this runtime is closed');
+  }
+}
+
+/** What an operator sees of one saga: driven here, or as its journal last recorded it. */
+export async function status(driver: SagaDriver, sagaId: string): Promise<SagaStatus | undefined> {
+  const entry = driver.live.get(sagaId);
+  if (entry !== undefined) {
+    const snap = entry.actor.getSnapshot();
+    return statusOf(entry.def, snap.context, snap.value as MachineStateName);
+  }
+  const rec: SagaRecord | undefined = await driver.store.get(sagaId);
+  if (rec === undefined) return undefined;
+  const snap = rec.snapshot as { value?: MachineStateName; context?: SagaContext } | undefined;
+  const steps: Record<string, StepStatus> = {};
+  for (const [id, s] of Object.entries(snap?.context?.steps ?? {})) steps[id] = s.status;
+  const state: MachineStateName = rec.outcome?.status === 'committed' ? 'committed' : rec.outcome !== undefined ? 'compensated' : (snap?.value ?? 'dispatching');
+  // Parked by another coordinator: the record carries its compensation-failed outcome.
+  return { sagaId, saga: rec.saga, version: rec.version, state, steps, outcome: rec.outcome ?? (rec.status === 'parked' ? rec.parked : undefined) };
+}
+
+/** The dead letters of parked sagas, from the store. */
+export function deadLetters(driver: SagaDriver): Promise<DeadLetter[]> {
+  return driver.store.deadLetters();
+}
+
+function statusOf(def: SagaDefinition, ctx: SagaContext, state: MachineStateName): SagaStatus {
+  const steps: Record<string, StepStatus> = {};
+  for (const p of def.steps) steps[p.id] = (ctx.steps[p.id] as { status: StepStatus }).status;
+  return { sagaId: ctx.sagaId, saga: def.name, version: def.version, state, steps, outcome: outcomeOf(def, ctx, state) };
+}
