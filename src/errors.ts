@@ -239,7 +239,8 @@ function detailOf(value: unknown): { code?: string | number; detail?: unknown } 
   if (o.detail !== undefined) {
     try {
       const text = JSON.stringify(o.detail);
-      detail = text === undefined ? undefined : Buffer.byteLength(text, 'utf8') > DETAIL_MAX ? `(a detail of ${Buffer.byteLength(text, 'utf8')} bytes of JSON, over ${DETAIL_MAX}, was left out)` : JSON.parse(text);
+      const bytes = text === undefined ? 0 : Buffer.byteLength(text, 'utf8');
+      detail = text === undefined ? undefined : bytes > DETAIL_MAX ? `(a detail of ${bytes} bytes of JSON, over ${DETAIL_MAX}, was left out)` : JSON.parse(text);
     } catch (error) {
       detail = `(a detail that is not JSON was left out: ${(error as Error)?.message ?? String(error)})`;
     }

@@ -68,13 +68,28 @@ function deliver(saga: AnyActorRef, event: SagaEvent): void {
   if (saga.getSnapshot().status === 'active') saga.send(event);
 }
 
-/** Sends a request; a transport that throws instead of rejecting is a rejection all the same. */
-function call(transport: Transport, request: WorkerRequest, timeoutMs: number): Promise<WorkerReply> {
+/**
+ * Sends a request and delivers its reply, or its failure, to the saga that sent it, after
+ * `settled` (a bounded worker frees the request's slot there). A transport that throws
+ * instead of rejecting is a rejection all the same.
+ */
+function call(transport: Transport, ev: WorkerActorEvent, request: WorkerRequest, timeoutMs: number, settled?: () => void): void {
+  let sent: Promise<WorkerReply>;
   try {
-    return transport.request(request, timeoutMs);
+    sent = transport.request(request, timeoutMs);
   } catch (error) {
-    return Promise.reject(error);
+    sent = Promise.reject(error);
   }
+  sent.then(
+    (reply) => {
+      settled?.();
+      deliver(ev.saga, replyToEvent(ev, reply));
+    },
+    (error) => {
+      settled?.();
+      deliver(ev.saga, replyToEvent(ev, undefined, error ?? new Error('request failed')));
+    },
+  );
 }
 
 /** The wire request for a DO or COMPENSATE of a saga. */
@@ -101,11 +116,7 @@ export const workerActorLogic = fromCallback<WorkerActorEvent, WorkerActorInput>
     return queue.stop;
   }
   receive((ev) => {
-    const request = requestOf(worker, ev, clock.now());
-    call(transport, request, ev.timeoutMs).then(
-      (reply) => deliver(ev.saga, replyToEvent(ev, reply)),
-      (error) => deliver(ev.saga, replyToEvent(ev, undefined, error ?? new Error('request failed'))),
-    );
+    call(transport, ev, requestOf(worker, ev, clock.now()), ev.timeoutMs);
   });
   return undefined;
 });
@@ -147,16 +158,7 @@ function boundedQueue(input: WorkerActorInput, bound: WorkerBound): { receive: (
       next();
     };
     wheel.schedule(slot, 'expiry', timeoutMs, free);
-    call(transport, request, timeoutMs).then(
-      (reply) => {
-        free();
-        deliver(ev.saga, replyToEvent(ev, reply));
-      },
-      (error) => {
-        free();
-        deliver(ev.saga, replyToEvent(ev, undefined, error ?? new Error('request failed')));
-      },
-    );
+    call(transport, ev, request, timeoutMs, free);
   };
 
   return {

@@ -545,17 +545,15 @@ describe('runtime: the journal and recovery', () => {
   it('stops a saga whose journal stays unavailable and leaves it to recover(), with a typed error', async () => {
     const clock = createManualClock();
     const w = world();
-    const inner = memorySagaStore({ clock });
-    let down = false;
-    const store = { ...inner, write: async (rec: Parameters<typeof inner.write>[0], rev: number) => (down ? Promise.reject(new Error('KV unavailable')) : inner.write(rec, rev)) };
+    const { inner, store, setDown } = downable(clock);
     const runtime = createRuntime({ clock, store, journalRetryMs: 1_000 }).host(w.make('flights'), w.make('hotels'), w.make('cars'));
-    down = true;
+    setDown(true);
     const running = runtime.run(tripOf(), { to: 'X' }, { sagaId: 'down' });
     running.catch(() => undefined);
     await clock.advance(5_000);
     await expect(running).rejects.toMatchObject({ code: 'JOURNAL_UNAVAILABLE', dispatched: true, message: expect.stringContaining('recover()') });
     expect(runtime.inFlight).toBe(0);
-    down = false;
+    setDown(false);
     const outcome = new Promise<SagaOutcome>((resolve) => runtime.on('outcome', resolve));
     expect(await runtime.recover()).toEqual(['down']);
     await clock.advance(10);
@@ -564,6 +562,14 @@ describe('runtime: the journal and recovery', () => {
     await runtime.close();
   });
 });
+
+/** A journal store whose writes fail ('KV unavailable') while it is down. */
+function downable(clock: ReturnType<typeof createManualClock>) {
+  const inner = memorySagaStore({ clock });
+  let down = false;
+  const store = { ...inner, write: async (rec: Parameters<typeof inner.write>[0], rev: number) => (down ? Promise.reject(new Error('KV unavailable')) : inner.write(rec, rev)) };
+  return { inner, store, setDown: (d: boolean) => void (down = d) };
+}
 
 describe('runtime: journal writes whose answer is lost', () => {
   /** A store whose next `n` writes (or intents) land but throw, as when the server dies after committing. */
@@ -604,17 +610,15 @@ describe('runtime: journal writes whose answer is lost', () => {
   it('a saga stopped here while its journal failed is taken up again by this coordinator once the store answers, without recover()', async () => {
     const clock = createManualClock();
     const w = world();
-    const inner = memorySagaStore({ clock });
-    let down = false;
-    const store = { ...inner, write: async (rec: Parameters<typeof inner.write>[0], rev: number) => (down ? Promise.reject(new Error('KV unavailable')) : inner.write(rec, rev)) };
+    const { inner, store, setDown } = downable(clock);
     const runtime = createRuntime({ clock, store, journalRetryMs: 1_000, sagas: [tripOf()], ownership: { id: 'me', leaseMs: 1_000 } }).host(w.make('flights'), w.make('hotels'), w.make('cars'));
-    down = true;
+    setDown(true);
     const running = runtime.run(tripOf(), { to: 'X' }, { sagaId: 'stray' });
     running.catch(() => undefined);
     await clock.advance(3_000);
     await expect(running).rejects.toMatchObject({ code: 'JOURNAL_UNAVAILABLE', dispatched: true });
     expect(runtime.inFlight).toBe(0);
-    down = false;
+    setDown(false);
     await clock.advance(2_000);
     expect((await inner.get('stray'))?.outcome).toMatchObject({ status: 'committed' });
     expect(await runtime.outcome('stray')).toMatchObject({ status: 'committed' });
