@@ -63,6 +63,15 @@ export function beatInterval(leaseMs: number): number {
   return Math.max(10, Math.min(500, Math.floor(leaseMs / 4)));
 }
 
+/**
+ * How often a watcher lists the unfinished sagas although no heartbeat it knows stopped:
+ * it finds the sagas of coordinators it never saw beat (one that closed or died before
+ * this watcher started, its heartbeat removed or expired).
+ */
+export function sweepInterval(leaseMs: number): number {
+  return Math.max(10 * leaseMs, 60_000);
+}
+
 /** Starts heartbeating and watching. A store without `beat`/`beats` gets none of it. */
 export function startOwnership(o: OwnershipOptions): Ownership {
   const { store, clock, id, leaseMs, logger } = o;
@@ -75,6 +84,8 @@ export function startOwnership(o: OwnershipOptions): Ownership {
   /** Dead coordinators whose sagas were swept, and when: swept again once per lease while they stay dead. */
   const swept = new Map<string, number>();
   const every = beatInterval(leaseMs);
+  /** When the unfinished sagas are listed next even if no known coordinator is due: at once on start. */
+  let nextSweep = clock.now();
 
   const tick = async () => {
     try {
@@ -83,11 +94,15 @@ export function startOwnership(o: OwnershipOptions): Ownership {
       const now = clock.now();
       seen = observe(seen, await beats(), [], now);
       const due = [...seen.keys()].filter((owner) => isDead(seen, owner, id, now, leaseMs) && now - (swept.get(owner) ?? -Infinity) > leaseMs);
-      if (due.length === 0 || stopped) return;
+      if ((due.length === 0 && now < nextSweep) || stopped) return;
       const unfinished = await store.unfinished();
       const at = clock.now();
-      // Owners that never beat (a coordinator that died before its first heartbeat) count from now.
-      seen = observe(seen, new Map(), unfinished.map((v) => v.record.owner ?? ''), at);
+      // Owners never seen beating (one that died before its first heartbeat, or stopped
+      // before this watcher started) count from now: listed again once their lease is over.
+      const owners = unfinished.map((v) => v.record.owner ?? '');
+      const unseen = owners.some((owner) => owner !== id && !seen.has(owner));
+      seen = observe(seen, new Map(), owners, at);
+      nextSweep = at + (unseen ? leaseMs + every : sweepInterval(leaseMs));
       for (const owner of due) swept.set(owner, at);
       const orphans = unfinished.filter((v) => v.record.status === 'running' && v.record.outcome === undefined && isDead(seen, v.record.owner ?? '', id, at, leaseMs));
       if (orphans.length > 0 && !stopped) {

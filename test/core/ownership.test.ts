@@ -106,6 +106,31 @@ describe('coordinators sharing one store', () => {
     await d.close({ drainMs: 0 });
   });
 
+  it('takes over the sagas of a coordinator it never saw beat (closed before this one started), without recover()', async () => {
+    const w = world();
+    const leaseMs = 2_000;
+    const a = createRuntime({ clock: w.clock, store: w.store, transport: w.transport, sagas: [w.saga], ownership: { id: 'coord-a', leaseMs } });
+    const running = a.run(w.saga, {}, { sagaId: 'unseen' });
+    await w.clock.advance(10);
+    // a closes (removing its heartbeat) before b exists: b never sees a heartbeat of a.
+    await a.close({ drainMs: 0 });
+    await expect(running).rejects.toMatchObject({ code: 'RUNTIME_CLOSED' });
+    w.release();
+    const started = w.clock.now();
+    const b = createRuntime({ clock: w.clock, store: w.store, transport: w.transport, sagas: [w.saga], ownership: { id: 'coord-b', leaseMs } });
+    let takenAt: number | undefined;
+    for (let t = 0; t < 120_000 && takenAt === undefined; t += 100) {
+      await w.clock.advance(100);
+      if ((await w.store.get('unseen'))?.owner === 'coord-b') takenAt = w.clock.now();
+    }
+    expect(takenAt).toBeDefined();
+    // Within two leases and a second of b starting (a first sweep, then the lease of an owner never seen beating).
+    expect((takenAt as number) - started).toBeLessThanOrEqual(2 * leaseMs + 1_000);
+    await w.clock.advance(100);
+    expect(await b.outcome('unseen')).toMatchObject({ status: 'committed' });
+    await b.close();
+  });
+
   it('rejects bad ownership options with typed errors', () => {
     expect(() => createRuntime({ ownership: { leaseMs: 5 } })).toThrow(InvalidOptionError);
     expect(() => createRuntime({ ownership: { id: 'bad id!' } })).toThrow(/ownership.id/);
