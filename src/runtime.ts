@@ -79,6 +79,18 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     sameSaga(sagaId, def, input, found.record);
     if (found.record.outcome !== undefined) return Promise.resolve(found.record.outcome);
     driver.ensureOpen();
+    // Driven by another coordinator that has a heartbeat: wait for its outcome rather than
+    // take the saga from it (should it be dead, the ownership watch takes the saga over).
+    const owner = found.record.owner;
+    if (owner !== undefined && owner !== ownerId && o.ownershipLeaseMs !== undefined && store.beats !== undefined) {
+      let beating: ReadonlyMap<string, number>;
+      try {
+        beating = await store.beats();
+      } catch (error) {
+        throw new JournalUnavailableError(sagaId, false, error);
+      }
+      if (beating.has(owner)) return outcome(driver, sagaId) as Promise<SagaOutcome>;
+    }
     const entry = driver.live.get(sagaId) ?? (await driver.takeOver(def, found));
     if (entry === undefined) throw new SagaError('SAGA_FENCED', `saga '${sagaId}' is driven by another coordinator`);
     return driver.attach(entry);

@@ -484,7 +484,7 @@ describe('runtime: the journal and recovery', () => {
     await runtime.close();
   });
 
-  it('run() resumes a saga its journal holds and no runtime drives, and fences off the coordinator that wrote it before', async () => {
+  it('run() with the id of a saga another live coordinator drives waits for its outcome, and does not take it over', async () => {
     const clock = createManualClock();
     const store = memorySagaStore({ clock });
     const transport = memoryTransport();
@@ -492,11 +492,35 @@ describe('runtime: the journal and recovery', () => {
     const gate = deferred<void>();
     const saga = tripOf(60_000);
     await createWorkerHost([w.make('flights'), w.make('hotels', { do: () => gate.promise }), w.make('cars')], { clock }).serve(transport);
-    const a = createRuntime({ clock, store, transport });
+    const a = createRuntime({ clock, store, transport, ownership: { id: 'coord-a' } });
+    const first = a.run(saga, { to: 'OSL' }, { sagaId: 'r0' });
+    await clock.advance(1);
+    const b = createRuntime({ clock, store, transport, ownership: { id: 'coord-b' } });
+    const waiting = b.run(saga, { to: 'OSL' }, { sagaId: 'r0' });
+    await clock.advance(1_000);
+    expect((await store.get('r0'))?.owner).toBe('coord-a');
+    gate.resolve();
+    await clock.advance(1_000);
+    expect(await first).toMatchObject({ status: 'committed' });
+    expect(await waiting).toMatchObject({ status: 'committed' });
+    expect((await store.get('r0'))?.owner).toBe('coord-a');
+    await a.close();
+    await b.close();
+  });
+
+  it('run() resumes a saga its journal holds (ownership off), and fences off the coordinator that wrote it before', async () => {
+    const clock = createManualClock();
+    const store = memorySagaStore({ clock });
+    const transport = memoryTransport();
+    const w = world();
+    const gate = deferred<void>();
+    const saga = tripOf(60_000);
+    await createWorkerHost([w.make('flights'), w.make('hotels', { do: () => gate.promise }), w.make('cars')], { clock }).serve(transport);
+    const a = createRuntime({ clock, store, transport, ownership: false });
     const first = a.run(saga, { to: 'OSL' }, { sagaId: 'r1' });
     const firstFailed = first.catch((e: unknown) => e);
     await clock.advance(1);
-    const b = createRuntime({ clock, store, transport });
+    const b = createRuntime({ clock, store, transport, ownership: false });
     const resumed = b.run(saga, { to: 'OSL' }, { sagaId: 'r1' });
     await clock.advance(1);
     gate.resolve();
