@@ -4,6 +4,7 @@
  */
 import type { Clock } from './types.ts';
 
+/** The system clock: `Date.now` and the process's timers. The default of every `clock` option. */
 export const systemClock: Clock = Object.freeze({
   now: () => Date.now(),
   setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms),

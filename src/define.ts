@@ -18,10 +18,15 @@ import type {
   WorkerSpec,
 } from './types.ts';
 
+/** Default time of one `do` attempt of a step (`timeoutMs`); after it the step is in doubt. */
 export const DEFAULT_STEP_TIMEOUT_MS = 30_000;
+/** Default retries of a step's `do` after a retryable error (`retries`). */
 export const DEFAULT_STEP_RETRIES = 0;
+/** Default retries of one step's compensation (`compensation.retries`). */
 export const DEFAULT_COMPENSATION_RETRIES = 5;
+/** Default time of one compensation attempt (`compensation.timeoutMs`). */
 export const DEFAULT_COMPENSATION_TIMEOUT_MS = 30_000;
+/** Default backoff of `do` and compensation retries: 100 ms doubling up to 10 s, with jitter. */
 export const DEFAULT_BACKOFF: Backoff = Object.freeze({ initialMs: 100, factor: 2, maxMs: 10_000, jitter: true });
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;

@@ -22,6 +22,7 @@ export { jetstreamDedupStore, jetstreamSagaStore, kvKeyOf, DEFAULT_KV_DEDUP_WIND
 export type { NatsTransport, NatsTransportOptions } from './transport/nats/transport.ts';
 export type { JetStreamDedupStore, JetStreamDedupStoreOptions, JetStreamSagaStoreOptions } from './store/jetstream.ts';
 
+/** The options of `serveWorkers`. */
 export interface ServeWorkersOptions {
   /** Queue group: hosts in the same group share each worker's requests. Default `'saga-workers'`. */
   queue?: string;

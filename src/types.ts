@@ -141,6 +141,7 @@ export interface StepPlan {
   /** Position in the definition: used for stable ordering. */
   readonly index: number;
   readonly worker: string;
+  /** Derives the step's input from the saga input and the results of the steps in `after`. */
   readonly input: (sagaInput: unknown, results: Readonly<Record<string, unknown>>) => unknown;
   readonly after: readonly string[];
   /** Steps that run after this one (the reverse of `after`). */
@@ -205,6 +206,7 @@ export interface RemainingEffect {
   readonly lastError: ErrorInfo | undefined;
 }
 
+/** The saga committed: every step the join policy keeps is committed; any other step that ran was undone (or, in `resolvedByOperator`, handled by hand). */
 export interface CommittedOutcome {
   readonly sagaId: string;
   readonly status: 'committed';
@@ -216,6 +218,7 @@ export interface CommittedOutcome {
   readonly resolvedByOperator: readonly string[];
 }
 
+/** The saga was undone: no effect of it remains (those in `resolvedByOperator` were handled by hand). */
 export interface CompensatedOutcome {
   readonly sagaId: string;
   readonly status: 'compensated';
@@ -225,6 +228,7 @@ export interface CompensatedOutcome {
   readonly resolvedByOperator: readonly string[];
 }
 
+/** The saga is parked: a compensation exhausted its retries, and `remaining` lists what is still in the world. */
 export interface CompensationFailedOutcome {
   readonly sagaId: string;
   readonly status: 'compensation-failed';
@@ -236,13 +240,16 @@ export interface CompensationFailedOutcome {
   readonly decision: 'commit' | 'abort';
 }
 
+/** How a saga ended (or parked): what `run()` resolves with. */
 export type SagaOutcome = CommittedOutcome | CompensatedOutcome | CompensationFailedOutcome;
 
 // ---------------------------------------------------------------------------
 // Wire: what travels between the coordinator and worker hosts (any transport)
 
+/** The version of the wire protocol (docs/protocol.md): the `v` field and `Saga-Protocol` header of every request. */
 export const PROTOCOL_VERSION = 1;
 
+/** The two operations of a worker. */
 export type WorkerOp = 'do' | 'compensate';
 
 /** One request from a coordinator to a worker host. */
@@ -262,6 +269,7 @@ export interface WorkerRequest {
   readonly traceparent?: string;
 }
 
+/** A worker host's answer to one request: the result of the operation, or its error. */
 export type WorkerReply = { readonly ok: true; readonly result?: unknown } | { readonly ok: false; readonly error: ErrorInfo };
 
 /** Serves requests for one worker on a worker host. */
@@ -269,6 +277,7 @@ export type WorkerHandler = (request: WorkerRequest) => Promise<WorkerReply>;
 
 /** A registration made with {@link Transport.serve}; `stop` takes nothing new and waits for what is in flight. */
 export interface Served {
+  /** Takes nothing new and resolves once what is in flight has been answered. */
   stop(): Promise<void>;
 }
 
@@ -293,6 +302,7 @@ export interface Transport {
    * first requests of a saga, so that such a saga is rejected before anything is dispatched.
    */
   check?(request: WorkerRequest): Error | undefined;
+  /** Closes the transport: requests made after it are refused. */
   close(): Promise<void>;
 }
 
@@ -340,6 +350,7 @@ export interface VersionedKeyRecord {
  * host serving a worker must share one store: claims are taken on it.
  */
 export interface DedupStore {
+  /** A key's record (none when never written or forgotten) with the revision a compare-and-set write must name. */
   read(worker: string, key: string): VersionedKeyRecord | Promise<VersionedKeyRecord>;
   /**
    * Compare-and-set: writes the record only if the key is still at `revision`. Resolves
@@ -405,10 +416,13 @@ export interface SagaStore {
   write(record: SagaRecord, revision: number): Promise<number | undefined>;
   /** Moves a saga whose outcome is written out of the unfinished set. Idempotent. */
   archive(sagaId: string): Promise<void>;
+  /** A saga's journal with its revision (0 once archived), or undefined when the store has none. */
   load(sagaId: string): Promise<VersionedSagaRecord | undefined>;
+  /** A saga's journal, running, parked or finished, or undefined when the store has none. */
   get(sagaId: string): Promise<SagaRecord | undefined>;
   /** Every saga not archived yet (running, parked, or finished and not yet archived). */
   unfinished(): Promise<VersionedSagaRecord[]>;
+  /** The dead letters of the sagas parked now. */
   deadLetters(): Promise<DeadLetter[]>;
   /**
    * Optional, for several coordinators on one store: records a heartbeat of coordinator
@@ -427,7 +441,10 @@ export interface SagaStore {
 
 /** The source of time. Injected so tests never sleep for real. */
 export interface Clock {
+  /** The current time in milliseconds. */
   now(): number;
+  /** Calls `fn` once after `ms` milliseconds; returns a handle for `clearTimeout`. */
   setTimeout(fn: () => void, ms: number): unknown;
+  /** Cancels a call scheduled with `setTimeout`. */
   clearTimeout(handle: unknown): void;
 }

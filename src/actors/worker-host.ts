@@ -21,6 +21,7 @@ import type { Clock, DedupStore, KeyRecord, Logger, Served, Transport, Versioned
 /** Default time a claim holds without renewal: another host takes a key over this long after its holder died. */
 export const DEFAULT_LEASE_MS = 10_000;
 
+/** The options of `createWorkerHost`. */
 export interface WorkerHostOptions {
   /**
    * Where key records live. Every host serving a worker must share one store. Default:
@@ -38,6 +39,7 @@ export interface WorkerHostOptions {
   leaseMs?: number;
 }
 
+/** A transport-agnostic worker host, made by `createWorkerHost`. */
 export interface WorkerHost {
   /** The names of the workers this host serves. */
   readonly workers: readonly string[];
@@ -318,6 +320,7 @@ function contextOf(req: WorkerRequest, logger: Logger, running: Running, fencing
   };
 }
 
+/** Creates a worker host for these workers; `serve(transport)` puts it to work. `runtime.host()` and `serveWorkers()` use it. */
 export function createWorkerHost(workers: readonly WorkerDefinition[], options: WorkerHostOptions = {}): WorkerHost {
   const byName = new Map<string, WorkerDefinition>();
   for (const w of workers) {

@@ -9,6 +9,7 @@ import { SagaError, toErrorInfo } from '../errors.ts';
 import type { Backoff, RemainingEffect, SagaDefinition, SagaOutcome, StepFailure, StepPlan } from '../types.ts';
 import { assertSerializable } from './serializable.ts';
 
+/** The status of one step of a saga (see `Runtime.status`). */
 export type StepStatus =
   | 'pending'
   | 'dispatched'
@@ -625,6 +626,7 @@ export function remainingEffects(def: SagaDefinition, ctx: SagaContext): Remaini
     });
 }
 
+/** The state of a saga machine (see `Runtime.status`). */
 export type MachineStateName = 'dispatching' | 'gathering' | 'compensating' | 'compensationFailed' | 'committed' | 'compensated';
 
 /** The outcome a saga reports in a given machine state; undefined while it is still running. */

@@ -9,8 +9,11 @@ import type { RunOptions } from './options.ts';
 /** Raised when a saga parks in `compensation-failed` (and again when recover() restores it parked): an operator must act. */
 export type EscalationEvent = Omit<DeadLetter, 'parkedAt'>;
 
+/** The events of `Runtime.on`, by name. */
 export interface RuntimeEvents {
+  /** A saga parked in `compensation-failed`: an operator must act. */
   escalation: EscalationEvent;
+  /** A saga driven here ended (committed or compensated), once its outcome is journaled. */
   outcome: SagaOutcome & { readonly saga: string; readonly version: number };
 }
 
@@ -25,6 +28,7 @@ export interface SagaStatus {
   readonly outcome: SagaOutcome | undefined;
 }
 
+/** A saga runtime (a coordinator), made by `createRuntime`. */
 export interface Runtime {
   /** Serves workers from this process on the runtime's transport. */
   host(...workers: WorkerDefinition[]): Runtime;
@@ -54,10 +58,19 @@ export interface Runtime {
   retry(sagaId: string): Promise<SagaOutcome>;
   /** Operator: declares the remaining effects of a parked saga handled by hand (from any coordinator, as `retry`). */
   resolve(sagaId: string, note?: string): Promise<SagaOutcome>;
-  /** Restores unfinished sagas from the store and drives them on (after a coordinator restart). */
+  /**
+   * Restores unfinished sagas from the store and drives them on (after a coordinator
+   * restart); resolves with the ids of the sagas restored. It skips sagas owned by another
+   * coordinator whose heartbeat is in the store (with `ownership` on), and sagas whose
+   * definition (by name and version) this runtime lacks: those are logged at warn and stay
+   * in the store as they are.
+   */
   recover(): Promise<string[]>;
+  /** A saga's machine state and per-step status: of the saga driven here, else as its journal last recorded it; undefined when the store has none. */
   status(sagaId: string): Promise<SagaStatus | undefined>;
+  /** The dead letters of the parked sagas in the store (from every coordinator sharing it). */
   deadLetters(): Promise<DeadLetter[]>;
+  /** Listens to a runtime event; returns a function that removes the listener. */
   on<K extends keyof RuntimeEvents>(event: K, listener: (e: RuntimeEvents[K]) => void): () => void;
   /** Sagas running (not parked) right now. */
   readonly inFlight: number;
@@ -66,8 +79,16 @@ export interface Runtime {
   /** This coordinator's id: the `owner` of the journals it writes. */
   readonly coordinatorId: string;
   /**
-   * Stops sagas, timers and serving. Worker calls in flight get up to `drainMs`
-   * (default 5_000, real time) to finish. Sagas still running are left to `recover`.
+   * Closes the runtime. From the call on, `run()`, `host()`, `recover()`, `retry()`,
+   * `resolve()` and `outcome()` are refused with `RUNTIME_CLOSED`. `run()` calls queued for
+   * a slot (`maxInFlight`) reject with `RUNTIME_CLOSED`, nothing of them written or sent.
+   * Every saga driven here is stopped at once (it sends and writes nothing more) and the
+   * calls waiting for it reject with `RUNTIME_CLOSED`; its journal stays as last written,
+   * for `recover()` or another coordinator. Then the workers hosted here stop taking
+   * requests, and close waits up to `drainMs` (default 5_000, real time) for their calls
+   * in flight; it then removes this coordinator's heartbeat and stops the worker and timer
+   * actors. It closes neither the transport, nor the store, nor a NATS connection. A
+   * second call resolves at once.
    */
   close(options?: { drainMs?: number }): Promise<void>;
 }

@@ -20,6 +20,7 @@ export const DEFAULT_OWNERSHIP_LEASE_MS = 10_000;
 /** Default bound of sagas running at once in one runtime; run() queues beyond it. */
 export const DEFAULT_MAX_IN_FLIGHT = 1_000;
 
+/** The options of `createRuntime`; every one has a default. */
 export interface RuntimeOptions {
   /** How workers are reached. Default: in-memory (workers hosted in this process). */
   transport?: Transport;
@@ -48,8 +49,9 @@ export interface RuntimeOptions {
   leaseMs?: number;
   /**
    * Sagas this runtime runs at once. Beyond it, `run()` waits in a queue (first come,
-   * first served) before it writes or sends anything; `inFlight` and `queued` show the
-   * backlog. Default 1_000.
+   * first served, not bounded) before it writes or sends anything; `inFlight` and `queued`
+   * show the backlog. Parked sagas do not count; sagas restored by `recover()`, taken over,
+   * or resumed by an operator count without waiting. Default 1_000.
    */
   maxInFlight?: number;
   /**
@@ -72,12 +74,17 @@ export interface RuntimeOptions {
   ownership?: false | { id?: string; leaseMs?: number };
 }
 
+/** The options of `Runtime.run`. */
 export interface RunOptions {
   /**
-   * Use this saga id instead of a random UUID, to make `run` idempotent per business key:
-   * a saga with this id that already exists is not started again; `run` resolves with its
-   * outcome (waiting for it, or resuming it from the journal when no runtime drives it).
-   * The same id with another saga or another input is a `SAGA_ID_CONFLICT`.
+   * Use this saga id instead of a random UUID, to make `run` idempotent per business key.
+   * A saga with this id that this runtime drives or the store holds, of the same saga name
+   * and version and the same input (compared as canonical JSON), is not started again:
+   * `run` resolves with its outcome (at once when it is finished or parked here; when this
+   * runtime drives it, once it ends or parks; else after taking it over from its journal,
+   * which fences off any coordinator that drove it). Another saga name, version or input
+   * rejects with `SAGA_ID_CONFLICT`, nothing written or sent. A finished saga the store no
+   * longer keeps does not count: the id then starts a new saga.
    */
   sagaId?: string;
 }

@@ -22,6 +22,7 @@ import type { DedupStore, KeyRecord, SagaRecord, SagaStore, VersionedSagaRecord 
 /** Default time a JetStream KV dedup store remembers a key: 24 hours (each bucket's max age). */
 export const DEFAULT_KV_DEDUP_WINDOW_MS = 24 * 60 * 60 * 1000;
 
+/** The options of `jetstreamDedupStore`. */
 export interface JetStreamDedupStoreOptions {
   /** How long a key is remembered after its last change: each bucket's max age. Default 24 hours. */
   windowMs?: number;
@@ -204,6 +205,7 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
 // ---------------------------------------------------------------------------
 // Saga journals
 
+/** The options of `jetstreamSagaStore`. */
 export interface JetStreamSagaStoreOptions {
   /**
    * Buckets are `<bucketPrefix>_live` (sagas not finished: running, parked, and finished

@@ -12,6 +12,7 @@ export const DEFAULT_DEDUP_WINDOW_MS = 60 * 60 * 1000;
 /** Default bound on the keys an in-memory dedup store keeps; the least recently changed go first. */
 export const DEFAULT_DEDUP_MAX_RECORDS = 100_000;
 
+/** The options of `memorySagaStore`. */
 export interface MemorySagaStoreOptions {
   /** Keep at most this many finished sagas' journals (for status look-ups and run() by sagaId). Default 10_000 most recent. */
   keepFinished?: number;
@@ -108,6 +109,7 @@ export function memorySagaStore(options: MemorySagaStoreOptions = {}): MemorySag
   };
 }
 
+/** The options of `memoryDedupStore`. */
 export interface MemoryDedupStoreOptions {
   /** How long a key is remembered after its last change. Default 1 hour. */
   windowMs?: number;

@@ -34,6 +34,7 @@ const RETRYABLE: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: retryable'
 const TERMINAL: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: terminal', retryable: false };
 const COMP_ERR: ErrorInfo = { code: 'COMPENSATION_FAILED', message: 'model: compensation failed', retryable: true };
 
+/** What `exploreKeyMachine` or `exploreProduct` explored and found. */
 export interface KeyModelReport {
   readonly states: number;
   readonly transitions: number;
@@ -227,6 +228,7 @@ interface World {
   budget: { dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; operator: number };
 }
 
+/** The options of `exploreProduct`: the bounds of each fault. */
 export interface ProductOptions {
   /** Step retries of the coordinator step. Default 1. */
   stepRetries?: number;

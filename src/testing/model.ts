@@ -51,6 +51,7 @@ interface Node {
   readonly depth: number;
 }
 
+/** A property of the guarantee broken on a state reachable by the saga machine. */
 export interface ModelViolation {
   /** Which property failed, e.g. `compensated-leaves-no-effect`. */
   readonly property: string;
@@ -59,6 +60,7 @@ export interface ModelViolation {
   readonly path: readonly string[];
 }
 
+/** What `exploreSaga` explored and found. */
 export interface ModelReport {
   readonly shape: string;
   /** Distinct states (machine state + per-step status + ghost world). */
@@ -74,6 +76,7 @@ export interface ModelReport {
   readonly truncated: boolean;
 }
 
+/** The options of `exploreSaga`. */
 export interface ModelOptions {
   /** Stop after this many states (the report says `truncated`). Default 400_000. */
   maxStates?: number;

@@ -62,6 +62,7 @@ export interface FaultProfile {
   readonly journalFail?: number;
 }
 
+/** A fault profile with every fault off. */
 export const NO_FAULTS: FaultProfile = Object.freeze({ drop: 0, duplicate: 0, maxDelayMs: 0, doFail: 0, compensateFail: 0, hostCrashes: 0, coordinatorCrashes: 0 });
 
 /** Reads choices from a tape; past its end, or once healed, every choice is the benign one. */
@@ -69,6 +70,7 @@ export class Chooser {
   private i = 0;
   healed = false;
   constructor(private readonly tape: readonly number[]) {}
+  /** The next choice on the tape (0 once healed or past its end). */
   next(): number {
     if (this.healed) return 0;
     return this.tape[this.i++] ?? 0;
@@ -87,14 +89,19 @@ export class Chooser {
 // ---------------------------------------------------------------------------
 // The ledger: fake systems of record, idempotent per key while an effect is active
 
+/** Fake systems of record: one effect per key, applied at most once while active. The oracle of `simulate`. */
 export interface Ledger {
+  /** Applies the key's effect, unless it is active already. */
   apply(key: string): void;
+  /** Undoes the key's effect (nothing when it is not active). */
   undo(key: string): void;
+  /** Whether the key's effect is in the world now. */
   active(key: string): boolean;
   /** Effects applied, in total (a re-application after an undo counts again). */
   applies(key: string): number;
 }
 
+/** An empty ledger. */
 export function createLedger(): Ledger {
   const state = new Map<string, { active: boolean; applies: number }>();
   const get = (k: string) => state.get(k) ?? { active: false, applies: 0 };
@@ -123,10 +130,12 @@ export interface SimulatedTransport extends Transport {
   replace(worker: string, handler: WorkerHandler): void;
 }
 
+/** The options of `simulatedTransport`. */
 export interface SimulatedTransportOptions {
   clock: ManualClock;
   chooser: Chooser;
   faults: FaultProfile;
+  /** Receives one line per fault the transport injects. */
   trace?: (line: string) => void;
   /** Largest reply body in bytes, as a NATS host enforces it. Default 1 MiB. */
   maxPayload?: number;
@@ -237,6 +246,7 @@ export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTrans
 // ---------------------------------------------------------------------------
 // One simulated run
 
+/** One simulated run: the choice tape, the fault bounds and the sagas started. */
 export interface SimulationScenario {
   /** The choice tape: every fault and delay is read from it, in order. */
   readonly tape: readonly number[];
@@ -249,11 +259,13 @@ export interface SimulationScenario {
   readonly input?: (sagaId: string) => unknown;
 }
 
+/** A property of the guarantee that a simulated run broke. */
 export interface SimulationViolation {
   readonly property: string;
   readonly message: string;
 }
 
+/** What one simulated run ended with. */
 export interface SimulationResult {
   readonly outcomes: readonly (SagaOutcome | undefined)[];
   readonly violations: readonly SimulationViolation[];

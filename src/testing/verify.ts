@@ -17,6 +17,7 @@ import type { ModelViolation } from './model.ts';
 import { simulate } from './simulation.ts';
 import type { FaultProfile, SimulationViolation } from './simulation.ts';
 
+/** The options of `verifySaga`. */
 export interface VerifyOptions {
   /** Simulated runs. Default 200. 0 runs only the model check. */
   runs?: number;
@@ -36,6 +37,7 @@ export interface VerifyOptions {
   maxStates?: number;
 }
 
+/** One broken property found by `verifySaga`, with what replays it. */
 export interface VerifyViolation {
   /** The property that failed, e.g. `compensated-has-no-effect`. */
   readonly property: string;
@@ -47,6 +49,7 @@ export interface VerifyViolation {
   readonly seed: number | undefined;
 }
 
+/** What `verifySaga` explored and found. */
 export interface VerifyReport {
   readonly saga: string;
   /** States the model check explored. */

@@ -6,6 +6,7 @@
 import { SagaError, TransportError } from '../errors.ts';
 import type { Served, Transport, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
 
+/** The in-memory transport, the embedded default: requests go straight to workers hosted in this process. */
 export function memoryTransport(): Transport {
   const handlers = new Map<string, WorkerHandler>();
   const inflight = new Map<string, Set<Promise<unknown>>>();

@@ -116,9 +116,13 @@ afterAll(async () => {
 });
 
 describe('the packed package, installed in a fresh project', () => {
-  test('ships dist, docs, README and package.json only, and every export target exists', async () => {
+  test('ships dist, the docs, README, CHANGELOG, LICENSE and package.json only, and every export target exists', async () => {
     const installed = join(project, 'node_modules/scatter-saga');
-    expect((await readdir(installed)).sort()).toEqual(['README.md', 'dist', 'docs', 'package.json']);
+    expect((await readdir(installed)).sort()).toEqual(['CHANGELOG.md', 'LICENSE', 'README.md', 'dist', 'docs', 'package.json']);
+    // The docs are the Markdown pages; the generated API reference (docs/api/) is not shipped.
+    const docs = await readdir(join(installed, 'docs'));
+    expect(docs).toContain('guide.md');
+    expect(docs.filter((f) => !f.endsWith('.md'))).toEqual([]);
     const pkg = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8')) as { exports: Record<string, string | Record<string, string>> };
     const targets = Object.values(pkg.exports).flatMap((t) => (typeof t === 'string' ? [t] : Object.values(t)));
     expect(targets.length).toBeGreaterThan(6);

@@ -22,12 +22,18 @@ import { Limiter } from './limiter.ts';
 import { RequestFailed, Requester } from './requester.ts';
 import { byteLength, checkInbound, headerBytes, DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, encodeReply, protocolHeaders, requestHeaders, validPrefix, workerSubject } from './wire.ts';
 
+/** Default queue group of the serve side: `'saga-workers'`. */
 export const DEFAULT_QUEUE = 'saga-workers';
+/** Default requests the serve side runs at once: 64. */
 export const DEFAULT_CONCURRENCY = 64;
+/** Default requests the serve side lets wait for a slot before it answers `OVERLOADED`: 1024. */
 export const DEFAULT_MAX_PENDING = 1024;
+/** Default time `isServed` waits for a host's answer to its ping: 1000 ms. */
 export const DEFAULT_PING_TIMEOUT_MS = 1_000;
+/** Default time a positive `isServed` answer is trusted: 2000 ms. */
 export const DEFAULT_SERVED_CACHE_MS = 2_000;
 
+/** The options of `natsTransport`. The serve-side ones (`queue`, `concurrency`, `maxPending`) matter only to a transport that serves workers. */
 export interface NatsTransportOptions {
   /** Subject prefix: requests go to `<prefix>.worker.<worker>.do|compensate`. Default `'saga'`. */
   prefix?: string;
