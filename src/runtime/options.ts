@@ -81,8 +81,9 @@ export interface RunOptions {
    * A saga with this id that this runtime drives or the store holds, of the same saga name
    * and version and the same input (compared as canonical JSON), is not started again:
    * `run` resolves with its outcome (at once when it is finished or parked here; when this
-   * runtime drives it, once it ends or parks; else after taking it over from its journal,
-   * which fences off any coordinator that drove it). Another saga name, version or input
+   * runtime drives it, once it ends or parks; when another coordinator with a heartbeat
+   * drives it, once that one reports the outcome to the store; else after taking it over
+   * from its journal, which fences off any coordinator that drove it). Another saga name, version or input
    * rejects with `SAGA_ID_CONFLICT`, nothing written or sent. A finished saga the store no
    * longer keeps does not count: the id then starts a new saga.
    */
