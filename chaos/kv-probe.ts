@@ -4,11 +4,13 @@
  *
  * Writers put, update (compare-and-set) and move keys (put into a second bucket, then
  * delete from the first) in buckets configured like the saga journal (history 1, file
- * storage, one replica), and remember every write the server acknowledged. The server
- * is SIGKILLed and restarted with the same store at random times. Afterwards every key
+ * storage, one replica; three with --cluster), and remember every write the server acknowledged. The server
+ * is SIGKILLed and restarted with the same store every seconds/(restarts+1), a few
+ * seconds after a burst of rewrites of long-lived keys (like a recovering coordinator
+ * parking sagas again). Afterwards every key
  * whose last write was acknowledged is read back and compared.
  *
- *   npx tsx chaos/kv-probe.ts [--seconds 120] [--restarts 6] [--writers 64] [--keepers 300] [--seed 1] [--cluster]
+ *   npm run probe:kv -- [--seconds 120] [--restarts 6] [--writers 64] [--keepers 300] [--seed 1] [--cluster]
  *
  * Prints one JSON summary line; exits 1 when an acknowledged write was lost.
  */
@@ -17,14 +19,30 @@ import { Kvm } from '@nats-io/kv';
 import type { KV } from '@nats-io/kv';
 import { startNatsCluster, startNatsServer } from '../test/helpers/nats-server.ts';
 
+const USAGE = `usage: npm run probe:kv -- [--seconds 120] [--restarts 6] [--writers 64] [--keepers 300] [--pad 1000] [--gap 5] [--seed 1] [--cluster]
+  --seconds   length of the run            --restarts  SIGKILLs of the server (of one node at a time with --cluster)
+  --writers   concurrent writers of keys   --keepers   long-lived keys rewritten in a burst --gap seconds before each kill
+  --pad       bytes of padding per value   --seed      seed of the random choices`;
+const NUMERIC = new Set(['seconds', 'restarts', 'writers', 'keepers', 'pad', 'gap', 'seed']);
+for (let i = 2; i < process.argv.length; i++) {
+  const a = process.argv[i] as string;
+  if (a === '--cluster') continue;
+  const name = a.replace(/^--/, '');
+  const value = process.argv[i + 1];
+  if (!a.startsWith('--') || !NUMERIC.has(name) || value === undefined || !/^\d+$/.test(value)) {
+    process.stderr.write(`kv-probe: bad argument ${JSON.stringify(a)}${value !== undefined ? ` ${JSON.stringify(value)}` : ''}: each option takes a whole number\n${USAGE}\n`);
+    process.exit(2);
+  }
+  i++;
+}
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : def;
 }
-const seconds = arg('seconds', 60);
-const restarts = arg('restarts', 4);
+const seconds = arg('seconds', 120);
+const restarts = arg('restarts', 6);
 const writers = arg('writers', 64);
-const pad = arg('pad', 500);
+const pad = arg('pad', 1000);
 let seed = arg('seed', 1);
 const rand = () => {
   seed = (seed * 1103515245 + 12345) % 2 ** 31;
