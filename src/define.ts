@@ -7,13 +7,18 @@ import { SagaDefinitionError } from './errors.ts';
 import type {
   Backoff,
   BackoffSpec,
+  CommittedResults,
   CompensateFn,
   CompensationSpec,
+  DefaultJoin,
   JoinSpec,
   SagaDefinition,
   SagaSpec,
+  StepAfters,
   StepPlan,
   StepSpec,
+  StepWorkers,
+  TypedSagaSpec,
   WorkerDefinition,
   WorkerSpec,
 } from './types.ts';
@@ -80,17 +85,29 @@ export function defineWorker<I, R>(spec: WorkerSpec<I, R>): WorkerDefinition<I, 
  * Declares a saga: steps, how they depend on each other, the join policy and the
  * compensation policy. Steps without `after` run in parallel.
  *
+ * The types follow from the steps, without type arguments: the
+ * saga input from a step whose `input` annotates it, each `input` checked against its
+ * worker's `do`, `after` against the step ids, and the results (an `input`'s second
+ * argument, and the committed outcome's `results`) typed by step id from each worker.
+ *
  * @example
  * const trip = defineSaga({
  *   name: 'trip', version: 1,
  *   steps: {
- *     flight: { worker: 'flights', input: (t: Trip) => t.flight, timeoutMs: 2_000 },
- *     hotel:  { worker: 'hotels',  input: (t: Trip) => t.hotel },
+ *     flight: { worker: flights, input: (t: Trip) => t.flight, timeoutMs: 2_000 },
+ *     hotel:  { worker: hotels,  input: (t) => t.hotel },
+ *     pay:    { worker: payments, after: ['flight', 'hotel'], input: (t, r) => ({ amount: t.total, holds: [r.flight.ref, r.hotel.ref] }) },
  *   },
  *   compensation: { retries: 5, backoff: { initialMs: 100, factor: 2, maxMs: 10_000 } },
  * });
  */
-export function defineSaga<TIn = unknown>(spec: SagaSpec<TIn>): SagaDefinition<TIn> {
+export function defineSaga<
+  TIn = unknown,
+  const W extends StepWorkers = StepWorkers,
+  A extends StepAfters = StepAfters,
+  const J extends JoinSpec = DefaultJoin<W>,
+>(definition: TypedSagaSpec<TIn, W, A, J>): SagaDefinition<TIn, CommittedResults<W, J>> {
+  const spec = definition as unknown as SagaSpec<TIn>;
   if (spec === null || typeof spec !== 'object') throw new SagaDefinitionError('defineSaga needs an object { name, version, steps }');
   const name = (spec as { name?: unknown }).name;
   if (typeof name !== 'string' || !NAME.test(name)) {

@@ -22,7 +22,7 @@ import { SagaDriver } from './runtime/driver.ts';
 import type { Header } from './runtime/driver.ts';
 import { deadLetters, operator, outcome, status } from './runtime/operator.ts';
 import { resolveOptions } from './runtime/options.ts';
-import type { RuntimeOptions } from './runtime/options.ts';
+import type { RunOptions, RuntimeOptions } from './runtime/options.ts';
 import { recover, watchOwnership } from './runtime/recovery.ts';
 import type { SagaDefinition, SagaOutcome, SagaRecord, Served, VersionedSagaRecord } from './types.ts';
 
@@ -110,7 +110,8 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       return runtime;
     },
 
-    async run(saga, input, options = {}) {
+    // Typed by the Runtime interface: the input and the results follow from the saga.
+    run: async function run(saga: SagaDefinition, input: unknown, options: RunOptions = {}): Promise<SagaOutcome> {
       driver.ensureOpen();
       if (saga === null || typeof saga !== 'object' || (saga as SagaDefinition).kind !== 'saga') {
         throw new SagaDefinitionError('run needs a saga made with defineSaga(...)');
@@ -203,7 +204,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       } finally {
         if (!started) admission.release();
       }
-    },
+    } as Runtime['run'],
 
     outcome: (sagaId, options) => outcome(driver, sagaId, options),
 

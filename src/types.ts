@@ -152,8 +152,11 @@ export interface StepPlan {
   readonly compensation: { readonly retries: number; readonly backoff: Backoff; readonly timeoutMs: number };
 }
 
-/** A validated saga, returned by `defineSaga`. */
-export interface SagaDefinition<TIn = any> {
+/**
+ * A validated saga, returned by `defineSaga`. `TIn` is the saga input, `TResults` the
+ * `results` of its committed outcome, by step id (both inferred by `defineSaga`).
+ */
+export interface SagaDefinition<TIn = any, TResults = Readonly<Record<string, unknown>>> {
   readonly kind: 'saga';
   readonly name: string;
   readonly version: number;
@@ -164,6 +167,131 @@ export interface SagaDefinition<TIn = any> {
   readonly workers: ReadonlyMap<string, WorkerDefinition | undefined>;
   /** Phantom: the saga input type. */
   readonly __input?: TIn;
+  /** Phantom: the results of a committed outcome, by step id. */
+  readonly __results?: TResults;
+}
+
+// ---------------------------------------------------------------------------
+// Types of sagas, inferred from their definitions
+//
+// defineSaga infers, without type arguments, three things from `steps`: each step's worker
+// (W, by step id), each step's `after` (A, by step id), and the saga input (TIn) from any
+// step whose `input` annotates its first parameter. Every step is then checked against
+// them: `after` names other steps of the same saga, `input` gets the saga input and the
+// results of the steps in `after`, and returns what the step's worker accepts.
+
+/** What a worker's `do` accepts: the `I` of `WorkerDefinition<I, R>`; `unknown` for a worker given by name. */
+export type WorkerInputOf<W> = W extends WorkerDefinition<infer I, any> ? I : unknown;
+
+/** What a worker's `do` resolves with: the awaited `R` of `WorkerDefinition<I, R>`; `unknown` for a worker given by name. */
+export type WorkerResultOf<W> = W extends WorkerDefinition<any, infer R> ? Awaited<R> : unknown;
+
+/** The input `run` takes for a saga made by `defineSaga`. */
+export type SagaInputOf<S> = S extends SagaDefinition<infer I, any> ? I : never;
+
+/** The `results` of a saga's committed outcome, by step id. */
+export type SagaResultsOf<S> = S extends SagaDefinition<any, infer R> ? R : never;
+
+/** Each step's worker, by step id: what `defineSaga` infers from `steps`. */
+export type StepWorkers = Readonly<Record<string, string | WorkerDefinition>>;
+
+/** Each step's `after`, by step id (`unknown` for a step without one): what `defineSaga` infers from `steps`. */
+export type StepAfters = Readonly<Record<string, unknown>>;
+
+/** `T`, in a position the compiler does not infer `T` from. */
+type Held<T> = [T][T extends unknown ? 0 : never];
+
+/** True when the step ids are unknown to the compiler: steps typed as a record, or `defineSaga<TIn>(...)`. */
+type UnknownIds<W> = string extends keyof W ? true : false;
+
+/** The ids in step `K`'s `after`, as the compiler sees them (`string` for a `string[]`). */
+type AfterOf<A, K> = K extends keyof A ? (A[K] extends readonly (infer D)[] ? D : never) : never;
+
+/** True when step `K`'s `after` is a `string[]` whose ids the compiler cannot see (not written as a literal). */
+type UnknownAfter<A, K> = string extends AfterOf<A, K> ? true : false;
+
+/** What each step's worker resolves with, by step id. */
+type StepResults<W> = { readonly [K in keyof W]: WorkerResultOf<W[K]> };
+
+/**
+ * The `results` step `K`'s `input` receives: those of the steps it runs `after`, by step
+ * id, and of no other step. When the compiler cannot see which steps those are, any of
+ * them may be there.
+ */
+export type ResultsBefore<W, A, K> = UnknownIds<W> extends true
+  ? Readonly<Record<string, unknown>>
+  : UnknownAfter<A, K> extends true
+    ? Partial<StepResults<W>>
+    : { readonly [D in Extract<AfterOf<A, K>, keyof W>]: WorkerResultOf<W[D]> };
+
+/**
+ * The `results` of a committed outcome: every step's under join `all`; under `any` and
+ * `quorum` only the kept steps' are there, so each may be missing.
+ */
+export type CommittedResults<W, J> = UnknownIds<W> extends true
+  ? Readonly<Record<string, unknown>>
+  : [J] extends [{ readonly kind: 'all' }]
+    ? { readonly [K in keyof W]: WorkerResultOf<W[K]> }
+    : { readonly [K in keyof W]?: WorkerResultOf<W[K]> };
+
+/** Step `K`'s `input`: from the saga input and the results of the steps in its `after`, to what its worker accepts. */
+export type StepInputFn<TIn, W, A, K extends keyof W> = (sagaInput: TIn, results: ResultsBefore<W, A, K>) => WorkerInputOf<W[K]>;
+
+/**
+ * True when step `K` must have an `input`: it passes the saga input itself to its worker
+ * otherwise, and the saga input is typed (not `unknown`) and is not what the worker accepts.
+ */
+type InputNeeded<TIn, W, K extends keyof W> = unknown extends Held<TIn> ? false : [Held<TIn>] extends [WorkerInputOf<W[K]>] ? false : true;
+
+/** What every step has besides `input`, checked against the other steps of its saga. */
+export interface TypedStepOptions<W, A, K extends keyof W> {
+  /** The worker's name, or the worker definition itself. */
+  readonly worker: string | WorkerDefinition;
+  /**
+   * Steps that must commit before this one is dispatched (stages, or a DAG). Default: none.
+   * Ids of the other steps of the same saga; a `string[]` the compiler cannot see into is
+   * checked by `defineSaga` at run time only.
+   */
+  readonly after?: readonly ([UnknownIds<W>, UnknownAfter<A, K>] extends [false, false] ? Exclude<Extract<keyof W, string>, K> : string)[];
+  /** How long one attempt may take; then the step is in doubt and is compensated. Default 30_000. */
+  readonly timeoutMs?: number;
+  /** Retries of `do` after a retryable error. Default 0. */
+  readonly retries?: number;
+  /** Backoff between retries of `do`. */
+  readonly backoff?: BackoffSpec;
+  /** Overrides the saga's compensation policy for this step. */
+  readonly compensation?: CompensationSpec;
+}
+
+/**
+ * Step `K` of a saga as `defineSaga` checks it (a {@link StepSpec} typed against the other
+ * steps). `input` derives the step's input from the saga input and the results of the
+ * steps it runs `after`, and must return what the worker accepts; without it the worker
+ * gets the saga input itself. Must be pure.
+ */
+export type TypedStepSpec<TIn, W, A, K extends keyof W> = TypedStepOptions<W, A, K> &
+  (InputNeeded<TIn, W, K> extends true ? { readonly input: StepInputFn<TIn, W, A, K> } : { readonly input?: StepInputFn<TIn, W, A, K> });
+
+/**
+ * The steps of a saga as `defineSaga` reads them. The first two parts infer each step's
+ * worker (`W`) and `after` (`A`) by step id; the last types and checks each step against
+ * them.
+ */
+export type TypedSteps<TIn, W, A> = { readonly [K in keyof W]: { readonly worker: W[K] } } & {
+  readonly [K in keyof A]: { readonly after?: A[K] };
+} & { readonly [K in Extract<keyof W, string>]: TypedStepSpec<TIn, W, A, K> };
+
+/** The join `defineSaga` assumes when none is given: `all` (any join, when the step ids are unknown to the compiler). */
+export type DefaultJoin<W> = UnknownIds<W> extends true ? JoinSpec : { readonly kind: 'all' };
+
+/** A saga as `defineSaga` reads it: a {@link SagaSpec} whose steps are typed against each other. */
+export interface TypedSagaSpec<TIn, W, A, J extends JoinSpec> {
+  readonly name: string;
+  readonly version: number;
+  readonly steps: TypedSteps<TIn, W, A>;
+  /** Default `{ kind: 'all' }`. */
+  readonly join?: J;
+  readonly compensation?: CompensationSpec;
 }
 
 // ---------------------------------------------------------------------------
@@ -206,12 +334,15 @@ export interface RemainingEffect {
   readonly lastError: ErrorInfo | undefined;
 }
 
-/** The saga committed: every step the join policy keeps is committed; any other step that ran was undone (or, in `resolvedByOperator`, handled by hand). */
-export interface CommittedOutcome {
+/**
+ * The saga committed: every step the join policy keeps is committed; any other step that ran was undone (or, in `resolvedByOperator`, handled by hand).
+ * `TResults`: the results by step id, typed from each step's worker for a saga made by `defineSaga`.
+ */
+export interface CommittedOutcome<TResults = Readonly<Record<string, unknown>>> {
   readonly sagaId: string;
   readonly status: 'committed';
   /** Results of the kept steps, by step id. */
-  readonly results: Readonly<Record<string, unknown>>;
+  readonly results: TResults;
   /** Steps that ran but were not kept by the join policy, and were compensated. */
   readonly released: readonly string[];
   /** Steps an operator marked resolved by hand. */
@@ -241,7 +372,7 @@ export interface CompensationFailedOutcome {
 }
 
 /** How a saga ended (or parked): what `run()` resolves with. */
-export type SagaOutcome = CommittedOutcome | CompensatedOutcome | CompensationFailedOutcome;
+export type SagaOutcome<TResults = Readonly<Record<string, unknown>>> = CommittedOutcome<TResults> | CompensatedOutcome | CompensationFailedOutcome;
 
 // ---------------------------------------------------------------------------
 // Wire: what travels between the coordinator and worker hosts (any transport)

@@ -3,7 +3,7 @@
  * operator sees of one saga.
  */
 import type { MachineStateName, StepStatus } from '../machines/saga-logic.ts';
-import type { DeadLetter, SagaDefinition, SagaOutcome, WorkerDefinition } from '../types.ts';
+import type { DeadLetter, SagaDefinition, SagaInputOf, SagaOutcome, SagaResultsOf, WorkerDefinition } from '../types.ts';
 import type { RunOptions } from './options.ts';
 
 /** Raised when a saga parks in `compensation-failed` (and again when recover() restores it parked): an operator must act. */
@@ -40,8 +40,11 @@ export interface Runtime {
    * runtime: the journal stayed unavailable (`JournalUnavailableError`, `dispatched: true`),
    * another coordinator took it over (`SAGA_FENCED`), or the runtime closed
    * (`RUNTIME_CLOSED`). Each of those leaves the saga to `recover()`.
+   *
+   * `input` must be the saga's input type, and a committed outcome's `results` are typed
+   * by step id from each step's worker (see `defineSaga`).
    */
-  run<TIn>(saga: SagaDefinition<TIn>, input: TIn, options?: RunOptions): Promise<SagaOutcome>;
+  run<S extends SagaDefinition<any, any>>(saga: S, input: SagaInputOf<S>, options?: RunOptions): Promise<SagaOutcome<SagaResultsOf<S>>>;
   /**
    * The outcome of a saga by its id, from any coordinator sharing the store (or this one):
    * waits until it is committed, compensated, or parked (`compensation-failed`). Resolves

@@ -96,8 +96,9 @@ describe('defineSaga', () => {
   });
 
   it('rejects unknown dependencies, self-dependencies and cycles', () => {
-    expect(definitionError(() => defineSaga({ ...ok, steps: { a: { worker: 'w', after: ['zz'] } } })).message).toContain("unknown step 'zz'");
-    expect(definitionError(() => defineSaga({ ...ok, steps: { a: { worker: 'w', after: ['a'] } } })).field).toBe('after');
+    // Both are compile errors in TypeScript (test/types); plain JavaScript gets them at run time.
+    expect(definitionError(() => defineSaga({ ...ok, steps: { a: { worker: 'w', after: ['zz'] } } } as never)).message).toContain("unknown step 'zz'");
+    expect(definitionError(() => defineSaga({ ...ok, steps: { a: { worker: 'w', after: ['a'] } } } as never)).field).toBe('after');
     const e = definitionError(() =>
       defineSaga({ ...ok, steps: { a: { worker: 'w', after: ['c'] }, b: { worker: 'w', after: ['a'] }, c: { worker: 'w', after: ['b'] } } }),
     );

@@ -718,7 +718,7 @@ describe('runtime: misuse', () => {
     const w = world();
     const runtime = createRuntime().host(w.make('flights'));
     expect(() => runtime.host(w.make('flights'))).toThrow(/already hosted/);
-    await expect(runtime.run({ name: 'fake' } as never, {})).rejects.toMatchObject({ code: 'DEFINITION_INVALID' });
+    await expect(runtime.run({ name: 'fake' } as never, {} as never)).rejects.toMatchObject({ code: 'DEFINITION_INVALID' });
     expect(() => runtime.on('nonsense' as never, () => {})).toThrow(InvalidOptionError);
     await runtime.close();
     await expect(runtime.run(tripOf(), { to: 'X' })).rejects.toMatchObject({ code: 'RUNTIME_CLOSED' });

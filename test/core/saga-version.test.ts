@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createRuntime, createWorkerHost, defineSaga, defineWorker, memorySagaStore, memoryTransport } from '../../src/index.ts';
-import type { SagaOutcome } from '../../src/index.ts';
+import type { SagaOutcome, StepSpec } from '../../src/index.ts';
 import { createManualClock } from '../../src/testing/clock.ts';
 
 function deferred<T>() {
@@ -27,16 +27,12 @@ function logLines() {
   return { lines, logger: pino({ level: 'warn' }, sink) };
 }
 
-const order = (version: number) =>
-  defineSaga({
-    name: 'order',
-    version,
-    steps: {
-      reserve: { worker: 'stock', timeoutMs: 60_000 },
-      // Version 2 adds a step: a journal of version 1 must never be driven by it.
-      ...(version >= 2 ? { notify: { worker: 'stock', after: ['reserve'] } } : {}),
-    },
-  });
+const order = (version: number) => {
+  const steps: Record<string, StepSpec> = { reserve: { worker: 'stock', timeoutMs: 60_000 } };
+  // Version 2 adds a step: a journal of version 1 must never be driven by it.
+  if (version >= 2) steps.notify = { worker: 'stock', after: ['reserve'] };
+  return defineSaga({ name: 'order', version, steps });
+};
 
 describe('recover() and the definition version', () => {
   it('leaves a journal whose version this runtime was not given in the store, and restores it once given that version', async () => {

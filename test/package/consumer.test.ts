@@ -277,6 +277,33 @@ export async function book(t: Trip): Promise<string> {
   }
 }
 
+// Types end to end, inferred without type arguments: the saga input from the annotated
+// input, each step's input checked against its worker, results typed by step id.
+const hotels = defineWorker({ name: 'hotels', async do(req: { city: string }) { return { ref: req.city }; }, async compensate() {} });
+const booking = defineSaga({
+  name: 'booking',
+  version: 1,
+  steps: {
+    flight: { worker: flights, input: (t: Trip) => ({ to: t.to }) },
+    hotel: { worker: hotels, after: ['flight'], input: (t, r) => ({ city: t.to + ':' + r.flight.seat }) },
+  },
+});
+export async function booked(t: Trip): Promise<string> {
+  // @ts-expect-error the input of booking is a Trip
+  void runtime.run(booking, { to: 1 });
+  const outcome = await runtime.run(booking, t);
+  if (outcome.status !== 'committed') return outcome.status;
+  // @ts-expect-error a seat is a string
+  const seat: number = outcome.results.flight.seat;
+  return outcome.results.flight.seat + outcome.results.hotel.ref + String(seat);
+}
+// @ts-expect-error 'nope' is not a step of this saga
+export const unknownStep = defineSaga({ name: 'bad', version: 1, steps: { a: { worker: hotels, input: (t: Trip) => ({ city: t.to }) }, b: { worker: 'x', after: ['nope'] } } });
+// @ts-expect-error hotels takes { city }, not a number
+export const badInput = defineSaga({ name: 'bad', version: 1, steps: { a: { worker: hotels, input: (t: Trip) => t.nights } } });
+// @ts-expect-error hotel does not run after flight: no flight result
+export const unseen = defineSaga({ name: 'bad', version: 1, steps: { flight: { worker: flights, input: (t: Trip) => ({ to: t.to }) }, hotel: { worker: hotels, input: (t, r) => ({ city: r.flight.seat }) } } });
+
 export type NatsApi = [typeof natsTransport, typeof serveWorkers, typeof jetstreamDedupStore, typeof jetstreamSagaStore];
 export const serve: ServeWorkersOptions = { queue: 'q', concurrency: 4, signals: [] };
 export const transportOptions: NatsTransportOptions = {};
