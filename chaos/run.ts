@@ -64,6 +64,12 @@ try {
         ...(result.errors.length > 0 ? { 'HARNESS ERRORS': result.errors } : {}),
       })}\n`,
     );
+    // Journals or key records lost on a single server that was SIGKILLed: say where to look.
+    if (!report.ok && !options.cluster && report.totals.natsRestarts > 0) {
+      process.stdout.write(
+        'note: a single nats-server 2.9.10 loses acknowledged KV writes across a SIGKILL (docs/durability.md). Run `npm run probe:kv` against this server; compare with --nats-restarts 0 and with --cluster.\n',
+      );
+    }
   }
   process.exit(failed ? 1 : 0);
 } catch (error) {
