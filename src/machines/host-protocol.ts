@@ -146,7 +146,7 @@ function storedReply(setup: RequestSetup, rec: KeyRecord): WorkerReply {
   // A do whose result could not be sent keeps answering so: the step stays in doubt.
   if (rec.state === 'done') return rec.error !== undefined ? { ok: false, error: rec.error } : { ok: true, result: rec.result };
   if (rec.state === 'uncertain') return replies.outcomeUnknown(setup.req, 'an earlier run was interrupted and may have applied');
-  return { ok: false, error: rec.error ?? { code: 'WORKER_ERROR', message: `do of key ${setup.req.key} failed`, retryable: false } };
+  return { ok: false, error: rec.error ?? { code: 'WORKER_ERROR', message: `the do of worker '${setup.req.worker}' for key ${setup.req.key} failed`, retryable: false } };
 }
 
 /** Decides from a fresh read: answer, write and answer, claim and run, or wait. */
