@@ -44,7 +44,7 @@ export interface RequestSetup {
 /** How user code ended. */
 export interface RunOutcome {
   readonly event: Extract<KeyEvent, { type: 'DO.OK' | 'DO.FAILED' | 'COMPENSATION.OK' | 'COMPENSATION.FAILED' }>;
-  /** The do applied but its result cannot be sent: the answer is RESULT_NOT_SERIALIZABLE (in doubt). */
+  /** The do applied but its result cannot be stored or returned (not plain JSON): the answer is RESULT_NOT_SERIALIZABLE (in doubt). */
   readonly unsendable?: ErrorInfo;
 }
 
