@@ -191,10 +191,13 @@ function identity(x: unknown): unknown {
 
 type Where = { saga?: string; step?: string; field?: string; worker?: string };
 
+/** Rejects keys not in `allowed`, naming the key's full path (`where.field` is the object's own path, when nested). */
 function rejectUnknown(obj: object, allowed: readonly string[], where: Where): void {
   for (const key of Object.keys(obj)) {
     if (!allowed.includes(key)) {
-      throw new SagaDefinitionError(`unknown option '${key}' (allowed: ${allowed.join(', ')})`, { ...where, field: key });
+      const near = allowed.find((a) => a.toLowerCase() === key.toLowerCase());
+      const hint = near !== undefined ? `; did you mean '${near}'?` : '';
+      throw new SagaDefinitionError(`unknown option '${key}' (allowed: ${allowed.join(', ')})${hint}`, { ...where, field: where.field !== undefined ? `${where.field}.${key}` : key });
     }
   }
 }

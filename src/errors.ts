@@ -51,23 +51,39 @@ export class SagaError extends Error {
   }
 }
 
-/** A saga or worker definition is invalid. Names the saga, the step and the field. */
+/** Where in a saga or worker definition a problem is. */
+export interface DefinitionPlace {
+  readonly saga?: string;
+  readonly worker?: string;
+  readonly step?: string;
+  /** The field, relative to the step when `step` is given, e.g. `compensation.backoff.initialMs`. */
+  readonly field?: string;
+}
+
+/**
+ * A saga or worker definition is invalid. Names the saga (or worker), the step and the
+ * field, and the field's full path in what was passed to `defineSaga`, e.g.
+ * `steps.pay.compensation.backoff.initialMS`.
+ */
 export class SagaDefinitionError extends SagaError {
   readonly saga: string | undefined;
   readonly step: string | undefined;
   readonly field: string | undefined;
+  /** The full path of the field in the definition (`steps.<id>.` before a step's field); undefined when no field is named. */
+  readonly path: string | undefined;
 
-  constructor(problem: string, where: { saga?: string; step?: string; field?: string; worker?: string } = {}) {
+  constructor(problem: string, where: DefinitionPlace = {}) {
+    const path = where.field === undefined ? undefined : where.step !== undefined ? `steps.${where.step}.${where.field}` : where.field;
     const at = [
       where.saga !== undefined ? `saga '${where.saga}'` : undefined,
       where.worker !== undefined ? `worker '${where.worker}'` : undefined,
-      where.step !== undefined ? `step '${where.step}'` : undefined,
-      where.field !== undefined ? `field '${where.field}'` : undefined,
+      path !== undefined ? `field '${path}'` : where.step !== undefined ? `step '${where.step}'` : undefined,
     ].filter(Boolean);
     super('DEFINITION_INVALID', at.length > 0 ? `${at.join(', ')}: ${problem}` : problem);
     this.saga = where.saga;
     this.step = where.step;
     this.field = where.field;
+    this.path = path;
   }
 }
 
@@ -80,13 +96,22 @@ export class InvalidOptionError extends SagaError {
   }
 }
 
-/** A value that must cross the wire (saga input, step input, result) cannot be serialized as JSON. */
+/**
+ * A saga input or a step input is not a plain JSON value (see "What values can cross a
+ * step" in docs/guide.md). Raised by `run` before anything is dispatched; for a step of a
+ * later stage, whose input is computed from earlier results, it is that step's failure
+ * (`INPUT_NOT_SERIALIZABLE`, nothing was sent) and the saga compensates.
+ */
 export class InputNotSerializableError extends SagaError {
-  /** Where in the value the problem is, e.g. `input.items[2].price`. */
+  /** Where in the value the problem is, e.g. `input.items[2].price`, or `step 'charge' input.when`. */
   readonly path: string;
-  constructor(path: string, problem: string) {
-    super('INPUT_NOT_SERIALIZABLE', `${path} cannot be sent to a worker: ${problem}`);
+  /** The saga whose input it is, when known. */
+  readonly saga: string | undefined;
+  /** @param problem what the value at `path` is, e.g. `is a Date, not a plain JSON value; pass date.toISOString()`. */
+  constructor(path: string, problem: string, where: { saga?: string } = {}) {
+    super('INPUT_NOT_SERIALIZABLE', `${where.saga !== undefined ? `saga '${where.saga}': ` : ''}${path} ${problem}`);
     this.path = path;
+    this.saga = where.saga;
   }
 }
 
@@ -181,49 +206,90 @@ export interface ErrorInfo {
 /** Turns anything thrown into {@link ErrorInfo}. Non-scatter-saga errors are retryable worker errors. */
 export function toErrorInfo(error: unknown): ErrorInfo {
   if (error instanceof SagaError) return { code: error.code, message: error.message, retryable: error.retryable };
-  if (error instanceof Error) return { code: 'WORKER_ERROR', message: error.message, retryable: true };
+  if (error instanceof Error) return { code: 'WORKER_ERROR', message: thrownMessage(error), retryable: true };
   return workerErrorInfo(error);
 }
 
 /** Longest text kept from a thrown value that is not an Error. */
 const THROWN_TEXT_MAX = 500;
 
-/** What a thrown value that is not an Error says: `CODE: message` of an object that has them, or its JSON form. */
-function describeThrown(value: unknown): string {
-  if (value === undefined || value === null) return `worker code threw ${String(value)}`;
-  if (typeof value !== 'object') return String(value).slice(0, THROWN_TEXT_MAX);
-  const o = value as { message?: unknown; code?: unknown };
-  let message: string;
-  if (typeof o.message === 'string') message = o.message;
-  else {
-    let text: string;
-    try {
-      text = JSON.stringify(value) ?? String(value);
-    } catch {
-      text = Object.prototype.toString.call(value);
-    }
-    message = `worker code threw ${text.slice(0, THROWN_TEXT_MAX)}`;
+function clip(text: string): string {
+  return text.length > THROWN_TEXT_MAX ? `${text.slice(0, THROWN_TEXT_MAX)}...` : text;
+}
+
+function jsonOf(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return undefined;
   }
-  return typeof o.code === 'string' ? `${o.code}: ${message}` : message;
+}
+
+/**
+ * The message of anything thrown: an Error's own message, a plain object's `message`,
+ * or else a sentence naming `who` threw what, e.g. `the do of worker 'payments' threw
+ * undefined`, `... threw the string "sold out"`, `... threw an object that is not an
+ * Error: {"reason":"no stock"}`. Never `[object Object]`.
+ */
+export function thrownMessage(value: unknown, who = 'the code'): string {
+  if (value instanceof Error) {
+    return typeof value.message === 'string' && value.message !== '' ? value.message : `${who} threw ${article(value.name || 'Error')} with no message`;
+  }
+  switch (typeof value) {
+    case 'undefined':
+      return `${who} threw undefined`;
+    case 'string':
+      return `${who} threw the string ${clip(JSON.stringify(value))}`;
+    case 'number':
+    case 'boolean':
+      return `${who} threw the ${typeof value} ${String(value)}`;
+    case 'bigint':
+      return `${who} threw the BigInt ${String(value)}`;
+    case 'symbol':
+      return `${who} threw ${String(value)}`;
+    case 'function':
+      return `${who} threw a function${value.name ? ` (${value.name})` : ''}`;
+  }
+  if (value === null) return `${who} threw null`;
+  const o = value as { message?: unknown };
+  if (typeof o.message === 'string' && o.message !== '') return o.message;
+  const proto = Object.getPrototypeOf(value);
+  const className = (value as { constructor?: { name?: unknown } }).constructor?.name;
+  const kind = Array.isArray(value)
+    ? 'an array'
+    : proto === Object.prototype || proto === null
+      ? 'an object that is not an Error'
+      : `${article(typeof className === 'string' && className !== '' ? className : 'object')} that is not an Error`;
+  const text = jsonOf(value);
+  return `${who} threw ${kind}${text !== undefined ? `: ${clip(text)}` : ''}`;
+}
+
+/** `<who> threw: <message>` for an Error (or an object with a message), else what {@link thrownMessage} says. */
+export function threwText(value: unknown, who: string): string {
+  const own = value instanceof Error ? value.message : value !== null && typeof value === 'object' ? (value as { message?: unknown }).message : undefined;
+  return typeof own === 'string' && own !== '' ? `${who} threw: ${own}` : thrownMessage(value, who);
+}
+
+function article(name: string): string {
+  return /^[AEIOU]/i.test(name) ? `an ${name}` : `a ${name}`;
 }
 
 /**
  * What a failure of user code (a worker's `do` or `compensate`) becomes on the wire. The
  * code is always `WORKER_ERROR`: the host ran the code under its claim and it failed, which
  * is what the coordinator relies on. A `TerminalError` (or any error with `retryable: false`)
- * is terminal, anything else retryable. A code of the thrown value (a `SagaError`'s, or a
- * plain object's `code`) is kept in the message, as is a plain object's own `message`.
+ * is terminal, anything else retryable. The message is the thrown value's own (see
+ * {@link thrownMessage}; `who` names the code that threw, e.g. `the do of worker 'payments'`);
+ * its own `code` (a `SagaError`'s, an Error's or a plain object's) and its `detail` are kept
+ * in `detail`.
  */
-export function workerErrorInfo(error: unknown): ErrorInfo {
+export function workerErrorInfo(error: unknown, who = 'worker code'): ErrorInfo {
   const detail = detailOf(error);
   const withDetail = detail === undefined ? {} : { detail };
-  if (error instanceof SagaError) {
-    const message = error.code === 'WORKER_ERROR' ? error.message : `${error.code}: ${error.message}`;
-    return { code: 'WORKER_ERROR', message, retryable: error.retryable, ...withDetail };
-  }
-  if (error instanceof Error) return { code: 'WORKER_ERROR', message: error.message || error.name, retryable: true, ...withDetail };
+  if (error instanceof SagaError) return { code: 'WORKER_ERROR', message: thrownMessage(error, who), retryable: error.retryable, ...withDetail };
+  if (error instanceof Error) return { code: 'WORKER_ERROR', message: thrownMessage(error, who), retryable: true, ...withDetail };
   const retryable = !(typeof error === 'object' && error !== null && (error as { retryable?: unknown }).retryable === false);
-  return { code: 'WORKER_ERROR', message: describeThrown(error), retryable, ...withDetail };
+  return { code: 'WORKER_ERROR', message: thrownMessage(error, who), retryable, ...withDetail };
 }
 
 /** Largest detail kept, in bytes of JSON. */

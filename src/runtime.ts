@@ -14,7 +14,7 @@ import { createWorkerHost } from './actors/worker-host.ts';
 import type { WorkerHost } from './actors/worker-host.ts';
 import { requestOf } from './actors/worker-actor.ts';
 import type { Ownership } from './coordination/ownership.ts';
-import { InvalidOptionError, JournalUnavailableError, SagaDefinitionError, SagaError, WorkerNotHostedError } from './errors.ts';
+import { InvalidOptionError, JournalUnavailableError, SagaDefinitionError, SagaError, threwText, WorkerNotHostedError } from './errors.ts';
 import { assertSerializable, fingerprint } from './machines/serializable.ts';
 import { Admission } from './runtime/admission.ts';
 import type { Runtime } from './runtime/api.ts';
@@ -114,13 +114,13 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     run: async function run(saga: SagaDefinition, input: unknown, options: RunOptions = {}): Promise<SagaOutcome> {
       driver.ensureOpen();
       if (saga === null || typeof saga !== 'object' || (saga as SagaDefinition).kind !== 'saga') {
-        throw new SagaDefinitionError('run needs a saga made with defineSaga(...)');
+        throw new SagaDefinitionError(`run needs a saga made with defineSaga(...), got ${saga === null ? 'null' : typeof saga === 'object' ? 'an object without kind: "saga"' : typeof saga}`);
       }
       if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
       for (const k of Object.keys(options)) if (k !== 'sagaId') throw new InvalidOptionError(k, 'unknown option (allowed: sagaId)');
       const def = saga as SagaDefinition;
       driver.register(def);
-      assertSerializable(input, 'input');
+      assertSerializable(input, 'input', def.name);
       const sagaId = options.sagaId ?? randomUUID();
       if (typeof sagaId !== 'string' || sagaId.length === 0 || Buffer.byteLength(sagaId, 'utf8') > 256) throw new InvalidOptionError('sagaId', 'must be a non-empty string of at most 256 bytes in UTF-8');
       // Root steps' inputs are derived now so that a bad one rejects run before any dispatch.
@@ -131,9 +131,9 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         try {
           stepInput = p.input(input, {});
         } catch (error) {
-          throw new SagaDefinitionError(`input function threw: ${(error as Error)?.message ?? String(error)}`, { saga: def.name, step: p.id, field: 'input' });
+          throw new SagaDefinitionError(threwText(error, 'the input function'), { saga: def.name, step: p.id, field: 'input' });
         }
-        assertSerializable(stepInput, `step '${p.id}' input`);
+        assertSerializable(stepInput, `step '${p.id}' input`, def.name);
         rootInputs[p.id] = stepInput;
         // A first request the transport would refuse (over the payload limit): reject now, with nothing dispatched.
         const refused = transport.check?.(

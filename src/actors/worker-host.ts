@@ -7,12 +7,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
-import { InvalidOptionError, SagaError, toErrorInfo, workerErrorInfo } from '../errors.ts';
+import { InvalidOptionError, SagaDefinitionError, SagaError, toErrorInfo, workerErrorInfo } from '../errors.ts';
 import type { ErrorInfo } from '../errors.ts';
 import { isBusy } from '../machines/key-machine.ts';
 import { replies, startRequest, stepRequest } from '../machines/host-protocol.ts';
 import type { Claim, HostCommand, HostEvent, RequestSetup, RequestState, RunOutcome } from '../machines/host-protocol.ts';
-import { assertSerializable, fingerprint } from '../machines/serializable.ts';
+import { describeNotJson, findNotJson, fingerprint } from '../machines/serializable.ts';
 import { memoryDedupStore } from '../store/memory.ts';
 import { parseRequest } from '../transport/protocol.ts';
 import { systemClock } from '../clock.ts';
@@ -275,7 +275,7 @@ class RequestRun {
     Promise.resolve(work).then(
       (value) => this.ran(cmd.op === 'compensate' ? { event: { type: 'COMPENSATION.OK' } } : this.doneWith(value)),
       (error: unknown) => {
-        const info = workerErrorInfo(error);
+        const info = workerErrorInfo(error, `the ${cmd.op} of worker '${req.worker}'`);
         if (cmd.op === 'do') return this.ran({ event: { type: 'DO.FAILED', error: info } });
         host.logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key, err: info }, 'compensation failed');
         this.ran({ event: { type: 'COMPENSATION.FAILED', error: { ...info, code: 'COMPENSATION_FAILED', retryable: true } } });
@@ -284,16 +284,17 @@ class RequestRun {
   }
 
   private doneWith(value: unknown): RunOutcome {
-    try {
-      assertSerializable(value, `result of worker '${this.setup.req.worker}'`);
-      return { event: { type: 'DO.OK', result: value } };
-    } catch (error) {
-      // The effect was applied but its result cannot travel: keep the key undoable, report it in doubt.
-      const { req } = this.setup;
-      const unsendable: ErrorInfo = { code: 'RESULT_NOT_SERIALIZABLE', message: toErrorInfo(error).message, retryable: false };
-      this.host.logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, err: unsendable }, 'worker returned a result that cannot be serialized');
-      return { event: { type: 'DO.OK', result: undefined }, unsendable };
-    }
+    const notJson = findNotJson(value, 'result');
+    if (notJson === undefined) return { event: { type: 'DO.OK', result: value } };
+    // The effect was applied but its result cannot be stored or returned: keep the key undoable, report it in doubt.
+    const { req } = this.setup;
+    const unsendable: ErrorInfo = {
+      code: 'RESULT_NOT_SERIALIZABLE',
+      message: `the do of worker '${req.worker}' for step '${req.stepId}' of saga '${req.sagaId}' returned a result that cannot be stored or returned: ${describeNotJson(notJson)}. Its effect applied: the step is in doubt and is compensated`,
+      retryable: false,
+    };
+    this.host.logger.warn({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, path: notJson.path, err: unsendable }, 'worker returned a result that is not plain JSON');
+    return { event: { type: 'DO.OK', result: undefined }, unsendable };
   }
 
   private ran(outcome: RunOutcome): void {
@@ -323,9 +324,9 @@ function contextOf(req: WorkerRequest, logger: Logger, running: Running, fencing
 /** Creates a worker host for these workers; `serve(transport)` puts it to work. `runtime.host()` and `serveWorkers()` use it. */
 export function createWorkerHost(workers: readonly WorkerDefinition[], options: WorkerHostOptions = {}): WorkerHost {
   const byName = new Map<string, WorkerDefinition>();
-  for (const w of workers) {
+  for (const [i, w] of workers.entries()) {
     if (w === null || typeof w !== 'object' || w.kind !== 'worker') {
-      throw new SagaError('DEFINITION_INVALID', 'a worker host serves definitions made with defineWorker(...)');
+      throw new SagaDefinitionError(`a worker host serves definitions made with defineWorker(...); workers[${i}] is ${w === null ? 'null' : typeof w === 'object' ? 'an object without kind: "worker"' : typeof w}`);
     }
     if (byName.has(w.name)) throw new SagaError('WORKER_ALREADY_HOSTED', `worker '${w.name}' is given twice`);
     byName.set(w.name, w);

@@ -44,7 +44,7 @@ export interface RequestSetup {
 /** How user code ended. */
 export interface RunOutcome {
   readonly event: Extract<KeyEvent, { type: 'DO.OK' | 'DO.FAILED' | 'COMPENSATION.OK' | 'COMPENSATION.FAILED' }>;
-  /** The do applied but its result cannot be sent: the answer is RESULT_NOT_SERIALIZABLE (in doubt). */
+  /** The do applied but its result cannot be stored or returned (not plain JSON): the answer is RESULT_NOT_SERIALIZABLE (in doubt). */
   readonly unsendable?: ErrorInfo;
 }
 
@@ -146,7 +146,7 @@ function storedReply(setup: RequestSetup, rec: KeyRecord): WorkerReply {
   // A do whose result could not be sent keeps answering so: the step stays in doubt.
   if (rec.state === 'done') return rec.error !== undefined ? { ok: false, error: rec.error } : { ok: true, result: rec.result };
   if (rec.state === 'uncertain') return replies.outcomeUnknown(setup.req, 'an earlier run was interrupted and may have applied');
-  return { ok: false, error: rec.error ?? { code: 'WORKER_ERROR', message: `do of key ${setup.req.key} failed`, retryable: false } };
+  return { ok: false, error: rec.error ?? { code: 'WORKER_ERROR', message: `the do of worker '${setup.req.worker}' for key ${setup.req.key} failed`, retryable: false } };
 }
 
 /** Decides from a fresh read: answer, write and answer, claim and run, or wait. */

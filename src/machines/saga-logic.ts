@@ -5,7 +5,7 @@
  * runtime must perform. No I/O, no clock, no randomness.
  */
 import type { ErrorInfo } from '../errors.ts';
-import { SagaError, toErrorInfo } from '../errors.ts';
+import { SagaError, threwText, toErrorInfo } from '../errors.ts';
 import type { Backoff, RemainingEffect, SagaDefinition, SagaOutcome, StepFailure, StepPlan } from '../types.ts';
 import { assertSerializable } from './serializable.ts';
 
@@ -215,13 +215,13 @@ export function dispatchReady(def: SagaDefinition, keyOf: KeyFn, ctx: SagaContex
     try {
       if (input === undefined) {
         input = p.input(next.input, resultsOf(def, next, p.after));
-        assertSerializable(input, `step '${p.id}' input`);
+        assertSerializable(input, `step '${p.id}' input`, def.name);
       }
     } catch (error) {
       const info =
         error instanceof SagaError
           ? { ...toErrorInfo(error), retryable: false }
-          : { code: 'STEP_INPUT_FAILED', message: `input of step '${p.id}' threw: ${toErrorInfo(error).message}`, retryable: false };
+          : { code: 'STEP_INPUT_FAILED', message: threwText(error, `the input function of step '${p.id}' (saga '${def.name}')`), retryable: false };
       next = put(next, p.id, { status: 'failed' });
       next = { ...next, failures: [...next.failures, { stepId: p.id, worker: p.worker, reason: 'input-failed', attempt: 0, error: info, inDoubt: false }] };
       continue;
@@ -339,7 +339,7 @@ export function recordTimeout(def: SagaDefinition, ctx: SagaContext, ev: { stepI
     worker: p.worker,
     reason: 'timed-out',
     attempt: ev.attempt,
-    error: { code: 'STEP_TIMED_OUT', message: `step '${ev.stepId}' did not answer within ${p.timeoutMs} ms`, retryable: false },
+    error: { code: 'STEP_TIMED_OUT', message: `step '${ev.stepId}' (worker '${p.worker}') did not answer within ${p.timeoutMs} ms (attempt ${ev.attempt})`, retryable: false },
     inDoubt: true,
   };
   return { ...put(ctx, ev.stepId, { status: 'inDoubt' }), failures: [...ctx.failures, failure] };
@@ -518,7 +518,7 @@ export function recordCompensationFailure(
   const s = ctx.steps[ev.stepId] as StepState;
   const error = ev.error ?? {
     code: 'STEP_TIMED_OUT',
-    message: `compensation of step '${ev.stepId}' did not answer within ${p.compensation.timeoutMs} ms`,
+    message: `the compensation of step '${ev.stepId}' (worker '${p.worker}') did not answer within ${p.compensation.timeoutMs} ms (attempt ${ev.attempt})`,
     retryable: true,
   };
   const cancel: SagaCommand = { type: 'cancel', timerId: compTimer(ev.stepId) };

@@ -1,66 +1,120 @@
 /**
- * Checks that a value survives JSON unchanged (what crosses the wire to a worker),
- * and hashes values for idempotency keys. Pure.
+ * The rule for values that cross a step (saga input, step inputs, results): plain JSON
+ * values only, checked the same way whatever the transport; and stable hashes of such
+ * values for idempotency keys. Pure.
  */
 import { createHash } from 'node:crypto';
 import { InputNotSerializableError } from '../errors.ts';
 
 /**
- * Throws {@link InputNotSerializableError} naming the exact path of the first value
- * that JSON cannot carry faithfully: functions, symbols, BigInt, cycles, non-finite
- * numbers, `undefined` in arrays, and class instances other than Date.
+ * What is wrong with a value that is not plain JSON: where (`path`), what it is, and
+ * what to pass instead.
  */
-export function assertSerializable(value: unknown, path = 'input'): void {
-  if (value === null || typeof value !== 'object') walk(value, path, EMPTY);
-  else walk(value, path, new Set());
+export interface NotJson {
+  /** Where in the value, e.g. `input.items[2].when`. */
+  readonly path: string;
+  /** What it is, e.g. `a Date`. */
+  readonly what: string;
+  /** What to pass instead, e.g. `pass date.toISOString()`. */
+  readonly fix: string;
 }
 
-/** Never written to: primitives need no cycle bookkeeping. */
-const EMPTY: Set<object> = new Set();
+/** `input.when is a Date, not a plain JSON value; pass date.toISOString()`. */
+export function describeNotJson(n: NotJson): string {
+  return `${n.path} is ${n.what}, not a plain JSON value; ${n.fix}`;
+}
 
-function walk(value: unknown, path: string, seen: Set<object>): void {
+/**
+ * The first part of a value that is not a plain JSON value, or undefined when there is
+ * none. Plain JSON values are what every step input and result must be, on every
+ * transport alike: null, booleans, strings, finite numbers, arrays of them and plain
+ * objects of them (`{}` or `Object.create(null)`). Anything JSON would change or drop
+ * is refused: Date, Map, Set, class instances, typed arrays, BigInt, functions, symbols,
+ * NaN and Infinity, `undefined` inside an array, cycles. A property whose value is
+ * `undefined` is left out, as JSON leaves it out; a value that is `undefined` as a whole
+ * stands for no value.
+ */
+export function findNotJson(value: unknown, path: string): NotJson | undefined {
+  if (value === null || typeof value !== 'object') return primitive(value, path);
+  return walk(value, path, new Set());
+}
+
+/**
+ * Throws {@link InputNotSerializableError} naming the exact path of the first part of
+ * `value` that is not a plain JSON value (see {@link findNotJson}), and `saga` when given.
+ */
+export function assertSerializable(value: unknown, path = 'input', saga?: string): void {
+  const bad = findNotJson(value, path);
+  if (bad !== undefined) throw new InputNotSerializableError(bad.path, `is ${bad.what}, not a plain JSON value; ${bad.fix}`, saga !== undefined ? { saga } : {});
+}
+
+function primitive(value: unknown, path: string): NotJson | undefined {
   switch (typeof value) {
-    case 'string':
-    case 'boolean':
-      return;
     case 'number':
-      if (!Number.isFinite(value)) throw new InputNotSerializableError(path, `${value} is not a finite number`);
-      return;
-    case 'undefined':
-      return;
+      return Number.isFinite(value) ? undefined : { path, what: String(value), fix: `JSON has no ${Number.isNaN(value) ? 'NaN' : 'Infinity'}: pass null or a string` };
     case 'bigint':
-      throw new InputNotSerializableError(path, 'BigInt values have no JSON form (send them as strings)');
+      return { path, what: 'a BigInt', fix: 'pass it as a string (n.toString())' };
     case 'function':
-      throw new InputNotSerializableError(path, 'functions cannot be serialized');
+      return { path, what: 'a function', fix: 'pass data, not code' };
     case 'symbol':
-      throw new InputNotSerializableError(path, 'symbols cannot be serialized');
+      return { path, what: 'a symbol', fix: 'pass a string' };
+    default:
+      return undefined;
   }
-  if (value === null) return;
-  const obj = value as object;
-  if (seen.has(obj)) throw new InputNotSerializableError(path, 'the value contains a cycle');
-  if (obj instanceof Date) return;
+}
+
+/** What to pass instead of an instance of a well-known class. */
+const INSTEAD: Readonly<Record<string, string>> = {
+  Date: 'pass date.toISOString()',
+  Map: 'pass Object.fromEntries(map), or [...map] for keys that are not strings',
+  Set: 'pass [...set]',
+  Promise: 'await it first',
+  RegExp: 'pass its source as a string',
+  URL: 'pass url.href',
+};
+
+function instanceOf(obj: object, path: string): NotJson {
+  const name = (obj as { constructor?: { name?: unknown } }).constructor?.name;
+  const kind = typeof name === 'string' && name !== '' ? name : undefined;
+  if (kind !== undefined && Object.prototype.hasOwnProperty.call(INSTEAD, kind)) return { path, what: `a ${kind}`, fix: INSTEAD[kind] as string };
+  if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer) return { path, what: `a ${kind ?? 'binary buffer'}`, fix: 'pass its bytes as a base64 string' };
+  if (obj instanceof Error) return { path, what: `an ${kind ?? 'Error'}`, fix: 'pass { code, message } as a plain object' };
+  return { path, what: kind !== undefined ? `a ${kind} instance` : 'an object with a prototype', fix: 'pass a plain object (JSON would drop its class and methods)' };
+}
+
+function walk(obj: object, path: string, seen: Set<object>): NotJson | undefined {
+  if (seen.has(obj)) return { path, what: 'a reference back to an enclosing value (a cycle)', fix: 'JSON cannot hold cycles: pass a tree' };
+  const isArray = Array.isArray(obj);
+  if (!isArray) {
+    const proto = Object.getPrototypeOf(obj);
+    if (proto !== Object.prototype && proto !== null) return instanceOf(obj, path);
+  }
   seen.add(obj);
-  if (Array.isArray(obj)) {
-    for (let i = 0; i < obj.length; i++) {
-      if (obj[i] === undefined) throw new InputNotSerializableError(`${path}[${i}]`, 'undefined inside an array becomes null in JSON');
-      walk(obj[i], `${path}[${i}]`, seen);
+  let bad: NotJson | undefined;
+  if (isArray) {
+    const arr = obj as unknown[];
+    for (let i = 0; i < arr.length && bad === undefined; i++) {
+      const v = arr[i];
+      if (v === undefined) bad = { path: `${path}[${i}]`, what: 'undefined inside an array', fix: 'JSON would turn it into null: pass null' };
+      else bad = v === null || typeof v !== 'object' ? primitive(v, `${path}[${i}]`) : walk(v, `${path}[${i}]`, seen);
     }
   } else {
-    const proto = Object.getPrototypeOf(obj);
-    if (proto !== Object.prototype && proto !== null) {
-      const kind = (obj as { constructor?: { name?: string } }).constructor?.name ?? 'object';
-      throw new InputNotSerializableError(path, `a ${kind} instance would lose its type in JSON (send plain objects)`);
+    const rec = obj as Record<string, unknown>;
+    for (const key of Object.keys(rec)) {
+      const v = rec[key];
+      if (v === undefined) continue;
+      bad = v === null || typeof v !== 'object' ? primitive(v, `${path}.${key}`) : walk(v, `${path}.${key}`, seen);
+      if (bad !== undefined) break;
     }
-    for (const key of Object.keys(obj)) walk((obj as Record<string, unknown>)[key], `${path}.${key}`, seen);
   }
   seen.delete(obj);
+  return bad;
 }
 
 /** JSON with object keys sorted, so equal values always give equal text. */
 export function stableStringify(value: unknown): string {
   if (value === undefined) return 'null';
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (value instanceof Date) return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(stableStringify).join(',')}]`;
   const obj = value as Record<string, unknown>;
   const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();

@@ -17,13 +17,24 @@ export interface RuntimeEvents {
   outcome: SagaOutcome & { readonly saga: string; readonly version: number };
 }
 
-/** What an operator sees of one saga. */
+/**
+ * What an operator sees of one saga: live when this runtime drives it, else as its
+ * journal last recorded it (a running saga's last checkpoint; a finished or parked
+ * saga's final state).
+ */
 export interface SagaStatus {
   readonly sagaId: string;
   readonly saga: string;
   readonly version: number;
   /** The machine state: dispatching, gathering, compensating, compensationFailed, committed, compensated. */
   readonly state: MachineStateName;
+  /**
+   * Every step's status. At the end: `committed` (kept), `compensated` (undone, or
+   * released by a join that kept others), `failed` (applied nothing), `pending` (never
+   * ran); parked: `compensationFailed` for an undo that exhausted its retries, `committed`
+   * or `inDoubt` for one blocked behind it. Empty only for a running saga that another
+   * coordinator started and whose definition this runtime was not given.
+   */
   readonly steps: Readonly<Record<string, StepStatus>>;
   readonly outcome: SagaOutcome | undefined;
 }

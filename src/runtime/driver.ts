@@ -6,7 +6,7 @@
  * outcomes once they are journaled, and starts, restores and takes sagas over.
  */
 import { createActor, enqueueActions, setup, spawnChild } from 'xstate';
-import type { Actor, AnyActorRef } from 'xstate';
+import type { Actor, AnyActorRef, InspectionEvent } from 'xstate';
 import { TimerWheel, timerLogic } from '../actors/timer.ts';
 import type { TimerEvent } from '../actors/timer.ts';
 import { workerActorLogic } from '../actors/worker-actor.ts';
@@ -21,6 +21,7 @@ import type { Clock, DeadLetter, Logger, SagaDefinition, SagaOutcome, SagaRecord
 import type { Admission } from './admission.ts';
 import type { RuntimeEvents } from './api.ts';
 import type { ResolvedOptions } from './options.ts';
+import { LOG_MSG, outcomeFields, SagaTrace } from './saga-log.ts';
 
 /** Compare-and-set tries of a takeover, and the pause between them (growing). */
 const TAKEOVER_TRIES = 5;
@@ -53,6 +54,8 @@ export interface Live {
   barrier: Promise<boolean> | undefined;
   /** Stopped in this runtime (fenced, journal unavailable, closed): it sends and writes nothing more. */
   stopped: boolean;
+  /** Its debug lines; undefined when the logger's level was above debug as it started. */
+  readonly trace: SagaTrace | undefined;
 }
 
 interface RootContext {
@@ -83,6 +86,17 @@ const runtimeRoot = setup({
     },
   },
 });
+
+/** The inspector a saga actor gets: the runtime's (`inspect` option), its trace's, both, or none. */
+function inspectors(user: ResolvedOptions['inspect'], trace: SagaTrace | undefined): ResolvedOptions['inspect'] {
+  if (trace === undefined) return user;
+  if (user === undefined) return trace.inspect;
+  return (ev: InspectionEvent) => {
+    if (typeof user === 'function') user(ev);
+    else user.next?.(ev);
+    trace.inspect(ev);
+  };
+}
 
 export class SagaDriver {
   readonly store: SagaStore;
@@ -280,8 +294,19 @@ export class SagaDriver {
 
   private send(entry: Live, workerName: string, ev: WorkerActorEvent): void {
     const barrier = entry.barrier;
-    if (barrier === undefined) this.workerRef(workerName)?.send(ev);
-    else void barrier.then((ok) => ok && !entry.stopped && this.workerRef(workerName)?.send(ev));
+    if (barrier === undefined) {
+      const ref = this.workerRef(workerName);
+      if (ref === undefined) return;
+      ref.send(ev);
+      entry.trace?.sent(ev, true);
+      return;
+    }
+    void barrier.then((ok) => {
+      const ref = ok && !entry.stopped ? this.workerRef(workerName) : undefined;
+      if (ref === undefined) return;
+      ref.send(ev);
+      entry.trace?.sent(ev, false);
+    });
   }
 
   private perform(self: AnyActorRef, sagaId: string, cmd: SagaCommand): void {
@@ -308,7 +333,9 @@ export class SagaDriver {
         const fire = () => {
           if (self.getSnapshot().status === 'active') self.send(event);
         };
-        this.timer.send({ type: 'SCHEDULE', owner: self, id: cmd.timerId, delayMs: this.jittered(cmd.delayMs, cmd.jitter), fire } satisfies TimerEvent);
+        const delayMs = this.jittered(cmd.delayMs, cmd.jitter);
+        this.timer.send({ type: 'SCHEDULE', owner: self, id: cmd.timerId, delayMs, fire } satisfies TimerEvent);
+        if (event.type === 'STEP.RETRY_DUE' || event.type === 'COMPENSATION.RETRY_DUE') this.live.get(sagaId)?.trace?.retryScheduled(event, delayMs);
         return;
       }
       case 'cancel':
@@ -346,7 +373,7 @@ export class SagaDriver {
     const snap = entry.actor.getSnapshot();
     const state = snap.value as MachineStateName;
     const outcome = outcomeOf(entry.def, snap.context, state) as SagaOutcome;
-    const log = this.logger.child({ sagaId, saga: entry.def.name });
+    const logger = this.logger;
     this.timer.send({ type: 'CANCEL_ALL', owner: entry.actor } satisfies TimerEvent);
     if (outcome.status === 'compensation-failed') {
       entry.parked = true;
@@ -360,7 +387,7 @@ export class SagaDriver {
         parkedAt: this.clock.now(),
         timesParked: snap.context.timesParked,
       };
-      log.error({ remaining: outcome.remaining.map((r) => r.stepId), failures: outcome.failures }, 'saga parked: compensation failed');
+      if (logger.isLevelEnabled('error')) logger.error({ sagaId, saga: entry.def.name, ...outcomeFields(outcome, this.clock.now() - entry.header.startedAt) }, LOG_MSG.sagaParked);
       // The parked state and its dead letter are one write; then the operator is told.
       void this.journal(entry, { status: 'parked', snapshot: entry.actor.getPersistedSnapshot(), outcome: undefined, deadLetter: letter, parked: outcome }).then((ok) => {
         if (!ok || !entry.parked) return;
@@ -379,12 +406,12 @@ export class SagaDriver {
     void this.journal(entry, { status: outcome.status === 'committed' ? 'committed' : 'compensated', snapshot: summary, outcome }).then((ok) => {
       if (!ok) return;
       if (this.live.get(sagaId) === entry) this.live.delete(sagaId);
-      log.info({ status: outcome.status }, 'saga ended');
+      if (logger.isLevelEnabled('info')) logger.info({ sagaId, saga: entry.def.name, ...outcomeFields(outcome, this.clock.now() - entry.header.startedAt) }, LOG_MSG.ended);
       if (this.listeners.outcome.size > 0) this.emit('outcome', { ...outcome, saga: entry.def.name, version: entry.def.version });
       const waiters = entry.waiters;
       entry.waiters = [];
       for (const w of waiters) w.resolve(outcome);
-      this.store.archive(sagaId).catch((error: unknown) => log.warn({ err: error }, 'could not archive a finished saga; recover() archives it later'));
+      this.store.archive(sagaId).catch((error: unknown) => logger.warn({ err: error, sagaId }, 'could not archive a finished saga; recover() archives it later'));
     });
   }
 
@@ -403,6 +430,8 @@ export class SagaDriver {
   }
 
   start(def: SagaDefinition, header: Header, revision: number, from: { snapshot?: unknown; rootInputs?: Record<string, unknown>; recovered?: boolean }): Live {
+    const trace = this.logger.isLevelEnabled('debug') ? new SagaTrace(this.logger, def, header.sagaId, () => this.clock.now()) : undefined;
+    const inspect = inspectors(this.o.inspect, trace);
     const actor = createActor(this.machineOf(def), {
       id: header.sagaId,
       input: {
@@ -412,7 +441,7 @@ export class SagaDriver {
         ...(from.recovered === true ? { recovered: true } : {}),
       },
       ...(from.snapshot !== undefined ? { snapshot: from.snapshot as never } : {}),
-      ...(this.o.inspect ? { inspect: this.o.inspect } : {}),
+      ...(inspect !== undefined ? { inspect } : {}),
     });
     const entry: Live = {
       def,
@@ -427,7 +456,9 @@ export class SagaDriver {
       checkpointQueued: false,
       barrier: undefined,
       stopped: false,
+      trace,
     };
+    trace?.started(from.snapshot !== undefined || from.recovered === true);
     this.live.set(header.sagaId, entry);
     this.admission.enter();
     return entry;

@@ -88,12 +88,27 @@ export async function status(driver: SagaDriver, sagaId: string): Promise<SagaSt
   }
   const rec: SagaRecord | undefined = await driver.store.get(sagaId);
   if (rec === undefined) return undefined;
+  return recordStatus(rec, driver.definitionOf(rec));
+}
+
+/**
+ * What a journal record says of a saga. A finished saga's record keeps each step's last
+ * status; a running saga's, the statuses of its last checkpoint. A record with no
+ * checkpoint yet (the intent alone) has sent its first steps, or is sending them: with
+ * the saga's definition at hand they show `dispatched` and the others `pending`.
+ */
+export function recordStatus(rec: SagaRecord, def: SagaDefinition | undefined): SagaStatus {
   const snap = rec.snapshot as { value?: MachineStateName; context?: SagaContext } | undefined;
   const steps: Record<string, StepStatus> = {};
-  for (const [id, s] of Object.entries(snap?.context?.steps ?? {})) steps[id] = s.status;
-  const state: MachineStateName = rec.outcome?.status === 'committed' ? 'committed' : rec.outcome !== undefined ? 'compensated' : (snap?.value ?? 'dispatching');
+  let state: MachineStateName = rec.outcome?.status === 'committed' ? 'committed' : rec.outcome !== undefined ? 'compensated' : (snap?.value ?? 'dispatching');
+  if (snap?.context?.steps !== undefined) {
+    for (const [id, s] of Object.entries(snap.context.steps)) steps[id] = s.status;
+  } else if (def !== undefined && rec.outcome === undefined) {
+    for (const p of def.steps) steps[p.id] = p.after.length === 0 ? 'dispatched' : 'pending';
+    state = 'gathering';
+  }
   // Parked by another coordinator: the record carries its compensation-failed outcome.
-  return { sagaId, saga: rec.saga, version: rec.version, state, steps, outcome: rec.outcome ?? (rec.status === 'parked' ? rec.parked : undefined) };
+  return { sagaId: rec.sagaId, saga: rec.saga, version: rec.version, state, steps, outcome: rec.outcome ?? (rec.status === 'parked' ? rec.parked : undefined) };
 }
 
 /** The dead letters of parked sagas, from the store. */

@@ -14,7 +14,7 @@ export function memoryTransport(): Transport {
 
   return {
     request(request: WorkerRequest): Promise<WorkerReply> {
-      if (closed) return Promise.reject(new TransportError('TRANSPORT_ERROR', 'the in-memory transport is closed', { retryable: false, notSent: true }));
+      if (closed) return Promise.reject(new TransportError('TRANSPORT_ERROR', `the ${request.op} of step '${request.stepId}' was not sent to worker '${request.worker}': the in-memory transport is closed`, { retryable: false, notSent: true }));
       const handler = handlers.get(request.worker);
       if (handler === undefined) {
         return Promise.reject(new TransportError('NO_RESPONDERS', `no host serves worker '${request.worker}'`));

@@ -70,7 +70,29 @@ describe('defineSaga', () => {
     expect(e.saga).toBe('trip');
     expect(e.step).toBe('a');
     expect(e.field).toBe('timeout');
-    expect(e.message).toMatch(/saga 'trip', step 'a', field 'timeout'/);
+    expect(e.path).toBe('steps.a.timeout');
+    expect(e.message).toMatch(/^saga 'trip', field 'steps\.a\.timeout': unknown option 'timeout'/);
+  });
+
+  it.each([
+    ['a step compensation backoff', { steps: { pay: { worker: 'w', compensation: { backoff: { initialMS: 1 } } } } }, 'pay', 'compensation.backoff.initialMS', 'steps.pay.compensation.backoff.initialMS'],
+    ['a step backoff', { steps: { pay: { worker: 'w', backoff: { maxMS: 1 } } } }, 'pay', 'backoff.maxMS', 'steps.pay.backoff.maxMS'],
+    ['a step compensation', { steps: { pay: { worker: 'w', compensation: { retry: 1 } } } }, 'pay', 'compensation.retry', 'steps.pay.compensation.retry'],
+    ['the saga compensation backoff', { steps: { pay: { worker: 'w' } }, compensation: { backoff: { initialMS: 1 } } }, undefined, 'compensation.backoff.initialMS', 'compensation.backoff.initialMS'],
+    ['a quorum join', { steps: { pay: { worker: 'w' } }, join: { kind: 'quorum', n: 1, of: 2 } }, undefined, 'join.of', 'join.of'],
+  ])('names the full path of a typo in %s', (_label, spec, step, field, path) => {
+    const e = definitionError(() => defineSaga({ name: 'trip', version: 1, ...spec } as never));
+    expect(e.step).toBe(step);
+    expect(e.field).toBe(field);
+    expect(e.path).toBe(path);
+    expect(e.message).toContain(`field '${path}'`);
+  });
+
+  it('suggests the option a typo differs from only in case', () => {
+    const e = definitionError(() => defineSaga({ ...ok, steps: { pay: { worker: 'w', compensation: { backoff: { initialMS: 1 } } } } } as never));
+    expect(e.message).toBe(
+      "saga 'trip', field 'steps.pay.compensation.backoff.initialMS': unknown option 'initialMS' (allowed: initialMs, factor, maxMs, jitter); did you mean 'initialMs'?",
+    );
   });
 
   it.each([
@@ -87,6 +109,7 @@ describe('defineSaga', () => {
     const e = definitionError(() => defineSaga({ ...ok, steps: { a: { worker: 'w', ...extra } } } as never));
     expect(e.step).toBe('a');
     expect(e.field).toBe(field);
+    expect(e.message).toContain(`field 'steps.a.${field}'`);
   });
 
   it('rejects bad versions and names', () => {

@@ -270,6 +270,9 @@ describe('worker host', () => {
   });
 
   it('puts WORKER_ERROR on the wire for whatever user code throws, keeping its message, and its code and detail in `detail` (never "[object Object]")', async () => {
+    class Refusal {
+      constructor(readonly why: string) {}
+    }
     const thrown: unknown[] = [
       { code: 'CARD_DECLINED', message: 'insufficient funds', detail: { left: 3 } },
       { reason: 'no stock', retryable: false },
@@ -283,6 +286,11 @@ describe('worker host', () => {
         cyclic.self = cyclic;
         return { message: 'cyclic', detail: cyclic };
       })(),
+      404,
+      null,
+      new TypeError(),
+      new Refusal('closed'),
+      ['a', 1],
     ];
     let i = 0;
     const h = harness({
@@ -293,16 +301,34 @@ describe('worker host', () => {
     const replies = [];
     for (let a = 1; a <= thrown.length; a++) replies.push(await h.host.handle(h.req('do', { key: `k${a}` })));
     expect(replies).toEqual([
-      { ok: false, error: { code: 'WORKER_ERROR', message: 'CARD_DECLINED: insufficient funds', retryable: true, detail: { code: 'CARD_DECLINED', detail: { left: 3 } } } },
-      { ok: false, error: { code: 'WORKER_ERROR', message: 'worker code threw {"reason":"no stock","retryable":false}', retryable: false } },
-      { ok: false, error: { code: 'WORKER_ERROR', message: 'worker code threw undefined', retryable: true } },
-      { ok: false, error: { code: 'WORKER_ERROR', message: 'just a string', retryable: true } },
-      // A code that means "nothing ran" from the host's side is never passed through from user code.
-      { ok: false, error: { code: 'WORKER_ERROR', message: 'PROTOCOL_ERROR: a worker must not answer for the host', retryable: false, detail: { code: 'PROTOCOL_ERROR' } } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'insufficient funds', retryable: true, detail: { code: 'CARD_DECLINED', detail: { left: 3 } } } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: `the do of worker 'pay' threw an object that is not an Error: {"reason":"no stock","retryable":false}`, retryable: false } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: "the do of worker 'pay' threw undefined", retryable: true } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: `the do of worker 'pay' threw the string "just a string"`, retryable: true } },
+      // A code that means "nothing ran" from the host's side is never passed through from user code: it is kept in detail.
+      { ok: false, error: { code: 'WORKER_ERROR', message: 'a worker must not answer for the host', retryable: false, detail: { code: 'PROTOCOL_ERROR' } } },
       { ok: false, error: { code: 'WORKER_ERROR', message: 'connect ECONNREFUSED', retryable: true, detail: { code: 'ECONNREFUSED' } } },
       { ok: false, error: { code: 'WORKER_ERROR', message: 'big', retryable: true, detail: { code: 42, detail: '(a detail of 10010 bytes of JSON, over 4096, was left out)' } } },
       { ok: false, error: { code: 'WORKER_ERROR', message: 'cyclic', retryable: true, detail: { detail: expect.stringMatching(/^\(a detail that is not JSON was left out: /) } } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: "the do of worker 'pay' threw the number 404", retryable: true } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: "the do of worker 'pay' threw null", retryable: true } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: "the do of worker 'pay' threw a TypeError with no message", retryable: true } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: `the do of worker 'pay' threw a Refusal that is not an Error: {"why":"closed"}`, retryable: true } },
+      { ok: false, error: { code: 'WORKER_ERROR', message: `the do of worker 'pay' threw an array: ["a",1]`, retryable: true } },
     ]);
+  });
+
+  it('names the compensate that threw a value that is not an Error', async () => {
+    const h = harness({
+      compImpl: async () => {
+        throw 'cannot refund';
+      },
+    });
+    await h.host.handle(h.req('do'));
+    expect(await h.host.handle(h.req('compensate'))).toMatchObject({
+      ok: false,
+      error: { code: 'COMPENSATION_FAILED', message: `the compensate of worker 'pay' threw the string "cannot refund"`, retryable: true },
+    });
   });
 
   it('rejects an idempotency key reused with a different input', async () => {

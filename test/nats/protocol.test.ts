@@ -193,9 +193,9 @@ describe('the points docs/protocol.md makes exact', () => {
     expect(calls.compensate.length).toBe(before);
   });
 
-  it('worker code throwing a host code still answers WORKER_ERROR, with that code in the message', async () => {
+  it('worker code throwing a host code still answers WORKER_ERROR, with that code in detail', async () => {
     const { reply } = await send(wire('do', hexKey(), { hostCode: 'NO_RESPONDERS' }));
-    expect(reply).toMatchObject({ ok: false, error: { code: 'WORKER_ERROR', message: 'NO_RESPONDERS: user code throwing a host code' } });
+    expect(reply).toEqual({ ok: false, error: { code: 'WORKER_ERROR', message: 'user code throwing a host code', retryable: false, detail: { code: 'NO_RESPONDERS' } } });
   });
 });
 

@@ -141,8 +141,8 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
   /** The server's own limit wins when it is lower. */
   const maxPayload = () => Math.min(o.maxPayload, nc.info?.max_payload ?? o.maxPayload);
 
-  const respond = (msg: Msg, reply: WorkerReply): void => {
-    const { body, headers } = encodeReply(reply, maxPayload());
+  const respond = (msg: Msg, reply: WorkerReply, req?: WorkerRequest): void => {
+    const { body, headers } = encodeReply(reply, maxPayload(), req === undefined ? undefined : `the ${req.op} of worker '${req.worker}' for step '${req.stepId}' of saga '${req.sagaId}'`);
     try {
       msg.respond(body, headers === undefined ? undefined : { headers });
     } catch (error) {
@@ -164,7 +164,7 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
     try {
       body = JSON.stringify(req);
     } catch (error) {
-      return new TransportError('PROTOCOL_ERROR', `the request cannot be encoded as JSON: ${(error as Error).message}`, { retryable: false, cause: error, notSent: true });
+      return new TransportError('PROTOCOL_ERROR', `the ${req.op} request of step '${req.stepId}' to worker '${req.worker}' cannot be encoded as JSON: ${(error as Error).message}`, { retryable: false, cause: error, notSent: true });
     }
     const limit = maxPayload();
     // The server counts the headers against max_payload with the body.
@@ -194,7 +194,7 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
     },
 
     async request(req: WorkerRequest, timeoutMs: number): Promise<WorkerReply> {
-      if (closed) throw new TransportError('TRANSPORT_ERROR', 'this NATS transport is closed', { retryable: false, notSent: true });
+      if (closed) throw new TransportError('TRANSPORT_ERROR', `the ${req.op} of step '${req.stepId}' was not sent to worker '${req.worker}': this NATS transport is closed`, { retryable: false, notSent: true });
       const encoded = encodeRequest(req);
       if (encoded instanceof Error) throw encoded;
       const timeout = Math.max(1, Math.ceil(timeoutMs));
@@ -233,7 +233,7 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
         if (!reply.ok && BAD_INPUT.has(reply.error.code)) {
           logger.warn({ subject: msg.subject, code: reply.error.code, reason: reply.error.message, sagaId: req.sagaId, stepId: req.stepId, key: req.key }, 'rejected a request');
         }
-        respond(msg, reply);
+        respond(msg, reply, req);
       };
 
       const onMessage = (msg: Msg): void => {

@@ -146,13 +146,14 @@ const ERROR_HEADER_ROOM = 128;
  * nothing ran: a result that is over the limit is answered RESULT_TOO_LARGE, one that
  * cannot be encoded RESULT_NOT_SERIALIZABLE (both leave the step in doubt, so it is
  * compensated); an error whose message is too long keeps its code with a shortened message.
+ * `about` names the request in those messages, e.g. `the do of worker 'payments' for step 'charge' of saga 'order-42'`.
  */
-export function encodeReply(reply: WorkerReply, maxPayload: number): { body: string; headers: MsgHdrs | undefined } {
+export function encodeReply(reply: WorkerReply, maxPayload: number, about = 'the operation'): { body: string; headers: MsgHdrs | undefined } {
   let body: string;
   try {
     body = JSON.stringify(reply);
   } catch (error) {
-    const message = `the reply cannot be encoded as JSON (${(error as Error).message}); the operation may have applied`;
+    const message = `the reply to ${about} cannot be encoded as JSON (${(error as Error).message}); it may have applied`;
     reply = { ok: false, error: { code: reply.ok ? 'RESULT_NOT_SERIALIZABLE' : 'OUTCOME_UNKNOWN', message, retryable: !reply.ok } };
     body = JSON.stringify(reply);
   }
@@ -161,7 +162,7 @@ export function encodeReply(reply: WorkerReply, maxPayload: number): { body: str
   const size = byteLength(body, room);
   if (size > room) {
     if (reply.ok) {
-      reply = { ok: false, error: { code: 'RESULT_TOO_LARGE', message: `the result of ${size} bytes is over the limit of ${maxPayload}; the operation applied`, retryable: false } };
+      reply = { ok: false, error: { code: 'RESULT_TOO_LARGE', message: `the result of ${about} is ${size} bytes, over the reply limit of ${maxPayload}; it applied`, retryable: false } };
     } else {
       // A character takes at most 6 bytes in JSON (a control character, escaped).
       const chars = Math.max(0, Math.floor((maxPayload - ERROR_HEADER_ROOM - 300) / 6));
