@@ -5,11 +5,28 @@
 import { InvalidOptionError, SagaError, SagaNotFoundError } from '../errors.ts';
 import { outcomeOf } from '../machines/saga-logic.ts';
 import type { MachineStateName, SagaContext, StepStatus } from '../machines/saga-logic.ts';
-import type { DeadLetter, SagaDefinition, SagaOutcome, SagaRecord } from '../types.ts';
+import type { DeadLetter, SagaDefinition, SagaOutcome, SagaRecord, VersionedSagaRecord } from '../types.ts';
 import type { SagaStatus } from './api.ts';
 import type { Live, SagaDriver } from './driver.ts';
 
 const notParked = (sagaId: string) => new SagaError('SAGA_NOT_PARKED', `saga '${sagaId}' is not parked in compensation-failed; only parked sagas take operator commands`);
+
+/**
+ * A saga parked here stays in this runtime, but an operator may since have retried or
+ * resolved it from another coordinator, which took it over: its journal then holds
+ * another revision. Such a stale entry is dropped (undefined); the journal is the truth.
+ * The journal as read is passed on, so that the caller need not read it again.
+ */
+async function currentParked(driver: SagaDriver, entry: Live): Promise<{ entry: Live | undefined; found?: VersionedSagaRecord | undefined }> {
+  // A write of it in flight: its revision is not known here yet, and it is ours.
+  if (entry.writes > 0) return { entry };
+  const found = await driver.store.load(entry.header.sagaId);
+  // Absent (forgotten, or lost by the store): this runtime's parked saga is all there is.
+  if (found === undefined || found.revision === entry.revision) return { entry, found };
+  if (!entry.parked || entry.writes > 0 || driver.live.get(entry.header.sagaId) !== entry) return { entry };
+  driver.stop(entry, new SagaError('SAGA_FENCED', `saga '${entry.header.sagaId}' was taken over by another coordinator while parked here`));
+  return { entry: undefined, found };
+}
 
 /** The parked saga an operator acts on: driven here, or taken over from the store (another coordinator parked it). */
 async function parkedEntry(driver: SagaDriver, sagaId: string): Promise<Live> {
@@ -17,7 +34,7 @@ async function parkedEntry(driver: SagaDriver, sagaId: string): Promise<Live> {
   const here = driver.live.get(sagaId);
   if (here !== undefined) {
     if (!here.parked) throw notParked(sagaId);
-    return here;
+    if ((await currentParked(driver, here)).entry !== undefined) return here;
   }
   const found = await driver.store.load(sagaId);
   if (found === undefined) throw new SagaNotFoundError(sagaId);
@@ -82,11 +99,16 @@ export async function outcome(driver: SagaDriver, sagaId: string, options: { tim
 /** What an operator sees of one saga: driven here, or as its journal last recorded it. */
 export async function status(driver: SagaDriver, sagaId: string): Promise<SagaStatus | undefined> {
   const entry = driver.live.get(sagaId);
+  let known: VersionedSagaRecord | undefined;
   if (entry !== undefined) {
-    const snap = entry.actor.getSnapshot();
-    return statusOf(entry.def, snap.context, snap.value as MachineStateName);
+    const current = entry.parked ? await currentParked(driver, entry).catch(() => ({ entry, found: undefined })) : { entry };
+    if (current.entry !== undefined) {
+      const snap = entry.actor.getSnapshot();
+      return statusOf(entry.def, snap.context, snap.value as MachineStateName);
+    }
+    known = current.found;
   }
-  const rec: SagaRecord | undefined = await driver.store.get(sagaId);
+  const rec: SagaRecord | undefined = entry !== undefined ? known?.record : await driver.store.get(sagaId);
   if (rec === undefined) return undefined;
   return recordStatus(rec, driver.definitionOf(rec));
 }

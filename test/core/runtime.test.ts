@@ -319,6 +319,8 @@ describe('runtime: several coordinators on one store', () => {
     expect(w2.calls).toEqual(['flights.compensate']);
     // The first coordinator was fenced off; both now read the outcome from the store.
     expect(await p.runtime.outcome('p1')).toMatchObject({ status: 'compensated' });
+    // Its status is the journal's, not that of the parked saga it held before.
+    expect(await p.runtime.status('p1')).toMatchObject({ state: 'compensated', outcome: { status: 'compensated' } });
     expect(await p.runtime.deadLetters()).toEqual([]);
     await other.close();
     await p.runtime.close();
