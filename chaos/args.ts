@@ -19,7 +19,10 @@ export const USAGE = `usage: npm run chaos -- [options]
   --no-faults             no kills, no restarts, no injected failures, short latencies
   --cluster               a 3-node nats-server cluster, every bucket with 3 replicas, each
                           process connected to another node first; --nats-restarts then
-                          restart one node at a time (default 3 of them)
+                          restart one node at a time (default 3 of them); needs
+                          nats-server 2.9.21 or later (older clusters accept conflicting
+                          compare-and-set writes: docs/durability.md)
+  --allow-unsafe-server   run --cluster on an older nats-server anyway (expect violations)
   --sagas <n>             stop after starting n sagas (across coordinators)
   --seed <n>              seed of the schedule and the injected faults (default: random)
   --concurrency <n>       sagas in flight per coordinator (default 32)
@@ -57,7 +60,7 @@ const FLAGS_WITH_VALUE = new Set([
   '--slow-rate',
   '--dir',
 ]);
-const BOOLEAN_FLAGS = new Set(['--no-faults', '--cluster', '--json', '--quiet', '--help']);
+const BOOLEAN_FLAGS = new Set(['--no-faults', '--cluster', '--allow-unsafe-server', '--json', '--quiet', '--help']);
 
 function num(flag: string, raw: string, opts: { int?: boolean; min?: number; max?: number; minExclusive?: boolean }): number {
   const v = Number(raw);
@@ -157,5 +160,6 @@ export function parseArgs(argv: readonly string[]): CliOptions {
     faults,
     ...(dir !== undefined ? { dir } : {}),
     ...(cluster ? { cluster } : {}),
+    ...(flags.has('--allow-unsafe-server') ? { allowUnsafeServer: true } : {}),
   };
 }

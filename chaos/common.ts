@@ -167,6 +167,11 @@ export function replicasFromEnv(): number {
   return Number(raw);
 }
 
+/** NATS_ALLOW_UNSAFE_SERVER=1: replicated buckets on a server older than 2.9.21 (see `allowUnsafeServer`). */
+export function unsafeServerFromEnv(): boolean {
+  return process.env.NATS_ALLOW_UNSAFE_SERVER === '1';
+}
+
 /**
  * A connection that waits for the server at start and reconnects forever with short
  * waits. `url` may list several servers separated by commas: the first is preferred, the

@@ -32,7 +32,7 @@ import pino from 'pino';
 import { createRuntime } from '../src/index.ts';
 import type { SagaStatus } from '../src/index.ts';
 import { jetstreamSagaStore, natsTransport } from '../src/nats.ts';
-import { codeOf, connectNats, JsonlAppender, prng, readJsonl, replicasFromEnv, requireEnv, say, sleep } from './common.ts';
+import { codeOf, connectNats, JsonlAppender, prng, readJsonl, replicasFromEnv, requireEnv, say, sleep, unsafeServerFromEnv } from './common.ts';
 import { trimOutcome } from './check.ts';
 import type { FinalRecord, RunEvent, StartedEntry } from './check.ts';
 import { SAGAS, STORE_PREFIX } from './sagas.ts';
@@ -55,7 +55,7 @@ const paths = {
 const nc = await connectNats(url, `chaos-coordinator-${slot}-${process.pid}`);
 const runtime = createRuntime({
   transport: natsTransport(nc),
-  store: jetstreamSagaStore(nc, { bucketPrefix: STORE_PREFIX, replicas: replicasFromEnv() }),
+  store: jetstreamSagaStore(nc, { bucketPrefix: STORE_PREFIX, replicas: replicasFromEnv(), allowUnsafeServer: unsafeServerFromEnv() }),
   sagas: SAGAS,
   ownership: { id: `chaos-c${slot}`, leaseMs: 3_000 },
   logger,

@@ -67,6 +67,8 @@ export interface ChaosOptions {
   readonly restartPauseMs?: readonly [number, number];
   /** A 3-node nats-server cluster with every bucket replicated 3 times, instead of one server. */
   readonly cluster?: boolean;
+  /** Run a cluster although its nats-server is older than 2.9.21 (unsafe compare-and-set: violations are expected). */
+  readonly allowUnsafeServer?: boolean;
 }
 
 /** The NATS deployment under test: one server, or a cluster whose nodes restart one at a time. */
@@ -81,7 +83,7 @@ interface Deployment {
   stop(): Promise<void>;
 }
 
-async function startDeployment(cluster: boolean): Promise<Deployment> {
+async function startDeployment(cluster: boolean, allowUnsafeServer: boolean): Promise<Deployment> {
   if (!cluster) {
     const server: NatsServer = await startNatsServer();
     return {
@@ -118,9 +120,12 @@ async function startDeployment(cluster: boolean): Promise<Deployment> {
   // deployment step would): concurrent first creations of replicated streams are slow on 2.9.
   const nc = await connect({ servers: [...c.urls], noRandomize: true });
   try {
-    await jetstreamSagaStore(nc, { bucketPrefix: STORE_PREFIX, replicas: 3 }).unfinished();
-    const dedup = jetstreamDedupStore(nc, { replicas: 3 });
+    await jetstreamSagaStore(nc, { bucketPrefix: STORE_PREFIX, replicas: 3, allowUnsafeServer }).unfinished();
+    const dedup = jetstreamDedupStore(nc, { replicas: 3, allowUnsafeServer });
     for (const w of WORKERS) await dedup.bucket(w);
+  } catch (error) {
+    await c.stop();
+    throw error;
   } finally {
     await nc.close();
   }
@@ -193,7 +198,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   let server: Deployment | undefined;
   let spawned = 0;
   try {
-    server = await startDeployment(o.cluster === true);
+    server = await startDeployment(o.cluster === true, o.allowUnsafeServer === true);
     const nats = server;
     log(`${nats.describe}, run directory ${dir}, seed ${o.seed}`);
     events.append({ type: 'nats-start', t: Date.now(), what: 'nats-server', pid: nats.pid() });
@@ -203,7 +208,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const spawnProc = (what: string, file: string, env: Record<string, string>, exitsByItself = false): Proc => {
       const child = spawn(process.execPath, ['--import', 'tsx', file], {
         cwd: join(HERE, '..'),
-        env: { ...process.env, NATS_URL: nats.urlFor(spawned++), NATS_REPLICAS: String(nats.replicas), LOG_LEVEL: o.logLevel ?? 'error', ...env },
+        env: { ...process.env, NATS_URL: nats.urlFor(spawned++), NATS_REPLICAS: String(nats.replicas), ...(o.allowUnsafeServer === true ? { NATS_ALLOW_UNSAFE_SERVER: '1' } : {}), LOG_LEVEL: o.logLevel ?? 'error', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       if (child.pid === undefined) throw new Error(`could not spawn ${what}`);

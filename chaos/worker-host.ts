@@ -16,7 +16,7 @@
  */
 import pino from 'pino';
 import { jetstreamDedupStore, serveWorkers } from '../src/nats.ts';
-import { connectNats, faultsFromEnv, JsonlAppender, prng, replicasFromEnv, requireEnv, say } from './common.ts';
+import { connectNats, faultsFromEnv, JsonlAppender, prng, replicasFromEnv, requireEnv, say, unsafeServerFromEnv } from './common.ts';
 import { chaosWorker, WORKERS } from './sagas.ts';
 
 const url = requireEnv('NATS_URL');
@@ -32,7 +32,7 @@ const random = prng(seed);
 const nc = await connectNats(url, `chaos-host-${process.pid}`);
 const workers = names.map((n) => chaosWorker(n, ledger, faults, random));
 const host = await serveWorkers(nc, workers, {
-  dedup: jetstreamDedupStore(nc, { replicas: replicasFromEnv() }),
+  dedup: jetstreamDedupStore(nc, { replicas: replicasFromEnv(), allowUnsafeServer: unsafeServerFromEnv() }),
   concurrency,
   signals: [],
   logger,

@@ -18,7 +18,7 @@ import type { Clock, DedupStore, Logger, WorkerDefinition } from './types.ts';
 
 export { natsTransport, DEFAULT_CONCURRENCY, DEFAULT_MAX_PENDING, DEFAULT_QUEUE, DEFAULT_PING_TIMEOUT_MS, DEFAULT_SERVED_CACHE_MS } from './transport/nats/transport.ts';
 export { DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX } from './transport/nats/wire.ts';
-export { jetstreamDedupStore, jetstreamSagaStore, kvKeyOf, DEFAULT_KV_DEDUP_WINDOW_MS } from './store/jetstream.ts';
+export { jetstreamDedupStore, jetstreamSagaStore, kvKeyOf, DEFAULT_KV_DEDUP_WINDOW_MS, MIN_SAFE_CLUSTERED_SERVER } from './store/jetstream.ts';
 export type { NatsTransport, NatsTransportOptions } from './transport/nats/transport.ts';
 export type { JetStreamDedupStore, JetStreamDedupStoreOptions, JetStreamSagaStoreOptions } from './store/jetstream.ts';
 

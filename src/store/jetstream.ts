@@ -34,11 +34,47 @@ export interface JetStreamDedupStoreOptions {
   storage?: 'file' | 'memory';
   /** Attempts of one read or write before it fails (transient NATS errors). Default 3. */
   attempts?: number;
+  /**
+   * Use replicated buckets (`replicas` > 1) although the connected nats-server is older than
+   * 2.9.21, whose clustered streams accept two compare-and-set writes naming the same
+   * revision (nats-server issue 4320): claims and fencing are then not safe, and the
+   * guarantee does not hold. For tests of failover only. Default false: such a server is
+   * refused with an `OPTION_INVALID` error naming `replicas`.
+   */
+  allowUnsafeServer?: boolean;
 }
 
 export interface JetStreamDedupStore extends DedupStore {
   /** The bucket of a worker, created on first use. */
   bucket(worker: string): Promise<KV>;
+}
+
+/** The first nats-server release whose clustered streams check a compare-and-set write's expected revision under consensus (nats-server issue 4320). */
+export const MIN_SAFE_CLUSTERED_SERVER = '2.9.21';
+
+function versionParts(v: string): number[] {
+  return (/^v?(\d+)\.(\d+)\.(\d+)/.exec(v) ?? []).slice(1).map(Number);
+}
+
+/**
+ * Replicated buckets need a server whose clustered streams keep compare-and-set safe:
+ * on older ones two hosts can both claim a key, and two coordinators both write a saga.
+ */
+export function assertSafeReplication(nc: NatsConnection, replicas: number, allowUnsafe: unknown): void {
+  if (allowUnsafe !== undefined && typeof allowUnsafe !== 'boolean') throw new InvalidOptionError('allowUnsafeServer', 'must be a boolean');
+  if (replicas === 1 || allowUnsafe === true) return;
+  const version = nc.info?.version;
+  if (version === undefined) return;
+  const have = versionParts(version);
+  const need = versionParts(MIN_SAFE_CLUSTERED_SERVER);
+  if (have.length !== 3) return;
+  const older = have[0]! !== need[0]! ? have[0]! < need[0]! : have[1]! !== need[1]! ? have[1]! < need[1]! : have[2]! < need[2]!;
+  if (older) {
+    throw new InvalidOptionError(
+      'replicas',
+      `${replicas} replicas need nats-server ${MIN_SAFE_CLUSTERED_SERVER} or later, but the connected server is ${version}: its clustered streams accept two compare-and-set writes naming the same revision (nats-server issue 4320), so two hosts could both run a key and two coordinators both drive a saga. Upgrade the cluster, or use replicas: 1 (see docs/durability.md)`,
+    );
+  }
 }
 
 const BUCKET = /^[A-Za-z0-9_-]{1,128}$/;
@@ -133,6 +169,7 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
   if (typeof bucketPrefix !== 'string' || !BUCKET.test(bucketPrefix)) throw new InvalidOptionError('bucketPrefix', `must match ${BUCKET.source}`);
   const replicas = options.replicas ?? 1;
   if (![1, 3, 5].includes(replicas)) throw new InvalidOptionError('replicas', 'must be 1, 3 or 5');
+  assertSafeReplication(nc, replicas, options.allowUnsafeServer);
   const storage = options.storage ?? 'file';
   if (storage !== 'file' && storage !== 'memory') throw new InvalidOptionError('storage', "must be 'file' or 'memory'");
   const attempts = options.attempts ?? 3;
@@ -219,6 +256,14 @@ export interface JetStreamSagaStoreOptions {
   replicas?: number;
   /** Attempts of one read or write before it fails (transient NATS errors). Default 3. */
   attempts?: number;
+  /**
+   * Use replicated buckets (`replicas` > 1) although the connected nats-server is older than
+   * 2.9.21, whose clustered streams accept two compare-and-set writes naming the same
+   * revision (nats-server issue 4320): claims and fencing are then not safe, and the
+   * guarantee does not hold. For tests of failover only. Default false: such a server is
+   * refused with an `OPTION_INVALID` error naming `replicas`.
+   */
+  allowUnsafeServer?: boolean;
 }
 
 /**
@@ -241,6 +286,7 @@ export function jetstreamSagaStore(nc: NatsConnection, options: JetStreamSagaSto
   if (!Number.isSafeInteger(keepMs) || keepMs < 0) throw new InvalidOptionError('keepMs', 'must be a whole number of milliseconds >= 0');
   const replicas = options.replicas ?? 1;
   if (![1, 3, 5].includes(replicas)) throw new InvalidOptionError('replicas', 'must be 1, 3 or 5');
+  assertSafeReplication(nc, replicas, options.allowUnsafeServer);
   const attempts = options.attempts ?? 3;
   if (!Number.isSafeInteger(attempts) || attempts < 1) throw new InvalidOptionError('attempts', 'must be a whole number >= 1');
   const kvm = new Kvm(nc);

@@ -10,7 +10,8 @@ import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { createRuntime, defineSaga, defineWorker, TerminalError } from '../../src/index.ts';
 import type { SagaOutcome } from '../../src/index.ts';
-import { jetstreamDedupStore, jetstreamSagaStore, natsTransport, serveWorkers } from '../../src/nats.ts';
+import { InvalidOptionError } from '../../src/index.ts';
+import { jetstreamDedupStore, jetstreamSagaStore, MIN_SAFE_CLUSTERED_SERVER, natsTransport, serveWorkers } from '../../src/nats.ts';
 import type { WorkerServer } from '../../src/nats.ts';
 import { startNatsCluster } from '../helpers/nats-server.ts';
 import type { NatsCluster } from '../helpers/nats-server.ts';
@@ -38,6 +39,25 @@ afterAll(async () => {
 });
 
 describe('a 3-node NATS cluster with replicated JetStream', () => {
+  it(`refuses replicated buckets on a nats-server older than ${MIN_SAFE_CLUSTERED_SERVER} (its compare-and-set is unsafe), naming replicas`, async () => {
+    const nc = await connectTo(0, 'version-check');
+    const version = nc.info?.version ?? '';
+    expect(version).toMatch(/^\d+\.\d+\.\d+/);
+    const [a, b, c] = version.split('.').map((x) => Number.parseInt(x, 10)) as [number, number, number];
+    const older = a !== 2 ? a < 2 : b !== 9 ? b < 9 : c < 21;
+    const attempt = () => [jetstreamSagaStore(nc, { bucketPrefix: 'refused', replicas: 3 }), jetstreamDedupStore(nc, { replicas: 3 })];
+    if (older) {
+      expect(attempt).toThrow(InvalidOptionError);
+      expect(attempt).toThrow(new RegExp(`option 'replicas'.*${version.replace(/\./g, '\\.')}.*issue 4320`));
+      expect(() => jetstreamDedupStore(nc, { replicas: 3, allowUnsafeServer: 'yes' as never })).toThrow(/allowUnsafeServer/);
+    } else {
+      expect(attempt).not.toThrow();
+    }
+    // One replica, or an explicit allowUnsafeServer, is always accepted.
+    expect(() => jetstreamDedupStore(nc, { replicas: 1 })).not.toThrow();
+    expect(() => jetstreamDedupStore(nc, { replicas: 3, allowUnsafeServer: true })).not.toThrow();
+  });
+
   it('sagas keep the guarantee while one node at a time is killed and restarted; no acknowledged write is lost', async () => {
     const active = new Map<string, boolean>();
     const make = (name: string, failsWhen: (n: number) => boolean) =>
@@ -52,19 +72,23 @@ describe('a 3-node NATS cluster with replicated JetStream', () => {
       });
     const workers = [make('flights', () => false), make('hotels', (n) => n % 5 === 0), make('cars', () => false)];
     const replicas = 3;
+    // This test is about failover (kills, restarts, takeovers), not about two writers racing on
+    // one key: on a server older than 2.9.21 those races are unsafe (the test below), so the
+    // stores are told to run anyway.
+    const allowUnsafeServer = true;
     const hosts: WorkerServer[] = [];
     // The buckets are created once, before any process uses them (as a deployment step
     // would), and the cluster is left to settle: every stream with a leader and caught up.
     {
       const nc = await connectTo(0, 'setup');
-      await jetstreamSagaStore(nc, { bucketPrefix: 'cluster', replicas }).unfinished();
-      const dedup = jetstreamDedupStore(nc, { replicas });
+      await jetstreamSagaStore(nc, { bucketPrefix: 'cluster', replicas, allowUnsafeServer }).unfinished();
+      const dedup = jetstreamDedupStore(nc, { replicas, allowUnsafeServer });
       for (const w of workers) await dedup.bucket(w.name);
       await cluster.healthy();
     }
     for (const node of [1, 2]) {
       const nc = await connectTo(node, `host-${node}`);
-      hosts.push(await serveWorkers(nc, workers, { signals: [], dedup: jetstreamDedupStore(nc, { replicas, attempts: 8 }) }));
+      hosts.push(await serveWorkers(nc, workers, { signals: [], dedup: jetstreamDedupStore(nc, { replicas, attempts: 8, allowUnsafeServer }) }));
     }
     const trip = defineSaga({
       name: 'trip',
@@ -75,7 +99,7 @@ describe('a 3-node NATS cluster with replicated JetStream', () => {
     const coordinators: { store: ReturnType<typeof jetstreamSagaStore>; runtime: ReturnType<typeof createRuntime> }[] = [];
     for (const node of [0, 1]) {
       const nc = await connectTo(node, `coordinator-${node}`);
-      const store = jetstreamSagaStore(nc, { bucketPrefix: 'cluster', replicas, attempts: 8 });
+      const store = jetstreamSagaStore(nc, { bucketPrefix: 'cluster', replicas, attempts: 8, allowUnsafeServer });
       coordinators.push({ store, runtime: createRuntime({ transport: natsTransport(nc), store, sagas: [trip], journalRetryMs: 60_000, ownership: { id: `c${node}`, leaseMs: 3_000 } }) });
     }
 
