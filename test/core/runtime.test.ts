@@ -486,14 +486,19 @@ describe('runtime: the journal and recovery', () => {
     await runtime.close();
   });
 
-  it('run() with the id of a saga another live coordinator drives waits for its outcome, and does not take it over', async () => {
+  /** A store and a transport two coordinators share, with a hotels worker that holds its do until `gate` resolves. */
+  async function heldHotel() {
     const clock = createManualClock();
     const store = memorySagaStore({ clock });
     const transport = memoryTransport();
     const w = world();
     const gate = deferred<void>();
-    const saga = tripOf(60_000);
     await createWorkerHost([w.make('flights'), w.make('hotels', { do: () => gate.promise }), w.make('cars')], { clock }).serve(transport);
+    return { clock, store, transport, gate, saga: tripOf(60_000) };
+  }
+
+  it('run() with the id of a saga another live coordinator drives waits for its outcome, and does not take it over', async () => {
+    const { clock, store, transport, gate, saga } = await heldHotel();
     const a = createRuntime({ clock, store, transport, ownership: { id: 'coord-a' } });
     const first = a.run(saga, { to: 'OSL' }, { sagaId: 'r0' });
     await clock.advance(1);
@@ -511,13 +516,7 @@ describe('runtime: the journal and recovery', () => {
   });
 
   it('run() resumes a saga its journal holds (ownership off), and fences off the coordinator that wrote it before', async () => {
-    const clock = createManualClock();
-    const store = memorySagaStore({ clock });
-    const transport = memoryTransport();
-    const w = world();
-    const gate = deferred<void>();
-    const saga = tripOf(60_000);
-    await createWorkerHost([w.make('flights'), w.make('hotels', { do: () => gate.promise }), w.make('cars')], { clock }).serve(transport);
+    const { clock, store, transport, gate, saga } = await heldHotel();
     const a = createRuntime({ clock, store, transport, ownership: false });
     const first = a.run(saga, { to: 'OSL' }, { sagaId: 'r1' });
     const firstFailed = first.catch((e: unknown) => e);
