@@ -6,6 +6,8 @@
 import { SagaError, TransportError } from '../errors.ts';
 import type { Served, Transport, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
 
+const copy = (v: unknown): unknown => (v === null || typeof v !== 'object' ? v : structuredClone(v));
+
 /** The in-memory transport, the embedded default: requests go straight to workers hosted in this process. */
 export function memoryTransport(): Transport {
   const handlers = new Map<string, WorkerHandler>();
@@ -19,7 +21,10 @@ export function memoryTransport(): Transport {
       if (handler === undefined) {
         return Promise.reject(new TransportError('NO_RESPONDERS', `no host serves worker '${request.worker}'`));
       }
-      const reply = handler(request);
+      // Workers get copies and give copies back, as over the wire: a worker that mutates its
+      // input, or a result it returned, changes nothing the saga holds. Values are plain JSON.
+      const sent: WorkerRequest = { ...request, input: copy(request.input), ...('result' in request ? { result: copy(request.result) } : {}) };
+      const reply = handler(sent).then((r) => (r.ok && r.result !== undefined ? { ok: true as const, result: copy(r.result) } : r));
       const mine = inflight.get(request.worker);
       if (mine !== undefined) {
         mine.add(reply);

@@ -10,22 +10,26 @@ import type { JoinSpec, SagaStatus, StepSpec } from '../../src/index.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Workers: `ok<ms>` commit after ms; `no` fails at once; `stuck` commits and cannot be undone. */
+/**
+ * Workers: `fast`, `mid` and `slow` commit after 0, 100 and 400 ms; `no` fails after 20 ms;
+ * `stuck` commits and cannot be undone; `slowstuck` the same after 150 ms. The gaps are wide
+ * so that the order in which they end holds on a loaded machine.
+ */
 const ok = (name: string, ms: number) => defineWorker({ name, do: async () => (await sleep(ms), { name }), compensate: async () => undefined });
 const workers = [
   ok('fast', 0),
-  ok('mid', 15),
-  ok('slow', 30),
+  ok('mid', 100),
+  ok('slow', 400),
   defineWorker({
     name: 'no',
     do: async (): Promise<{ name: string }> => {
-      await sleep(5);
+      await sleep(20);
       throw new TerminalError('refused');
     },
     compensate: async () => undefined,
   }),
   defineWorker({ name: 'stuck', do: async () => ({ held: true }), compensate: async () => { throw new Error('cannot undo'); } }),
-  defineWorker({ name: 'slowstuck', do: async () => (await sleep(20), { held: true }), compensate: async () => { throw new Error('cannot undo'); } }),
+  defineWorker({ name: 'slowstuck', do: async () => (await sleep(150), { held: true }), compensate: async () => { throw new Error('cannot undo'); } }),
 ];
 
 type Case = {

@@ -26,6 +26,33 @@ export function valueScenarios(setup: Setup): void {
     await close();
   });
 
+  it('a worker gets copies: mutating its input, or its result after returning it, changes nothing the saga holds', async () => {
+    const returned: { items: number[] }[] = [];
+    const mutating = defineWorker({
+      name: 'mutating',
+      do: (input: { items: number[] }) => {
+        input.items.push(99);
+        const result = { items: [...input.items] };
+        returned.push(result);
+        return result;
+      },
+      compensate: () => undefined,
+    });
+    const reader = defineWorker({ name: 'reader', do: (input: unknown) => input, compensate: () => undefined });
+    const { runtime, close } = await setup([mutating, reader]);
+    const input = { items: [1] };
+    const saga = defineSaga({
+      name: 'copies',
+      version: 1,
+      steps: { a: { worker: 'mutating' }, b: { worker: 'reader', after: ['a'], input: (_o, r) => r.a } },
+    });
+    const outcome = await runtime.run(saga, input, { sagaId: 'copies-1' });
+    returned[0]?.items.push(100);
+    expect(input).toEqual({ items: [1] });
+    expect(outcome).toMatchObject({ status: 'committed', results: { a: { items: [1, 99] }, b: { items: [1, 99] } } });
+    await close();
+  });
+
   it.each([
     ['Date', { when: new Date(0) }, 'input.when', 'date.toISOString()'],
     ['Map', { byId: new Map([['a', 1]]) }, 'input.byId', 'Object.fromEntries(map)'],
