@@ -174,7 +174,7 @@ export function defineSaga<
   );
   const join = resolveJoin(spec.join, steps, where);
 
-  return Object.freeze({
+  const made = Object.freeze({
     kind: 'saga' as const,
     name,
     version: spec.version,
@@ -183,6 +183,16 @@ export function defineSaga<
     join,
     workers,
   });
+  DEFINED.add(made);
+  return made;
+}
+
+/** Every definition `defineSaga` returned: a copy or a hand-made object is not one of them. */
+const DEFINED = new WeakSet<object>();
+
+/** True when `value` is a saga definition returned by {@link defineSaga} itself (not a copy of one, nor a hand-made object). */
+export function isDefinedSaga(value: unknown): value is SagaDefinition {
+  return typeof value === 'object' && value !== null && DEFINED.has(value);
 }
 
 function identity(x: unknown): unknown {

@@ -10,7 +10,9 @@
  *    seed and a path that replay it.
  */
 import fc from 'fast-check';
-import { defineSaga } from '../define.ts';
+import { defineSaga, isDefinedSaga } from '../define.ts';
+import { InvalidOptionError, SagaDefinitionError, threwText } from '../errors.ts';
+import { assertSerializable } from '../machines/serializable.ts';
 import type { SagaDefinition, SagaSpec, StepSpec } from '../types.ts';
 import { explainModelViolation, exploreSaga } from './model.ts';
 import type { ModelViolation } from './model.ts';
@@ -33,8 +35,14 @@ export interface VerifyOptions {
   input?: (sagaId: string) => unknown;
   /** Upper bounds of the faults fast-check may choose. */
   faults?: Partial<FaultProfile>;
-  /** Stop the model check after this many states. Default 300_000. */
+  /**
+   * Stop the model check after this many states (an integer >= 1). Default 300_000. A
+   * check that stops here is not exhaustive: the report says `truncated`, and `assert()`
+   * fails unless `allowPartial` is true.
+   */
   maxStates?: number;
+  /** Let `assert()` (and `assertSagaVerified`) pass a model check that `maxStates` stopped before it covered every state. Default false. */
+  allowPartial?: boolean;
 }
 
 /** One broken property found by `verifySaga`, with what replays it. */
@@ -51,16 +59,35 @@ export interface VerifyViolation {
 
 /** What `verifySaga` explored and found. */
 export interface VerifyReport {
+  /** The saga verified, as `name@version`. */
   readonly saga: string;
-  /** States the model check explored. */
+  /** Distinct states the model check reached (0 when it was skipped); with `truncated`, it equals `maxStates`. */
   readonly states: number;
-  /** Transitions the model check took. */
+  /** Events the model check applied, over all states reached (ignored ones included). */
   readonly transitions: number;
+  /** True when the model check ran and covered every reachable state: nothing was left out. */
+  readonly exhaustive: boolean;
+  /** True when the model check stopped at `maxStates` with states left unexplored: a partial check. */
+  readonly truncated: boolean;
+  /** The bound the model check ran with; undefined when it was skipped. */
+  readonly maxStates: number | undefined;
+  /** Whether `assert()` accepts a truncated model check (the `allowPartial` option). */
+  readonly allowPartial: boolean;
   /** Simulated runs made. */
   readonly runs: number;
+  /** What broke, model check first; empty when nothing did in what was explored. */
   readonly violations: readonly VerifyViolation[];
-  /** Throws an Error with a readable explanation of every violation; does nothing when there are none. */
+  /**
+   * Throws an Error with a readable explanation of every violation, and when the model
+   * check was truncated (unless `allowPartial`), one saying where it stopped and how to
+   * raise `maxStates` or opt in. Does nothing otherwise.
+   */
   assert(): void;
+  /**
+   * One line: the model check (states, transitions, exhaustive or `truncated at N states
+   * (not exhaustive)`, or skipped), the simulated runs and the violations.
+   */
+  toString(): string;
 }
 
 /** Caps retry budgets so that the model check stays finite and small; everything else is kept. */
@@ -169,16 +196,22 @@ function explainSimulation(v: SimulationViolation[], trace: readonly string[], f
  * });
  */
 export async function verifySaga(definition: SagaDefinition, options: VerifyOptions = {}): Promise<VerifyReport> {
+  checkDefinition(definition);
+  checkOptions(options);
+  checkInputs(definition, options);
   const violations: VerifyViolation[] = [];
   let states = 0;
   let transitions = 0;
-  if (!options.skipModel) {
+  let truncated = false;
+  const maxStates = options.skipModel ? undefined : (options.maxStates ?? DEFAULT_MAX_STATES);
+  if (maxStates !== undefined) {
     const r = exploreSaga(capped(definition, options.modelRetryCap ?? 1), {
-      maxStates: options.maxStates ?? 300_000,
+      maxStates,
       ...(options.input ? { input: options.input('model') } : {}),
     });
     states = r.states;
     transitions = r.transitions;
+    truncated = r.truncated;
     for (const v of r.violations as ModelViolation[]) {
       violations.push({ property: v.property, explanation: explainModelViolation(v), path: v.path.join(' -> '), seed: undefined });
     }
@@ -219,17 +252,193 @@ export async function verifySaga(definition: SagaDefinition, options: VerifyOpti
       });
     }
   }
+  const allowPartial = options.allowPartial === true;
   const report: VerifyReport = {
     saga: `${definition.name}@${definition.version}`,
     states,
     transitions,
+    exhaustive: maxStates !== undefined && !truncated,
+    truncated,
+    maxStates,
+    allowPartial,
     runs: made,
     violations,
     assert() {
-      if (violations.length > 0) throw new Error(formatViolations(report.saga, violations));
+      const problems: string[] = [];
+      if (violations.length > 0) problems.push(formatViolations(report.saga, violations));
+      if (truncated && !allowPartial) problems.push(formatTruncated(report));
+      if (problems.length > 0) throw new Error(problems.join('\n\n'));
+    },
+    toString() {
+      return formatSummary(report);
     },
   };
   return report;
+}
+
+/** The default bound of the model check (`maxStates`). */
+const DEFAULT_MAX_STATES = 300_000;
+
+/** The text `assert()` throws for a model check that `maxStates` stopped: where it stopped, and what to do. */
+function formatTruncated(r: VerifyReport): string {
+  return (
+    `verifySaga(${r.saga}): the model check stopped at maxStates ${r.maxStates} after ${r.states} states and ${r.transitions} transitions, ` +
+    'with reachable states left unexplored, so it is not exhaustive and says nothing about them. ' +
+    `Raise maxStates above ${r.maxStates} (see "Sizing maxStates" in docs/testing.md), lower modelRetryCap, ` +
+    'or pass allowPartial: true to accept a partial check.'
+  );
+}
+
+/** The one-line summary of a report (its `toString()`). A truncated check never reads as a clean one. */
+function formatSummary(r: VerifyReport): string {
+  const model =
+    r.maxStates === undefined
+      ? 'model check skipped'
+      : r.truncated
+        ? `model check truncated at ${r.maxStates} states (not exhaustive), ${r.transitions} transitions${r.allowPartial ? ', allowed by allowPartial' : ''}`
+        : `model check exhaustive: ${r.states} states, ${r.transitions} transitions`;
+  const found = r.truncated ? `${r.violations.length} violation(s) in the part explored` : `${r.violations.length} violation(s)`;
+  return `verifySaga(${r.saga}): ${model}; ${r.runs} simulated run(s); ${found}`;
+}
+
+/** The options `verifySaga` takes; anything else is refused. */
+const OPTION_NAMES: readonly (keyof VerifyOptions)[] = ['runs', 'seed', 'path', 'modelRetryCap', 'skipModel', 'input', 'faults', 'maxStates', 'allowPartial'];
+
+/** The fault bounds `faults` takes: percentages, counts and milliseconds, each with its range. */
+const FAULT_RANGES: Readonly<Record<keyof FaultProfile, readonly [number, number, string]>> = {
+  drop: [0, 100, 'a percentage'],
+  duplicate: [0, 100, 'a percentage'],
+  maxDelayMs: [0, 60_000, 'milliseconds'],
+  doFail: [0, 100, 'a percentage'],
+  compensateFail: [0, 100, 'a percentage'],
+  hostCrashes: [0, 3, 'a count'],
+  coordinatorCrashes: [0, 3, 'a count'],
+  hosts: [1, 3, 'hosts per worker'],
+  storeDelayMs: [0, 60_000, 'milliseconds'],
+  garble: [0, 100, 'a percentage'],
+  oversize: [0, 100, 'a percentage'],
+  slow: [0, 100, 'a percentage'],
+  blackouts: [0, 3, 'a count'],
+  overload: [0, 100, 'a percentage'],
+  journalFail: [0, 100, 'a percentage'],
+};
+
+/** How a wrong value reads in an error: `got -1`, `got "5"`, `got a function`. */
+function got(v: unknown): string {
+  if (typeof v === 'number') return `got ${String(v)}`;
+  if (typeof v === 'string') return `got the string ${JSON.stringify(v)}`;
+  if (v === null || v === undefined || typeof v === 'boolean') return `got ${String(v)}`;
+  if (typeof v === 'bigint') return `got the BigInt ${String(v)}n`;
+  return `got ${Array.isArray(v) ? 'an array' : typeof v === 'function' ? 'a function' : `a ${typeof v}`}`;
+}
+
+/** A known name one or two edits from `name` (or equal but for case), to suggest. */
+function near(name: string, known: readonly string[]): string | undefined {
+  const distance = (a: string, b: string): number => {
+    const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      let diag = row[0] as number;
+      row[0] = i;
+      for (let j = 1; j <= b.length; j++) {
+        const up = row[j] as number;
+        row[j] = Math.min(up + 1, (row[j - 1] as number) + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+        diag = up;
+      }
+    }
+    return row[b.length] as number;
+  };
+  return known.find((k) => k.toLowerCase() === name.toLowerCase()) ?? known.find((k) => distance(k.toLowerCase(), name.toLowerCase()) <= 2);
+}
+
+function unknownKeys(obj: object, known: readonly string[], prefix: string, of: string): void {
+  for (const key of Object.keys(obj)) {
+    if (known.includes(key)) continue;
+    const hint = near(key, known);
+    throw new InvalidOptionError(`${prefix}${key}`, `unknown option of ${of} (allowed: ${known.join(', ')})${hint !== undefined ? `; did you mean '${prefix}${hint}'?` : ''}`);
+  }
+}
+
+function integerIn(name: string, v: unknown, min: number, max: number, what: string): void {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+    throw new InvalidOptionError(name, `must be an integer ${range} (${what}), ${got(v)}`);
+  }
+}
+
+function boolean(name: string, v: unknown): void {
+  if (v !== undefined && typeof v !== 'boolean') throw new InvalidOptionError(name, `must be true or false, ${got(v)}`);
+}
+
+/** Refuses anything that is not a saga definition returned by defineSaga, before anything runs. */
+function checkDefinition(definition: unknown): asserts definition is SagaDefinition {
+  if (isDefinedSaga(definition)) return;
+  const what =
+    definition === null || typeof definition !== 'object'
+      ? got(definition)
+      : (definition as { kind?: unknown }).kind === 'saga'
+        ? 'got an object that defineSaga did not return (a copy, or one made by hand): pass the definition defineSaga returned'
+        : 'got an object without kind: "saga"';
+  throw new SagaDefinitionError(`verifySaga needs a saga made with defineSaga(...), ${what}`);
+}
+
+/** Refuses unknown options and values out of range, naming the option and what it allows. */
+function checkOptions(options: unknown): asserts options is VerifyOptions {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new InvalidOptionError('options', `must be an object of verifySaga options, ${got(options)}`);
+  unknownKeys(options, OPTION_NAMES, '', 'verifySaga');
+  const o = options as Record<string, unknown>;
+  const max = Number.MAX_SAFE_INTEGER;
+  if (o.runs !== undefined) integerIn('runs', o.runs, 0, max, 'simulated runs; 0 runs only the model check');
+  if (o.maxStates !== undefined) integerIn('maxStates', o.maxStates, 1, max, 'states the model check may reach');
+  if (o.modelRetryCap !== undefined) integerIn('modelRetryCap', o.modelRetryCap, 0, 10, 'the cap on retry budgets in the model check');
+  if (o.seed !== undefined) integerIn('seed', o.seed, -0x80000000, 0x7fffffff, 'a fast-check seed, as printed with a failure');
+  if (o.path !== undefined) {
+    if (typeof o.path !== 'string' || !/^\d+(:\d+)*$/.test(o.path)) throw new InvalidOptionError('path', `must be a fast-check path such as '17:3:0', as printed with a failure, ${got(o.path)}`);
+    if (o.seed === undefined) throw new InvalidOptionError('path', 'replays a failure only with its seed: pass the seed printed with it too');
+  }
+  boolean('skipModel', o.skipModel);
+  boolean('allowPartial', o.allowPartial);
+  if (o.input !== undefined && typeof o.input !== 'function') throw new InvalidOptionError('input', `must be a function (sagaId) => saga input, ${got(o.input)}`);
+  if (o.faults !== undefined) {
+    if (o.faults === null || typeof o.faults !== 'object' || Array.isArray(o.faults)) throw new InvalidOptionError('faults', `must be an object of fault bounds, ${got(o.faults)}`);
+    unknownKeys(o.faults, Object.keys(FAULT_RANGES), 'faults.', 'verifySaga');
+    for (const [key, value] of Object.entries(o.faults as Record<string, unknown>)) {
+      const [lo, hi, what] = FAULT_RANGES[key as keyof FaultProfile];
+      integerIn(`faults.${key}`, value, lo, hi, what);
+    }
+  }
+  if (o.skipModel === true && o.runs === 0) throw new InvalidOptionError('runs', 'is 0 and skipModel is true: nothing would be verified');
+}
+
+/**
+ * Computes every saga input the check will use (the model's and the simulated sagas') and
+ * the inputs of the first steps, and refuses any that is not plain JSON or whose function
+ * throws: misuse, reported before anything runs rather than as a violation of the guarantee.
+ */
+function checkInputs(def: SagaDefinition, options: VerifyOptions): void {
+  const ids = [...(options.skipModel ? [] : ['model']), ...((options.runs ?? 200) > 0 ? ['saga-0', 'saga-1'] : [])];
+  for (const id of ids) {
+    let input: unknown;
+    if (options.input === undefined) input = id === 'model' ? null : { n: id };
+    else {
+      try {
+        input = options.input(id);
+      } catch (error) {
+        throw new InvalidOptionError('input', threwText(error, `input('${id}')`));
+      }
+    }
+    assertSerializable(input, `input('${id}')`, def.name);
+    for (const p of def.steps) {
+      if (p.after.length > 0) continue;
+      let stepInput: unknown;
+      try {
+        stepInput = p.input(input, {});
+      } catch (error) {
+        const given = options.input === undefined && id === 'model' ? ' (the model check starts the saga with the input null when the input option is not given: pass input)' : ` (on the saga input of '${id}')`;
+        throw new SagaDefinitionError(`${threwText(error, 'the input function')}${given}`, { saga: def.name, step: p.id, field: 'input' });
+      }
+      assertSerializable(stepInput, `step '${p.id}' input (on the saga input of '${id}')`, def.name);
+    }
+  }
 }
 
 /** The text `assert()` throws: every violation with its explanation, path and seed. */
