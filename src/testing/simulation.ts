@@ -6,11 +6,16 @@
  * sometimes all at once (no responders); coordinators crash and a new one recovers (and
  * once the world heals, a final recover() picks up what no recovery saw); hosts refuse
  * requests at capacity; messages are lost, duplicated, delayed and reordered; replies
- * arrive garbled or too large; some `do`s outlive their host's lease. Every choice is
- * read from a tape of numbers, so a run replays exactly from its tape. A ledger of fake
- * systems of record is the oracle.
+ * arrive garbled or too large; some `do`s outlive their host's lease. The transport fails
+ * requests as the NATS one does: its own deadline (STEP_TIMED_OUT, in doubt), no
+ * responders and payload-too-large refusals (nothing sent), a connection lost before or
+ * after publishing (TRANSPORT_ERROR, `notSent` or in doubt). Every choice is read from a
+ * tape of numbers, so a run replays exactly from its tape. A ledger of fake systems of
+ * record is the oracle: what each saga's outcome says against what the systems of
+ * record hold (again once every message in flight has landed), and the order of undos
+ * against the definition's `after` edges.
  */
-import { TerminalError, TransportError } from '../errors.ts';
+import { SagaError, TerminalError, TransportError } from '../errors.ts';
 import { createWorkerHost } from '../actors/worker-host.ts';
 import { defineWorker } from '../define.ts';
 import { createRuntime } from '../runtime.ts';
@@ -60,6 +65,21 @@ export interface FaultProfile {
    * committing). Default 0.
    */
   readonly journalFail?: number;
+  /**
+   * The transport enforces its own deadline on a request, as NATS does: with no reply
+   * within the request's timeout it rejects with STEP_TIMED_OUT (the request may have
+   * reached a host: in doubt), and a later reply is ignored. Default 0.
+   */
+  readonly requestTimeout?: number;
+  /** NO_RESPONDERS although hosts serve the worker (their subscriptions not yet known to the server): nothing was sent. Default 0. */
+  readonly noResponders?: number;
+  /** The request is refused before sending as over the payload limit (PAYLOAD_TOO_LARGE, `notSent`), as after a reconnect to a server with a lower `max_payload`. Default 0. */
+  readonly requestTooLarge?: number;
+  /**
+   * The connection fails under a request (TRANSPORT_ERROR): half of these before it was
+   * published (`notSent`), half after (the request may still reach a host: in doubt). Default 0.
+   */
+  readonly connectionLoss?: number;
 }
 
 /** A fault profile with every fault off. */
@@ -89,6 +109,18 @@ export class Chooser {
 // ---------------------------------------------------------------------------
 // The ledger: fake systems of record, idempotent per key while an effect is active
 
+/** One call into the fake systems of record, in the order they happened. */
+export interface LedgerEvent {
+  /** Position in the ledger's history, from 0. */
+  readonly seq: number;
+  /** Clock time of the call, in ms. */
+  readonly at: number;
+  readonly kind: 'apply' | 'undo';
+  readonly key: string;
+  /** Whether the key's effect was in the world just before the call. */
+  readonly wasActive: boolean;
+}
+
 /** Fake systems of record: one effect per key, applied at most once while active. The oracle of `simulate`. */
 export interface Ledger {
   /** Applies the key's effect, unless it is active already. */
@@ -99,20 +131,27 @@ export interface Ledger {
   active(key: string): boolean;
   /** Effects applied, in total (a re-application after an undo counts again). */
   applies(key: string): number;
+  /** Every apply and undo call so far, in order. */
+  readonly events: readonly LedgerEvent[];
 }
 
-/** An empty ledger. */
-export function createLedger(): Ledger {
+/** An empty ledger; `now` stamps its events (default: always 0). */
+export function createLedger(now: () => number = () => 0): Ledger {
   const state = new Map<string, { active: boolean; applies: number }>();
+  const events: LedgerEvent[] = [];
   const get = (k: string) => state.get(k) ?? { active: false, applies: 0 };
+  const log = (kind: LedgerEvent['kind'], key: string) => events.push({ seq: events.length, at: now(), kind, key, wasActive: get(key).active });
   return {
     apply(key) {
+      log('apply', key);
       const s = get(key);
       if (!s.active) state.set(key, { active: true, applies: s.applies + 1 });
     },
     undo(key) {
+      log('undo', key);
       state.set(key, { ...get(key), active: false });
     },
+    events,
     active: (key) => get(key).active,
     applies: (key) => get(key).applies,
   };
@@ -145,7 +184,10 @@ export interface SimulatedTransportOptions {
  * Requests go to one of the hosts serving the worker (chosen from the tape, as a NATS
  * queue group would), or fail with NO_RESPONDERS when none serves it. Replies are
  * encoded and decoded as on NATS (an oversized result becomes RESULT_TOO_LARGE), and may
- * arrive garbled.
+ * arrive garbled (PROTOCOL_ERROR). The other failures of the NATS transport come with its
+ * semantics: refused before sending (PAYLOAD_TOO_LARGE, TRANSPORT_ERROR with `notSent`,
+ * NO_RESPONDERS: no host sees the request), or after it was published (STEP_TIMED_OUT at
+ * the request's deadline, TRANSPORT_ERROR without `notSent`: a host may run it).
  */
 export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTransport {
   const { clock, chooser, faults } = o;
@@ -180,39 +222,78 @@ export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTrans
   };
   return {
     request(req, timeoutMs) {
-      if ((pools.get(req.worker) ?? []).length === 0) return Promise.reject(new TransportError('NO_RESPONDERS', `no host serves ${req.worker}`));
-      const sentAt = clock.now();
+      const key = `${req.sagaId}/${req.stepId}`;
       const what = `${req.op} ${req.stepId}#${req.attempt} of ${req.sagaId}`;
+      const sentAt = clock.now();
+      // Refusals before anything is published: no host can see the request.
+      if ((pools.get(req.worker) ?? []).length === 0) return Promise.reject(new TransportError('NO_RESPONDERS', `no host serves ${req.worker}`));
+      if (chooser.chance(faults.requestTooLarge ?? 0)) {
+        trace(`t=${sentAt} ${what} refused before sending: over the payload limit`);
+        return Promise.reject(new TransportError('PAYLOAD_TOO_LARGE', `the ${what} request is over the payload limit`, { retryable: false, notSent: true }));
+      }
+      const lost = chooser.chance(faults.connectionLoss ?? 0);
+      const lostAfterSending = lost && chooser.upTo(1) === 1;
+      if (lost && !lostAfterSending) {
+        trace(`t=${sentAt} ${what} not sent: the connection is closed`);
+        return Promise.reject(new TransportError('TRANSPORT_ERROR', `the ${what} request could not be published: the connection is closed`, { notSent: true }));
+      }
+      if (!lost && chooser.chance(faults.noResponders ?? 0)) {
+        // The server knows no subscriber yet: it answers with a 503 status after a round trip, having delivered nothing.
+        const d = chooser.upTo(faults.maxDelayMs);
+        trace(`t=${sentAt} no responders to ${what} (+${d} ms)`);
+        return new Promise<WorkerReply>((_, reject) => later(d, () => reject(new TransportError('NO_RESPONDERS', `no responders on the ${req.op} subject of ${req.worker}`))));
+      }
+      const enforcesDeadline = chooser.chance(faults.requestTimeout ?? 0);
       const deliver = (onReply: (r: WorkerReply) => void) => {
         const h = pick(req.worker);
         if (h === undefined) return; // every host died while the message travelled: it is lost
         void h(req).then(onReply);
       };
       return new Promise<WorkerReply>((resolve, reject) => {
+        let settled = false;
+        const settle = (fn: () => void) => {
+          if (settled) return; // a reply after the transport gave up on the request is dropped, as NATS drops it
+          settled = true;
+          fn();
+        };
+        if (enforcesDeadline) {
+          clock.setTimeout(() => {
+            if (settled) return;
+            disturbed.add(key);
+            trace(`t=${clock.now()} transport timeout of ${what} after ${timeoutMs} ms`);
+            settle(() => reject(new SagaError('STEP_TIMED_OUT', `worker '${req.worker}' did not reply to ${req.op} within ${timeoutMs} ms`, { retryable: true })));
+          }, timeoutMs);
+        }
+        if (lostAfterSending) {
+          // Published, then the connection failed: the request may still reach a host.
+          disturbed.add(key);
+          const d = chooser.upTo(faults.maxDelayMs);
+          trace(`t=${sentAt} connection lost after sending ${what} (+${d} ms)`);
+          later(d, () => settle(() => reject(new TransportError('TRANSPORT_ERROR', `the connection failed after the ${what} request was sent`))));
+        }
         // A copy may arrive late, whatever becomes of the original (a retransmission).
         if (chooser.chance(faults.duplicate)) {
-          disturbed.add(`${req.sagaId}/${req.stepId}`);
+          disturbed.add(key);
           const d = chooser.upTo(faults.maxDelayMs * 2);
           trace(`t=${sentAt} duplicate request ${what} (+${d} ms)`);
           later(d, () => deliver(() => {}));
         }
         if (chooser.chance(faults.drop)) {
-          disturbed.add(`${req.sagaId}/${req.stepId}`);
+          disturbed.add(key);
           trace(`t=${sentAt} drop request ${what}`);
           return;
         }
         later(chooser.upTo(faults.maxDelayMs), () =>
           deliver((reply) => {
             if (chooser.chance(faults.drop)) {
-              disturbed.add(`${req.sagaId}/${req.stepId}`);
+              disturbed.add(key);
               trace(`t=${clock.now()} drop reply to ${what}`);
               return;
             }
             const got = received(reply, what);
             later(chooser.upTo(faults.maxDelayMs), () => {
-              if (clock.now() - sentAt >= timeoutMs) disturbed.add(`${req.sagaId}/${req.stepId}`);
-              if ('reply' in got) resolve(got.reply);
-              else reject(got.error);
+              if (clock.now() - sentAt >= timeoutMs) disturbed.add(key);
+              settle(() => ('reply' in got ? resolve(got.reply) : reject(got.error)));
             });
           }),
         );
@@ -280,6 +361,8 @@ const HORIZON_MS = 60_000;
 const SIM_LEASE_MS = 200;
 /** How long a crashed coordinator's heartbeat goes unchanged before its sagas are taken over. */
 const SIM_COORDINATOR_LEASE_MS = 1_000;
+/** How long the world runs on after the last check, so that every message and `do` still under way lands. */
+const SETTLE_MS = 2_000;
 /** Largest reply of simulated hosts: an oversized result is bigger. */
 const SIM_MAX_PAYLOAD = 2_048;
 
@@ -289,10 +372,24 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const violations: SimulationViolation[] = [];
   const clock = createManualClock(0);
   const chooser = new Chooser(scenario.tape);
-  const faults: Required<FaultProfile> = { hosts: 2, storeDelayMs: 0, garble: 0, oversize: 0, slow: 0, blackouts: 0, overload: 0, journalFail: 0, ...scenario.faults };
+  const faults: Required<FaultProfile> = {
+    hosts: 2,
+    storeDelayMs: 0,
+    garble: 0,
+    oversize: 0,
+    slow: 0,
+    blackouts: 0,
+    overload: 0,
+    journalFail: 0,
+    requestTimeout: 0,
+    noResponders: 0,
+    requestTooLarge: 0,
+    connectionLoss: 0,
+    ...scenario.faults,
+  };
   const sleep = (ms: number) => (ms <= 0 ? Promise.resolve() : new Promise<void>((r) => clock.setTimeout(r, ms)));
   const window = scenario.faultWindowMs ?? 2_000;
-  const ledger = createLedger();
+  const ledger = createLedger(() => clock.now());
   const transport = simulatedTransport({ clock, chooser, faults, trace: (l) => trace.push(l), maxPayload: SIM_MAX_PAYLOAD });
   const shared = memoryDedupStore({ clock });
   const journals = memorySagaStore({ clock });
@@ -550,6 +647,11 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     }
     check(def, ids, outcomes, ledger, violations, 'after the operator retry', clock.now());
   }
+  // Whatever is still under way (a slow `do`, a late duplicate, a reply no one waits for)
+  // arrives now: an ended saga's effects must not change any more.
+  await clock.advance(SETTLE_MS);
+  check(def, ids, outcomes, ledger, violations, `${SETTLE_MS} ms after the end, every message in flight delivered`, clock.now());
+  checkUndoOrder(def, ledger, violations);
   await runtime.close();
   for (const o of outcomes) trace.push(`outcome ${o?.sagaId}: ${o?.status ?? 'none'}`);
   return { outcomes, violations, trace, parked: parked.length };
@@ -589,4 +691,32 @@ function check(
       // retry below (in a healed world) must then end the saga with no effect at all.
     }
   });
+}
+
+/**
+ * The undo order, read from the world alone: the ledger's history and the definition's
+ * `after` edges. A step's compensation may run only once no step that runs after it (one
+ * naming it in `after`) holds an effect in the systems of record.
+ */
+function checkUndoOrder(def: SagaDefinition, ledger: Ledger, violations: SimulationViolation[]): void {
+  const dependentsOf = new Map(def.steps.map((p) => [p.id, def.steps.filter((d) => d.after.includes(p.id)).map((d) => d.id)]));
+  const active = new Set<string>();
+  const reported = new Set<string>();
+  for (const e of ledger.events) {
+    const cut = e.key.lastIndexOf('/');
+    const sagaId = e.key.slice(0, cut);
+    const stepId = e.key.slice(cut + 1);
+    if (e.kind === 'undo' && !reported.has(sagaId)) {
+      const holding = (dependentsOf.get(stepId) ?? []).filter((d) => active.has(`${sagaId}/${d}`));
+      if (holding.length > 0) {
+        reported.add(sagaId);
+        violations.push({
+          property: 'undo-in-dependency-order',
+          message: `saga ${sagaId}: step ${stepId} was undone at t=${e.at} ms while [${holding}], which run after it, still held their effect`,
+        });
+      }
+    }
+    if (e.kind === 'apply') active.add(e.key);
+    else active.delete(e.key);
+  }
 }

@@ -153,6 +153,10 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     blackouts: 1,
     overload: 20,
     journalFail: 10,
+    requestTimeout: 100,
+    noResponders: 10,
+    requestTooLarge: 5,
+    connectionLoss: 10,
     ...max,
   };
   return fc.record({
@@ -171,6 +175,10 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     blackouts: fc.integer({ min: 0, max: m.blackouts }),
     overload: fc.integer({ min: 0, max: m.overload }),
     journalFail: fc.integer({ min: 0, max: m.journalFail }),
+    requestTimeout: fc.integer({ min: 0, max: m.requestTimeout }),
+    noResponders: fc.integer({ min: 0, max: m.noResponders }),
+    requestTooLarge: fc.integer({ min: 0, max: m.requestTooLarge }),
+    connectionLoss: fc.integer({ min: 0, max: m.connectionLoss }),
   });
 }
 

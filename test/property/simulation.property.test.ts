@@ -7,10 +7,9 @@
  */
 import fc from 'fast-check';
 import { expect, test } from 'vitest';
-import { defineSaga } from '../../src/define.ts';
-import type { JoinSpec, SagaDefinition, StepSpec } from '../../src/types.ts';
 import { simulate } from '../../src/testing/simulation.ts';
 import { faultProfileArbitrary, tapeArbitrary } from '../../src/testing/verify.ts';
+import { sagaOf, shapeArb } from './saga-shapes.ts';
 
 const DEEP = process.env.SCATTER_SAGA_DEEP === '1';
 const RUNS = DEEP ? 20_000 : 2_000;
@@ -19,44 +18,6 @@ const RUNS = DEEP ? 20_000 : 2_000;
  * deterministic; `npm run verify:deep` and SCATTER_SAGA_RANDOM=1 explore new seeds.
  */
 const SEED = process.env.SCATTER_SAGA_SEED !== undefined ? Number(process.env.SCATTER_SAGA_SEED) : DEEP || process.env.SCATTER_SAGA_RANDOM === '1' ? undefined : 20_261_122;
-
-interface Shape {
-  n: number;
-  after: number[][];
-  join: 'all' | 'any' | 'quorum';
-  quorum: number;
-  timeouts: number[];
-  retries: number[];
-  compRetries: number;
-}
-
-const shapeArb: fc.Arbitrary<Shape> = fc.integer({ min: 1, max: 8 }).chain((n) =>
-  fc.record({
-    n: fc.constant(n),
-    after: fc.tuple(...Array.from({ length: n }, (_, i) => (i === 0 ? fc.constant([] as number[]) : fc.subarray(Array.from({ length: i }, (_, j) => j), { maxLength: Math.min(2, i) })))),
-    join: fc.constantFrom('all' as const, 'all' as const, 'any' as const, 'quorum' as const),
-    quorum: fc.integer({ min: 1, max: n }),
-    timeouts: fc.array(fc.integer({ min: 20, max: 200 }), { minLength: n, maxLength: n }),
-    retries: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: n, maxLength: n }),
-    compRetries: fc.integer({ min: 0, max: 3 }),
-  }),
-);
-
-function sagaOf(s: Shape): SagaDefinition {
-  const parallelOnly = s.join !== 'all';
-  const steps: Record<string, StepSpec> = {};
-  for (let i = 0; i < s.n; i++) {
-    steps[`s${i}`] = {
-      worker: `w${i % 3}`,
-      after: parallelOnly ? [] : (s.after[i] ?? []).map((j) => `s${j}`),
-      timeoutMs: s.timeouts[i] ?? 100,
-      retries: s.retries[i] ?? 0,
-      backoff: { initialMs: 10, maxMs: 80 },
-    };
-  }
-  const join: JoinSpec = s.join === 'all' ? { kind: 'all' } : s.join === 'any' ? { kind: 'any' } : { kind: 'quorum', n: s.quorum };
-  return defineSaga({ name: 'sim', version: 1, steps, join, compensation: { retries: s.compRetries, timeoutMs: 150, backoff: { initialMs: 10, maxMs: 80 } } });
-}
 
 test(`the runtime keeps the guarantee under faults (${RUNS} simulated runs)`, async () => {
   const t0 = performance.now();
@@ -77,6 +38,12 @@ test(`the runtime keeps the guarantee under faults (${RUNS} simulated runs)`, as
   });
   const details = await fc.check(property, {
     numRuns: RUNS,
+    // Shrinking a failure stops after this long and reports the smallest run found so far;
+    // a run that has not finished by then fails too.
+    interruptAfterTimeLimit: DEEP ? 3_300_000 : 240_000,
+    markInterruptAsFailure: true,
+    // SCATTER_SAGA_END_ON_FAILURE=1 reports the first failing run unshrunk (checking a mutant, see docs/testing.md).
+    endOnFailure: process.env.SCATTER_SAGA_END_ON_FAILURE === '1',
     ...(SEED !== undefined ? { seed: SEED } : {}),
     ...(process.env.SCATTER_SAGA_PATH !== undefined ? { path: process.env.SCATTER_SAGA_PATH } : {}),
   });

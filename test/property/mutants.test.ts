@@ -1,0 +1,90 @@
+/**
+ * Mutants the simulation must catch: each row plants one bug in the runtime (by replacing
+ * one export of its module) and runs the simulation property of
+ * simulation.property.test.ts, with its seed and arbitraries, until the first violation.
+ * The row passes when a run breaks the property the bug is about. Without the mutants
+ * the same runs hold (simulation.property.test.ts), so each failure here is the bug's.
+ */
+import fc from 'fast-check';
+import { fromCallback } from 'xstate';
+import { afterEach, expect, test, vi } from 'vitest';
+import type { WorkerActorEvent, WorkerActorInput } from '../../src/actors/worker-actor.ts';
+import type { SagaEvent } from '../../src/machines/saga-logic.ts';
+import { simulate } from '../../src/testing/simulation.ts';
+import { faultProfileArbitrary, tapeArbitrary } from '../../src/testing/verify.ts';
+import { sagaOf, shapeArb } from './saga-shapes.ts';
+
+type Mutant = 'transport-timeout-is-a-clean-failure' | 'undo-ignores-dependency-order';
+const planted: { mutant: Mutant | undefined } = vi.hoisted(() => ({ mutant: undefined }));
+
+vi.mock('../../src/actors/worker-actor.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../src/actors/worker-actor.ts')>();
+  /** The real reply mapping, except that a transport timeout of a `do` is reported as a failure that proves nothing applied. */
+  const replyToEvent = (ev: WorkerActorEvent, reply: Parameters<typeof real.replyToEvent>[1], failure?: unknown): SagaEvent => {
+    if (planted.mutant === 'transport-timeout-is-a-clean-failure' && ev.type === 'DO' && (failure as { code?: string } | undefined)?.code === 'STEP_TIMED_OUT') {
+      return { type: 'STEP.FAILED', stepId: ev.stepId, attempt: ev.attempt, error: { code: 'TRANSPORT_ERROR', message: String(failure), retryable: false }, local: true };
+    }
+    return real.replyToEvent(ev, reply, failure);
+  };
+  /** The unbounded worker actor (the simulation sets no `workerMaxInFlight`), over the reply mapping above. */
+  const workerActorLogic = fromCallback<WorkerActorEvent, WorkerActorInput>(({ input, receive }) => {
+    if (input.bound !== undefined) throw new Error('the mutant worker actor has no bound');
+    receive((ev) => {
+      const deliver = (event: SagaEvent) => {
+        if (ev.saga.getSnapshot().status === 'active') ev.saga.send(event);
+      };
+      let sent;
+      try {
+        sent = input.transport.request(real.requestOf(input.worker, ev, input.clock.now()), ev.timeoutMs);
+      } catch (error) {
+        sent = Promise.reject(error);
+      }
+      sent.then(
+        (reply) => deliver(replyToEvent(ev, reply)),
+        (error: unknown) => deliver(replyToEvent(ev, undefined, error ?? new Error('request failed'))),
+      );
+    });
+    return undefined;
+  });
+  return { ...real, replyToEvent, workerActorLogic };
+});
+
+vi.mock('../../src/machines/saga-logic.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../src/machines/saga-logic.ts')>();
+  /** The real launch, told that no step has dependents: every compensation starts at once. */
+  const launchCompensations: typeof real.launchCompensations = (def, ctx) =>
+    planted.mutant === 'undo-ignores-dependency-order' ? real.launchCompensations({ ...def, steps: def.steps.map((p) => ({ ...p, dependents: [] })) }, ctx) : real.launchCompensations(def, ctx);
+  return { ...real, launchCompensations };
+});
+
+afterEach(() => {
+  planted.mutant = undefined;
+});
+
+/** The first violations the simulation property finds with `mutant` planted, or undefined when all runs hold. */
+async function firstViolations(mutant: Mutant): Promise<{ properties: string[]; run: number } | undefined> {
+  planted.mutant = mutant;
+  let found: string[] = [];
+  let run = 0;
+  const property = fc.asyncProperty(shapeArb, faultProfileArbitrary({ duplicate: 20, coordinatorCrashes: 2 }), tapeArbitrary, fc.integer({ min: 1, max: 2 }), async (shape, faults, tape, sagas) => {
+    run++;
+    const r = await simulate(sagaOf(shape), { tape, faults, sagas, faultWindowMs: 800 });
+    if (r.violations.length === 0) return true;
+    found = [...new Set(r.violations.map((v) => v.property))];
+    return false;
+  });
+  const details = await fc.check(property, { numRuns: 2_000, seed: 20_261_122, endOnFailure: true });
+  return details.failed ? { properties: found, run } : undefined;
+}
+
+test.each([
+  // A `do` whose transport gave up may have reached a host: counted as a clean failure, its effect is never undone.
+  { mutant: 'transport-timeout-is-a-clean-failure' as const, breaks: ['compensated-has-no-effect', 'compensation-failed-lists-every-effect', 'committed-has-each-kept-effect-once'] },
+  // Compensations started without waiting for the steps that ran after them.
+  { mutant: 'undo-ignores-dependency-order' as const, breaks: ['undo-in-dependency-order'] },
+])('the simulation catches the mutant $mutant', async ({ mutant, breaks }) => {
+  const found = await firstViolations(mutant);
+  console.log(`[mutants] ${mutant}: ${found === undefined ? 'not caught' : `caught at run ${found.run}: ${found.properties.join(', ')}`}`);
+  expect(found, `${mutant} survived 2000 simulated runs`).toBeDefined();
+  expect(found?.properties.some((p) => breaks.includes(p)), `${mutant} broke ${found?.properties.join(', ')}`).toBe(true);
+});

@@ -1,0 +1,46 @@
+/**
+ * The random saga shapes of the simulation property tests: 1 to 8 steps, stages (`after`
+ * edges) under join "all", parallel steps under "any" and "quorum", timeouts, retry and
+ * compensation budgets.
+ */
+import fc from 'fast-check';
+import { defineSaga } from '../../src/define.ts';
+import type { JoinSpec, SagaDefinition, StepSpec } from '../../src/types.ts';
+
+export interface Shape {
+  n: number;
+  after: number[][];
+  join: 'all' | 'any' | 'quorum';
+  quorum: number;
+  timeouts: number[];
+  retries: number[];
+  compRetries: number;
+}
+
+export const shapeArb: fc.Arbitrary<Shape> = fc.integer({ min: 1, max: 8 }).chain((n) =>
+  fc.record({
+    n: fc.constant(n),
+    after: fc.tuple(...Array.from({ length: n }, (_, i) => (i === 0 ? fc.constant([] as number[]) : fc.subarray(Array.from({ length: i }, (_, j) => j), { maxLength: Math.min(2, i) })))),
+    join: fc.constantFrom('all' as const, 'all' as const, 'any' as const, 'quorum' as const),
+    quorum: fc.integer({ min: 1, max: n }),
+    timeouts: fc.array(fc.integer({ min: 20, max: 200 }), { minLength: n, maxLength: n }),
+    retries: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: n, maxLength: n }),
+    compRetries: fc.integer({ min: 0, max: 3 }),
+  }),
+);
+
+export function sagaOf(s: Shape): SagaDefinition {
+  const parallelOnly = s.join !== 'all';
+  const steps: Record<string, StepSpec> = {};
+  for (let i = 0; i < s.n; i++) {
+    steps[`s${i}`] = {
+      worker: `w${i % 3}`,
+      after: parallelOnly ? [] : (s.after[i] ?? []).map((j) => `s${j}`),
+      timeoutMs: s.timeouts[i] ?? 100,
+      retries: s.retries[i] ?? 0,
+      backoff: { initialMs: 10, maxMs: 80 },
+    };
+  }
+  const join: JoinSpec = s.join === 'all' ? { kind: 'all' } : s.join === 'any' ? { kind: 'any' } : { kind: 'quorum', n: s.quorum };
+  return defineSaga({ name: 'sim', version: 1, steps, join, compensation: { retries: s.compRetries, timeoutMs: 150, backoff: { initialMs: 10, maxMs: 80 } } });
+}
