@@ -14,6 +14,7 @@ export type { VerifyOptions, VerifyReport, VerifyViolation } from './verify.ts';
 export type {
   FaultProfile,
   Ledger,
+  LedgerEvent,
   SimulatedTransport,
   SimulatedTransportOptions,
   SimulationResult,

@@ -329,6 +329,10 @@ const FAULT_RANGES: Readonly<Record<keyof FaultProfile, readonly [number, number
   blackouts: [0, 3, 'a count'],
   overload: [0, 100, 'a percentage'],
   journalFail: [0, 100, 'a percentage'],
+  requestTimeout: [0, 100, 'a percentage'],
+  noResponders: [0, 100, 'a percentage'],
+  requestTooLarge: [0, 100, 'a percentage'],
+  connectionLoss: [0, 100, 'a percentage'],
 };
 
 /** How a wrong value reads in an error: `got -1`, `got "5"`, `got a function`. */
