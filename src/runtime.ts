@@ -14,8 +14,8 @@ import { createWorkerHost } from './actors/worker-host.ts';
 import type { WorkerHost } from './actors/worker-host.ts';
 import { requestOf } from './actors/worker-actor.ts';
 import type { Ownership } from './coordination/ownership.ts';
-import { InvalidOptionError, JournalUnavailableError, SagaDefinitionError, SagaError, threwText, WorkerNotHostedError } from './errors.ts';
-import { assertSerializable, fingerprint } from './machines/serializable.ts';
+import { InvalidOptionError, JournalUnavailableError, SagaDefinitionError, SagaError, WorkerNotHostedError } from './errors.ts';
+import { assertSerializable, fingerprint, rootStepInput } from './machines/serializable.ts';
 import { Admission } from './runtime/admission.ts';
 import type { Runtime } from './runtime/api.ts';
 import { SagaDriver } from './runtime/driver.ts';
@@ -127,13 +127,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       const rootInputs: Record<string, unknown> = {};
       for (const p of def.steps) {
         if (p.after.length > 0) continue;
-        let stepInput: unknown;
-        try {
-          stepInput = p.input(input, {});
-        } catch (error) {
-          throw new SagaDefinitionError(threwText(error, 'the input function'), { saga: def.name, step: p.id, field: 'input' });
-        }
-        assertSerializable(stepInput, `step '${p.id}' input`, def.name);
+        const stepInput = rootStepInput(def.name, p, input);
         rootInputs[p.id] = stepInput;
         // A first request the transport would refuse (over the payload limit): reject now, with nothing dispatched.
         const refused = transport.check?.(

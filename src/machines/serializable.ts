@@ -4,7 +4,8 @@
  * values for idempotency keys. Pure.
  */
 import { createHash } from 'node:crypto';
-import { InputNotSerializableError } from '../errors.ts';
+import { InputNotSerializableError, SagaDefinitionError, threwText } from '../errors.ts';
+import type { StepPlan } from '../types.ts';
 
 /**
  * What is wrong with a value that is not plain JSON: where (`path`), what it is, and
@@ -133,4 +134,21 @@ export function fingerprint(value: unknown): string {
  */
 export function idempotencyKey(sagaId: string, stepId: string, input: unknown): string {
   return createHash('sha256').update(`${sagaId}\u0000${stepId}\u0000${stableStringify(input)}`).digest('hex').slice(0, 40);
+}
+
+/**
+ * The input of a first step (one with no `after`), from the saga input: its `input`
+ * function's value, checked to be plain JSON. A function that throws is a
+ * SagaDefinitionError naming the saga and step. `where` adds what the saga input was: to
+ * the message of a function that threw, and to the path of a value that is not JSON.
+ */
+export function rootStepInput(saga: string, p: StepPlan, input: unknown, where: { threw: string; value: string } = { threw: '', value: '' }): unknown {
+  let stepInput: unknown;
+  try {
+    stepInput = p.input(input, {});
+  } catch (error) {
+    throw new SagaDefinitionError(`${threwText(error, 'the input function')}${where.threw}`, { saga, step: p.id, field: 'input' });
+  }
+  assertSerializable(stepInput, `step '${p.id}' input${where.value}`, saga);
+  return stepInput;
 }

@@ -12,7 +12,7 @@
 import fc from 'fast-check';
 import { defineSaga, isDefinedSaga } from '../define.ts';
 import { InvalidOptionError, SagaDefinitionError, threwText } from '../errors.ts';
-import { assertSerializable } from '../machines/serializable.ts';
+import { assertSerializable, rootStepInput } from '../machines/serializable.ts';
 import type { SagaDefinition, SagaSpec, StepSpec } from '../types.ts';
 import { explainModelViolation, exploreSaga } from './model.ts';
 import type { ModelViolation } from './model.ts';
@@ -441,14 +441,8 @@ function checkInputs(def: SagaDefinition, options: VerifyOptions): void {
     assertSerializable(input, `input('${id}')`, def.name);
     for (const p of def.steps) {
       if (p.after.length > 0) continue;
-      let stepInput: unknown;
-      try {
-        stepInput = p.input(input, {});
-      } catch (error) {
-        const given = options.input === undefined && id === 'model' ? ' (the model check starts the saga with the input null when the input option is not given: pass input)' : ` (on the saga input of '${id}')`;
-        throw new SagaDefinitionError(`${threwText(error, 'the input function')}${given}`, { saga: def.name, step: p.id, field: 'input' });
-      }
-      assertSerializable(stepInput, `step '${p.id}' input (on the saga input of '${id}')`, def.name);
+      const given = options.input === undefined && id === 'model' ? ' (the model check starts the saga with the input null when the input option is not given: pass input)' : ` (on the saga input of '${id}')`;
+      rootStepInput(def.name, p, input, { threw: given, value: ` (on the saga input of '${id}')` });
     }
   }
 }
