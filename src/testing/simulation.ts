@@ -12,8 +12,9 @@
  * after publishing (TRANSPORT_ERROR, `notSent` or in doubt). Every choice is read from a
  * tape of numbers, so a run replays exactly from its tape. A ledger of fake systems of
  * record is the oracle: what each saga's outcome says against what the systems of
- * record hold (again once every message in flight has landed), and the order of undos
- * against the definition's `after` edges.
+ * record hold (again once every message in flight has landed), the order of undos
+ * against the definition's `after` edges, and each undo a host acknowledged against what
+ * the systems of record did afterwards.
  */
 import { SagaError, TerminalError, TransportError } from '../errors.ts';
 import { createWorkerHost } from '../actors/worker-host.ts';
@@ -390,6 +391,8 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const sleep = (ms: number) => (ms <= 0 ? Promise.resolve() : new Promise<void>((r) => clock.setTimeout(r, ms)));
   const window = scenario.faultWindowMs ?? 2_000;
   const ledger = createLedger(() => clock.now());
+  /** Every `{ ok: true }` a host gave a compensate: where the ledger stood when it was given. */
+  const undoAcks: UndoAck[] = [];
   const transport = simulatedTransport({ clock, chooser, faults, trace: (l) => trace.push(l), maxPayload: SIM_MAX_PAYLOAD });
   const shared = memoryDedupStore({ clock });
   const journals = memorySagaStore({ clock });
@@ -503,6 +506,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
         return Promise.resolve({ ok: false, error: { code: 'OVERLOADED', message: `host ${slot} at capacity`, retryable: true } });
       }
       return host.handle(req).then((reply) => {
+        if (req.op === 'compensate' && reply.ok) undoAcks.push({ key: `${req.sagaId}/${req.stepId}`, seq: ledger.events.length, at: clock.now(), host: slot });
         trace.push(`t=${clock.now()} host ${slot} answers ${req.op} ${req.stepId}#${req.attempt} of ${req.sagaId}: ${reply.ok ? 'ok' : reply.error.code}`);
         return reply;
       });
@@ -652,6 +656,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   await clock.advance(SETTLE_MS);
   check(def, ids, outcomes, ledger, violations, `${SETTLE_MS} ms after the end, every message in flight delivered`, clock.now());
   checkUndoOrder(def, ledger, violations);
+  checkAcknowledgedUndos(ledger, undoAcks, violations);
   await runtime.close();
   for (const o of outcomes) trace.push(`outcome ${o?.sagaId}: ${o?.status ?? 'none'}`);
   return { outcomes, violations, trace, parked: parked.length };
@@ -691,6 +696,41 @@ function check(
       // retry below (in a healed world) must then end the saga with no effect at all.
     }
   });
+}
+
+/** A host answered a compensate of `key` with `{ ok: true }` when the ledger held `seq` events. */
+interface UndoAck {
+  readonly key: string;
+  readonly seq: number;
+  readonly at: number;
+  readonly host: number;
+}
+
+/**
+ * An acknowledged undo, read from the world alone: the ledger's history and the answers
+ * hosts gave. Once a host has answered a compensate of a key with `{ ok: true }`, the key's
+ * effect is not in the systems of record then, and no `do` of the key applies afterwards
+ * (checked once every message in flight has landed and every running `do` has ended): a
+ * compensate never answers while a `do` of its key may still apply. The simulated hosts
+ * renew their claims in time or die (a dead host's `do` never returns), so no claim lapses
+ * under a `do` that goes on to apply.
+ */
+function checkAcknowledgedUndos(ledger: Ledger, acks: readonly UndoAck[], violations: SimulationViolation[]): void {
+  const reported = new Set<string>();
+  for (const ack of acks) {
+    if (reported.has(ack.key)) continue;
+    // The key's last apply or undo before the answer says whether its effect was there.
+    const heldThen = ledger.events.slice(0, ack.seq).filter((e) => e.key === ack.key).at(-1)?.kind === 'apply';
+    const later = ledger.events.slice(ack.seq).find((e) => e.key === ack.key && e.kind === 'apply');
+    if (!heldThen && later === undefined) continue;
+    reported.add(ack.key);
+    violations.push({
+      property: 'acknowledged-undo-stays-undone',
+      message: heldThen
+        ? `host ${ack.host} acknowledged the undo of ${ack.key} at t=${ack.at} ms while the systems of record held its effect`
+        : `host ${ack.host} acknowledged the undo of ${ack.key} at t=${ack.at} ms, then a do applied it at t=${(later as LedgerEvent).at} ms`,
+    });
+  }
 }
 
 /**

@@ -14,7 +14,7 @@ import { simulate } from '../../src/testing/simulation.ts';
 import { faultProfileArbitrary, tapeArbitrary } from '../../src/testing/verify.ts';
 import { sagaOf, shapeArb } from './saga-shapes.ts';
 
-type Mutant = 'transport-timeout-is-a-clean-failure' | 'undo-ignores-dependency-order';
+type Mutant = 'transport-timeout-is-a-clean-failure' | 'undo-ignores-dependency-order' | 'compensate-takes-over-a-running-do';
 const planted: { mutant: Mutant | undefined } = vi.hoisted(() => ({ mutant: undefined }));
 
 vi.mock('../../src/actors/worker-actor.ts', async (importOriginal) => {
@@ -57,6 +57,16 @@ vi.mock('../../src/machines/saga-logic.ts', async (importOriginal) => {
   return { ...real, launchCompensations };
 });
 
+vi.mock('../../src/machines/host-protocol.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../src/machines/host-protocol.ts')>();
+  /** The real protocol, except that a compensate reading a `doing` key under a live claim decides as if that claim had expired, instead of waiting for it. */
+  const stepRequest: typeof real.stepRequest = (setup, state, ev) =>
+    planted.mutant === 'compensate-takes-over-a-running-do' && state.phase === 'deciding' && ev.type === 'READ' && ev.live && setup.req.op === 'compensate' && ev.record?.state === 'doing'
+      ? real.stepRequest(setup, state, { ...ev, live: false })
+      : real.stepRequest(setup, state, ev);
+  return { ...real, stepRequest };
+});
+
 afterEach(() => {
   planted.mutant = undefined;
 });
@@ -82,6 +92,8 @@ test.each([
   { mutant: 'transport-timeout-is-a-clean-failure' as const, breaks: ['compensated-has-no-effect', 'compensation-failed-lists-every-effect', 'committed-has-each-kept-effect-once'] },
   // Compensations started without waiting for the steps that ran after them.
   { mutant: 'undo-ignores-dependency-order' as const, breaks: ['undo-in-dependency-order'] },
+  // A compensate that meets a running do takes the key over and answers ok; the do then applies (and its host undoes it again).
+  { mutant: 'compensate-takes-over-a-running-do' as const, breaks: ['acknowledged-undo-stays-undone'] },
 ])('the simulation catches the mutant $mutant', async ({ mutant, breaks }) => {
   const found = await firstViolations(mutant);
   console.log(`[mutants] ${mutant}: ${found === undefined ? 'not caught' : `caught at run ${found.run}: ${found.properties.join(', ')}`}`);
