@@ -74,6 +74,10 @@ export interface ModelReport {
   readonly violations: readonly ModelViolation[];
   /** True when `maxStates` stopped the traversal before it covered everything. */
   readonly truncated: boolean;
+  /** Whether states equal up to a permutation of interchangeable steps were merged. */
+  readonly symmetry: boolean;
+  /** The classes of interchangeable steps (by id) that were permuted; empty when `symmetry` is false. */
+  readonly symmetryClasses: readonly (readonly string[])[];
 }
 
 /** The options of `exploreSaga`. */
@@ -84,7 +88,10 @@ export interface ModelOptions {
   maxViolations?: number;
   /** The saga input the machine is started with (step `input` functions read it). Default null. */
   input?: unknown;
-  /** Merge states that differ only by a permutation of identical parallel steps. Default true (off with crashes). */
+  /**
+   * Merge states that differ only by a permutation of interchangeable steps (see
+   * `symmetryClasses`). Default true; always off with `crashes`.
+   */
   symmetry?: boolean;
   /**
    * Coordinator crashes, each followed by a recovery from the journal (the last write-ahead
@@ -234,19 +241,35 @@ function nextGhost(
 }
 
 /**
- * Parallel steps with the same plan are interchangeable: states that differ only by a
- * permutation of such steps are one state (symmetry reduction). Every property checked
- * here is symmetric, and each stored state is the real successor of its stored parent,
- * so reported paths stay exact.
+ * Steps with the same plan are interchangeable: the same `after` and the same dependents
+ * (so swapping two of them maps the definition's graph onto itself), the same `input`
+ * function, timeouts, retries, backoff and compensation options. States that differ only
+ * by a permutation of the steps within such a class are one state (symmetry reduction).
+ * The worker name is left out: the model answers for every worker alike, and the machine
+ * only passes it on in its commands. Every property checked here is symmetric, and each
+ * stored state is the real successor of its stored parent, so reported paths stay exact.
+ * Returns the classes of two or more steps, each in definition order.
  */
-export function isSymmetric(def: SagaDefinition): boolean {
-  const sig = (p: SagaDefinition['steps'][number]) =>
-    JSON.stringify([p.after, p.dependents, p.timeoutMs, p.retries, p.backoff, p.compensation]);
-  const first = def.steps[0];
-  return first !== undefined && def.steps.every((p) => p.after.length === 0 && p.dependents.length === 0 && sig(p) === sig(first));
+export function symmetryClasses(def: SagaDefinition): string[][] {
+  const fns = new Map<unknown, number>();
+  const fnId = (f: unknown) => {
+    if (!fns.has(f)) fns.set(f, fns.size);
+    return fns.get(f) as number;
+  };
+  const groups = new Map<string, string[]>();
+  for (const p of def.steps) {
+    const sig = JSON.stringify([fnId(p.input), [...p.after].sort(), [...p.dependents].sort(), p.timeoutMs, p.retries, p.backoff, p.compensation]);
+    const g = groups.get(sig);
+    if (g === undefined) groups.set(sig, [p.id]);
+    else g.push(p.id);
+  }
+  return [...groups.values()].filter((g) => g.length > 1);
 }
 
-function serialize(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<string, GhostStep>>, symmetric = false): string {
+/** Positions (in `def.steps`) of each class's members. */
+type Classes = readonly (readonly number[])[];
+
+function serialize(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<string, GhostStep>>, classes: Classes = []): string {
   const ctx = snap.context;
   const seqs = def.steps
     .map((p) => (ctx.steps[p.id] as StepState).committedSeq)
@@ -275,7 +298,14 @@ function serialize(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
       ].join(','),
     );
   }
-  if (symmetric) parts.sort();
+  // Within each class the members' parts are sorted into the class's positions: states
+  // equal up to a permutation of interchangeable steps get one key.
+  for (const members of classes) {
+    const sorted = members.map((i) => parts[i] as string).sort();
+    members.forEach((i, k) => {
+      parts[i] = sorted[k] as string;
+    });
+  }
   return [...head, ...parts].join('|');
 }
 
@@ -421,10 +451,13 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
   for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false };
   const snap0 = s0 as unknown as Snap;
   const g0 = nextGhost(def, snap0, snap0, blank, undefined, cmdsOf(a0));
-  const symmetric = options.symmetry !== false && crashes === 0 && isSymmetric(def);
+  const classIds = options.symmetry !== false && crashes === 0 ? symmetryClasses(def) : [];
+  const symmetric = classIds.length > 0;
+  const index = new Map(def.steps.map((p, i) => [p.id, i] as const));
+  const classes: Classes = classIds.map((c) => c.map((id) => index.get(id) as number));
   const j0: Journal = { journaled: undefined, written: undefined, crashesLeft: crashes };
   const keyOf = (snap: Snap, ghost: Readonly<Record<string, GhostStep>>, j: Journal) =>
-    crashes === 0 ? serialize(def, snap, ghost, symmetric) : `${serialize(def, snap, ghost, false)}#${journalKey(def, j)}`;
+    crashes === 0 ? serialize(def, snap, ghost, classes) : `${serialize(def, snap, ghost)}#${journalKey(def, j)}`;
   const k0 = keyOf(snap0, g0, j0);
   seen.set(k0, { snap: snap0, ghost: g0, journal: j0, parent: undefined, via: '(start)', depth: 0 });
   const queue: string[] = [k0];
@@ -494,7 +527,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
       report([['no-dead-end', `the saga is stuck in ${state}: no event it can still receive moves it`]], key);
     }
   }
-  return { shape: shapeOf(def), states: seen.size, transitions, paths: seen.size, finals, violations, truncated };
+  return { shape: shapeOf(def), states: seen.size, transitions, paths: seen.size, finals, violations, truncated, symmetry: symmetric, symmetryClasses: classIds };
 }
 
 /** What the journal holds after a transition: write-ahead checkpoints land before what follows them is sent. */
