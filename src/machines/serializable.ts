@@ -20,9 +20,14 @@ export interface NotJson {
   readonly fix: string;
 }
 
+/** `is a Date, not a plain JSON value; pass date.toISOString()`. */
+function problemOf(n: NotJson): string {
+  return `is ${n.what}, not a plain JSON value; ${n.fix}`;
+}
+
 /** `input.when is a Date, not a plain JSON value; pass date.toISOString()`. */
 export function describeNotJson(n: NotJson): string {
-  return `${n.path} is ${n.what}, not a plain JSON value; ${n.fix}`;
+  return `${n.path} ${problemOf(n)}`;
 }
 
 /**
@@ -46,7 +51,7 @@ export function findNotJson(value: unknown, path: string): NotJson | undefined {
  */
 export function assertSerializable(value: unknown, path = 'input', saga?: string): void {
   const bad = findNotJson(value, path);
-  if (bad !== undefined) throw new InputNotSerializableError(bad.path, `is ${bad.what}, not a plain JSON value; ${bad.fix}`, saga !== undefined ? { saga } : {});
+  if (bad !== undefined) throw new InputNotSerializableError(bad.path, problemOf(bad), saga !== undefined ? { saga } : {});
 }
 
 function primitive(value: unknown, path: string): NotJson | undefined {

@@ -293,20 +293,15 @@ export class SagaDriver {
   }
 
   private send(entry: Live, workerName: string, ev: WorkerActorEvent): void {
-    const barrier = entry.barrier;
-    if (barrier === undefined) {
+    const deliver = (direct: boolean) => {
       const ref = this.workerRef(workerName);
       if (ref === undefined) return;
       ref.send(ev);
-      entry.trace?.sent(ev, true);
-      return;
-    }
-    void barrier.then((ok) => {
-      const ref = ok && !entry.stopped ? this.workerRef(workerName) : undefined;
-      if (ref === undefined) return;
-      ref.send(ev);
-      entry.trace?.sent(ev, false);
-    });
+      entry.trace?.sent(ev, direct);
+    };
+    const barrier = entry.barrier;
+    if (barrier === undefined) deliver(true);
+    else void barrier.then((ok) => ok && !entry.stopped && deliver(false));
   }
 
   private perform(self: AnyActorRef, sagaId: string, cmd: SagaCommand): void {
