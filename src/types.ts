@@ -545,13 +545,22 @@ export interface SagaStore {
    * `undefined` when another coordinator wrote it meanwhile (this one is fenced off).
    */
   write(record: SagaRecord, revision: number): Promise<number | undefined>;
-  /** Moves a saga whose outcome is written out of the unfinished set. Idempotent. */
-  archive(sagaId: string): Promise<void>;
-  /** A saga's journal with its revision (0 once archived), or undefined when the store has none. */
+  /**
+   * Optional: moves a saga whose outcome is written out of the unfinished set. Idempotent.
+   * A store whose write of an outcome already does so (`jetstreamSagaStore`) has none.
+   */
+  archive?(sagaId: string): Promise<void>;
+  /**
+   * Optional: removes the final records that are past the store's retention. Coordinators
+   * call it from their ownership watch, about once a minute, and abort it when they close.
+   * Resolves with how many records it removed.
+   */
+  prune?(signal?: AbortSignal): Promise<number>;
+  /** A saga's journal with its revision (0 once finished and archived or closed: it takes no more writes), or undefined when the store has none. */
   load(sagaId: string): Promise<VersionedSagaRecord | undefined>;
   /** A saga's journal, running, parked or finished, or undefined when the store has none. */
   get(sagaId: string): Promise<SagaRecord | undefined>;
-  /** Every saga not archived yet (running, parked, or finished and not yet archived). */
+  /** Every saga not archived yet (running, parked, or finished and not yet archived or closed). */
   unfinished(): Promise<VersionedSagaRecord[]>;
   /** The dead letters of the sagas parked now. */
   deadLetters(): Promise<DeadLetter[]>;

@@ -127,7 +127,7 @@ class RequestRun {
     private readonly setup: RequestSetup,
   ) {
     this.answered = new Promise<WorkerReply>((r) => (this.answer = r));
-    const first = startRequest();
+    const first = startRequest(setup, host.clock.now());
     this.state = first.state;
     this.draining = true;
     for (const cmd of first.commands) this.perform(cmd);

@@ -86,11 +86,28 @@ export function startOwnership(o: OwnershipOptions): Ownership {
   const every = beatInterval(leaseMs);
   /** When the unfinished sagas are listed next even if no known coordinator is due: at once on start. */
   let nextSweep = clock.now();
+  /** The store's retention (`prune`): at most one at a time, about once per sweep interval, aborted on stop. */
+  let nextPrune = clock.now();
+  let pruning: Promise<void> | undefined;
+  const abort = new AbortController();
+  const prune = () => {
+    const now = clock.now();
+    if (store.prune === undefined || pruning !== undefined || now < nextPrune || stopped) return;
+    nextPrune = now + sweepInterval(leaseMs);
+    pruning = store
+      .prune(abort.signal)
+      .then(
+        (removed) => void (removed > 0 && logger.info({ coordinator: id, removed }, 'removed the final records of sagas past the store retention')),
+        (error: unknown) => logger.warn({ err: error, coordinator: id }, 'could not remove old final records; trying again later'),
+      )
+      .finally(() => (pruning = undefined));
+  };
 
   const tick = async () => {
     try {
       await beat(id);
       await o.strays?.();
+      prune();
       const now = clock.now();
       seen = observe(seen, await beats(), [], now);
       const due = [...seen.keys()].filter((owner) => isDead(seen, owner, id, now, leaseMs) && now - (swept.get(owner) ?? -Infinity) > leaseMs);
@@ -125,8 +142,10 @@ export function startOwnership(o: OwnershipOptions): Ownership {
   return {
     async stop() {
       stopped = true;
+      abort.abort();
       if (timer !== undefined) clock.clearTimeout(timer);
       await ticking.catch(() => undefined);
+      await pruning;
       await store.retire?.(id).catch((error: unknown) => logger.warn({ err: error, coordinator: id }, 'could not remove the heartbeat of this coordinator'));
     },
   };

@@ -132,8 +132,14 @@ export const replies = {
   keyConflict: (req: WorkerRequest) => fail('KEY_CONFLICT', `idempotency key ${req.key} was first used with a different input`, false),
 };
 
-/** The first command for a new request. */
-export function startRequest(): Transition {
+/**
+ * The first commands for a new request. A `do`'s first attempt expects its key to be new
+ * and writes its claim at once, as a create (revision 0), which lands only on a key that
+ * holds nothing: the very write a read that found nothing would lead to, without the read.
+ * On a conflict it reads, as every request does. Any other request reads first.
+ */
+export function startRequest(setup: RequestSetup, now: number): Transition {
+  if (setup.req.op === 'do' && setup.req.attempt === 1) return decide(setup, { type: 'READ', record: undefined, revision: 0, live: false, now }, 0);
   return { state: { phase: 'deciding', conflicts: 0 }, commands: [{ type: 'read' }] };
 }
 

@@ -215,6 +215,7 @@ export class SagaDriver {
    * Settles a write whose answer was lost: reads the journal back. Our record there: it
    * landed (its revision). The revision we named still there: it did not (`'retry'`).
    * Anything else: another coordinator wrote it (undefined). A read that fails: `'retry'`.
+   * Our outcome found closed (revision 0): it landed; `named` is returned, as no write follows.
    * `named` 0: an intent, which is absent when it did not land.
    */
   async landed(record: SagaRecord, named: number): Promise<number | undefined | 'retry'> {
@@ -224,7 +225,11 @@ export class SagaDriver {
     } catch {
       return 'retry';
     }
-    if (found !== undefined && found.revision > 0 && stableStringify(found.record) === stableStringify(record)) return found.revision;
+    if (found !== undefined && stableStringify(found.record) === stableStringify(record)) {
+      if (found.revision > 0) return found.revision;
+      // Our outcome, closed or archived: it landed, and nothing is written after it.
+      if (record.outcome !== undefined) return named;
+    }
     if (found === undefined) return named === 0 ? 'retry' : undefined;
     return found.revision === named ? 'retry' : undefined;
   }
@@ -406,7 +411,7 @@ export class SagaDriver {
       const waiters = entry.waiters;
       entry.waiters = [];
       for (const w of waiters) w.resolve(outcome);
-      this.store.archive(sagaId).catch((error: unknown) => logger.warn({ err: error, sagaId }, 'could not archive a finished saga; recover() archives it later'));
+      this.store.archive?.(sagaId).catch((error: unknown) => logger.warn({ err: error, sagaId }, 'could not archive a finished saga; recover() archives it later'));
     });
   }
 

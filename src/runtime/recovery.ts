@@ -44,7 +44,7 @@ export async function recover(driver: SagaDriver, serving: readonly Promise<Serv
     if (rec.owner !== undefined && rec.owner !== ownerId && beating.has(rec.owner) && rec.outcome === undefined) continue;
     if (rec.outcome !== undefined) {
       // Finished, its archiving interrupted.
-      await store.archive(rec.sagaId).catch((error: unknown) => logger.warn({ err: error, sagaId: rec.sagaId }, 'could not archive a finished saga'));
+      await store.archive?.(rec.sagaId).catch((error: unknown) => logger.warn({ err: error, sagaId: rec.sagaId }, 'could not archive a finished saga'));
       continue;
     }
     if ((await adopt(driver, found)) !== undefined) restored.push(rec.sagaId);

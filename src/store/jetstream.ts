@@ -4,7 +4,8 @@
  * and every write a compare-and-set on the revision last read, so an update made by
  * another host in between is never silently overwritten.
  *
- * Also a SagaStore on KV: one journal record per saga, written with compare-and-set.
+ * Also a SagaStore on KV: one journal record per saga, written with compare-and-set, its
+ * outcome written as a delete marker that carries the final record.
  *
  * Reads go to each stream's leader (`allow_direct: false`): with replicas, a direct get
  * may be answered by a follower that has not caught up, and a decision made on a stale
@@ -13,10 +14,12 @@
  */
 import { Kvm } from '@nats-io/kv';
 import type { KV } from '@nats-io/kv';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { nanos } from '@nats-io/transport-node';
+import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { JetStreamClient, JetStreamPublishOptions } from '@nats-io/jetstream';
+import { headers, nanos } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { InvalidOptionError, TransportError } from '../errors.ts';
+import { perTurn } from '../transport/nats/turn.ts';
 import type { DedupStore, KeyRecord, SagaRecord, SagaStore, VersionedSagaRecord } from '../types.ts';
 
 /** Default time a JetStream KV dedup store remembers a key: 24 hours (each bucket's max age). */
@@ -103,17 +106,72 @@ function isCasConflict(error: unknown): boolean {
 
 const messageOf = (error: unknown) => (error as Error)?.message ?? String(error);
 
-/** A KV entry as this module reads it: its text and revision, or absent. */
-interface Raw {
+/** A KV entry as this module reads it: its text (a value, or the final record a closing marker carries) and revision, or absent. */
+export interface RawEntry {
   readonly text: string | undefined;
   readonly revision: number;
+  /** A closing marker: a delete marker whose payload is the saga's final record. */
+  readonly closed: boolean;
 }
 
-async function readRaw(kv: KV, key: string): Promise<Raw> {
+async function readRaw(kv: KV, key: string): Promise<RawEntry> {
   const e = await kv.get(key);
-  if (e === null) return { text: undefined, revision: 0 };
-  // A deleted or purged key is absent, but a write must name its marker's revision.
-  return e.operation === 'PUT' ? { text: e.string(), revision: e.revision } : { text: undefined, revision: e.revision };
+  if (e === null) return { text: undefined, revision: 0, closed: false };
+  if (e.operation === 'PUT') return { text: e.string(), revision: e.revision, closed: false };
+  // A delete marker with a payload closes a saga; a bare delete or purge marker is absent, but a write must name its revision.
+  if (e.operation === 'DEL' && e.value.length > 0) return { text: e.string(), revision: e.revision, closed: true };
+  return { text: undefined, revision: e.revision, closed: false };
+}
+
+/** The KV header that marks a delete: a closing write is a delete marker that carries the final record. */
+const KV_OPERATION = 'KV-Operation';
+
+/** One KV key as {@link casWrite} writes it: a compare-and-set publish, and a read. */
+export interface CasKey {
+  /** Lands only if the key's last message is still `revision` (0: none, not even a delete marker); resolves with the new revision. */
+  publish(text: string, revision: number, close: boolean): Promise<number>;
+  read(): Promise<RawEntry>;
+}
+
+/** A write to publish: subject, text, and what settles its promise. */
+interface Publish {
+  readonly subject: string;
+  readonly text: string;
+  readonly options: Partial<JetStreamPublishOptions>;
+  readonly resolve: (seq: number) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/**
+ * Group commit: the writes a store is asked for in one turn of the event loop are
+ * published together (the writes of many sagas, or of many keys on a worker host), each
+ * waiting for its own acknowledgement.
+ */
+function groupPublisher(js: JetStreamClient): (subject: string, text: string, options: Partial<JetStreamPublishOptions>) => Promise<number> {
+  const send = perTurn<Publish>((w) => void js.publish(w.subject, w.text, w.options).then((ack) => w.resolve(ack.seq), w.reject));
+  return (subject, text, options) => new Promise<number>((resolve, reject) => send({ subject, text, options, resolve, reject }));
+}
+
+/**
+ * A key of a KV bucket. Writes are published on the key's subject with the expected
+ * last subject sequence, not through `kv.create`, which would write over a delete
+ * marker. `close` publishes a delete marker carrying the text: the key leaves the
+ * bucket's listing, and a read still finds its record.
+ */
+function casKey(kv: KV, publish: ReturnType<typeof groupPublisher>, bucket: string, key: string): CasKey {
+  const subject = `$KV.${bucket}.${key}`;
+  return {
+    publish(text, revision, close) {
+      const options: Partial<JetStreamPublishOptions> = { expect: { lastSubjectSequence: revision } };
+      if (close) {
+        const h = headers();
+        h.set(KV_OPERATION, 'DEL');
+        options.headers = h;
+      }
+      return publish(subject, text, options);
+    },
+    read: () => readRaw(kv, key),
+  };
 }
 
 /**
@@ -125,13 +183,13 @@ async function readRaw(kv: KV, key: string): Promise<Raw> {
  * changed); anything else means another writer came first. Resolves with the new
  * revision, or `undefined` on a conflict; rejects when the server stays unreachable.
  */
-export async function casWrite(kv: KV, key: string, text: string, revision: number, attempts: number, what: string): Promise<number | undefined> {
+export async function casWrite(key: CasKey, text: string, revision: number, attempts: number, what: string, close = false): Promise<number | undefined> {
   let last: unknown;
   /** An earlier attempt failed without an answer: it may have landed. */
   let mayHaveLanded = false;
   for (let i = 1; i <= attempts; i++) {
     try {
-      return revision === 0 ? await kv.create(key, text) : await kv.update(key, text, revision);
+      return await key.publish(text, revision, close);
     } catch (error) {
       // A conflict is settled by the read below, like a missing answer.
       if (isCasConflict(error)) last = new Error(`the server reported a conflict, but revision ${revision} is still the last`, { cause: error });
@@ -141,9 +199,9 @@ export async function casWrite(kv: KV, key: string, text: string, revision: numb
       }
     }
     try {
-      const now = await readRaw(kv, key);
+      const now = await key.read();
       // Our text is ours only if one of our attempts may have landed: another writer may write the same text.
-      if (now.text === text && mayHaveLanded) return now.revision;
+      if (now.text === text && now.closed === close && mayHaveLanded) return now.revision;
       if (now.revision !== revision) return undefined;
     } catch (error) {
       last = error;
@@ -176,6 +234,7 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
   if (!Number.isSafeInteger(attempts) || attempts < 1) throw new InvalidOptionError('attempts', 'must be a whole number >= 1');
 
   const kvm = new Kvm(nc);
+  const publisher = groupPublisher(jetstream(nc));
   const buckets = new Map<string, Promise<KV>>();
 
   const open = async (worker: string): Promise<KV> => {
@@ -205,7 +264,7 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
     bucket,
 
     async read(worker, key) {
-      let raw: Raw | undefined;
+      let raw: RawEntry | undefined;
       let last: unknown;
       for (let i = 1; raw === undefined; i++) {
         try {
@@ -234,7 +293,7 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
       } catch (error) {
         throw new TransportError('TRANSPORT_ERROR', `dedup store: bucket of worker '${worker}' unavailable: ${messageOf(error)}`, { cause: error });
       }
-      return casWrite(kv, kvKeyOf(key), JSON.stringify(record), revision, attempts, `dedup store: write of ${worker}/${key}`);
+      return casWrite(casKey(kv, publisher, `${bucketPrefix}_${worker}`, kvKeyOf(key)), JSON.stringify(record), revision, attempts, `dedup store: write of ${worker}/${key}`);
     },
   };
 }
@@ -245,12 +304,15 @@ export function jetstreamDedupStore(nc: NatsConnection, options: JetStreamDedupS
 /** The options of `jetstreamSagaStore`. */
 export interface JetStreamSagaStoreOptions {
   /**
-   * Buckets are `<bucketPrefix>_live` (sagas not finished: running, parked, and finished
-   * ones not yet archived), `<bucketPrefix>_done` (finished) and `<bucketPrefix>_owners`
-   * (coordinators' heartbeats, forgotten after a day). Default `'saga'`.
+   * Buckets are `<bucketPrefix>_journal` (one key per saga: its journal while it runs or
+   * is parked, then its final record) and `<bucketPrefix>_owners` (coordinators'
+   * heartbeats, forgotten after a day). Default `'saga'`.
    */
   bucketPrefix?: string;
-  /** How long a finished saga's journal is kept (0: forever). Default 7 days. */
+  /**
+   * How long a finished saga's final record is kept (0: forever). Coordinators remove
+   * older ones as they go (`prune`). Default 7 days.
+   */
   keepMs?: number;
   /** Stream replicas of each bucket. Default 1. */
   replicas?: number;
@@ -266,13 +328,22 @@ export interface JetStreamSagaStoreOptions {
   allowUnsafeServer?: boolean;
 }
 
+/** Messages `prune` reads ahead, and purges it sends at once. */
+const PRUNE_BATCH = 256;
+/** `prune` stops reading when no message came for this long (the rest was removed meanwhile). */
+const PRUNE_IDLE_MS = 2_000;
+
 /**
- * A durable SagaStore on JetStream KV. A saga's journal is one record in the `live`
- * bucket from its first write (the intent) to its outcome; every write is a
- * compare-and-set on the revision the coordinator last wrote, so a coordinator that is
- * no longer the saga's owner cannot write it. A finished saga is then archived to the
- * `done` bucket, which keeps it for `keepMs`. The dead letter of a parked saga is part
- * of its record, written in the same write.
+ * A durable SagaStore on JetStream KV, two writes for a saga that commits: the intent
+ * (a create of the saga's key in the `journal` bucket, before anything is dispatched)
+ * and the outcome. Every write is a compare-and-set on the revision the coordinator last
+ * wrote, so a coordinator that is no longer the saga's owner cannot write it. The
+ * outcome closes the saga in the same write: it is a delete marker carrying the final
+ * record, so the key leaves the listing of unfinished sagas at once while `load` and
+ * `get` still find the outcome, and no other coordinator can write the key again. The
+ * dead letter of a parked saga is part of its record, written in the same write. Final
+ * records older than `keepMs` are removed by `prune`, which coordinators call as they
+ * watch each other.
  *
  * @example
  * const runtime = createRuntime({ transport: natsTransport(nc), store: jetstreamSagaStore(nc), sagas: [trip] });
@@ -290,16 +361,19 @@ export function jetstreamSagaStore(nc: NatsConnection, options: JetStreamSagaSto
   const attempts = options.attempts ?? 3;
   if (!Number.isSafeInteger(attempts) || attempts < 1) throw new InvalidOptionError('attempts', 'must be a whole number >= 1');
   const kvm = new Kvm(nc);
+  const js = jetstream(nc);
+  const publisher = groupPublisher(js);
+  const journalBucket = `${bucketPrefix}_journal`;
   const open = (suffix: string, ttl: number) => kvm.create(`${bucketPrefix}_${suffix}`, { history: 1, replicas, allow_direct: false, ...(ttl > 0 ? { ttl } : {}) });
-  let buckets: Promise<{ live: KV; done: KV; owners: KV }> | undefined;
+  let buckets: Promise<{ journal: KV; owners: KV }> | undefined;
   const kv = async () => {
     // Heartbeats of coordinators that stopped are forgotten after a day.
-    buckets ??= Promise.all([open('live', 0), open('done', keepMs), open('owners', 24 * 3600_000)]).then(([live, done, owners]) => ({ live, done, owners }));
+    buckets ??= Promise.all([open('journal', 0), open('owners', 24 * 3600_000)]).then(([journal, owners]) => ({ journal, owners }));
     try {
       return await buckets;
     } catch (error) {
       buckets = undefined;
-      throw new TransportError('TRANSPORT_ERROR', `saga store: buckets '${bucketPrefix}_live' and '${bucketPrefix}_done' unavailable: ${messageOf(error)}`, { cause: error });
+      throw new TransportError('TRANSPORT_ERROR', `saga store: buckets '${journalBucket}' and '${bucketPrefix}_owners' unavailable: ${messageOf(error)}`, { cause: error });
     }
   };
   /** Retries a read a few times; a failure is a typed TRANSPORT_ERROR. */
@@ -313,52 +387,85 @@ export function jetstreamSagaStore(nc: NatsConnection, options: JetStreamSagaSto
       }
     }
   };
-  const parse = (raw: Raw): SagaRecord | undefined => (raw.text === undefined ? undefined : (JSON.parse(raw.text) as SagaRecord));
+  const parse = (raw: RawEntry): SagaRecord | undefined => (raw.text === undefined ? undefined : (JSON.parse(raw.text) as SagaRecord));
   const load = async (sagaId: string): Promise<VersionedSagaRecord | undefined> => {
-    const { live, done } = await kv();
-    const k = kvKeyOf(sagaId);
-    const cur = await reading(`read of saga ${sagaId}`, () => readRaw(live, k));
-    const rec = parse(cur);
-    if (rec !== undefined) return { record: rec, revision: cur.revision };
-    const fin = parse(await reading(`read of saga ${sagaId}`, () => readRaw(done, k)));
-    return fin === undefined ? undefined : { record: fin, revision: 0 };
+    const { journal } = await kv();
+    const raw = await reading(`read of saga ${sagaId}`, () => readRaw(journal, kvKeyOf(sagaId)));
+    const rec = parse(raw);
+    if (rec === undefined) return undefined;
+    // A closed saga takes no more writes: revision 0.
+    return { record: rec, revision: raw.closed ? 0 : raw.revision };
   };
   const unfinished = async (): Promise<VersionedSagaRecord[]> => {
-    const { live } = await kv();
+    const { journal } = await kv();
     const keys: string[] = [];
+    // The listing leaves out delete markers: closed sagas.
     await reading('listing of unfinished sagas', async () => {
       keys.length = 0;
-      for await (const key of await live.keys()) keys.push(key);
+      for await (const key of await journal.keys()) keys.push(key);
     });
     const out: VersionedSagaRecord[] = [];
     for (const key of keys) {
-      const raw = await reading(`read of ${key}`, () => readRaw(live, key));
+      const raw = await reading(`read of ${key}`, () => readRaw(journal, key));
       const rec = parse(raw);
-      if (rec !== undefined) out.push({ record: rec, revision: raw.revision });
+      if (rec !== undefined && !raw.closed) out.push({ record: rec, revision: raw.revision });
     }
     return out;
   };
+  const writeJournal = async (record: SagaRecord, revision: number, what: string) => {
+    const { journal } = await kv();
+    const close = record.outcome !== undefined;
+    return casWrite(casKey(journal, publisher, journalBucket, kvKeyOf(record.sagaId)), JSON.stringify(record), revision, attempts, `saga store: ${what} of saga ${record.sagaId}`, close);
+  };
 
   return {
-    async begin(record) {
-      const { live } = await kv();
-      return casWrite(live, kvKeyOf(record.sagaId), JSON.stringify(record), 0, attempts, `saga store: intent of saga ${record.sagaId}`);
-    },
-    async write(record, revision) {
-      const { live } = await kv();
-      return casWrite(live, kvKeyOf(record.sagaId), JSON.stringify(record), revision, attempts, `saga store: journal of saga ${record.sagaId}`);
-    },
-    async archive(sagaId) {
-      const { live, done } = await kv();
-      const k = kvKeyOf(sagaId);
-      const raw = await reading(`read of saga ${sagaId}`, () => readRaw(live, k));
-      if (raw.text === undefined) return;
-      await reading(`archive of saga ${sagaId}`, () => done.put(k, raw.text as string));
-      await reading(`archive of saga ${sagaId}`, () => live.delete(k, { previousSeq: raw.revision }));
-    },
+    begin: (record) => writeJournal(record, 0, 'intent'),
+    write: (record, revision) => writeJournal(record, revision, 'journal'),
     load,
     get: async (sagaId) => (await load(sagaId))?.record,
     unfinished,
+    async prune(signal) {
+      if (keepMs === 0) return 0;
+      await kv();
+      const jsm = await jetstreamManager(nc);
+      const stream = `KV_${journalBucket}`;
+      const state = (await reading('journal stream info', () => jsm.streams.info(stream))).state;
+      if (state.messages === 0) return 0;
+      const horizonNanos = (Date.now() - keepMs) * 1e6;
+      // Messages are in the order they were written: read from the oldest until one is younger than keepMs.
+      const consumer = await js.consumers.get(stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: state.first_seq, headers_only: true });
+      const messages = await consumer.consume({ max_messages: PRUNE_BATCH });
+      // Messages removed since the stream's state was read: nothing more may come. Stop once none came for a while.
+      let idle: ReturnType<typeof setTimeout> | undefined;
+      const watchIdle = () => {
+        clearTimeout(idle);
+        idle = setTimeout(() => void messages.stop(), PRUNE_IDLE_MS);
+      };
+      let pruned = 0;
+      let old: { subject: string; seq: number }[] = [];
+      // Up to the marker itself: a key written again since keeps its newer message.
+      const purge = async () => {
+        const batch = old;
+        old = [];
+        await Promise.all(batch.map(({ subject, seq }) => jsm.streams.purge(stream, { filter: subject, seq: seq + 1 })));
+        pruned += batch.length;
+      };
+      try {
+        watchIdle();
+        for await (const m of messages) {
+          watchIdle();
+          if (signal?.aborted === true || m.info.timestampNanos >= horizonNanos) break;
+          if (m.headers?.get(KV_OPERATION) === 'DEL') old.push({ subject: m.subject, seq: m.seq });
+          if (old.length >= PRUNE_BATCH) await purge();
+          if (m.info.pending === 0) break;
+        }
+        if (signal?.aborted !== true) await purge();
+      } finally {
+        clearTimeout(idle);
+        await messages.close().catch(() => undefined);
+      }
+      return pruned;
+    },
     async beat(owner) {
       const { owners } = await kv();
       await reading(`heartbeat of coordinator ${owner}`, () => owners.put(kvKeyOf(owner), String(Date.now())));

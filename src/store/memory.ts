@@ -23,6 +23,8 @@ export interface MemorySagaStoreOptions {
 
 /** A memory saga store also says how many journals it holds. */
 export interface MemorySagaStore extends SagaStore {
+  /** Moves a finished saga from the live journals to the finished ones. Idempotent. */
+  archive(sagaId: string): Promise<void>;
   /** Journals of sagas not finished (running or parked), and of finished ones still kept. */
   readonly size: { readonly live: number; readonly finished: number };
 }

@@ -377,7 +377,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           const n = take();
           const host = n.hosts[slot] as Host;
           const setup: RequestSetup = { req: baseReq(m.op, m.attempt), inputHash: 'null', owner: `${slot}.${host.gen}/${++n.requests}`, leaseMs: 1_000 };
-          const first = startRequest();
+          const first = startRequest(setup, 0);
           const proc = perform(n, { host: slot, coord: m.coord, setup, state: first.state, pending: [], late: false }, first.state, first.commands);
           if (proc !== undefined) n.procs.push(proc);
           out.push({ label: `deliver ${mk} to host ${slot}`, next: n, bad: [] });

@@ -5,7 +5,7 @@ import type { DedupStore, KeyRecord, WorkerRequest } from '../../src/index.ts';
 import { newKeyRecord, stepKey } from '../../src/machines/key-machine.ts';
 import type { KeyEvent } from '../../src/machines/key-machine.ts';
 import { startRequest, stepRequest } from '../../src/machines/host-protocol.ts';
-import type { RequestSetup } from '../../src/machines/host-protocol.ts';
+import type { RequestSetup, RequestState } from '../../src/machines/host-protocol.ts';
 import { createManualClock } from '../../src/testing/clock.ts';
 import { prng } from '../helpers/random.ts';
 
@@ -86,10 +86,23 @@ describe('host protocol (pure): claim before effect', () => {
   const req: WorkerRequest = { v: 1, op: 'do', worker: 'pay', sagaId: 's', stepId: 'a', key: 'k', attempt: 1, deadline: 10_000, input: 1 };
   const setup: RequestSetup = { req, inputHash: '1', owner: 'h/1', leaseMs: 1_000 };
 
+  /** A request that read first. */
+  const deciding: RequestState = { phase: 'deciding', conflicts: 0 };
+
+  it("a do's first attempt writes its claim as a create without reading; a conflict makes it read; other requests read first", () => {
+    const t0 = startRequest(setup, 5);
+    expect(t0.commands).toEqual([{ type: 'write', record: expect.objectContaining({ state: 'doing', owner: 'h/1', leaseUntil: 1_005, inputHash: '1' }), revision: 0 }]);
+    // The key held something: read it, and decide from what it holds.
+    expect(stepRequest(setup, t0.state, { type: 'CONFLICT', now: 6 }).commands).toEqual([{ type: 'read' }]);
+    expect(stepRequest(setup, t0.state, { type: 'WRITTEN', revision: 1, now: 6 }).commands).toMatchObject([{ type: 'run', op: 'do', claim: { revision: 1 } }]);
+    expect(startRequest({ ...setup, req: { ...req, op: 'compensate' } }, 5).commands).toEqual([{ type: 'read' }]);
+  });
+
   it('writes the claim before it runs user code, and runs it only once the claim holds', () => {
-    const t0 = startRequest();
+    const retry = { ...setup, req: { ...req, attempt: 2 } };
+    const t0 = startRequest(retry, 5);
     expect(t0.commands).toEqual([{ type: 'read' }]);
-    const t1 = stepRequest(setup, t0.state, { type: 'READ', record: undefined, revision: 0, live: false, now: 5 });
+    const t1 = stepRequest(retry, t0.state, { type: 'READ', record: undefined, revision: 0, live: false, now: 5 });
     expect(t1.commands.map((c) => c.type)).toEqual(['write']);
     expect(t1.commands[0]).toMatchObject({ record: { state: 'doing', owner: 'h/1', leaseUntil: 1_005 }, revision: 0 });
     const lost = stepRequest(setup, t1.state, { type: 'CONFLICT', now: 6 });
@@ -100,19 +113,19 @@ describe('host protocol (pure): claim before effect', () => {
 
   it('waits for a live claim of another host; takes the key over once that claim is dead', () => {
     const busy = { state: 'doing' as const, inputHash: '1', attempt: 1, owner: 'x/1', leaseUntil: 900, updatedAt: 0 };
-    const waiting = stepRequest(setup, startRequest().state, { type: 'READ', record: busy, revision: 3, live: true, now: 100 });
+    const waiting = stepRequest(setup, deciding, { type: 'READ', record: busy, revision: 3, live: true, now: 100 });
     expect(waiting.commands).toEqual([{ type: 'wait', until: 900, owner: 'x/1' }]);
     const comp: RequestSetup = { ...setup, req: { ...req, op: 'compensate' } };
-    const dead = stepRequest(comp, startRequest().state, { type: 'READ', record: busy, revision: 3, live: false, now: 950 });
+    const dead = stepRequest(comp, deciding, { type: 'READ', record: busy, revision: 3, live: false, now: 950 });
     expect(dead.commands).toMatchObject([{ type: 'write', record: { state: 'compensating', owner: 'h/1' }, revision: 3 }]);
-    const late = stepRequest(setup, startRequest().state, { type: 'READ', record: busy, revision: 3, live: true, now: 10_000 });
+    const late = stepRequest(setup, deciding, { type: 'READ', record: busy, revision: 3, live: true, now: 10_000 });
     expect(late.commands).toMatchObject([{ type: 'reply', reply: { ok: false, error: { code: 'IN_PROGRESS', retryable: true } } }]);
   });
 
   it('answers "nothing to undo" for a failed key only after the tombstone write wins', () => {
     const comp: RequestSetup = { ...setup, req: { ...req, op: 'compensate' } };
     const failed = { state: 'retryable' as const, inputHash: '1', attempt: 1, error: { code: 'WORKER_ERROR', message: 'x', retryable: true }, updatedAt: 0 };
-    const t = stepRequest(comp, startRequest().state, { type: 'READ', record: failed, revision: 4, live: false, now: 1 });
+    const t = stepRequest(comp, deciding, { type: 'READ', record: failed, revision: 4, live: false, now: 1 });
     expect(t.commands).toMatchObject([{ type: 'write', record: { state: 'compensated' }, revision: 4 }]);
     // A newer attempt claimed the key in between: decide again, never acknowledge.
     expect(stepRequest(comp, t.state, { type: 'CONFLICT', now: 2 }).commands).toEqual([{ type: 'read' }]);
@@ -120,7 +133,7 @@ describe('host protocol (pure): claim before effect', () => {
   });
 
   it('a holder whose claim was taken over answers OUTCOME_UNKNOWN for a failure, and undoes a do that applied after an undo', () => {
-    const t1 = stepRequest(setup, startRequest().state, { type: 'READ', record: undefined, revision: 0, live: false, now: 0 });
+    const t1 = stepRequest(setup, deciding, { type: 'READ', record: undefined, revision: 0, live: false, now: 0 });
     const running = stepRequest(setup, t1.state, { type: 'WRITTEN', revision: 1, now: 0 });
     const ran = stepRequest(setup, running.state, { type: 'RAN', outcome: { event: { type: 'DO.OK', result: 'r' } }, now: 5_000 });
     expect(ran.commands).toMatchObject([{ type: 'write', revision: 1, record: { state: 'done' } }]);

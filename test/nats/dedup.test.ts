@@ -207,7 +207,7 @@ describe('compare-and-set writes whose outcome the server did not report', () =>
     let text: string | undefined;
     let revision = 0;
     let loseNext = true;
-    const entry = () => (text === undefined ? null : { operation: 'PUT', revision, string: () => text as string });
+    const entry = async () => ({ text, revision, closed: false });
     const apply = (value: string, expected: number) => {
       if (expected !== revision) throw Object.assign(new Error('wrong last sequence'), { code: 10071 });
       text = value;
@@ -219,7 +219,7 @@ describe('compare-and-set writes whose outcome the server did not report', () =>
       return revision;
     };
     return {
-      kv: { get: async () => entry(), create: async (_k: string, v: string) => apply(v, 0), update: async (_k: string, v: string, rev: number) => apply(v, rev) } as never,
+      key: { read: entry, publish: async (v: string, rev: number) => apply(v, rev) },
       other: (value: string) => {
         text = value;
         revision++;
@@ -229,10 +229,10 @@ describe('compare-and-set writes whose outcome the server did not report', () =>
 
   it('reads the key back: its own text means the write landed, another means it lost', async () => {
     const landed = lossyKv();
-    expect(await casWrite(landed.kv, 'k', 'mine', 0, 3, 'test')).toBe(1);
+    expect(await casWrite(landed.key, 'mine', 0, 3, 'test')).toBe(1);
     const lost = lossyKv();
     lost.other('theirs');
-    expect(await casWrite(lost.kv, 'k', 'mine', 0, 3, 'test')).toBeUndefined();
+    expect(await casWrite(lost.key, 'mine', 0, 3, 'test')).toBeUndefined();
   });
 
   it('a conflict reported while the named revision is still the last is not a conflict: the write is sent again', async () => {
@@ -241,25 +241,25 @@ describe('compare-and-set writes whose outcome the server did not report', () =>
     let revision = 4;
     let spurious = 2;
     const updates: number[] = [];
-    const kv = {
-      get: async () => (text === undefined ? null : { operation: 'PUT', revision, string: () => text as string }),
-      update: async (_k: string, v: string, rev: number) => {
+    const key = {
+      read: async () => ({ text, revision, closed: false }),
+      publish: async (v: string, rev: number) => {
         updates.push(rev);
         if (spurious-- > 0 || rev !== revision) throw Object.assign(new Error('wrong last sequence: 4'), { code: 10071 });
         text = v;
         return ++revision;
       },
-    } as never;
-    expect(await casWrite(kv, 'k', 'mine', 4, 5, 'test')).toBe(5);
+    };
+    expect(await casWrite(key, 'mine', 4, 5, 'test')).toBe(5);
     expect(updates).toEqual([4, 4, 4]);
     expect(text).toBe('mine');
     // It keeps failing: an error naming the write, never a conflict (which would fence a saga off for nothing).
     spurious = 10;
-    await expect(casWrite(kv, 'k', 'again', 5, 3, 'journal of saga s')).rejects.toThrow(/journal of saga s failed: the server reported a conflict, but revision 5 is still the last/);
+    await expect(casWrite(key, 'again', 5, 3, 'journal of saga s')).rejects.toThrow(/journal of saga s failed: the server reported a conflict, but revision 5 is still the last/);
     // A real conflict (the revision moved on, another text) is one.
     spurious = 0;
-    expect(await casWrite(kv, 'k', 'late', 4, 3, 'test')).toBeUndefined();
+    expect(await casWrite(key, 'late', 4, 3, 'test')).toBeUndefined();
     // So is another writer's record with the very text we write, when none of our attempts can have landed.
-    expect(await casWrite(kv, 'k', 'mine', 4, 3, 'test')).toBeUndefined();
+    expect(await casWrite(key, 'mine', 4, 3, 'test')).toBeUndefined();
   });
 });

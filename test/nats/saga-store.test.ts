@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { createRuntime, defineSaga, defineWorker } from '../../src/index.ts';
 import type { DeadLetter, SagaOutcome, SagaRecord } from '../../src/index.ts';
@@ -18,6 +19,7 @@ let hostNc: NatsConnection;
 let host: WorkerServer;
 const applied = new Map<string, number>();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const js = (nc: NatsConnection) => jetstreamManager(nc);
 
 beforeAll(async () => {
   server = await startNatsServer();
@@ -62,7 +64,7 @@ describe('jetstreamSagaStore', () => {
     await nc.close();
   });
 
-  it('begins a saga once, fences every write by revision, keeps the dead letter in the parked record, and archives finished sagas', async () => {
+  it('begins a saga once, fences every write by revision, keeps the dead letter in the parked record, and closes a saga with its outcome', async () => {
     const nc = await connect({ servers: server.url });
     const store = jetstreamSagaStore(nc, { bucketPrefix: 'j2' });
     const now = Date.now();
@@ -80,12 +82,76 @@ describe('jetstreamSagaStore', () => {
     expect(await jetstreamSagaStore(other, { bucketPrefix: 'j2' }).load('p-1')).toMatchObject({ revision: parked, record: { status: 'parked' } });
     await other.close();
     const outcome: SagaOutcome = { sagaId: 'p-1', status: 'compensated', failures: [], compensated: [], resolvedByOperator: [] };
-    await store.write({ ...base, status: 'compensated', outcome }, parked);
-    await store.archive('p-1');
-    await store.archive('p-1'); // idempotent
+    expect(await store.write({ ...base, status: 'compensated', outcome }, parked)).toBeGreaterThan(parked);
+    // The outcome's write closed it: out of the unfinished set, its final record still found, and it takes no more writes.
+    expect(store.archive).toBeUndefined();
     expect(await store.unfinished()).toEqual([]);
     expect(await store.deadLetters()).toEqual([]);
     expect(await store.load('p-1')).toMatchObject({ revision: 0, record: { status: 'compensated', outcome: { status: 'compensated' } } });
+    const closedAt = (await (await js(nc)).streams.getMessage('KV_j2_journal', { last_by_subj: '$KV.j2_journal.p-1' }))?.seq as number;
+    expect(await store.write({ ...base, status: 'running' }, parked)).toBeUndefined();
+    expect(await store.write({ ...base, status: 'running' }, closedAt)).toBeGreaterThan(closedAt); // naming the marker's revision is still a compare-and-set
+    // A closed saga's id is not begun again (a create never writes over its final record).
+    const other2 = jetstreamSagaStore(nc, { bucketPrefix: 'j2b' });
+    const r2 = (await other2.begin({ ...base, sagaId: 'p-2' })) as number;
+    await other2.write({ ...base, sagaId: 'p-2', status: 'committed', outcome: { sagaId: 'p-2', status: 'committed', results: {}, released: [], resolvedByOperator: [] } as unknown as SagaOutcome }, r2);
+    expect(await other2.begin({ ...base, sagaId: 'p-2' })).toBeUndefined();
+    expect(await other2.get('p-2')).toMatchObject({ status: 'committed' });
+    await nc.close();
+  });
+
+  it('a committed saga costs the coordinator two journal writes (intent and outcome) and no journal read', async () => {
+    const nc = await connect({ servers: server.url });
+    const store = jetstreamSagaStore(nc, { bucketPrefix: 'j5' });
+    const runtime = createRuntime({ transport: natsTransport(nc), store, ownership: false });
+    await runtime.run(saga, { id: 'warm' }); // the buckets exist
+    // Every write to the journal bucket is a message on its subjects; every read a message-get request on its stream.
+    const spy = await connect({ servers: server.url });
+    const writes: string[] = [];
+    const reads: string[] = [];
+    spy.subscribe('$KV.j5_journal.>', { callback: (_e, m) => void writes.push(`${m.headers?.get('KV-Operation') || 'PUT'} ${m.subject}`) });
+    spy.subscribe('$JS.API.STREAM.MSG.GET.KV_j5_journal', { callback: (_e, m) => void reads.push(m.subject) });
+    spy.subscribe('$JS.API.DIRECT.GET.KV_j5_journal', { callback: (_e, m) => void reads.push(m.subject) });
+    await spy.flush();
+    const outcome = await runtime.run(saga, { id: 'counted' });
+    expect(outcome.status).toBe('committed');
+    await sleep(100);
+    expect(writes).toEqual([`PUT $KV.j5_journal.${outcome.sagaId}`, `DEL $KV.j5_journal.${outcome.sagaId}`]);
+    expect(reads).toEqual([]);
+    expect(await store.get(outcome.sagaId)).toMatchObject({ status: 'committed', outcome: { status: 'committed' } });
+    await runtime.close();
+    await spy.close();
+    await nc.close();
+  });
+
+  it('prune removes final records older than keepMs, and keeps running and parked sagas whatever their age', async () => {
+    const nc = await connect({ servers: server.url });
+    const store = jetstreamSagaStore(nc, { bucketPrefix: 'j6', keepMs: 1_000 });
+    const now = Date.now();
+    const base: SagaRecord = { sagaId: 'old-done', saga: 'order', version: 1, input: {}, status: 'running', startedAt: now, updatedAt: now, snapshot: undefined, outcome: undefined };
+    const outcome = { sagaId: 'old-done', status: 'committed', results: {}, released: [], resolvedByOperator: [] } as unknown as SagaOutcome;
+    const r1 = (await store.begin(base)) as number;
+    await store.write({ ...base, status: 'committed', outcome }, r1);
+    await store.begin({ ...base, sagaId: 'old-running' });
+    const r3 = (await store.begin({ ...base, sagaId: 'old-parked' })) as number;
+    await store.write({ ...base, sagaId: 'old-parked', status: 'parked' }, r3);
+    await sleep(1_100);
+    const r4 = (await store.begin({ ...base, sagaId: 'new-done' })) as number;
+    await store.write({ ...base, sagaId: 'new-done', status: 'committed', outcome: { ...outcome, sagaId: 'new-done' } }, r4);
+    expect(await store.prune?.()).toBe(1);
+    expect(await store.get('old-done')).toBeUndefined();
+    expect(await store.get('new-done')).toMatchObject({ status: 'committed' });
+    expect((await store.unfinished()).map((u) => u.record.sagaId).sort()).toEqual(['old-parked', 'old-running']);
+    expect(await store.prune?.()).toBe(0);
+    // An aborted prune removes nothing.
+    await sleep(1_000);
+    const aborted = new AbortController();
+    aborted.abort();
+    expect(await store.prune?.(aborted.signal)).toBe(0);
+    expect(await store.get('new-done')).toMatchObject({ status: 'committed' });
+    // keepMs 0 keeps every final record.
+    expect(await jetstreamSagaStore(nc, { bucketPrefix: 'j6', keepMs: 0 }).prune?.()).toBe(0);
+    expect(await store.get('new-done')).toMatchObject({ status: 'committed' });
     await nc.close();
   });
 

@@ -7,6 +7,7 @@
  */
 import { createInbox } from '@nats-io/transport-node';
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { perTurn } from './turn.ts';
 
 export type RequestFailure = 'timeout' | 'no-responders' | 'closed';
 
@@ -73,15 +74,22 @@ export class Requester {
         if (this.pending.delete(token)) reject(new RequestFailed('timeout', `no reply within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(token, { resolve, reject, timer });
-      try {
-        this.nc.publish(subject, body, headers === undefined ? { reply: this.inbox + token } : { reply: this.inbox + token, headers });
-      } catch (error) {
-        this.pending.delete(token);
-        clearTimeout(timer);
-        reject(new RequestFailed('closed', `the request could not be published: ${(error as Error)?.message ?? String(error)}`, false));
-      }
+      this.send({ subject, body, headers, token });
     });
   }
+
+  /** Requests go out together at the end of the turn of the event loop (see perTurn). */
+  private readonly send = perTurn<{ subject: string; body: string | Uint8Array; headers: MsgHdrs | undefined; token: string }>(({ subject, body, headers, token }) => {
+    const p = this.pending.get(token);
+    if (p === undefined) return; // timed out or failed before it was sent
+    try {
+      this.nc.publish(subject, body, headers === undefined ? { reply: this.inbox + token } : { reply: this.inbox + token, headers });
+    } catch (error) {
+      this.pending.delete(token);
+      clearTimeout(p.timer);
+      p.reject(new RequestFailed('closed', `the request could not be published: ${(error as Error)?.message ?? String(error)}`, false));
+    }
+  });
 
   /** Requests waiting for a reply. */
   get size(): number {

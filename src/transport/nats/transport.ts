@@ -19,6 +19,7 @@ import { PROTOCOL_VERSION } from '../../types.ts';
 import type { Logger, Served, Transport, WorkerHandler, WorkerReply, WorkerRequest } from '../../types.ts';
 import { parseReply } from '../protocol.ts';
 import { Limiter } from './limiter.ts';
+import { perTurn } from './turn.ts';
 import { RequestFailed, Requester } from './requester.ts';
 import { byteLength, checkInbound, headerBytes, DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, encodeReply, protocolHeaders, requestHeaders, validPrefix, workerSubject } from './wire.ts';
 
@@ -141,13 +142,17 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
   /** The server's own limit wins when it is lower. */
   const maxPayload = () => Math.min(o.maxPayload, nc.info?.max_payload ?? o.maxPayload);
 
-  const respond = (msg: Msg, reply: WorkerReply, req?: WorkerRequest): void => {
-    const { body, headers } = encodeReply(reply, maxPayload(), req === undefined ? undefined : `the ${req.op} of worker '${req.worker}' for step '${req.stepId}' of saga '${req.sagaId}'`);
+  /** Replies go out together at the end of the turn of the event loop (see perTurn). */
+  const sendReply = perTurn<{ msg: Msg; body: string | Uint8Array; headers: MsgHdrs | undefined }>(({ msg, body, headers }) => {
     try {
       msg.respond(body, headers === undefined ? undefined : { headers });
     } catch (error) {
       logger.error({ err: error, subject: msg.subject }, 'could not send a reply');
     }
+  });
+  const respond = (msg: Msg, reply: WorkerReply, req?: WorkerRequest): void => {
+    const { body, headers } = encodeReply(reply, maxPayload(), req === undefined ? undefined : `the ${req.op} of worker '${req.worker}' for step '${req.stepId}' of saga '${req.sagaId}'`);
+    sendReply({ msg, body, headers });
   };
 
   const reject = (msg: Msg, error: ErrorInfo, extra: Record<string, unknown> = {}): void => {
@@ -297,6 +302,8 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
               logger.warn({ err: error, worker }, 'could not drain the subscription');
             }
             while (inflight.size > 0) await Promise.allSettled([...inflight]);
+            // Replies queued in this turn go out first (perTurn), then the flush covers them.
+            await new Promise((resolve) => setImmediate(resolve));
             if (served.get(worker) === handle) served.delete(worker);
             if (!nc.isClosed()) await nc.flush().catch(() => undefined);
           })();
