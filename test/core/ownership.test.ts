@@ -131,6 +131,31 @@ describe('coordinators sharing one store', () => {
     await b.close();
   });
 
+  it("runs the store's retention (prune) on start and about once a minute, one at a time, and aborts it on close", async () => {
+    const clock = createManualClock();
+    const calls: AbortSignal[] = [];
+    let finish: (() => void) | undefined;
+    const store = memorySagaStore({ clock });
+    store.prune = (signal?: AbortSignal) => {
+      calls.push(signal as AbortSignal);
+      return new Promise<number>((resolve) => {
+        finish = () => resolve(1);
+        signal?.addEventListener('abort', () => resolve(0));
+      });
+    };
+    const runtime = createRuntime({ clock, store, ownership: { id: 'p', leaseMs: 1_000 } });
+    await clock.settle();
+    expect(calls).toHaveLength(1);
+    await clock.advance(70_000);
+    expect(calls).toHaveLength(1); // still running: never two at once
+    finish?.();
+    await clock.advance(70_000);
+    expect(calls).toHaveLength(2);
+    expect(calls[1]?.aborted).toBe(false);
+    await runtime.close();
+    expect(calls[1]?.aborted).toBe(true);
+  });
+
   it('rejects bad ownership options with typed errors', () => {
     expect(() => createRuntime({ ownership: { leaseMs: 5 } })).toThrow(InvalidOptionError);
     expect(() => createRuntime({ ownership: { id: 'bad id!' } })).toThrow(/ownership.id/);
