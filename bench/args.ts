@@ -24,7 +24,7 @@ export interface SuiteOptions {
   readonly hold: number;
   /** Where the JSON, Markdown and SVG go; undefined: bench/results. */
   readonly out: string | undefined;
-  /** Also refresh docs/performance.svg and the results table in docs/performance.md. */
+  /** Also refresh docs/performance.svg and the results table in docs/performance.md (runs of every mode into bench/results only). */
   readonly docs: boolean;
   readonly smoke: boolean;
 }
@@ -77,6 +77,7 @@ const USAGE = `npm run bench -- [options]
   --hold 256                      sagas held in flight at least for the memory figures (4,096 steps at most)
   --out DIR                       write results to DIR (default bench/results; docs are then left alone)
   --no-docs                       do not refresh docs/performance.svg and docs/performance.md
+                                  (only a run of all three modes into bench/results refreshes them)
   --smoke                         a tiny subset for CI (widths 1,10; in flight 1,16; 0.25 s a point; 16 held; no docs)
   --help                          this text`;
 
@@ -162,8 +163,8 @@ export function parseArgs(argv: readonly string[]): SuiteOptions & { help: boole
     maxSteps,
     hold,
     out: outRaw ?? base.out,
-    // Results written elsewhere (smoke runs, --out) never touch the docs.
-    docs: given['--no-docs'] !== true && outRaw === undefined && base.docs,
+    // Only a run of every mode into bench/results refreshes the docs (not smoke runs, --out, or one mode).
+    docs: given['--no-docs'] !== true && outRaw === undefined && base.docs && MODES.every((m) => modes.includes(m)),
     smoke,
     help: given['--help'] === true,
   };

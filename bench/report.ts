@@ -1,7 +1,8 @@
 /**
- * The benchmark suite's output: the run as JSON (`<date>.json`), a Markdown summary
- * (`<date>.md`), and a chart of throughput and latency against width and sagas in
- * flight (`<date>.svg`, Vega-Lite rendered headless by Vega, no canvas). With `docs`,
+ * The benchmark suite's output: the run as JSON (`<date>.json`, or `<date>-2.json` and so
+ * on for later runs of the day), a Markdown summary (`<date>.md`), and a chart of
+ * throughput and latency against width and sagas in flight (`<date>.svg`, Vega-Lite
+ * rendered headless by Vega, no canvas). With `docs`,
  * the chart is copied to docs/performance.svg and the results section of
  * docs/performance.md (between its `results:start` and `results:end` markers) is
  * regenerated from the run.
@@ -195,7 +196,9 @@ function docsSection(report: SuiteReport, mdPath: string): string {
 /** Writes `<date>.json`, `<date>.md` and `<date>.svg` to `dir`; with `docs`, refreshes docs/performance.*. Returns the paths written. */
 export async function writeReport(report: SuiteReport, dir: string, docs: boolean, root: string): Promise<string[]> {
   mkdirSync(dir, { recursive: true });
-  const base = join(dir, report.date);
+  // A second run on the same day does not replace the first: <date>-2, <date>-3, ...
+  let base = join(dir, report.date);
+  for (let i = 2; existsSync(`${base}.json`); i++) base = join(dir, `${report.date}-${i}`);
   const written = [`${base}.json`, `${base}.md`, `${base}.svg`];
   writeFileSync(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(`${base}.md`, markdown(report));

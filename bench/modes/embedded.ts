@@ -35,7 +35,7 @@ export function embeddedTarget(): EmbeddedTarget {
       const before = settledMemory();
       const open = closeGate();
       const pending = Array.from({ length: n }, (_, k) => run(width, k, false));
-      const reached = await waitUntil(() => hold.entered >= n * width, 10_000);
+      const reached = await waitUntil(() => hold.entered >= n * width, 60_000);
       const during = settledMemory();
       open();
       await Promise.all(pending);

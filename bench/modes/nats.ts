@@ -119,7 +119,7 @@ export async function natsTarget(mode: 'nats' | 'durable', url: string): Promise
         const before = settledMemory();
         await ask('hold');
         const pending = Array.from({ length: n }, (_, k) => run(width, k, false));
-        const reached = await waitUntil(async () => ((await ask('entered')).entered as number) >= n * width, 20_000);
+        const reached = await waitUntil(async () => ((await ask('entered')).entered as number) >= n * width, 60_000);
         const during = settledMemory();
         const host = await ask('measure');
         await ask('release');

@@ -48,6 +48,12 @@ describe('bench arguments', () => {
     expect(o.seconds).toBeLessThan(DEFAULTS.seconds);
   });
 
+  it('a run of fewer than every mode leaves the docs alone, as does --no-docs', () => {
+    expect(parseArgs(['--modes', 'nats']).docs).toBe(false);
+    expect(parseArgs(['--modes', 'durable,nats,embedded', '--widths', '3']).docs).toBe(true);
+    expect(parseArgs(['--no-docs']).docs).toBe(false);
+  });
+
   it('--out leaves the docs alone', () => {
     const o = parseArgs(['--out', '/tmp/x']);
     expect(o.out).toBe('/tmp/x');
