@@ -29,8 +29,13 @@ export interface Counters {
 /** Memory growth with `held` sagas in flight, their workers held. */
 export interface HeldMemory {
   readonly held: number;
-  /** Whether every step of every held saga reached its worker before the measurement. */
+  /**
+   * Whether every step of every held saga was dispatched before the measurement: in a
+   * worker, or (NATS modes) sent, the host's slots full and the rest queued there.
+   */
   readonly reached: boolean;
+  /** Steps in a worker's `do`. */
+  readonly entered: number;
   readonly heapBytes: number;
   readonly rssBytes: number;
   readonly hostHeapBytes?: number;
@@ -194,6 +199,6 @@ export async function measurePoint(target: Target, spec: PointSpec): Promise<Poi
     ...(m.hostHeapBytes !== undefined ? { hostHeapBytes: Math.round(m.hostHeapBytes / m.held) } : {}),
     ...(m.hostRssBytes !== undefined ? { hostRssBytes: Math.round(m.hostRssBytes / m.held) } : {}),
   };
-  if (!m.reached) result.notes.push('memory: not every held step reached its worker within the wait');
+  if (!m.reached) result.notes.push(`memory: not every held saga was dispatched within the wait (${m.entered} steps in a worker)`);
   return result;
 }

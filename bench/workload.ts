@@ -9,6 +9,9 @@ import type { SagaDefinition, WorkerDefinition } from '../src/index.ts';
 
 export const WORKER_NAMES = ['w0', 'w1', 'w2'] as const;
 
+/** Requests the worker host process of the NATS modes runs at once (`serveWorkers` concurrency); it queues the rest. */
+export const HOST_CONCURRENCY = 256;
+
 /** The saga input: its number, and whether its last step fails. */
 export interface SagaInput {
   readonly k: number;

@@ -39,7 +39,7 @@ export function embeddedTarget(): EmbeddedTarget {
       const during = settledMemory();
       open();
       await Promise.all(pending);
-      return { held: n, reached, heapBytes: during.heap - before.heap, rssBytes: during.rss - before.rss };
+      return { held: n, reached, entered: hold.entered, heapBytes: during.heap - before.heap, rssBytes: during.rss - before.rss };
     },
     close: () => runtime.close(),
   };

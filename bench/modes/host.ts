@@ -13,7 +13,7 @@ import { RAW_SUBJECT } from '../baselines.ts';
 import { countCalls, countJetStream, messages } from '../counting.ts';
 import type { Counts } from '../counting.ts';
 import { settledMemory } from '../stats.ts';
-import { closeGate, hold, workers } from '../workload.ts';
+import { closeGate, hold, HOST_CONCURRENCY, workers } from '../workload.ts';
 
 /** A request of the coordinator over IPC, and what the host answers (same id). */
 export type HostCommand = 'counters' | 'hold' | 'entered' | 'measure' | 'release';
@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   nc.subscribe(RAW_SUBJECT, { callback: (_err, msg) => void msg.respond(msg.data) });
   const dedup = countCalls(durable ? jetstreamDedupStore(nc) : memoryDedupStore(), store);
   // Room for every step the suite may have in flight (--max-steps), so none is refused as OVERLOADED.
-  await serveWorkers(nc, workers, { concurrency: 256, maxPending: 1 << 20, dedup, signals: [] });
+  await serveWorkers(nc, workers, { concurrency: HOST_CONCURRENCY, maxPending: 1 << 20, dedup, signals: [] });
 
   let before = { heap: 0, rss: 0 };
   let open: (() => void) | undefined;

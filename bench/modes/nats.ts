@@ -23,8 +23,8 @@ import { countCalls, countJetStream, messages } from '../counting.ts';
 import type { Counts } from '../counting.ts';
 import { figures } from '../point.ts';
 import type { Counters, LoopFigures, PointSpec, Target } from '../point.ts';
-import { closedLoop, settledMemory } from '../stats.ts';
-import { sagaOfWidth } from '../workload.ts';
+import { closedLoop, settledMemory, sleep } from '../stats.ts';
+import { HOST_CONCURRENCY, sagaOfWidth } from '../workload.ts';
 import { waitUntil } from './held.ts';
 import type { HostCommand } from './host.ts';
 
@@ -118,13 +118,20 @@ export async function natsTarget(mode: 'nats' | 'durable', url: string): Promise
       async heldMemory(width, n) {
         const before = settledMemory();
         await ask('hold');
+        const sent0 = conn.stats().outMsgs;
         const pending = Array.from({ length: n }, (_, k) => run(width, k, false));
-        const reached = await waitUntil(async () => ((await ask('entered')).entered as number) >= n * width, 60_000);
+        // Held: every request sent, and the host's slots full (it queues the requests beyond them).
+        let entered = 0;
+        const reached = await waitUntil(
+          async () => conn.stats().outMsgs - sent0 >= n * width && (entered = (await ask('entered')).entered as number) >= Math.min(n * width, HOST_CONCURRENCY),
+          60_000,
+        );
+        await sleep(100); // the last requests sent reach the host
         const during = settledMemory();
         const host = await ask('measure');
         await ask('release');
         await Promise.all(pending);
-        return { held: n, reached, heapBytes: during.heap - before.heap, rssBytes: during.rss - before.rss, hostHeapBytes: host.heap as number, hostRssBytes: host.rss as number };
+        return { held: n, reached, entered, heapBytes: during.heap - before.heap, rssBytes: during.rss - before.rss, hostHeapBytes: host.heap as number, hostRssBytes: host.rss as number };
       },
       async baselines(spec, stepsInFlight): Promise<Record<string, LoopFigures>> {
         raw ??= await rawNats(conn);
