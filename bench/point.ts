@@ -119,6 +119,8 @@ const memory = new Map<string, HeldMemory>();
 
 /** Steps in flight at most during a warm-up. */
 const WARMUP_STEPS = 1024;
+/** Sagas in flight at least during a warm-up. */
+const WARMUP_IN_FLIGHT = 64;
 
 /** Runs one point against `target`. */
 export async function measurePoint(target: Target, spec: PointSpec): Promise<PointResult> {
@@ -135,8 +137,9 @@ export async function measurePoint(target: Target, spec: PointSpec): Promise<Poi
   const tally: Counts = {};
   const op = async (k: number) => add(tally, await target.run(spec.width, k, failsAt(k, spec.fail)));
   if (spec.warmup > 0) {
-    // Enough to compile the paths and create the buckets: wide sagas warm up fewer at once.
-    const w = await closedLoop(Math.max(1, Math.min(spec.used, Math.floor(WARMUP_STEPS / spec.width))), spec.warmup, op);
+    // Enough to compile the paths and create the buckets: up to 64 sagas at once even for a point of 1 in flight (a
+    // quarter second at 1 in flight runs too few sagas for the JIT), and wide sagas fewer at once.
+    const w = await closedLoop(Math.max(1, Math.min(Math.max(spec.used, WARMUP_IN_FLIGHT), Math.floor(WARMUP_STEPS / spec.width))), spec.warmup, op);
     const limit = 30 + 10 * spec.seconds;
     if (w.seconds > limit) {
       result.notes.push(`skipped: the warm-up alone took ${round(w.seconds)} s (limit ${limit} s)`);
