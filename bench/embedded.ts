@@ -4,7 +4,8 @@
  *   npm run bench            (node --expose-gc --import tsx bench/embedded.ts)
  *
  * Prints JSON: sagas/s, p50/p99 latency and CPU ms per saga at 1 and 64 sagas in flight,
- * with 0% and 20% hotel failures; heap bytes per in-flight saga with 10,000 in flight;
+ * with 0% and 20% hotel failures; heap bytes per in-flight saga with 10,000 in flight
+ * (BENCH_HELD=100000 for 100,000; BENCH_HEAP_ONLY=1 measures the heap alone), and the heap used then;
  * and, measured in the same run, the bare machine with worker actors as the baseline.
  * Throughput figures are medians of several rounds: the machine is shared.
  */
@@ -83,7 +84,7 @@ async function measure(label: string, make: () => (i: number) => Promise<unknown
   };
 }
 
-async function heapPerInFlight(): Promise<{ inFlight: number; bytesPerSaga: number }> {
+async function heapPerInFlight(): Promise<{ inFlight: number; bytesPerSaga: number; heapUsedBytes: number }> {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (!gc) throw new Error('run with node --expose-gc (npm run bench does)');
   let open!: () => void;
@@ -107,10 +108,14 @@ async function heapPerInFlight(): Promise<{ inFlight: number; bytesPerSaga: numb
   await Promise.all(pending);
   await runtime.close();
   await held.runtime.close();
-  return { inFlight: HELD, bytesPerSaga: Math.round((during - before) / HELD) };
+  return { inFlight: HELD, bytesPerSaga: Math.round((during - before) / HELD), heapUsedBytes: during };
 }
 
 async function main() {
+  if (process.env.BENCH_HEAP_ONLY === '1') {
+    console.log(JSON.stringify({ bench: 'embedded fanout-3 trip saga: heap', node: process.version, heap: await heapPerInFlight() }, null, 2));
+    return;
+  }
   const results = [];
   const bare = bareSagaRunner();
   results.push(await measure('baseline: bare machine + worker actors, 0% failures', () => () => bare(false), 64));
