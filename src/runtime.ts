@@ -59,6 +59,8 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   let ownership: Ownership | undefined;
   const hosted: WorkerHost[] = [];
   const serving: Promise<Served>[] = [];
+  /** How many of `serving`, from the first, are known to have resolved. */
+  let servedUpTo = 0;
   /** Intents being written, by saga id. */
   const beginning = new Map<string, Promise<unknown>>();
 
@@ -147,7 +149,12 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       if (queued !== undefined) await queued;
       let started = false;
       try {
-        if (serving.length > 0) await Promise.all(serving);
+        // Hosts registering their workers: wait for them (once they all have, without a pause per run).
+        if (serving.length > servedUpTo) {
+          const upTo = serving.length;
+          await Promise.all(serving);
+          servedUpTo = Math.max(servedUpTo, upTo);
+        }
         const missing: string[] = [];
         for (const name of def.workers.keys()) {
           const served = transport.isServed(name);

@@ -265,7 +265,7 @@ class RequestRun {
     host.running.set(claim.owner, running);
     host.claiming.delete(claim.owner);
     host.armRenewal();
-    const ctx = contextOf(req, host.logger, running, claim.revision);
+    const ctx = new RunContext(req, host.logger, running, claim.revision);
     let work: unknown;
     try {
       work = cmd.op === 'do' ? def.do(cmd.input, ctx) : def.compensate(cmd.input, cmd.result, ctx);
@@ -302,23 +302,39 @@ class RequestRun {
   }
 }
 
-function contextOf(req: WorkerRequest, logger: Logger, running: Running, fencingToken: number): WorkerContext {
-  let child: Logger | undefined;
-  return {
-    sagaId: req.sagaId,
-    stepId: req.stepId,
-    worker: req.worker,
-    idempotencyKey: req.key,
-    attempt: req.attempt,
-    deadline: req.deadline,
-    fencingToken,
-    get signal() {
-      return running.signal;
-    },
-    get logger() {
-      return (child ??= logger.child({ sagaId: req.sagaId, stepId: req.stepId, worker: req.worker }));
-    },
-  };
+/**
+ * The context user code gets. A class, so that every context shares one shape and its
+ * accessors live on the prototype: an object literal with getters costs each instance a
+ * hidden class of its own.
+ */
+class RunContext implements WorkerContext {
+  readonly sagaId: string;
+  readonly stepId: string;
+  readonly worker: string;
+  readonly idempotencyKey: string;
+  readonly attempt: number;
+  readonly deadline: number;
+  readonly fencingToken: number;
+  readonly #parent: Logger;
+  readonly #running: Running;
+  #child: Logger | undefined = undefined;
+  constructor(req: WorkerRequest, parent: Logger, running: Running, fencingToken: number) {
+    this.#parent = parent;
+    this.#running = running;
+    this.fencingToken = fencingToken;
+    this.sagaId = req.sagaId;
+    this.stepId = req.stepId;
+    this.worker = req.worker;
+    this.idempotencyKey = req.key;
+    this.attempt = req.attempt;
+    this.deadline = req.deadline;
+  }
+  get signal(): AbortSignal {
+    return this.#running.signal;
+  }
+  get logger(): Logger {
+    return (this.#child ??= this.#parent.child({ sagaId: this.sagaId, stepId: this.stepId, worker: this.worker }));
+  }
 }
 
 /** Creates a worker host for these workers; `serve(transport)` puts it to work. `runtime.host()` and `serveWorkers()` use it. */

@@ -201,7 +201,8 @@ function dependenciesCommitted(ctx: SagaContext, p: StepPlan): boolean {
 
 /** Guard: a pending step whose dependencies all committed can be dispatched. */
 export function hasReadySteps(def: SagaDefinition, ctx: SagaContext): boolean {
-  return def.steps.some((p) => ctx.steps[p.id]?.status === 'pending' && dependenciesCommitted(ctx, p));
+  for (const p of def.steps) if (ctx.steps[p.id]?.status === 'pending' && dependenciesCommitted(ctx, p)) return true;
+  return false;
 }
 
 /** Dispatches every ready step: derives its input, computes its key, sends `do`, starts its timeout. */
@@ -399,9 +400,16 @@ function mayHaveEffect(s: StepState): boolean {
 
 /** Guard: the join is satisfied and no other step needs releasing, so the saga commits at once. */
 export function joinSatisfiedCleanly(def: SagaDefinition, ctx: SagaContext): boolean {
-  if (!joinSatisfied(def, ctx)) return false;
-  const kept = keptSteps(def, ctx);
-  return def.steps.every((p) => kept.has(p.id) || !mayHaveEffect(ctx.steps[p.id] as StepState));
+  // The join keeps the first `quorum` steps to commit: it is clean when exactly that many
+  // committed (one more would need releasing) and no other step may have an effect.
+  // Evaluated after every event while gathering, so it counts instead of sorting.
+  let committed = 0;
+  for (const p of def.steps) {
+    const s = ctx.steps[p.id] as StepState;
+    if (s.status === 'committed') committed++;
+    else if (mayHaveEffect(s)) return false;
+  }
+  return committed === quorumOf(def);
 }
 
 /**

@@ -3,7 +3,7 @@
  * values only, checked the same way whatever the transport; and stable hashes of such
  * values for idempotency keys. Pure.
  */
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { InputNotSerializableError, SagaDefinitionError, threwText } from '../errors.ts';
 import type { StepPlan } from '../types.ts';
 
@@ -117,20 +117,50 @@ function walk(obj: object, path: string, seen: Set<object>): NotJson | undefined
   return bad;
 }
 
-/** JSON with object keys sorted, so equal values always give equal text. */
+/**
+ * JSON with object keys sorted, so equal values always give equal text. One string built
+ * in one walk: no arrays of parts per level (it runs for every step input, on both sides).
+ */
 export function stableStringify(value: unknown): string {
   if (value === undefined) return 'null';
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(stableStringify).join(',')}]`;
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out += ',';
+      // A hole is left empty, as Array.prototype.map leaves it.
+      if (i in value) out += stableStringify(value[i]);
+    }
+    return `${out}]`;
+  }
   const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${stableStringify(obj[k])}`).join(',')}}`;
+  const keys = Object.keys(obj);
+  // Most objects come with their keys in order already: sort only those that do not.
+  for (let i = 1; i < keys.length; i++) {
+    if ((keys[i - 1] as string) > (keys[i] as string)) {
+      keys.sort();
+      break;
+    }
+  }
+  let out = '{';
+  for (const k of keys) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    if (out.length > 1) out += ',';
+    out += `${JSON.stringify(k)}:${stableStringify(v)}`;
+  }
+  return `${out}}`;
 }
+
+/** sha256 as hex: one-shot `crypto.hash` where Node has it (20.12+), else a Hash object. */
+const oneShot = (crypto as { hash?: (algorithm: string, data: string, encoding: 'hex') => string }).hash;
+const sha256Hex: (text: string) => string =
+  typeof oneShot === 'function' ? (text) => oneShot('sha256', text, 'hex') : (text) => crypto.createHash('sha256').update(text).digest('hex');
 
 /** A stable fingerprint of a value: its canonical JSON when short, else a hash of it. */
 export function fingerprint(value: unknown): string {
   const text = stableStringify(value);
-  return text.length <= 96 ? text : `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 32)}`;
+  return text.length <= 96 ? text : `sha256:${sha256Hex(text).slice(0, 32)}`;
 }
 
 /**
@@ -138,7 +168,7 @@ export function fingerprint(value: unknown): string {
  * step's input. Attempt-independent, and shared by `do` and `compensate`.
  */
 export function idempotencyKey(sagaId: string, stepId: string, input: unknown): string {
-  return createHash('sha256').update(`${sagaId}\u0000${stepId}\u0000${stableStringify(input)}`).digest('hex').slice(0, 40);
+  return sha256Hex(`${sagaId}\u0000${stepId}\u0000${stableStringify(input)}`).slice(0, 40);
 }
 
 /**

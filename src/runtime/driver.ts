@@ -125,6 +125,8 @@ export class SagaDriver {
   private readonly wheel: TimerWheel;
   private readonly root: Actor<typeof runtimeRoot>;
   private readonly timer: AnyActorRef;
+  /** The worker actors, by worker name: looked up once, not once per request. */
+  private readonly workerRefs = new Map<string, AnyActorRef>();
 
   constructor(o: ResolvedOptions, admission: Admission) {
     this.o = o;
@@ -170,11 +172,14 @@ export class SagaDriver {
   /** The worker actor for a name, spawned on first use; undefined once the runtime is closed. */
   private workerRef(name: string): AnyActorRef | undefined {
     if (this.closed) return undefined;
-    let ref = this.root.system.get(`worker:${name}`) as AnyActorRef | undefined;
+    let ref = this.workerRefs.get(name);
+    if (ref !== undefined) return ref;
+    ref = this.root.system.get(`worker:${name}`) as AnyActorRef | undefined;
     if (ref === undefined) {
       this.root.send({ type: 'WORKER.ADD', name });
       ref = this.root.system.get(`worker:${name}`) as AnyActorRef;
     }
+    this.workerRefs.set(name, ref);
     return ref;
   }
 
@@ -298,15 +303,16 @@ export class SagaDriver {
   }
 
   private send(entry: Live, workerName: string, ev: WorkerActorEvent): void {
-    const deliver = (direct: boolean) => {
-      const ref = this.workerRef(workerName);
-      if (ref === undefined) return;
-      ref.send(ev);
-      entry.trace?.sent(ev, direct);
-    };
     const barrier = entry.barrier;
-    if (barrier === undefined) deliver(true);
-    else void barrier.then((ok) => ok && !entry.stopped && deliver(false));
+    if (barrier === undefined) this.deliver(entry, workerName, ev, true);
+    else void barrier.then((ok) => ok && !entry.stopped && this.deliver(entry, workerName, ev, false));
+  }
+
+  private deliver(entry: Live, workerName: string, ev: WorkerActorEvent, direct: boolean): void {
+    const ref = this.workerRef(workerName);
+    if (ref === undefined) return;
+    ref.send(ev);
+    entry.trace?.sent(ev, direct);
   }
 
   private perform(self: AnyActorRef, sagaId: string, cmd: SagaCommand): void {
@@ -315,17 +321,11 @@ export class SagaDriver {
       case 'compensate': {
         const entry = this.live.get(sagaId);
         if (entry === undefined || entry.stopped) return;
-        this.send(entry, cmd.worker, {
-          type: cmd.type === 'do' ? 'DO' : 'COMPENSATE',
-          saga: self,
-          sagaId,
-          stepId: cmd.stepId,
-          key: cmd.key,
-          input: cmd.input,
-          ...(cmd.type === 'compensate' ? { result: cmd.result } : {}),
-          attempt: cmd.attempt,
-          timeoutMs: cmd.timeoutMs,
-        });
+        const ev: WorkerActorEvent =
+          cmd.type === 'do'
+            ? { type: 'DO', saga: self, sagaId, stepId: cmd.stepId, key: cmd.key, input: cmd.input, attempt: cmd.attempt, timeoutMs: cmd.timeoutMs }
+            : { type: 'COMPENSATE', saga: self, sagaId, stepId: cmd.stepId, key: cmd.key, input: cmd.input, result: cmd.result, attempt: cmd.attempt, timeoutMs: cmd.timeoutMs };
+        this.send(entry, cmd.worker, ev);
         return;
       }
       case 'schedule': {

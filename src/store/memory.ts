@@ -142,16 +142,24 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
   const byWorker = new Map<string, Map<string, VersionedKeyRecord>>();
   let size = 0;
   let revision = 0;
-  /** Every write as [the worker's entries, key, entry written]; an entry since replaced is stale. */
-  let queue: [Map<string, VersionedKeyRecord>, string, VersionedKeyRecord][] = [];
+  /**
+   * Every write in time order, as three parallel columns: the worker's entries, the key and
+   * the revision written. A write since replaced is stale; it holds no record (a superseded
+   * record is garbage at once) and costs no object of its own.
+   */
+  let maps: Map<string, VersionedKeyRecord>[] = [];
+  let keys: string[] = [];
+  let revisions: number[] = [];
   let head = 0;
   const ABSENT: VersionedKeyRecord = Object.freeze({ record: undefined, revision: 0 });
 
   const sweep = () => {
     const oldest = clock.now() - windowMs;
-    while (head < queue.length) {
-      const [entries, k, entry] = queue[head] as [Map<string, VersionedKeyRecord>, string, VersionedKeyRecord];
-      if (entries.get(k) !== entry) {
+    while (head < keys.length) {
+      const entries = maps[head] as Map<string, VersionedKeyRecord>;
+      const k = keys[head] as string;
+      const entry = entries.get(k);
+      if (entry === undefined || entry.revision !== revisions[head]) {
         head++; // superseded by a later write
         continue;
       }
@@ -160,8 +168,10 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
       size--;
       head++;
     }
-    if (head > 1024 && head * 2 > queue.length) {
-      queue = queue.slice(head);
+    if (head > 1024 && head * 2 > keys.length) {
+      maps = maps.slice(head);
+      keys = keys.slice(head);
+      revisions = revisions.slice(head);
       head = 0;
     }
   };
@@ -182,7 +192,9 @@ export function memoryDedupStore(options: MemoryDedupStoreOptions = {}): DedupSt
       const entry: VersionedKeyRecord = { record, revision: ++revision };
       if (current === 0) size++;
       entries.set(key, entry);
-      queue.push([entries, key, entry]);
+      maps.push(entries);
+      keys.push(key);
+      revisions.push(entry.revision);
       sweep();
       return entry.revision;
     },
