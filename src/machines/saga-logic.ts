@@ -180,8 +180,117 @@ export function backoffDelay(b: Backoff, n: number): number {
   return Math.min(b.maxMs, b.initialMs * b.factor ** Math.max(0, n - 1));
 }
 
+// ---------------------------------------------------------------------------
+// Step records and their tallies
+//
+// A saga's `steps` record is immutable: every transition that changes a step builds a new
+// record (old contexts stay valid, the model checker keeps them). Past ~128 keys V8 keeps
+// such a record in dictionary mode, where a spread copy is slow, so a transition copies
+// the record once, by its known ids, and sets every change on that fresh copy (a draft)
+// before handing it out. The guards evaluated after every event read counts instead of
+// scanning the steps: each record carries a tally (in a WeakMap, invisible to the
+// persisted snapshot), derived from the tally of the record it was copied from and kept
+// up to date as its draft changes; a record seen without one (restored from a journal,
+// built by hand) is counted once.
+
+/** Counts over a steps record, kept alongside it. */
+interface Tally {
+  /** The step ids, in the record's order (shared by every record of a saga). */
+  readonly ids: readonly string[];
+  committed: number;
+  /** Steps that may still count towards the join: committed, dispatched or pending. */
+  possible: number;
+  /** Steps not committed whose effect may exist (see `mayHaveEffect`). */
+  uncommittedEffects: number;
+  pending: number;
+  /** Steps to undo that are not undone yet. */
+  undoOpen: number;
+  compensating: number;
+  compensationFailed: number;
+}
+
+const tallies = new WeakMap<object, Tally>();
+
+function count(t: Tally, s: StepState, by: 1 | -1): void {
+  switch (s.status) {
+    case 'committed':
+      t.committed += by;
+      t.possible += by;
+      break;
+    case 'dispatched':
+      t.possible += by;
+      break;
+    case 'pending':
+      t.possible += by;
+      t.pending += by;
+      break;
+    case 'compensating':
+      t.compensating += by;
+      break;
+    case 'compensationFailed':
+      t.compensationFailed += by;
+      break;
+  }
+  if (s.status !== 'committed' && mayHaveEffect(s)) t.uncommittedEffects += by;
+  if (s.undo && s.status !== 'compensated') t.undoOpen += by;
+}
+
+function tallyOf(steps: Readonly<Record<string, StepState>>): Tally {
+  let t = tallies.get(steps);
+  if (t === undefined) {
+    t = { ids: Object.keys(steps), committed: 0, possible: 0, uncommittedEffects: 0, pending: 0, undoOpen: 0, compensating: 0, compensationFailed: 0 };
+    for (const id of t.ids) count(t, steps[id] as StepState, 1);
+    tallies.set(steps, t);
+  }
+  return t;
+}
+
+/** A fresh copy of `ctx.steps` to set changes on (with {@link setStep}) before it is handed out. */
+function draftSteps(ctx: SagaContext): Record<string, StepState> {
+  const t = tallyOf(ctx.steps);
+  // Object.create: a plain object (same prototype as a literal) that V8 fills cheaply at any size.
+  const steps = Object.create(Object.prototype) as Record<string, StepState>;
+  for (const id of t.ids) steps[id] = ctx.steps[id] as StepState;
+  tallies.set(steps, { ...t });
+  return steps;
+}
+
+/** Sets one step of a draft made by {@link draftSteps}, keeping its tally. */
+function setStep(draft: Record<string, StepState>, stepId: string, s: StepState): void {
+  const t = tallies.get(draft) as Tally;
+  count(t, draft[stepId] as StepState, -1);
+  count(t, s, 1);
+  draft[stepId] = s;
+}
+
+/** Updates the steps of a context in one copy: `edit` reads and sets steps on the draft, or the context is returned as it is when nothing was set. */
+class StepsEditor {
+  private draft: Record<string, StepState> | undefined;
+  constructor(private readonly base: SagaContext) {}
+  get(stepId: string): StepState {
+    return (this.draft ?? this.base.steps)[stepId] as StepState;
+  }
+  /** The steps as they stand, changes included (read only). */
+  get steps(): Readonly<Record<string, StepState>> {
+    return this.draft ?? this.base.steps;
+  }
+  patch(stepId: string, patch: Partial<StepState>): StepState {
+    this.draft ??= draftSteps(this.base);
+    const s = { ...(this.draft[stepId] as StepState), ...patch };
+    setStep(this.draft, stepId, s);
+    return s;
+  }
+  /** The context with the changes made (`extra` merged in), or `extra` merged into the base. */
+  context(extra?: Partial<SagaContext>): SagaContext {
+    if (this.draft === undefined) return extra === undefined ? this.base : { ...this.base, ...extra };
+    return { ...this.base, ...extra, steps: this.draft };
+  }
+}
+
 function put(ctx: SagaContext, stepId: string, patch: Partial<StepState>): SagaContext {
-  return { ...ctx, steps: { ...ctx.steps, [stepId]: { ...(ctx.steps[stepId] as StepState), ...patch } } };
+  const e = new StepsEditor(ctx);
+  e.patch(stepId, patch);
+  return e.context();
 }
 
 function stepOf(ctx: SagaContext, stepId: string): StepState | undefined {
@@ -192,8 +301,8 @@ function plan(def: SagaDefinition, stepId: string): StepPlan {
   return def.stepsById.get(stepId) as StepPlan;
 }
 
-function dependenciesCommitted(ctx: SagaContext, p: StepPlan): boolean {
-  return p.after.every((d) => ctx.steps[d]?.status === 'committed');
+function dependenciesCommitted(steps: Readonly<Record<string, StepState>>, p: StepPlan): boolean {
+  return p.after.every((d) => steps[d]?.status === 'committed');
 }
 
 // ---------------------------------------------------------------------------
@@ -201,21 +310,24 @@ function dependenciesCommitted(ctx: SagaContext, p: StepPlan): boolean {
 
 /** Guard: a pending step whose dependencies all committed can be dispatched. */
 export function hasReadySteps(def: SagaDefinition, ctx: SagaContext): boolean {
-  for (const p of def.steps) if (ctx.steps[p.id]?.status === 'pending' && dependenciesCommitted(ctx, p)) return true;
+  if (tallyOf(ctx.steps).pending === 0) return false;
+  for (const p of def.steps) if (ctx.steps[p.id]?.status === 'pending' && dependenciesCommitted(ctx.steps, p)) return true;
   return false;
 }
 
 /** Dispatches every ready step: derives its input, computes its key, sends `do`, starts its timeout. */
 export function dispatchReady(def: SagaDefinition, keyOf: KeyFn, ctx: SagaContext): Step {
   const commands: SagaCommand[] = [];
-  let next = ctx;
+  if (tallyOf(ctx.steps).pending === 0) return { context: ctx, commands };
+  const e = new StepsEditor(ctx);
+  let failures = ctx.failures;
   for (const p of def.steps) {
-    const s = next.steps[p.id] as StepState;
-    if (s.status !== 'pending' || !dependenciesCommitted(next, p)) continue;
+    const s = e.get(p.id);
+    if (s.status !== 'pending' || !dependenciesCommitted(e.steps, p)) continue;
     let input: unknown = s.input;
     try {
       if (input === undefined) {
-        input = p.input(next.input, resultsOf(def, next, p.after));
+        input = p.input(ctx.input, resultsOf(e.steps, p.after));
         assertSerializable(input, `step '${p.id}' input`, def.name);
       }
     } catch (error) {
@@ -223,17 +335,17 @@ export function dispatchReady(def: SagaDefinition, keyOf: KeyFn, ctx: SagaContex
         error instanceof SagaError
           ? { ...toErrorInfo(error), retryable: false }
           : { code: 'STEP_INPUT_FAILED', message: threwText(error, `the input function of step '${p.id}' (saga '${def.name}')`), retryable: false };
-      next = put(next, p.id, { status: 'failed' });
-      next = { ...next, failures: [...next.failures, { stepId: p.id, worker: p.worker, reason: 'input-failed', attempt: 0, error: info, inDoubt: false }] };
+      e.patch(p.id, { status: 'failed' });
+      failures = [...failures, { stepId: p.id, worker: p.worker, reason: 'input-failed', attempt: 0, error: info, inDoubt: false }];
       continue;
     }
-    const key = keyOf(next.sagaId, p.id, input);
-    next = put(next, p.id, { status: 'dispatched', attempt: 1, key, input });
+    const key = keyOf(ctx.sagaId, p.id, input);
+    e.patch(p.id, { status: 'dispatched', attempt: 1, key, input });
     // Root steps are known from the journal's intent record; later stages are not.
     if (p.after.length > 0 && commands.length === 0) commands.push({ type: 'checkpoint', writeAhead: true });
     commands.push(...sendDo(p, key, input, 1));
   }
-  return { context: next, commands };
+  return { context: e.context(failures === ctx.failures ? undefined : { failures }), commands };
 }
 
 function sendDo(p: StepPlan, key: string, input: unknown, attempt: number): SagaCommand[] {
@@ -243,9 +355,9 @@ function sendDo(p: StepPlan, key: string, input: unknown, attempt: number): Saga
   ];
 }
 
-function resultsOf(def: SagaDefinition, ctx: SagaContext, ids: readonly string[]): Record<string, unknown> {
+function resultsOf(steps: Readonly<Record<string, StepState>>, ids: readonly string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const id of ids) out[id] = ctx.steps[id]?.result;
+  for (const id of ids) out[id] = steps[id]?.result;
   return out;
 }
 
@@ -355,12 +467,6 @@ export function redispatch(def: SagaDefinition, ctx: SagaContext, ev: { stepId: 
 // ---------------------------------------------------------------------------
 // Join policy
 
-function committedCount(ctx: SagaContext): number {
-  let n = 0;
-  for (const id in ctx.steps) if ((ctx.steps[id] as StepState).status === 'committed') n++;
-  return n;
-}
-
 function quorumOf(def: SagaDefinition): number {
   const j = def.join;
   return j.kind === 'all' ? def.steps.length : j.kind === 'any' ? 1 : j.n;
@@ -368,17 +474,13 @@ function quorumOf(def: SagaDefinition): number {
 
 /** Guard: enough steps committed for the join policy. */
 export function joinSatisfied(def: SagaDefinition, ctx: SagaContext): boolean {
-  return committedCount(ctx) >= quorumOf(def);
+  return tallyOf(ctx.steps).committed >= quorumOf(def);
 }
 
 /** Guard: the join policy can no longer be satisfied. */
 export function joinImpossible(def: SagaDefinition, ctx: SagaContext): boolean {
-  let possible = 0;
-  for (const id in ctx.steps) {
-    const st = (ctx.steps[id] as StepState).status;
-    if (st === 'committed' || st === 'dispatched' || st === 'pending') possible++;
-  }
-  return possible < quorumOf(def);
+  // Steps committed, in flight or not yet sent.
+  return tallyOf(ctx.steps).possible < quorumOf(def);
 }
 
 /** The steps the join keeps: the first `n` to commit. */
@@ -402,14 +504,9 @@ function mayHaveEffect(s: StepState): boolean {
 export function joinSatisfiedCleanly(def: SagaDefinition, ctx: SagaContext): boolean {
   // The join keeps the first `quorum` steps to commit: it is clean when exactly that many
   // committed (one more would need releasing) and no other step may have an effect.
-  // Evaluated after every event while gathering, so it counts instead of sorting.
-  let committed = 0;
-  for (const p of def.steps) {
-    const s = ctx.steps[p.id] as StepState;
-    if (s.status === 'committed') committed++;
-    else if (mayHaveEffect(s)) return false;
-  }
-  return committed === quorumOf(def);
+  // Evaluated after every event while gathering, so it reads the tally instead of sorting.
+  const t = tallyOf(ctx.steps);
+  return t.uncommittedEffects === 0 && t.committed === quorumOf(def);
 }
 
 /**
@@ -445,15 +542,15 @@ function releasesDependency(s: StepState): boolean {
  */
 export function launchCompensations(def: SagaDefinition, ctx: SagaContext): Step {
   const commands: SagaCommand[] = [];
-  let next = ctx;
+  const e = new StepsEditor(ctx);
   for (const p of def.steps) {
-    const s = next.steps[p.id] as StepState;
+    const s = e.get(p.id);
     if (!s.undo || !mayHaveEffect(s)) continue;
-    if (!p.dependents.every((d) => releasesDependency(next.steps[d] as StepState))) continue;
-    next = put(next, p.id, { status: 'compensating', waiting: false, compAttempt: s.compAttempt + 1, compTotal: s.compTotal + 1 });
-    commands.push(...sendCompensate(p, next.steps[p.id] as StepState));
+    if (!p.dependents.every((d) => releasesDependency(e.get(d)))) continue;
+    const now = e.patch(p.id, { status: 'compensating', waiting: false, compAttempt: s.compAttempt + 1, compTotal: s.compTotal + 1 });
+    commands.push(...sendCompensate(p, now));
   }
-  return { context: next, commands };
+  return { context: e.context(), commands };
 }
 
 function sendCompensate(p: StepPlan, s: StepState): SagaCommand[] {
@@ -563,42 +660,33 @@ export function resendCompensation(def: SagaDefinition, ctx: SagaContext, ev: { 
 
 /** Guard: every step to undo has been undone. */
 export function compensationComplete(ctx: SagaContext): boolean {
-  for (const id in ctx.steps) {
-    const s = ctx.steps[id] as StepState;
-    if (s.undo && s.status !== 'compensated') return false;
-  }
-  return true;
+  return tallyOf(ctx.steps).undoOpen === 0;
 }
 
 /** Guard: nothing is being undone any more, and some compensation exhausted its retries. */
 export function compensationStuck(ctx: SagaContext): boolean {
-  let failed = false;
-  for (const id in ctx.steps) {
-    const st = (ctx.steps[id] as StepState).status;
-    if (st === 'compensating') return false;
-    if (st === 'compensationFailed') failed = true;
-  }
-  return failed;
+  const t = tallyOf(ctx.steps);
+  return t.compensating === 0 && t.compensationFailed > 0;
 }
 
 /** Operator retry: each failed compensation gets a fresh budget and is marked to start again. */
 export function resetFailedCompensations(ctx: SagaContext): SagaContext {
-  let next = ctx;
-  for (const id in ctx.steps) {
+  const e = new StepsEditor(ctx);
+  for (const id of tallyOf(ctx.steps).ids) {
     const s = ctx.steps[id] as StepState;
-    if (s.status === 'compensationFailed') next = put(next, id, { status: s.result === undefined ? 'inDoubt' : 'committed', compAttempt: 0, compRefused: 0 });
+    if (s.status === 'compensationFailed') e.patch(id, { status: s.result === undefined ? 'inDoubt' : 'committed', compAttempt: 0, compRefused: 0 });
   }
-  return next;
+  return e.context();
 }
 
 /** Operator resolve: the operator took care of every remaining effect by hand. */
 export function resolveRemaining(ctx: SagaContext): SagaContext {
-  let next = ctx;
-  for (const id in ctx.steps) {
+  const e = new StepsEditor(ctx);
+  for (const id of tallyOf(ctx.steps).ids) {
     const s = ctx.steps[id] as StepState;
-    if (s.undo && s.status !== 'compensated') next = put(next, id, { status: 'compensated', resolvedByOperator: true, waiting: false });
+    if (s.undo && s.status !== 'compensated') e.patch(id, { status: 'compensated', resolvedByOperator: true, waiting: false });
   }
-  return next;
+  return e.context();
 }
 
 export function markParked(ctx: SagaContext): SagaContext {
@@ -681,11 +769,12 @@ export function outcomeOf(def: SagaDefinition, ctx: SagaContext, state: MachineS
  * from their records.
  */
 export function recoverSaga(def: SagaDefinition, ctx: SagaContext): Step {
-  let next = ctx;
+  const e = new StepsEditor(ctx);
   for (const p of def.steps) {
-    const s = next.steps[p.id] as StepState;
-    if (s.status !== 'pending' || p.after.length === 0) next = put(next, p.id, { tainted: true, recovered: true });
+    const s = e.get(p.id);
+    if (s.status !== 'pending' || p.after.length === 0) e.patch(p.id, { tainted: true, recovered: true });
   }
+  const next = e.context();
   return { context: next, commands: redrive(def, next) };
 }
 
