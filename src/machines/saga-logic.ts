@@ -59,7 +59,11 @@ export interface SagaContext {
   readonly sagaId: string;
   readonly input: unknown;
   readonly decision: 'commit' | 'abort' | undefined;
-  readonly steps: Readonly<Record<string, StepState>>;
+  /**
+   * The state of each step, in definition order: `steps[i]` is the step `def.steps[i]`
+   * (its `index`). Persisted snapshots hold them by id (see `toPersistedSteps`).
+   */
+  readonly steps: readonly StepState[];
   readonly failures: readonly StepFailure[];
   readonly commitSeq: number;
   /** How many times the saga entered `compensationFailed`. */
@@ -144,12 +148,12 @@ const NEW_STEP: StepState = Object.freeze({
 });
 
 export function initialContext(def: SagaDefinition, input: SagaInput): SagaContext {
-  const steps: Record<string, StepState> = {};
+  const steps: StepState[] = [];
   const given = input.rootInputs;
   const root = input.recovered === true ? { ...NEW_STEP, tainted: true, recovered: true } : NEW_STEP;
   for (const s of def.steps) {
     const base = s.after.length === 0 ? root : NEW_STEP;
-    steps[s.id] = given !== undefined && s.after.length === 0 && Object.prototype.hasOwnProperty.call(given, s.id) ? { ...base, input: given[s.id] } : base;
+    steps[s.index] = given !== undefined && s.after.length === 0 && Object.prototype.hasOwnProperty.call(given, s.id) ? { ...base, input: given[s.id] } : base;
   }
   return { sagaId: input.sagaId, input: input.input, decision: undefined, steps, failures: [], commitSeq: 0, timesParked: 0 };
 }
@@ -180,20 +184,146 @@ export function backoffDelay(b: Backoff, n: number): number {
   return Math.min(b.maxMs, b.initialMs * b.factor ** Math.max(0, n - 1));
 }
 
-function put(ctx: SagaContext, stepId: string, patch: Partial<StepState>): SagaContext {
-  return { ...ctx, steps: { ...ctx.steps, [stepId]: { ...(ctx.steps[stepId] as StepState), ...patch } } };
+// ---------------------------------------------------------------------------
+// Step records and their tallies
+//
+// A saga's `steps` array is immutable: every transition that changes a step builds a new
+// array (old contexts stay valid, the model checker keeps them). A transition copies it
+// once (an array copy is cheap at any width, unlike a record keyed by id, which V8 keeps
+// in dictionary mode past ~128 keys) and sets every change on that fresh copy (a draft)
+// before handing it out. The guards evaluated after every event read counts instead of
+// scanning the steps: each array carries a tally (in a WeakMap, invisible to the
+// persisted snapshot), derived from the tally of the array it was copied from and kept
+// up to date as its draft changes; an array seen without one (restored from a journal,
+// built by hand) is counted once.
+
+/** Counts over a steps array, kept alongside it. */
+interface Tally {
+  committed: number;
+  /** Steps that may still count towards the join: committed, dispatched or pending. */
+  possible: number;
+  /** Steps not committed whose effect may exist (see `mayHaveEffect`). */
+  uncommittedEffects: number;
+  pending: number;
+  /** Steps to undo that are not undone yet. */
+  undoOpen: number;
+  compensating: number;
+  compensationFailed: number;
 }
 
-function stepOf(ctx: SagaContext, stepId: string): StepState | undefined {
-  return Object.prototype.hasOwnProperty.call(ctx.steps, stepId) ? ctx.steps[stepId] : undefined;
+const tallies = new WeakMap<object, Tally>();
+
+function count(t: Tally, s: StepState, by: 1 | -1): void {
+  switch (s.status) {
+    case 'committed':
+      t.committed += by;
+      t.possible += by;
+      break;
+    case 'dispatched':
+      t.possible += by;
+      break;
+    case 'pending':
+      t.possible += by;
+      t.pending += by;
+      break;
+    case 'compensating':
+      t.compensating += by;
+      break;
+    case 'compensationFailed':
+      t.compensationFailed += by;
+      break;
+  }
+  if (s.status !== 'committed' && mayHaveEffect(s)) t.uncommittedEffects += by;
+  if (s.undo && s.status !== 'compensated') t.undoOpen += by;
+}
+
+function tallyOf(steps: readonly StepState[]): Tally {
+  let t = tallies.get(steps);
+  if (t === undefined) {
+    t = { committed: 0, possible: 0, uncommittedEffects: 0, pending: 0, undoOpen: 0, compensating: 0, compensationFailed: 0 };
+    for (const s of steps) count(t, s, 1);
+    tallies.set(steps, t);
+  }
+  return t;
+}
+
+/** A fresh copy of `ctx.steps` to set changes on (with {@link setStep}) before it is handed out. */
+function draftSteps(ctx: SagaContext): StepState[] {
+  const t = tallyOf(ctx.steps);
+  const steps = ctx.steps.slice();
+  tallies.set(steps, { ...t });
+  return steps;
+}
+
+/** Sets one step of a draft made by {@link draftSteps}, keeping its tally. */
+function setStep(draft: StepState[], index: number, s: StepState): void {
+  const t = tallies.get(draft) as Tally;
+  count(t, draft[index] as StepState, -1);
+  count(t, s, 1);
+  draft[index] = s;
+}
+
+/** Updates the steps of a context in one copy: reads and sets steps on a draft; the context is returned as it is when nothing was set. */
+class StepsEditor {
+  private draft: StepState[] | undefined;
+  constructor(
+    private readonly def: SagaDefinition,
+    private readonly base: SagaContext,
+  ) {}
+  get(stepId: string): StepState {
+    return (this.draft ?? this.base.steps)[plan(this.def, stepId).index] as StepState;
+  }
+  /** The steps as they stand, changes included (read only). */
+  get steps(): readonly StepState[] {
+    return this.draft ?? this.base.steps;
+  }
+  patch(stepId: string, patch: Partial<StepState>): StepState {
+    return this.patchAt(plan(this.def, stepId).index, patch);
+  }
+  patchAt(index: number, patch: Partial<StepState>): StepState {
+    this.draft ??= draftSteps(this.base);
+    const s = { ...(this.draft[index] as StepState), ...patch };
+    setStep(this.draft, index, s);
+    return s;
+  }
+  /** The context with the changes made (`extra` merged in), or `extra` merged into the base. */
+  context(extra?: Partial<SagaContext>): SagaContext {
+    if (this.draft === undefined) return extra === undefined ? this.base : { ...this.base, ...extra };
+    return { ...this.base, ...extra, steps: this.draft };
+  }
+}
+
+function put(def: SagaDefinition, ctx: SagaContext, stepId: string, patch: Partial<StepState>): SagaContext {
+  const e = new StepsEditor(def, ctx);
+  e.patch(stepId, patch);
+  return e.context();
+}
+
+/** The state of a step of the saga, undefined for an id the definition does not have. */
+export function stepOf(def: SagaDefinition, ctx: SagaContext, stepId: string): StepState | undefined {
+  const p = def.stepsById.get(stepId);
+  return p === undefined ? undefined : ctx.steps[p.index];
+}
+
+/** The steps of a context by id, as persisted snapshots hold them. */
+export function toPersistedSteps(def: SagaDefinition, steps: readonly StepState[]): Record<string, StepState> {
+  const out: Record<string, StepState> = {};
+  for (const p of def.steps) out[p.id] = steps[p.index] as StepState;
+  return out;
+}
+
+/** The steps of a persisted snapshot (held by id) as a context holds them; an array is taken as it is. */
+export function fromPersistedSteps(def: SagaDefinition, steps: Readonly<Record<string, StepState>> | readonly StepState[]): readonly StepState[] {
+  if (Array.isArray(steps)) return steps;
+  return def.steps.map((p) => (steps as Readonly<Record<string, StepState>>)[p.id] as StepState);
 }
 
 function plan(def: SagaDefinition, stepId: string): StepPlan {
   return def.stepsById.get(stepId) as StepPlan;
 }
 
-function dependenciesCommitted(ctx: SagaContext, p: StepPlan): boolean {
-  return p.after.every((d) => ctx.steps[d]?.status === 'committed');
+function dependenciesCommitted(def: SagaDefinition, steps: readonly StepState[], p: StepPlan): boolean {
+  return p.after.every((d) => steps[plan(def, d).index]?.status === 'committed');
 }
 
 // ---------------------------------------------------------------------------
@@ -201,21 +331,24 @@ function dependenciesCommitted(ctx: SagaContext, p: StepPlan): boolean {
 
 /** Guard: a pending step whose dependencies all committed can be dispatched. */
 export function hasReadySteps(def: SagaDefinition, ctx: SagaContext): boolean {
-  for (const p of def.steps) if (ctx.steps[p.id]?.status === 'pending' && dependenciesCommitted(ctx, p)) return true;
+  if (tallyOf(ctx.steps).pending === 0) return false;
+  for (const p of def.steps) if (ctx.steps[p.index]?.status === 'pending' && dependenciesCommitted(def, ctx.steps, p)) return true;
   return false;
 }
 
 /** Dispatches every ready step: derives its input, computes its key, sends `do`, starts its timeout. */
 export function dispatchReady(def: SagaDefinition, keyOf: KeyFn, ctx: SagaContext): Step {
   const commands: SagaCommand[] = [];
-  let next = ctx;
+  if (tallyOf(ctx.steps).pending === 0) return { context: ctx, commands };
+  const e = new StepsEditor(def, ctx);
+  let failures = ctx.failures;
   for (const p of def.steps) {
-    const s = next.steps[p.id] as StepState;
-    if (s.status !== 'pending' || !dependenciesCommitted(next, p)) continue;
+    const s = e.steps[p.index] as StepState;
+    if (s.status !== 'pending' || !dependenciesCommitted(def, e.steps, p)) continue;
     let input: unknown = s.input;
     try {
       if (input === undefined) {
-        input = p.input(next.input, resultsOf(def, next, p.after));
+        input = p.input(ctx.input, resultsOf(def, e.steps, p.after));
         assertSerializable(input, `step '${p.id}' input`, def.name);
       }
     } catch (error) {
@@ -223,17 +356,17 @@ export function dispatchReady(def: SagaDefinition, keyOf: KeyFn, ctx: SagaContex
         error instanceof SagaError
           ? { ...toErrorInfo(error), retryable: false }
           : { code: 'STEP_INPUT_FAILED', message: threwText(error, `the input function of step '${p.id}' (saga '${def.name}')`), retryable: false };
-      next = put(next, p.id, { status: 'failed' });
-      next = { ...next, failures: [...next.failures, { stepId: p.id, worker: p.worker, reason: 'input-failed', attempt: 0, error: info, inDoubt: false }] };
+      e.patchAt(p.index, { status: 'failed' });
+      failures = [...failures, { stepId: p.id, worker: p.worker, reason: 'input-failed', attempt: 0, error: info, inDoubt: false }];
       continue;
     }
-    const key = keyOf(next.sagaId, p.id, input);
-    next = put(next, p.id, { status: 'dispatched', attempt: 1, key, input });
+    const key = keyOf(ctx.sagaId, p.id, input);
+    e.patchAt(p.index, { status: 'dispatched', attempt: 1, key, input });
     // Root steps are known from the journal's intent record; later stages are not.
     if (p.after.length > 0 && commands.length === 0) commands.push({ type: 'checkpoint', writeAhead: true });
     commands.push(...sendDo(p, key, input, 1));
   }
-  return { context: next, commands };
+  return { context: e.context(failures === ctx.failures ? undefined : { failures }), commands };
 }
 
 function sendDo(p: StepPlan, key: string, input: unknown, attempt: number): SagaCommand[] {
@@ -243,21 +376,21 @@ function sendDo(p: StepPlan, key: string, input: unknown, attempt: number): Saga
   ];
 }
 
-function resultsOf(def: SagaDefinition, ctx: SagaContext, ids: readonly string[]): Record<string, unknown> {
+function resultsOf(def: SagaDefinition, steps: readonly StepState[], ids: readonly string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const id of ids) out[id] = ctx.steps[id]?.result;
+  for (const id of ids) out[id] = steps[plan(def, id).index]?.result;
   return out;
 }
 
 /** Guard: the event answers the step's current, unanswered `do` attempt. */
-export function isCurrentAttempt(ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
-  const s = stepOf(ctx, ev.stepId);
+export function isCurrentAttempt(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
+  const s = stepOf(def, ctx, ev.stepId);
   return s !== undefined && s.status === 'dispatched' && !s.waiting && s.attempt === ev.attempt;
 }
 
 /** Guard: the retry timer of a step waiting out its backoff. */
-export function isRetryDue(ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
-  const s = stepOf(ctx, ev.stepId);
+export function isRetryDue(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
+  const s = stepOf(def, ctx, ev.stepId);
   return s !== undefined && s.status === 'dispatched' && s.waiting && s.attempt + 1 === ev.attempt;
 }
 
@@ -265,9 +398,9 @@ export function isRetryDue(ctx: SagaContext, ev: { stepId: string; attempt: numb
  * A step committed. Its timeout timer is left to fire into a guard that ignores it (or
  * to be cancelled with the saga's other timers when it settles): no command at all.
  */
-export function recordCommit(ctx: SagaContext, ev: { stepId: string; result: unknown }): SagaContext {
+export function recordCommit(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; result: unknown }): SagaContext {
   const seq = ctx.commitSeq + 1;
-  return { ...put(ctx, ev.stepId, { status: 'committed', result: ev.result, committedSeq: seq }), commitSeq: seq };
+  return { ...put(def, ctx, ev.stepId, { status: 'committed', result: ev.result, committedSeq: seq }), commitSeq: seq };
 }
 
 /**
@@ -307,7 +440,7 @@ export function provesNoEffect(s: StepState, ev: { attempt: number; error: Error
 /** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed (or is in doubt). */
 export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo; local?: boolean }): Step {
   const p = plan(def, ev.stepId);
-  const s = ctx.steps[ev.stepId] as StepState;
+  const s = ctx.steps[plan(def, ev.stepId).index] as StepState;
   const refused = s.refused ?? 0;
   // A host's refusal of a passing kind (at capacity, its dedup store unreachable) proves
   // only that the refused copy ran nothing: another copy of the same request (a duplicate
@@ -315,21 +448,21 @@ export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepI
   const copyOnly = ev.local !== true && TRANSIENT_REFUSALS.has(ev.error.code);
   if (ev.error.code === OVERLOADED) {
     return {
-      context: put(ctx, ev.stepId, { waiting: true, refused: refused + 1, tainted: s.tainted || copyOnly }),
+      context: put(def, ctx, ev.stepId, { waiting: true, refused: refused + 1, tainted: s.tainted || copyOnly }),
       commands: [retryAfter(ev.stepId, overloadDelay(refused + 1), true, { type: 'STEP.RETRY_DUE', stepId: ev.stepId, attempt: ev.attempt + 1 })],
     };
   }
   const proof = !copyOnly && provesNoEffect(s, ev);
   if (ev.error.retryable && ev.attempt - refused <= p.retries) {
     return {
-      context: put(ctx, ev.stepId, { waiting: true, tainted: s.tainted || !proof }),
+      context: put(def, ctx, ev.stepId, { waiting: true, tainted: s.tainted || !proof }),
       commands: [
         retryAfter(ev.stepId, backoffDelay(p.backoff, ev.attempt - refused), p.backoff.jitter, { type: 'STEP.RETRY_DUE', stepId: ev.stepId, attempt: ev.attempt + 1 }),
       ],
     };
   }
   const failure: StepFailure = { stepId: ev.stepId, worker: p.worker, reason: 'failed', attempt: ev.attempt, error: ev.error, inDoubt: !proof };
-  return { context: { ...put(ctx, ev.stepId, { status: proof ? 'failed' : 'inDoubt' }), failures: [...ctx.failures, failure] }, commands: [] };
+  return { context: { ...put(def, ctx, ev.stepId, { status: proof ? 'failed' : 'inDoubt' }), failures: [...ctx.failures, failure] }, commands: [] };
 }
 
 /** No answer in time: the step may or may not have applied its effect. */
@@ -343,23 +476,17 @@ export function recordTimeout(def: SagaDefinition, ctx: SagaContext, ev: { stepI
     error: { code: 'STEP_TIMED_OUT', message: `step '${ev.stepId}' (worker '${p.worker}') did not answer within ${p.timeoutMs} ms (attempt ${ev.attempt})`, retryable: false },
     inDoubt: true,
   };
-  return { ...put(ctx, ev.stepId, { status: 'inDoubt' }), failures: [...ctx.failures, failure] };
+  return { ...put(def, ctx, ev.stepId, { status: 'inDoubt' }), failures: [...ctx.failures, failure] };
 }
 
 export function redispatch(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): Step {
-  const s = ctx.steps[ev.stepId] as StepState;
+  const s = ctx.steps[plan(def, ev.stepId).index] as StepState;
   const p = plan(def, ev.stepId);
-  return { context: put(ctx, ev.stepId, { waiting: false, attempt: ev.attempt }), commands: sendDo(p, s.key as string, s.input, ev.attempt) };
+  return { context: put(def, ctx, ev.stepId, { waiting: false, attempt: ev.attempt }), commands: sendDo(p, s.key as string, s.input, ev.attempt) };
 }
 
 // ---------------------------------------------------------------------------
 // Join policy
-
-function committedCount(ctx: SagaContext): number {
-  let n = 0;
-  for (const id in ctx.steps) if ((ctx.steps[id] as StepState).status === 'committed') n++;
-  return n;
-}
 
 function quorumOf(def: SagaDefinition): number {
   const j = def.join;
@@ -368,24 +495,20 @@ function quorumOf(def: SagaDefinition): number {
 
 /** Guard: enough steps committed for the join policy. */
 export function joinSatisfied(def: SagaDefinition, ctx: SagaContext): boolean {
-  return committedCount(ctx) >= quorumOf(def);
+  return tallyOf(ctx.steps).committed >= quorumOf(def);
 }
 
 /** Guard: the join policy can no longer be satisfied. */
 export function joinImpossible(def: SagaDefinition, ctx: SagaContext): boolean {
-  let possible = 0;
-  for (const id in ctx.steps) {
-    const st = (ctx.steps[id] as StepState).status;
-    if (st === 'committed' || st === 'dispatched' || st === 'pending') possible++;
-  }
-  return possible < quorumOf(def);
+  // Steps committed, in flight or not yet sent.
+  return tallyOf(ctx.steps).possible < quorumOf(def);
 }
 
 /** The steps the join keeps: the first `n` to commit. */
 function keptSteps(def: SagaDefinition, ctx: SagaContext): Set<string> {
   const committed = def.steps
-    .filter((p) => ctx.steps[p.id]?.status === 'committed')
-    .sort((a, b) => (ctx.steps[a.id] as StepState).committedSeq - (ctx.steps[b.id] as StepState).committedSeq);
+    .filter((p) => ctx.steps[p.index]?.status === 'committed')
+    .sort((a, b) => (ctx.steps[a.index] as StepState).committedSeq - (ctx.steps[b.index] as StepState).committedSeq);
   return new Set(committed.slice(0, quorumOf(def)).map((p) => p.id));
 }
 
@@ -402,14 +525,9 @@ function mayHaveEffect(s: StepState): boolean {
 export function joinSatisfiedCleanly(def: SagaDefinition, ctx: SagaContext): boolean {
   // The join keeps the first `quorum` steps to commit: it is clean when exactly that many
   // committed (one more would need releasing) and no other step may have an effect.
-  // Evaluated after every event while gathering, so it counts instead of sorting.
-  let committed = 0;
-  for (const p of def.steps) {
-    const s = ctx.steps[p.id] as StepState;
-    if (s.status === 'committed') committed++;
-    else if (mayHaveEffect(s)) return false;
-  }
-  return committed === quorumOf(def);
+  // Evaluated after every event while gathering, so it reads the tally instead of sorting.
+  const t = tallyOf(ctx.steps);
+  return t.uncommittedEffects === 0 && t.committed === quorumOf(def);
 }
 
 /**
@@ -418,13 +536,13 @@ export function joinSatisfiedCleanly(def: SagaDefinition, ctx: SagaContext): boo
  */
 export function decide(def: SagaDefinition, ctx: SagaContext, decision: 'commit' | 'abort'): SagaContext {
   const kept = decision === 'commit' ? keptSteps(def, ctx) : new Set<string>();
-  const steps: Record<string, StepState> = {};
+  const steps: StepState[] = [];
   for (const p of def.steps) {
-    const s = ctx.steps[p.id] as StepState;
+    const s = ctx.steps[p.index] as StepState;
     const undo = !kept.has(p.id) && mayHaveEffect(s);
     // A step waiting to retry without any effect is abandoned: its retry is cancelled.
     const abandoned = !undo && s.status === 'dispatched' && s.waiting;
-    steps[p.id] = { ...s, kept: kept.has(p.id), undo, status: abandoned ? 'failed' : s.status, waiting: undo || abandoned ? false : s.waiting };
+    steps[p.index] = { ...s, kept: kept.has(p.id), undo, status: abandoned ? 'failed' : s.status, waiting: undo || abandoned ? false : s.waiting };
   }
   // Timeout and retry timers still pending fire into guards that ignore them.
   return { ...ctx, decision, steps };
@@ -445,15 +563,15 @@ function releasesDependency(s: StepState): boolean {
  */
 export function launchCompensations(def: SagaDefinition, ctx: SagaContext): Step {
   const commands: SagaCommand[] = [];
-  let next = ctx;
+  const e = new StepsEditor(def, ctx);
   for (const p of def.steps) {
-    const s = next.steps[p.id] as StepState;
+    const s = e.steps[p.index] as StepState;
     if (!s.undo || !mayHaveEffect(s)) continue;
-    if (!p.dependents.every((d) => releasesDependency(next.steps[d] as StepState))) continue;
-    next = put(next, p.id, { status: 'compensating', waiting: false, compAttempt: s.compAttempt + 1, compTotal: s.compTotal + 1 });
-    commands.push(...sendCompensate(p, next.steps[p.id] as StepState));
+    if (!p.dependents.every((d) => releasesDependency(e.get(d)))) continue;
+    const now = e.patchAt(p.index, { status: 'compensating', waiting: false, compAttempt: s.compAttempt + 1, compTotal: s.compTotal + 1 });
+    commands.push(...sendCompensate(p, now));
   }
-  return { context: next, commands };
+  return { context: e.context(), commands };
 }
 
 function sendCompensate(p: StepPlan, s: StepState): SagaCommand[] {
@@ -479,36 +597,36 @@ function sendCompensate(p: StepPlan, s: StepState): SagaCommand[] {
 }
 
 /** Guard: the event answers the step's current compensation attempt. */
-export function isCurrentCompensation(ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
-  const s = stepOf(ctx, ev.stepId);
+export function isCurrentCompensation(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
+  const s = stepOf(def, ctx, ev.stepId);
   return s !== undefined && s.status === 'compensating' && !s.waiting && s.compAttempt === ev.attempt;
 }
 
 /** Guard: an acknowledgement of any attempt of a compensation not yet known done. */
-export function isCompensationAck(ctx: SagaContext, ev: { stepId: string }): boolean {
-  const s = stepOf(ctx, ev.stepId);
+export function isCompensationAck(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string }): boolean {
+  const s = stepOf(def, ctx, ev.stepId);
   return s !== undefined && (s.status === 'compensating' || s.status === 'compensationFailed');
 }
 
 /** Guard: the backoff timer of a compensation waiting to be retried. */
-export function isCompensationRetryDue(ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
-  const s = stepOf(ctx, ev.stepId);
+export function isCompensationRetryDue(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): boolean {
+  const s = stepOf(def, ctx, ev.stepId);
   return s !== undefined && s.status === 'compensating' && s.waiting && s.compAttempt + 1 === ev.attempt;
 }
 
 /** Guard: a late `do` reply for a step already being undone; its result helps the compensation. */
-export function isLateResult(ctx: SagaContext, ev: { stepId: string }): boolean {
-  const s = stepOf(ctx, ev.stepId);
+export function isLateResult(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string }): boolean {
+  const s = stepOf(def, ctx, ev.stepId);
   return s !== undefined && s.undo && s.result === undefined && (s.status === 'compensating' || s.status === 'compensationFailed');
 }
 
-export function recordLateResult(ctx: SagaContext, ev: { stepId: string; result: unknown }): SagaContext {
-  return put(ctx, ev.stepId, { result: ev.result });
+export function recordLateResult(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; result: unknown }): SagaContext {
+  return put(def, ctx, ev.stepId, { result: ev.result });
 }
 
 /** A compensation acknowledged: the step is undone; steps it was blocking may start. */
 export function recordCompensated(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string }): Step {
-  const done = put(ctx, ev.stepId, { status: 'compensated', waiting: false, lastCompError: undefined });
+  const done = put(def, ctx, ev.stepId, { status: 'compensated', waiting: false, lastCompError: undefined });
   const launched = launchCompensations(def, done);
   return {
     context: launched.context,
@@ -523,7 +641,7 @@ export function recordCompensationFailure(
   ev: { stepId: string; attempt: number; error?: ErrorInfo },
 ): Step {
   const p = plan(def, ev.stepId);
-  const s = ctx.steps[ev.stepId] as StepState;
+  const s = ctx.steps[plan(def, ev.stepId).index] as StepState;
   const error = ev.error ?? {
     code: 'STEP_TIMED_OUT',
     message: `the compensation of step '${ev.stepId}' (worker '${p.worker}') did not answer within ${p.compensation.timeoutMs} ms (attempt ${ev.attempt})`,
@@ -533,13 +651,13 @@ export function recordCompensationFailure(
   const refused = s.compRefused ?? 0;
   if (error.code === OVERLOADED) {
     return {
-      context: put(ctx, ev.stepId, { waiting: true, compRefused: refused + 1 }),
+      context: put(def, ctx, ev.stepId, { waiting: true, compRefused: refused + 1 }),
       commands: [cancel, retryAfter(ev.stepId, overloadDelay(refused + 1), true, { type: 'COMPENSATION.RETRY_DUE', stepId: ev.stepId, attempt: s.compAttempt + 1 })],
     };
   }
   if (s.compAttempt - refused <= p.compensation.retries) {
     return {
-      context: put(ctx, ev.stepId, { waiting: true, lastCompError: error }),
+      context: put(def, ctx, ev.stepId, { waiting: true, lastCompError: error }),
       commands: [
         cancel,
         retryAfter(ev.stepId, backoffDelay(p.compensation.backoff, s.compAttempt - refused), p.compensation.backoff.jitter, {
@@ -551,54 +669,46 @@ export function recordCompensationFailure(
     };
   }
   return {
-    context: put(ctx, ev.stepId, { status: 'compensationFailed', waiting: false, lastCompError: error }),
+    context: put(def, ctx, ev.stepId, { status: 'compensationFailed', waiting: false, lastCompError: error }),
     commands: [cancel, { type: 'checkpoint' }],
   };
 }
 
 export function resendCompensation(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): Step {
-  const next = put(ctx, ev.stepId, { waiting: false, compAttempt: ev.attempt, compTotal: (ctx.steps[ev.stepId] as StepState).compTotal + 1 });
-  return { context: next, commands: sendCompensate(plan(def, ev.stepId), next.steps[ev.stepId] as StepState) };
+  const p = plan(def, ev.stepId);
+  const next = put(def, ctx, ev.stepId, { waiting: false, compAttempt: ev.attempt, compTotal: (ctx.steps[p.index] as StepState).compTotal + 1 });
+  return { context: next, commands: sendCompensate(p, next.steps[p.index] as StepState) };
 }
 
 /** Guard: every step to undo has been undone. */
 export function compensationComplete(ctx: SagaContext): boolean {
-  for (const id in ctx.steps) {
-    const s = ctx.steps[id] as StepState;
-    if (s.undo && s.status !== 'compensated') return false;
-  }
-  return true;
+  return tallyOf(ctx.steps).undoOpen === 0;
 }
 
 /** Guard: nothing is being undone any more, and some compensation exhausted its retries. */
 export function compensationStuck(ctx: SagaContext): boolean {
-  let failed = false;
-  for (const id in ctx.steps) {
-    const st = (ctx.steps[id] as StepState).status;
-    if (st === 'compensating') return false;
-    if (st === 'compensationFailed') failed = true;
-  }
-  return failed;
+  const t = tallyOf(ctx.steps);
+  return t.compensating === 0 && t.compensationFailed > 0;
 }
 
 /** Operator retry: each failed compensation gets a fresh budget and is marked to start again. */
-export function resetFailedCompensations(ctx: SagaContext): SagaContext {
-  let next = ctx;
-  for (const id in ctx.steps) {
-    const s = ctx.steps[id] as StepState;
-    if (s.status === 'compensationFailed') next = put(next, id, { status: s.result === undefined ? 'inDoubt' : 'committed', compAttempt: 0, compRefused: 0 });
+export function resetFailedCompensations(def: SagaDefinition, ctx: SagaContext): SagaContext {
+  const e = new StepsEditor(def, ctx);
+  for (let i = 0; i < ctx.steps.length; i++) {
+    const s = ctx.steps[i] as StepState;
+    if (s.status === 'compensationFailed') e.patchAt(i, { status: s.result === undefined ? 'inDoubt' : 'committed', compAttempt: 0, compRefused: 0 });
   }
-  return next;
+  return e.context();
 }
 
 /** Operator resolve: the operator took care of every remaining effect by hand. */
-export function resolveRemaining(ctx: SagaContext): SagaContext {
-  let next = ctx;
-  for (const id in ctx.steps) {
-    const s = ctx.steps[id] as StepState;
-    if (s.undo && s.status !== 'compensated') next = put(next, id, { status: 'compensated', resolvedByOperator: true, waiting: false });
+export function resolveRemaining(def: SagaDefinition, ctx: SagaContext): SagaContext {
+  const e = new StepsEditor(def, ctx);
+  for (let i = 0; i < ctx.steps.length; i++) {
+    const s = ctx.steps[i] as StepState;
+    if (s.undo && s.status !== 'compensated') e.patchAt(i, { status: 'compensated', resolvedByOperator: true, waiting: false });
   }
-  return next;
+  return e.context();
 }
 
 export function markParked(ctx: SagaContext): SagaContext {
@@ -612,11 +722,11 @@ export function markParked(ctx: SagaContext): SagaContext {
 export function remainingEffects(def: SagaDefinition, ctx: SagaContext): RemainingEffect[] {
   return def.steps
     .filter((p) => {
-      const s = ctx.steps[p.id] as StepState;
+      const s = ctx.steps[p.index] as StepState;
       return s.undo && s.status !== 'compensated';
     })
     .map((p) => {
-      const s = ctx.steps[p.id] as StepState;
+      const s = ctx.steps[p.index] as StepState;
       return {
         stepId: p.id,
         worker: p.worker,
@@ -639,13 +749,13 @@ export type MachineStateName = 'dispatching' | 'gathering' | 'compensating' | 'c
 
 /** The outcome a saga reports in a given machine state; undefined while it is still running. */
 export function outcomeOf(def: SagaDefinition, ctx: SagaContext, state: MachineStateName): SagaOutcome | undefined {
-  const ids = (pred: (s: StepState) => boolean) => def.steps.filter((p) => pred(ctx.steps[p.id] as StepState)).map((p) => p.id);
+  const ids = (pred: (s: StepState) => boolean) => def.steps.filter((p) => pred(ctx.steps[p.index] as StepState)).map((p) => p.id);
   const resolvedByOperator = ids((s) => s.resolvedByOperator);
   switch (state) {
     case 'committed': {
       const results: Record<string, unknown> = {};
       for (const p of def.steps) {
-        const s = ctx.steps[p.id] as StepState;
+        const s = ctx.steps[p.index] as StepState;
         if (s.status === 'committed' && (s.kept || ctx.decision === undefined)) results[p.id] = s.result;
       }
       return { sagaId: ctx.sagaId, status: 'committed', results, released: ids((s) => s.undo && s.status === 'compensated'), resolvedByOperator };
@@ -681,11 +791,12 @@ export function outcomeOf(def: SagaDefinition, ctx: SagaContext, state: MachineS
  * from their records.
  */
 export function recoverSaga(def: SagaDefinition, ctx: SagaContext): Step {
-  let next = ctx;
+  const e = new StepsEditor(def, ctx);
   for (const p of def.steps) {
-    const s = next.steps[p.id] as StepState;
-    if (s.status !== 'pending' || p.after.length === 0) next = put(next, p.id, { tainted: true, recovered: true });
+    const s = e.steps[p.index] as StepState;
+    if (s.status !== 'pending' || p.after.length === 0) e.patchAt(p.index, { tainted: true, recovered: true });
   }
+  const next = e.context();
   return { context: next, commands: redrive(def, next) };
 }
 
@@ -693,7 +804,7 @@ export function recoverSaga(def: SagaDefinition, ctx: SagaContext): Step {
 export function redrive(def: SagaDefinition, ctx: SagaContext): SagaCommand[] {
   const commands: SagaCommand[] = [];
   for (const p of def.steps) {
-    const s = ctx.steps[p.id] as StepState;
+    const s = ctx.steps[p.index] as StepState;
     if (s.status === 'dispatched') {
       if (s.waiting) commands.push(retryAfter(p.id, 0, false, { type: 'STEP.RETRY_DUE', stepId: p.id, attempt: s.attempt + 1 }));
       else commands.push(...sendDo(p, s.key as string, s.input, s.attempt));

@@ -12,8 +12,8 @@ import type { TimerEvent } from '../actors/timer.ts';
 import { workerActorLogic } from '../actors/worker-actor.ts';
 import type { WorkerActorEvent } from '../actors/worker-actor.ts';
 import { JournalUnavailableError, SagaError } from '../errors.ts';
-import { outcomeOf } from '../machines/saga-logic.ts';
-import type { MachineStateName, SagaCommand, StepStatus } from '../machines/saga-logic.ts';
+import { fromPersistedSteps, outcomeOf, toPersistedSteps } from '../machines/saga-logic.ts';
+import type { MachineStateName, SagaCommand, SagaContext, StepState, StepStatus } from '../machines/saga-logic.ts';
 import { stableStringify } from '../machines/serializable.ts';
 import { createSagaMachine } from '../machines/saga-machine.ts';
 import type { SagaMachine } from '../machines/saga-machine.ts';
@@ -88,6 +88,22 @@ const runtimeRoot = setup({
 });
 
 /** The inspector a saga actor gets: the runtime's (`inspect` option), its trace's, both, or none. */
+/**
+ * The snapshot a saga's journal holds: the machine's persisted snapshot, its steps by id
+ * (a context holds them in definition order, see `SagaContext.steps`).
+ */
+function persistedSnapshot(entry: Live): unknown {
+  const snap = entry.actor.getPersistedSnapshot() as unknown as { context: SagaContext };
+  return { ...snap, context: { ...snap.context, steps: toPersistedSteps(entry.def, snap.context.steps) } };
+}
+
+/** A journaled snapshot as the machine takes it back (see {@link persistedSnapshot}). */
+function restoredSnapshot(def: SagaDefinition, snapshot: unknown): unknown {
+  const snap = snapshot as { context?: { steps?: Record<string, StepState> | StepState[] } } | null;
+  if (snap?.context?.steps === undefined || Array.isArray(snap.context.steps)) return snapshot;
+  return { ...snap, context: { ...snap.context, steps: fromPersistedSteps(def, snap.context.steps) } };
+}
+
 function inspectors(user: ResolvedOptions['inspect'], trace: SagaTrace | undefined): ResolvedOptions['inspect'] {
   if (trace === undefined) return user;
   if (user === undefined) return trace.inspect;
@@ -299,7 +315,7 @@ export class SagaDriver {
 
   /** The journal of a saga still running, as of now. */
   private runningFields(entry: Live): Fields {
-    return { status: 'running', snapshot: entry.actor.getPersistedSnapshot(), outcome: undefined };
+    return { status: 'running', snapshot: persistedSnapshot(entry), outcome: undefined };
   }
 
   private send(entry: Live, workerName: string, ev: WorkerActorEvent): void {
@@ -389,7 +405,7 @@ export class SagaDriver {
       };
       if (logger.isLevelEnabled('error')) logger.error({ sagaId, saga: entry.def.name, ...outcomeFields(outcome, this.clock.now() - entry.header.startedAt) }, LOG_MSG.sagaParked);
       // The parked state and its dead letter are one write; then the operator is told.
-      void this.journal(entry, { status: 'parked', snapshot: entry.actor.getPersistedSnapshot(), outcome: undefined, deadLetter: letter, parked: outcome }).then((ok) => {
+      void this.journal(entry, { status: 'parked', snapshot: persistedSnapshot(entry), outcome: undefined, deadLetter: letter, parked: outcome }).then((ok) => {
         if (!ok || !entry.parked) return;
         const { parkedAt: _at, ...escalation } = letter;
         this.emit('escalation', escalation);
@@ -402,7 +418,7 @@ export class SagaDriver {
     this.goIdle(entry);
     // The outcome is reported only once it is journaled: a caller never hears of an outcome a recovery could undo.
     // A finished saga is never restored: its record keeps the outcome and each step's last status.
-    const summary = { value: state, context: { steps: Object.fromEntries(entry.def.steps.map((p) => [p.id, { status: (snap.context.steps[p.id] as { status: StepStatus }).status }])) } };
+    const summary = { value: state, context: { steps: Object.fromEntries(entry.def.steps.map((p) => [p.id, { status: (snap.context.steps[p.index] as { status: StepStatus }).status }])) } };
     void this.journal(entry, { status: outcome.status === 'committed' ? 'committed' : 'compensated', snapshot: summary, outcome }).then((ok) => {
       if (!ok) return;
       if (this.live.get(sagaId) === entry) this.live.delete(sagaId);
@@ -440,7 +456,7 @@ export class SagaDriver {
         ...(from.rootInputs !== undefined ? { rootInputs: from.rootInputs } : {}),
         ...(from.recovered === true ? { recovered: true } : {}),
       },
-      ...(from.snapshot !== undefined ? { snapshot: from.snapshot as never } : {}),
+      ...(from.snapshot !== undefined ? { snapshot: restoredSnapshot(def, from.snapshot) as never } : {}),
       ...(inspect !== undefined ? { inspect } : {}),
     });
     const entry: Live = {

@@ -120,7 +120,8 @@ export async function status(driver: SagaDriver, sagaId: string): Promise<SagaSt
  * the saga's definition at hand they show `dispatched` and the others `pending`.
  */
 export function recordStatus(rec: SagaRecord, def: SagaDefinition | undefined): SagaStatus {
-  const snap = rec.snapshot as { value?: MachineStateName; context?: SagaContext } | undefined;
+  // Journaled snapshots hold the steps by id.
+  const snap = rec.snapshot as { value?: MachineStateName; context?: { steps?: Record<string, { status: StepStatus }> } } | undefined;
   const steps: Record<string, StepStatus> = {};
   let state: MachineStateName = rec.outcome?.status === 'committed' ? 'committed' : rec.outcome !== undefined ? 'compensated' : (snap?.value ?? 'dispatching');
   if (snap?.context?.steps !== undefined) {
@@ -140,6 +141,6 @@ export function deadLetters(driver: SagaDriver): Promise<DeadLetter[]> {
 
 function statusOf(def: SagaDefinition, ctx: SagaContext, state: MachineStateName): SagaStatus {
   const steps: Record<string, StepStatus> = {};
-  for (const p of def.steps) steps[p.id] = (ctx.steps[p.id] as { status: StepStatus }).status;
+  for (const p of def.steps) steps[p.id] = (ctx.steps[p.index] as { status: StepStatus }).status;
   return { sagaId: ctx.sagaId, saga: def.name, version: def.version, state, steps, outcome: outcomeOf(def, ctx, state) };
 }

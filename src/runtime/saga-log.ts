@@ -57,14 +57,14 @@ export function traceTransition(def: SagaDefinition, prev: TracedSnapshot, next:
   const lines: TraceLine[] = [];
   if ('stepId' in event) {
     const p = def.stepsById.get(event.stepId);
-    const after = next.context.steps[event.stepId];
+    const after = p === undefined ? undefined : next.context.steps[p.index];
     if (p !== undefined && after !== undefined) {
       const base = { stepId: p.id, worker: p.worker, attempt: event.attempt };
-      const current = prev.value === 'gathering' && isCurrentAttempt(prev.context, event);
+      const current = prev.value === 'gathering' && isCurrentAttempt(def, prev.context, event);
       switch (event.type) {
         case 'STEP.COMMITTED':
           if (current) lines.push({ msg: LOG_MSG.committed, fields: base, timed: 'do' });
-          else if (undoing(prev.value) && isLateResult(prev.context, event)) lines.push({ msg: LOG_MSG.lateResult, fields: base, timed: 'do' });
+          else if (undoing(prev.value) && isLateResult(def, prev.context, event)) lines.push({ msg: LOG_MSG.lateResult, fields: base, timed: 'do' });
           break;
         case 'STEP.FAILED':
           if (current) {
@@ -81,11 +81,11 @@ export function traceTransition(def: SagaDefinition, prev: TracedSnapshot, next:
           if (current) lines.push({ msg: LOG_MSG.timedOut, fields: { ...base, timeoutMs: p.timeoutMs }, timed: 'do' });
           break;
         case 'COMPENSATION.DONE':
-          if (undoing(prev.value) && isCompensationAck(prev.context, event)) lines.push({ msg: LOG_MSG.compensationDone, fields: base, timed: 'compensate' });
+          if (undoing(prev.value) && isCompensationAck(def, prev.context, event)) lines.push({ msg: LOG_MSG.compensationDone, fields: base, timed: 'compensate' });
           break;
         case 'COMPENSATION.FAILED':
         case 'COMPENSATION.TIMED_OUT':
-          if (prev.value === 'compensating' && isCurrentCompensation(prev.context, event)) {
+          if (prev.value === 'compensating' && isCurrentCompensation(def, prev.context, event)) {
             const retrying = after.status === 'compensating' && after.waiting;
             lines.push(
               event.type === 'COMPENSATION.FAILED'
@@ -99,7 +99,7 @@ export function traceTransition(def: SagaDefinition, prev: TracedSnapshot, next:
   }
   if (next.value === 'compensationFailed' && prev.value !== 'compensationFailed') {
     for (const p of def.steps) {
-      const s = next.context.steps[p.id] as StepState;
+      const s = next.context.steps[p.index] as StepState;
       if (!s.undo || s.status === 'compensated') continue;
       const failed = s.status === 'compensationFailed';
       lines.push({

@@ -548,7 +548,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     }
     const quiet = w.channel.length === 0 && Object.keys(w.timers).length === 0 && w.procs.length === 0;
     if (quiet && state !== 'committed' && state !== 'compensated' && state !== 'compensationFailed') {
-      bad.push(['no-dead-end', `nothing is in flight and the saga is stuck in ${state} (step ${(w.saga.context.steps[p.id] as StepState).status})`]);
+      bad.push(['no-dead-end', `nothing is in flight and the saga is stuck in ${state} (step ${(w.saga.context.steps[p.index] as StepState).status})`]);
     }
     return bad;
   };
@@ -611,9 +611,9 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       .sort()
       .join(';');
     return [
-      sagaKey(w.saga, p.id),
-      w.journaled === undefined ? '-' : sagaKey(w.journaled, p.id),
-      w.written === undefined ? '-' : sagaKey(w.written, p.id),
+      sagaKey(w.saga, p.index),
+      w.journaled === undefined ? '-' : sagaKey(w.journaled, p.index),
+      w.written === undefined ? '-' : sagaKey(w.written, p.index),
       rec(w.store.record),
       w.hosts.map((h) => (h.alive ? 'A' : 'D')).join(''),
       procs,
@@ -637,8 +637,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   return { ...r, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${faults.join(', ')}` };
 }
 
-function sagaKey(s: Snap, stepId: string): string {
-  const st = s.context.steps[stepId] as StepState;
+function sagaKey(s: Snap, index: number): string {
+  const st = s.context.steps[index] as StepState;
   return [String(s.value), st.status, st.attempt, st.waiting ? 'w' : '', st.tainted ? 't' : '', st.result === undefined ? '' : 'r', st.compAttempt, st.undo ? 'u' : ''].join(',');
 }
 

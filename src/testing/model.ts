@@ -10,7 +10,7 @@
  * an acknowledged compensation is caught.
  */
 import type { ErrorInfo } from '../errors.ts';
-import { outcomeOf } from '../machines/saga-logic.ts';
+import { outcomeOf, stepOf } from '../machines/saga-logic.ts';
 import type { MachineStateName, SagaCommand, SagaContext, SagaEvent, StepState } from '../machines/saga-logic.ts';
 import { createSagaMachine } from '../machines/saga-machine.ts';
 import type { SagaDefinition } from '../types.ts';
@@ -134,7 +134,7 @@ function label(ev: SagaEvent): string {
 function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<string, GhostStep>>, overload: boolean): SagaEvent[] {
   const out: SagaEvent[] = [];
   for (const p of def.steps) {
-    const s = snap.context.steps[p.id] as StepState;
+    const s = snap.context.steps[p.index] as StepState;
     const g = ghost[p.id] as GhostStep;
     const stepId = p.id;
     const a = s.attempt;
@@ -189,7 +189,7 @@ function nextGhost(
   const g: Record<string, GhostStep> = { ...ghost };
   if (ev !== undefined && 'stepId' in ev) {
     const cur = g[ev.stepId] as GhostStep;
-    const before = prev.context.steps[ev.stepId] as StepState;
+    const before = stepOf(def, prev.context, ev.stepId) as StepState;
     switch (ev.type) {
       case 'STEP.COMMITTED':
         if (cur.effect !== 'undone') g[ev.stepId] = { ...cur, effect: 'yes' };
@@ -221,14 +221,14 @@ function nextGhost(
   }
   if (ev?.type === 'OPERATOR.RESOLVE') {
     for (const p of def.steps) {
-      const was = prev.context.steps[p.id] as StepState;
-      const now = next.context.steps[p.id] as StepState;
+      const was = prev.context.steps[p.index] as StepState;
+      const now = next.context.steps[p.index] as StepState;
       if (now.resolvedByOperator && !was.resolvedByOperator) g[p.id] = { ...(g[p.id] as GhostStep), effect: 'undone', compUnknown: false };
     }
   }
   for (const p of def.steps) {
-    const was = prev.context.steps[p.id] as StepState;
-    const now = next.context.steps[p.id] as StepState;
+    const was = prev.context.steps[p.index] as StepState;
+    const now = next.context.steps[p.index] as StepState;
     if (was.status === 'dispatched' && was.waiting && !was.undo && now.undo) g[p.id] = { ...(g[p.id] as GhostStep), abandoned: true };
   }
   for (const c of commands) {
@@ -272,13 +272,13 @@ type Classes = readonly (readonly number[])[];
 function serialize(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<string, GhostStep>>, classes: Classes = []): string {
   const ctx = snap.context;
   const seqs = def.steps
-    .map((p) => (ctx.steps[p.id] as StepState).committedSeq)
+    .map((p) => (ctx.steps[p.index] as StepState).committedSeq)
     .filter((n) => n > 0)
     .sort((x, y) => x - y);
   const head = [String(snap.value), ctx.decision ?? '-'];
   const parts: string[] = [];
   for (const p of def.steps) {
-    const s = ctx.steps[p.id] as StepState;
+    const s = ctx.steps[p.index] as StepState;
     const g = ghost[p.id] as GhostStep;
     parts.push(
       [
@@ -324,7 +324,7 @@ export function checkSagaState(
   const bad: [string, string][] = [];
   const state = snap.value as MachineStateName;
   const ctx = snap.context;
-  const st = (id: string) => (ctx.steps[id] as StepState).status;
+  const st = (id: string) => (stepOf(def, ctx, id) as StepState).status;
   const gh = (id: string) => ghost[id] as GhostStep;
   if (state === 'committed') {
     const outcome = outcomeOf(def, ctx, state);
@@ -360,7 +360,7 @@ export function checkSagaState(
     const outcome = outcomeOf(def, ctx, state);
     const listed = new Set(outcome?.status === 'compensation-failed' ? outcome.remaining.map((r) => r.stepId) : []);
     // Steps the join keeps (decision commit) stay; every other effect must be listed.
-    const keptStep = (id: string) => ctx.decision === 'commit' && (ctx.steps[id] as StepState).kept;
+    const keptStep = (id: string) => ctx.decision === 'commit' && (stepOf(def, ctx, id) as StepState).kept;
     const actual = new Set(def.steps.filter((p) => holdsEffect(gh(p.id)) && !keptStep(p.id)).map((p) => p.id));
     const missing = [...actual].filter((id) => !listed.has(id));
     // An entry marked in doubt may have no effect: listing it is the point of the in-doubt rule.
@@ -500,7 +500,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
       // The coordinator dies; a new one restores the saga from what its journal holds.
       const froms = node.journal.journaled === node.journal.written ? [node.journal.journaled] : [node.journal.journaled, node.journal.written];
       const inFlight = def.steps.filter((p) => {
-        const st = node.snap.context.steps[p.id] as StepState;
+        const st = node.snap.context.steps[p.index] as StepState;
         return st.status === 'compensating' && !st.waiting;
       });
       for (const from of froms) {
@@ -548,7 +548,7 @@ function journalKey(def: SagaDefinition, j: Journal): string {
       ? '-'
       : `${String(s.value)}:${def.steps
           .map((p) => {
-            const st = s.context.steps[p.id] as StepState;
+            const st = s.context.steps[p.index] as StepState;
             return `${st.status}${st.attempt}${st.waiting ? 'w' : ''}${st.tainted ? 't' : ''}${st.undo ? 'u' : ''}${st.compAttempt}`;
           })
           .join(',')}`;

@@ -25,8 +25,8 @@ import { memoryDedupStore, memorySagaStore } from '../store/memory.ts';
 import { parseReply } from '../transport/protocol.ts';
 import { encodeReply } from '../transport/nats/wire.ts';
 import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, SagaStore, Served, Transport, VersionedKeyRecord, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
-import { outcomeOf } from '../machines/saga-logic.ts';
-import type { SagaContext } from '../machines/saga-logic.ts';
+import { fromPersistedSteps, outcomeOf } from '../machines/saga-logic.ts';
+import type { SagaContext, StepState } from '../machines/saga-logic.ts';
 import { createManualClock } from './clock.ts';
 import type { ManualClock } from './clock.ts';
 
@@ -563,8 +563,13 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
       const rec = await store.get(id);
       if (rec?.outcome !== undefined) out.push(rec.outcome);
       else if (rec?.status === 'parked') {
-        const snap = rec.snapshot as { value?: string; context?: SagaContext } | undefined;
-        out.push(snap?.value === 'compensationFailed' && snap.context ? outcomeOf(def, snap.context, 'compensationFailed') : undefined);
+        // A journaled snapshot holds the steps by id.
+        const snap = rec.snapshot as { value?: string; context?: Omit<SagaContext, 'steps'> & { steps: Record<string, StepState> } } | undefined;
+        out.push(
+          snap?.value === 'compensationFailed' && snap.context
+            ? outcomeOf(def, { ...snap.context, steps: fromPersistedSteps(def, snap.context.steps) }, 'compensationFailed')
+            : undefined,
+        );
       } else out.push(undefined);
     }
     return out;

@@ -4,7 +4,7 @@ import { defineSaga } from '../../src/index.ts';
 import type { SagaDefinition } from '../../src/index.ts';
 import { createSagaMachine } from '../../src/machines/saga-machine.ts';
 import type { SagaCommand, SagaContext, SagaEvent } from '../../src/machines/saga-logic.ts';
-import { outcomeOf } from '../../src/machines/saga-logic.ts';
+import { outcomeOf, stepOf } from '../../src/machines/saga-logic.ts';
 
 /** Runs the real machine with effects recorded instead of performed. */
 function drive(def: SagaDefinition) {
@@ -17,9 +17,9 @@ function drive(def: SagaDefinition) {
   const take = () => commands.splice(0);
   const send = (ev: SagaEvent) => actor.send(ev);
   const state = () => actor.getSnapshot().value as string;
-  const steps = () => Object.fromEntries(Object.entries(actor.getSnapshot().context.steps).map(([k, v]) => [k, v.status]));
+  const steps = () => Object.fromEntries(def.steps.map((p) => [p.id, actor.getSnapshot().context.steps[p.index]?.status]));
   const outcome = () => outcomeOf(def, actor.getSnapshot().context as SagaContext, state() as never);
-  return { take, send, state, steps, outcome, actor };
+  return { take, send, state, steps, outcome, actor, def };
 }
 
 const ids = (cmds: SagaCommand[], type: SagaCommand['type']) =>
@@ -96,7 +96,7 @@ describe('saga machine: parallel steps', () => {
     m.send(commit('flight'));
     m.send({ type: 'STEP.COMMITTED', stepId: 'flight', attempt: 1, result: { id: 'other' } });
     expect(m.actor.getSnapshot().context.commitSeq).toBe(1);
-    expect(m.actor.getSnapshot().context.steps.flight?.result).toEqual({ id: 'flight' });
+    expect(stepOf(m.def, m.actor.getSnapshot().context, 'flight')?.result).toEqual({ id: 'flight' });
     // The step's timeout still fires later, into a guard that ignores it.
     m.send({ type: 'STEP.TIMED_OUT', stepId: 'flight', attempt: 1 });
     expect(m.steps().flight).toBe('committed');
