@@ -440,7 +440,7 @@ export function provesNoEffect(s: StepState, ev: { attempt: number; error: Error
 /** A failed attempt: retried after backoff while the error is retryable and the budget lasts, else the step failed (or is in doubt). */
 export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; error: ErrorInfo; local?: boolean }): Step {
   const p = plan(def, ev.stepId);
-  const s = ctx.steps[plan(def, ev.stepId).index] as StepState;
+  const s = ctx.steps[p.index] as StepState;
   const refused = s.refused ?? 0;
   // A host's refusal of a passing kind (at capacity, its dedup store unreachable) proves
   // only that the refused copy ran nothing: another copy of the same request (a duplicate
@@ -480,8 +480,8 @@ export function recordTimeout(def: SagaDefinition, ctx: SagaContext, ev: { stepI
 }
 
 export function redispatch(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): Step {
-  const s = ctx.steps[plan(def, ev.stepId).index] as StepState;
   const p = plan(def, ev.stepId);
+  const s = ctx.steps[p.index] as StepState;
   return { context: put(def, ctx, ev.stepId, { waiting: false, attempt: ev.attempt }), commands: sendDo(p, s.key as string, s.input, ev.attempt) };
 }
 
@@ -641,7 +641,7 @@ export function recordCompensationFailure(
   ev: { stepId: string; attempt: number; error?: ErrorInfo },
 ): Step {
   const p = plan(def, ev.stepId);
-  const s = ctx.steps[plan(def, ev.stepId).index] as StepState;
+  const s = ctx.steps[p.index] as StepState;
   const error = ev.error ?? {
     code: 'STEP_TIMED_OUT',
     message: `the compensation of step '${ev.stepId}' (worker '${p.worker}') did not answer within ${p.compensation.timeoutMs} ms (attempt ${ev.attempt})`,
