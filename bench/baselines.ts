@@ -5,6 +5,11 @@
  * - `bareMachine(width)`: a bare XState v5 saga machine that messages three long-lived
  *   worker actors, which answer at once. No transport, worker host, timers or store: the
  *   floor of the embedded runtime.
+ * - `sagaMachineAlone(def)`: scatter-saga's own saga machine for the workload's saga, run
+ *   by an XState actor whose `effect` action answers every `do` and `compensate` at once
+ *   (a microtask, as the bare machine's workers do). No worker host, key machine, store,
+ *   timer or transport: what the saga machine alone costs, the part of the embedded
+ *   runtime a faster runtime around it cannot remove.
  * - `allSettledSaga(width)`: `width` async calls under `Promise.allSettled`, and on a
  *   failure the compensations of the calls that succeeded: a saga with no machine, no
  *   journal and no durability at all.
@@ -17,6 +22,9 @@ import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { assign, createActor, fromCallback, setup } from 'xstate';
 import type { AnyActorRef } from 'xstate';
+import type { SagaCommand, SagaEvent } from '../src/machines/saga-logic.ts';
+import { createSagaMachine } from '../src/machines/saga-machine.ts';
+import type { SagaDefinition } from '../src/index.ts';
 
 /** The subject the worker host process answers raw requests on (echo). */
 export const RAW_SUBJECT = 'bench.raw';
@@ -59,6 +67,36 @@ export function bareMachine(width: number): (fail: boolean) => Promise<void> {
   return (fail) =>
     new Promise<void>((resolve) => {
       const actor = createActor(machine, { input: { fail } });
+      actor.subscribe({ complete: () => resolve() });
+      actor.start();
+    });
+}
+
+/**
+ * The saga machine of `def` alone: each `do` answers at once (the last step fails when the
+ * saga is chosen to fail, terminally), each `compensate` succeeds at once.
+ */
+export function sagaMachineAlone(def: SagaDefinition): (k: number, fail: boolean) => Promise<void> {
+  const last = def.steps[def.steps.length - 1]?.id;
+  const machine = createSagaMachine(def).provide({
+    actions: {
+      effect: ({ self }, params) => {
+        const c = params as SagaCommand;
+        let ev: SagaEvent;
+        if (c.type === 'do') {
+          const failing = (c.input as { fail?: boolean }).fail === true && c.stepId === last;
+          ev = failing
+            ? { type: 'STEP.FAILED', stepId: c.stepId, attempt: c.attempt, error: { code: 'WORKER_ERROR', message: 'sold out', retryable: false } }
+            : { type: 'STEP.COMMITTED', stepId: c.stepId, attempt: c.attempt, result: { ok: (c.input as { k: number }).k } };
+        } else if (c.type === 'compensate') ev = { type: 'COMPENSATION.DONE', stepId: c.stepId, attempt: c.attempt };
+        else return; // timers and checkpoints: nothing to do here
+        queueMicrotask(() => self.send(ev));
+      },
+    },
+  });
+  return (k, fail) =>
+    new Promise<void>((resolve) => {
+      const actor = createActor(machine, { input: { sagaId: `m${k}`, input: { k, fail } } });
       actor.subscribe({ complete: () => resolve() });
       actor.start();
     });

@@ -47,7 +47,7 @@ function ratioCell(r: PointResult): string {
   const x = (k: string) => fmt(r.ratios[k], 2);
   switch (r.mode) {
     case 'embedded':
-      return `${x('sagasPerSecVsBare')} bare · ${x('sagasPerSecVsAllSettled')} allSettled · CPU ${x('cpuVsBare')}× bare`;
+      return `${x('sagasPerSecVsBare')} bare · ${x('sagasPerSecVsSagaMachine')} machine (machine ${x('sagaMachineVsBare')} bare) · ${x('sagasPerSecVsAllSettled')} allSettled · CPU ${x('cpuVsBare')}× bare`;
     case 'nats':
       return `steps/s ${x('stepsPerSecVsRequestReply')} r/r · p50 ${x('p50VsRequestReply')}× r/r`;
     case 'durable':
@@ -100,7 +100,7 @@ function baselineTable(results: readonly PointResult[]): string[] {
   const out = ['| mode | baseline | width | fail | in flight | ops/s | p50 / p99 ms | CPU ms/op |', '|---|---|---:|---:|---:|---:|---|---:|'];
   for (const r of results) {
     for (const [name, b] of Object.entries(r.baselines)) {
-      const perWidth = name === 'bareMachine' || name === 'allSettled';
+      const perWidth = name === 'bareMachine' || name === 'sagaMachine' || name === 'allSettled';
       const key = perWidth ? `${r.mode}/${name}/${r.width}/${r.fail}/${b.inFlight}` : `${r.mode}/${name}/${b.inFlight}`;
       if (seen.has(key)) continue;
       seen.add(key);

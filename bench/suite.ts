@@ -60,6 +60,8 @@ function ratios(r: PointResult): Record<string, number> {
         sagasPerSecVsBare: x(r.sagasPerSec, b.bareMachine?.perSec),
         p50VsBare: x(r.p50Ms, b.bareMachine?.p50Ms),
         cpuVsBare: x(r.cpuMsPerSaga?.coordinator, b.bareMachine?.cpuMsPerOp),
+        sagasPerSecVsSagaMachine: x(r.sagasPerSec, b.sagaMachine?.perSec),
+        sagaMachineVsBare: x(b.sagaMachine?.perSec, b.bareMachine?.perSec),
         sagasPerSecVsAllSettled: x(r.sagasPerSec, b.allSettled?.perSec),
         p50VsAllSettled: x(r.p50Ms, b.allSettled?.p50Ms),
       };

@@ -2,10 +2,11 @@
  * The embedded mode of the benchmark suite: createRuntime() with its in-memory transport
  * and stores (wrapped in call counters), the workers hosted in this process. Its
  * baselines, run at every point with the same width, sagas in flight and failures: the
- * bare machine with worker actors, and a plain Promise.allSettled saga.
+ * bare machine with worker actors, scatter-saga's saga machine alone (answered at once),
+ * and a plain Promise.allSettled saga.
  */
 import { createRuntime, memoryDedupStore, memorySagaStore } from '../../src/index.ts';
-import { allSettledSaga, bareMachine } from '../baselines.ts';
+import { allSettledSaga, bareMachine, sagaMachineAlone } from '../baselines.ts';
 import { countCalls } from '../counting.ts';
 import type { Counts } from '../counting.ts';
 import { figures } from '../point.ts';
@@ -47,14 +48,21 @@ export function embeddedTarget(): EmbeddedTarget {
 
 const bare = new Map<number, (fail: boolean) => Promise<void>>();
 const settled = new Map<number, (fail: boolean) => Promise<void>>();
+const alone = new Map<number, (k: number, fail: boolean) => Promise<void>>();
 
-/** The bare machine and the allSettled saga at the point's width, sagas in flight and failure rate. */
+/** The bare machine, the saga machine alone and the allSettled saga at the point's width, sagas in flight and failure rate. */
 export async function embeddedBaselines(spec: PointSpec): Promise<Record<string, LoopFigures>> {
   if (!bare.has(spec.width)) bare.set(spec.width, bareMachine(spec.width));
   if (!settled.has(spec.width)) settled.set(spec.width, allSettledSaga(spec.width));
+  if (!alone.has(spec.width)) alone.set(spec.width, sagaMachineAlone(sagaOfWidth(spec.width)));
   const out: Record<string, LoopFigures> = {};
-  for (const [name, saga] of [['bareMachine', bare.get(spec.width)], ['allSettled', settled.get(spec.width)]] as const) {
-    const op = (k: number) => (saga as (fail: boolean) => Promise<void>)(failsAt(k, spec.fail));
+  const machine = alone.get(spec.width) as (k: number, fail: boolean) => Promise<void>;
+  const sagas: [string, (k: number) => Promise<void>][] = [
+    ['bareMachine', (k) => (bare.get(spec.width) as (fail: boolean) => Promise<void>)(failsAt(k, spec.fail))],
+    ['sagaMachine', (k) => machine(k, failsAt(k, spec.fail))],
+    ['allSettled', (k) => (settled.get(spec.width) as (fail: boolean) => Promise<void>)(failsAt(k, spec.fail))],
+  ];
+  for (const [name, op] of sagas) {
     if (spec.warmup > 0) await closedLoop(spec.used, spec.warmup, op);
     out[name] = figures(await closedLoop(spec.used, spec.seconds, op), spec.used);
   }

@@ -211,7 +211,14 @@ interface Tally {
   compensationFailed: number;
 }
 
-const tallies = new WeakMap<object, Tally>();
+/** Where an array's tally is kept: a non-enumerable symbol property, cheaper for the GC than a WeakMap entry per array. */
+const TALLY = Symbol('tally');
+const tallies = {
+  get: (steps: object): Tally | undefined => (steps as { [TALLY]?: Tally })[TALLY],
+  set: (steps: object, t: Tally): void => {
+    Object.defineProperty(steps, TALLY, { value: t, writable: true, configurable: true });
+  },
+};
 
 function count(t: Tally, s: StepState, by: 1 | -1): void {
   switch (s.status) {
