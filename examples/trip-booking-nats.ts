@@ -15,20 +15,12 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { connect } from '@nats-io/transport-node';
-import { createRuntime, defineSaga } from '../src/index.ts';
+import { createRuntime } from '../src/index.ts';
 import { jetstreamSagaStore, natsTransport } from '../src/nats.ts';
 import type { SagaStore } from '../src/index.ts';
+import { trip } from './trip-saga-nats.ts';
+import type { Trip } from './trip-saga-nats.ts';
 
-interface Leg {
-  city: string;
-  date: string;
-}
-interface Trip {
-  traveller: string;
-  flight: Leg;
-  hotel: Leg;
-  car: Leg;
-}
 
 const url = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
 const nc = await connect({ servers: url, name: 'trip-coordinator', noAsyncTraces: true });
@@ -55,16 +47,6 @@ if (nc.info?.jetstream === true) {
 } else {
   console.warn(`the nats-server at ${url} has no JetStream (start it with -js): saga journals live in memory only`);
 }
-const trip = defineSaga({
-  name: 'trip',
-  version: 1,
-  steps: {
-    flight: { worker: 'flights', input: (t: Trip) => t.flight, timeoutMs: 2_000 },
-    hotel: { worker: 'hotels', input: (t: Trip) => t.hotel, timeoutMs: 2_000 },
-    car: { worker: 'cars', input: (t: Trip) => t.car, timeoutMs: 2_000 },
-  },
-  compensation: { retries: 5, backoff: { initialMs: 100, factor: 2, maxMs: 2_000 } },
-});
 const runtime = createRuntime({ transport, ...(store !== undefined ? { store } : {}), sagas: [trip] });
 const recovered = await runtime.recover();
 if (recovered.length > 0) console.log(`recovered ${recovered.length} saga(s) a previous coordinator left unfinished`);
