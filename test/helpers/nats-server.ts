@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { connect as tcpConnect } from 'node:net';
@@ -46,8 +46,8 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
-async function launch(bin: string, dir: string, port: number | undefined): Promise<{ child: ChildProcess; port: number }> {
-  const args = ['-a', '127.0.0.1', '-p', String(port ?? -1), '-js', '-sd', join(dir, 'js'), '--ports_file_dir', dir];
+async function launch(bin: string, dir: string, port: number | undefined, config?: string): Promise<{ child: ChildProcess; port: number }> {
+  const args = ['-a', '127.0.0.1', '-p', String(port ?? -1), '-js', '-sd', join(dir, 'js'), '--ports_file_dir', dir, ...(config !== undefined ? ['-c', config] : [])];
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
@@ -86,13 +86,24 @@ function kill(child: ChildProcess): Promise<void> {
   });
 }
 
+/** Options of {@link startNatsServer}. */
+export interface NatsServerOptions {
+  /** A nats-server configuration file's text (e.g. an `authorization` block); the command line still sets the address, port and JetStream directory. */
+  readonly config?: string;
+}
+
 /** Starts a private nats-server with JetStream. Call `stop()` in `afterAll`. */
-export async function startNatsServer(): Promise<NatsServer> {
+export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
   const bin = findNatsServer();
   const dir = mkdtempSync(join(tmpdir(), 'scatter-saga-nats-'));
+  let config: string | undefined;
+  if (options.config !== undefined) {
+    config = join(dir, 'nats-server.conf');
+    writeFileSync(config, options.config);
+  }
   let current: { child: ChildProcess; port: number };
   try {
-    current = await launch(bin, dir, undefined);
+    current = await launch(bin, dir, undefined, config);
   } catch (error) {
     rmSync(dir, { recursive: true, force: true });
     throw error;
@@ -108,7 +119,7 @@ export async function startNatsServer(): Promise<NatsServer> {
       // The port may linger for a moment after the kill.
       for (let i = 0; ; i++) {
         try {
-          current = await launch(bin, dir, port);
+          current = await launch(bin, dir, port, config);
           return;
         } catch (error) {
           if (i >= 20) throw error;
