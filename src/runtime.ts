@@ -22,6 +22,7 @@ import { SagaDriver } from './runtime/driver.ts';
 import type { Header } from './runtime/driver.ts';
 import { deadLetters, operator, outcome, status } from './runtime/operator.ts';
 import { resolveOptions } from './runtime/options.ts';
+import { parseTraceparent } from './tracing.ts';
 import type { RunOptions, RuntimeOptions } from './runtime/options.ts';
 import { recover, watchOwnership } from './runtime/recovery.ts';
 import type { SagaDefinition, SagaOutcome, SagaRecord, Served, VersionedSagaRecord } from './types.ts';
@@ -32,6 +33,8 @@ export type { EscalationEvent, Runtime, RuntimeEvents, SagaStatus } from './runt
 
 /** An idempotency key's shape (40 hex digits), for checking a request's size before its key is computed. */
 const KEY_SHAPE = '0'.repeat(40);
+/** A traceparent's length, for that check. */
+const TRACEPARENT_SHAPE = `00-${'1'.repeat(32)}-${'1'.repeat(16)}-01`;
 
 function sameSaga(sagaId: string, def: SagaDefinition, input: unknown, other: { saga: string; version: number; input: unknown }): void {
   if (other.saga !== def.name || other.version !== def.version || fingerprint(other.input) !== fingerprint(input)) {
@@ -119,7 +122,13 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         throw new SagaDefinitionError(`run needs a saga made with defineSaga(...), got ${saga === null ? 'null' : typeof saga === 'object' ? 'an object without kind: "saga"' : typeof saga}`);
       }
       if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
-      for (const k of Object.keys(options)) if (k !== 'sagaId') throw new InvalidOptionError(k, 'unknown option (allowed: sagaId)');
+      for (const k of Object.keys(options)) if (k !== 'sagaId' && k !== 'traceparent') throw new InvalidOptionError(k, 'unknown option (allowed: sagaId, traceparent)');
+      const { traceparent } = options;
+      if (traceparent !== undefined && (typeof traceparent !== 'string' || parseTraceparent(traceparent) === undefined)) {
+        throw new InvalidOptionError('traceparent', `must be a W3C traceparent, 00-<32 hex>-<16 hex>-<2 hex> with ids not all zero, got ${JSON.stringify(traceparent) ?? String(traceparent)}`);
+      }
+      // A traced saga's requests carry a Traceparent header: the first one is checked with one.
+      const tracedShape = traceparent !== undefined || driver.tracer.otel ? { span: { traceparent: TRACEPARENT_SHAPE, end: () => {} } } : {};
       const def = saga as SagaDefinition;
       driver.register(def);
       assertSerializable(input, 'input', def.name);
@@ -133,7 +142,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         rootInputs[p.id] = stepInput;
         // A first request the transport would refuse (over the payload limit): reject now, with nothing dispatched.
         const refused = transport.check?.(
-          requestOf(p.worker, { type: 'DO', sagaId, stepId: p.id, key: KEY_SHAPE, input: stepInput, attempt: 1, timeoutMs: p.timeoutMs }, clock.now()),
+          requestOf(p.worker, { type: 'DO', sagaId, stepId: p.id, key: KEY_SHAPE, input: stepInput, attempt: 1, timeoutMs: p.timeoutMs, ...tracedShape }, clock.now()),
         );
         if (refused !== undefined) {
           const code = refused instanceof SagaError ? refused.code : 'TRANSPORT_ERROR';
@@ -165,7 +174,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
         for (let ahead = beginning.get(sagaId); ahead !== undefined; ahead = beginning.get(sagaId)) await ahead.catch(() => undefined);
         driver.ensureOpen();
         const now = clock.now();
-        const header: Header = { sagaId, saga: def.name, version: def.version, input, startedAt: now };
+        const header: Header = { sagaId, saga: def.name, version: def.version, input, startedAt: now, ...(traceparent !== undefined ? { traceparent } : {}) };
         const intent: SagaRecord = { ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined, owner: ownerId };
         const begun = (async (): Promise<number | undefined> => {
           try {

@@ -27,6 +27,12 @@ export interface WorkerContext {
   /** A pino logger bound to `sagaId`, `stepId` and `worker`. */
   readonly logger: Logger;
   /**
+   * The W3C trace context of this request (`00-<trace id>-<span id>-<flags>`): the saga's
+   * trace, and this attempt's span. Undefined when the saga is not traced (see "Tracing" in
+   * docs/guide.md). Pass it on to the calls you make to join their spans to the saga's trace.
+   */
+  readonly traceparent: string | undefined;
+  /**
    * Aborted when this host loses its claim on the key (it could not renew its lease,
    * and another host may now run or undo the same key). Pass it to the calls you make,
    * and do not apply an effect once it is aborted.
@@ -509,6 +515,8 @@ export interface SagaRecord {
   readonly parked?: CompensationFailedOutcome;
   /** The coordinator that wrote the journal last (its `coordinatorId`): the saga's owner. */
   readonly owner?: string;
+  /** The trace context the saga was started with (`run()`'s `traceparent`): a coordinator that resumes it continues that trace. */
+  readonly traceparent?: string;
 }
 
 /** A parked saga, waiting for an operator. */

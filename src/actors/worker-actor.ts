@@ -9,6 +9,7 @@ import { fromCallback } from 'xstate';
 import type { AnyActorRef } from 'xstate';
 import { SagaError, toErrorInfo, TransportError } from '../errors.ts';
 import type { SagaEvent } from '../machines/saga-logic.ts';
+import type { RequestSpan } from '../tracing.ts';
 import type { TimerWheel } from './timer.ts';
 import type { Clock, Transport, WorkerReply, WorkerRequest } from '../types.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
@@ -23,6 +24,8 @@ export interface WorkerActorEvent {
   result?: unknown;
   attempt: number;
   timeoutMs: number;
+  /** The request's span when the saga is traced: its traceparent goes out with the request, and it ends with the reply. */
+  span?: RequestSpan;
 }
 
 /** A bound of the requests this runtime has in flight to one worker at once (see `RuntimeOptions.workerMaxInFlight`). */
@@ -83,11 +86,15 @@ function call(transport: Transport, ev: WorkerActorEvent, request: WorkerRequest
   sent.then(
     (reply) => {
       settled?.();
+      ev.span?.end(reply.ok ? { ok: true } : { ok: false, code: reply.error.code, message: reply.error.message, inDoubt: false });
       deliver(ev.saga, replyToEvent(ev, reply));
     },
     (error) => {
       settled?.();
-      deliver(ev.saga, replyToEvent(ev, undefined, error ?? new Error('request failed')));
+      const failure = error ?? new Error('request failed');
+      const event = replyToEvent(ev, undefined, failure);
+      ev.span?.end({ ok: false, code: failure instanceof SagaError ? failure.code : 'TRANSPORT_ERROR', message: String((failure as Error).message ?? failure), inDoubt: event.type.endsWith('TIMED_OUT') });
+      deliver(ev.saga, event);
     },
   );
 }
@@ -105,6 +112,7 @@ export function requestOf(worker: string, ev: Omit<WorkerActorEvent, 'saga'>, no
     deadline: now + ev.timeoutMs,
     input: ev.input,
     ...(ev.type === 'COMPENSATE' && ev.result !== undefined ? { result: ev.result } : {}),
+    ...(ev.span !== undefined ? { traceparent: ev.span.traceparent } : {}),
   };
 }
 

@@ -315,6 +315,7 @@ class RunContext implements WorkerContext {
   readonly attempt: number;
   readonly deadline: number;
   readonly fencingToken: number;
+  readonly traceparent: string | undefined;
   readonly #parent: Logger;
   readonly #running: Running;
   #child: Logger | undefined = undefined;
@@ -328,6 +329,7 @@ class RunContext implements WorkerContext {
     this.idempotencyKey = req.key;
     this.attempt = req.attempt;
     this.deadline = req.deadline;
+    this.traceparent = req.traceparent;
   }
   get signal(): AbortSignal {
     return this.#running.signal;

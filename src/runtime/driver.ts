@@ -22,13 +22,15 @@ import type { Admission } from './admission.ts';
 import type { RuntimeEvents } from './api.ts';
 import type { ResolvedOptions } from './options.ts';
 import { LOG_MSG, outcomeFields, SagaTrace } from './saga-log.ts';
+import { sagaTracer } from '../tracing.ts';
+import type { SagaSpan, SagaTracer } from '../tracing.ts';
 
 /** Compare-and-set tries of a takeover, and the pause between them (growing). */
 const TAKEOVER_TRIES = 5;
 const TAKEOVER_PAUSE_MS = 50;
 
 /** What a journal write keeps from the saga's first record. */
-export type Header = Pick<SagaRecord, 'sagaId' | 'saga' | 'version' | 'input' | 'startedAt'>;
+export type Header = Pick<SagaRecord, 'sagaId' | 'saga' | 'version' | 'input' | 'startedAt' | 'traceparent'>;
 
 /** What one journal write sets, besides the saga's header. */
 export type Fields = Pick<SagaRecord, 'status' | 'snapshot' | 'outcome'> & Pick<Partial<SagaRecord>, 'deadLetter' | 'parked'>;
@@ -56,6 +58,8 @@ export interface Live {
   stopped: boolean;
   /** Its debug lines; undefined when the logger's level was above debug as it started. */
   readonly trace: SagaTrace | undefined;
+  /** Its span (trace context, and OpenTelemetry); undefined when it is not traced. */
+  span: SagaSpan | undefined;
 }
 
 interface RootContext {
@@ -143,6 +147,8 @@ export class SagaDriver {
   private readonly timer: AnyActorRef;
   /** The worker actors, by worker name: looked up once, not once per request. */
   private readonly workerRefs = new Map<string, AnyActorRef>();
+  /** Spans of sagas and of their requests: W3C trace context, and OpenTelemetry when installed. */
+  readonly tracer: SagaTracer = sagaTracer();
 
   constructor(o: ResolvedOptions, admission: Admission) {
     this.o = o;
@@ -222,6 +228,8 @@ export class SagaDriver {
     this.goIdle(entry);
     this.timer.send({ type: 'CANCEL_ALL', owner: entry.actor } satisfies TimerEvent);
     entry.actor.stop();
+    entry.span?.end('stopped');
+    entry.span = undefined;
     const waiters = entry.waiters;
     entry.waiters = [];
     for (const w of waiters) w.reject(error);
@@ -341,6 +349,7 @@ export class SagaDriver {
           cmd.type === 'do'
             ? { type: 'DO', saga: self, sagaId, stepId: cmd.stepId, key: cmd.key, input: cmd.input, attempt: cmd.attempt, timeoutMs: cmd.timeoutMs }
             : { type: 'COMPENSATE', saga: self, sagaId, stepId: cmd.stepId, key: cmd.key, input: cmd.input, result: cmd.result, attempt: cmd.attempt, timeoutMs: cmd.timeoutMs };
+        if (entry.span !== undefined) ev.span = entry.span.request(cmd.type, cmd.stepId, cmd.worker, cmd.attempt);
         this.send(entry, cmd.worker, ev);
         return;
       }
@@ -391,6 +400,7 @@ export class SagaDriver {
     const outcome = outcomeOf(entry.def, snap.context, state) as SagaOutcome;
     const logger = this.logger;
     this.timer.send({ type: 'CANCEL_ALL', owner: entry.actor } satisfies TimerEvent);
+    entry.span?.end(outcome.status);
     if (outcome.status === 'compensation-failed') {
       entry.parked = true;
       this.goIdle(entry);
@@ -473,6 +483,7 @@ export class SagaDriver {
       barrier: undefined,
       stopped: false,
       trace,
+      span: this.tracer.saga(def.name, def.version, header.sagaId, header.traceparent, from.snapshot !== undefined || from.recovered === true),
     };
     trace?.started(from.snapshot !== undefined || from.recovered === true);
     this.live.set(header.sagaId, entry);
@@ -482,7 +493,14 @@ export class SagaDriver {
 
   /** Drives on a saga restored from its journal. */
   restore(def: SagaDefinition, record: SagaRecord, revision: number): Live {
-    const header: Header = { sagaId: record.sagaId, saga: record.saga, version: record.version, input: record.input, startedAt: record.startedAt };
+    const header: Header = {
+      sagaId: record.sagaId,
+      saga: record.saga,
+      version: record.version,
+      input: record.input,
+      startedAt: record.startedAt,
+      ...(record.traceparent !== undefined ? { traceparent: record.traceparent } : {}),
+    };
     const entry = this.start(def, header, revision, record.snapshot === undefined ? { recovered: true } : { snapshot: record.snapshot });
     entry.actor.start();
     // Ended before its outcome was written: write it now.

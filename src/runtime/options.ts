@@ -88,6 +88,12 @@ export interface RunOptions {
    * longer keeps does not count: the id then starts a new saga.
    */
   sagaId?: string;
+  /**
+   * The W3C trace context to continue (`00-<32 hex>-<16 hex>-<2 hex>`), e.g. the incoming
+   * request's `traceparent` header: the saga's requests carry its trace id, and with
+   * OpenTelemetry its span is a child of this one. See "Tracing" in docs/guide.md.
+   */
+  traceparent?: string;
 }
 
 /** The options of a runtime, checked and with their defaults filled in. */
