@@ -202,7 +202,42 @@ const plainTracer: SagaTracer = {
   },
 };
 
-/** The tracer of a runtime: OpenTelemetry's when `@opentelemetry/api` can be loaded, else trace context only. */
+/** Runs a tracing call; a tracer that throws (a faulty span processor) must never stop a saga. */
+function safely<T>(f: () => T, otherwise: T): T {
+  try {
+    return f();
+  } catch {
+    return otherwise;
+  }
+}
+
+/** A saga span whose calls never throw. */
+function guarded(span: SagaSpan): SagaSpan {
+  return {
+    get traceparent() {
+      return span.traceparent;
+    },
+    request(op, stepId, worker, attempt) {
+      const r = safely<RequestSpan | undefined>(() => span.request(op, stepId, worker, attempt), undefined);
+      if (r === undefined) return { traceparent: span.traceparent, end: () => {} };
+      return { traceparent: r.traceparent, end: (how) => safely(() => r.end(how), undefined) };
+    },
+    end: (how) => safely(() => span.end(how), undefined),
+  };
+}
+
+/**
+ * The tracer of a runtime: OpenTelemetry's when `@opentelemetry/api` can be loaded, else
+ * trace context only. Its spans never throw: a tracing failure leaves a saga untraced,
+ * never stopped.
+ */
 export function sagaTracer(version?: string, api: OtelApi | undefined = loadOtel()): SagaTracer {
-  return api === undefined ? plainTracer : otelTracer(api, version);
+  const inner = api === undefined ? plainTracer : otelTracer(api, version);
+  return {
+    otel: inner.otel,
+    saga(name, sagaVersion, sagaId, parent, resumed) {
+      const span = safely(() => inner.saga(name, sagaVersion, sagaId, parent, resumed), undefined);
+      return span === undefined ? undefined : guarded(span);
+    },
+  };
 }

@@ -128,3 +128,28 @@ describe('OpenTelemetry spans, with a recording tracer provider', () => {
     expect(finished().filter((s) => s.name.startsWith('do ')).every((s) => s.traceId === saga?.traceId && s.parent === saga?.spanId)).toBe(true);
   });
 });
+
+describe('a tracer that throws', () => {
+  beforeAll(() => {
+    const throwing = {
+      onStart: () => {
+        throw new Error('span processor broke on start');
+      },
+      onEnd: () => {
+        throw new Error('span processor broke on end');
+      },
+      forceFlush: async () => undefined,
+      shutdown: async () => undefined,
+    };
+    trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [throwing] }));
+  });
+  afterAll(() => {
+    trace.disable();
+  });
+
+  test('never stops a saga: it commits and compensates as untraced', async () => {
+    expect((await run('Oslo')).status).toBe('committed');
+    expect((await run('Atlantis', { traceparent: PARENT })).status).toBe('compensated');
+    expect(seen.map((s) => s.op)).toEqual(['do flight', 'do hotel', 'compensate flight']);
+  });
+});
