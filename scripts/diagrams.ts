@@ -8,13 +8,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { toMermaid } from '../src/index.ts';
 import type { SagaDefinition } from '../src/index.ts';
-import { buildTrip } from '../examples/trip-booking.ts';
+import { buildTrip } from '../src/demo/trip.ts';
 import { trip as tripOverNats } from '../examples/trip-saga-nats.ts';
 
 export const DIAGRAMS_PAGE = fileURLToPath(new URL('../docs/diagrams.md', import.meta.url));
 
 const examples: { title: string; source: string; saga: SagaDefinition }[] = [
-  { title: 'The trip of the demo', source: 'examples/trip-booking.ts', saga: buildTrip(() => 'ok').trip },
+  { title: 'The trip of the demo', source: 'src/demo/trip.ts', saga: buildTrip(() => 'ok').trip },
   { title: 'The trip over NATS', source: 'examples/trip-saga-nats.ts', saga: tripOverNats },
 ];
 

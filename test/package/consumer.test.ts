@@ -142,6 +142,17 @@ describe('the packed package, installed in a fresh project', () => {
     TIMEOUT,
   );
 
+  test.concurrent(
+    'the installed executable runs: npx scatter-saga demo',
+    async () => {
+      const r = await run(process.execPath, [join(project, 'node_modules/.bin/scatter-saga'), 'demo', '--json'], project, false);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect((JSON.parse(r.stdout) as { status: string }[]).map((x) => x.status)).toEqual(['committed', 'compensated', 'compensated']);
+    },
+    TIMEOUT,
+  );
+
   // The consumer's settings apply to their code and to every declaration file it reaches,
   // ours included (skipLibCheck off). Our own files must be clean under each of them.
   // Under non-strict and exactOptionalPropertyTypes, xstate's and nats-core's own declarations

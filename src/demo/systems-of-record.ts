@@ -1,5 +1,5 @@
 /**
- * Three small fake systems of record for the examples: each keeps reservations by
+ * Three small fake systems of record for the demo and the examples: each keeps reservations by
  * idempotency key, so a repeated request is applied once, and a cancel removes it.
  */
 export class SystemOfRecord {

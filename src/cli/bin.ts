@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+/** The `scatter-saga` executable: runs the CLI on the process's arguments and exits with its code. */
+import { runCli } from './main.ts';
+
+const stopped = new Promise<NodeJS.Signals>((resolve) => {
+  for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, () => resolve(s));
+});
+const code = await runCli(process.argv.slice(2), {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+  stopped,
+});
+// Every command closes what it opened: the process ends on its own, its output flushed.
+process.exitCode = code;

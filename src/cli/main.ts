@@ -1,0 +1,149 @@
+/**
+ * The `scatter-saga` command line (docs/cli.md): `demo`, `graph`, `worker`, and the commands
+ * that talk to a coordinator service over NATS. `runCli(argv)` parses with commander and
+ * resolves with the exit code; a problem the user can fix is one line on stderr (the stack
+ * only with `--verbose`), never a stack trace.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import pino from 'pino';
+import { toMermaid } from '../diagram.ts';
+import { SagaError } from '../errors.ts';
+import { jetstreamDedupStore, serveWorkers } from '../nats.ts';
+import { memoryDedupStore } from '../store/memory.ts';
+import { CliError, connectFromFlags, EXIT } from './connection.ts';
+import type { ConnectionFlags } from './connection.ts';
+import { loadDefinitions } from './modules.ts';
+
+/** Where a command writes; the process's stdout and stderr by default. */
+export interface CliIo {
+  out(line: string): void;
+  err(line: string): void;
+  /** Resolves when the process is asked to stop (SIGINT or SIGTERM): long-running commands drain then. */
+  stopped: Promise<NodeJS.Signals>;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function connectionOptions(cmd: Command): Command {
+  return cmd
+    .option('-s, --server <urls>', 'NATS server URL(s), comma-separated (default: $NATS_URL, else nats://127.0.0.1:4222)')
+    .option('--user <user>', 'NATS user (password from --password or $NATS_PASSWORD)')
+    .option('--password <password>', 'NATS password')
+    .option('--token <token>', 'NATS token')
+    .option('--creds <file>', 'NATS credentials file (JWT and nkey seed)')
+    .option('--nkey <file>', 'NATS nkey seed file')
+    .option('--tls-ca <file>', 'CA certificate to verify the server (PEM)')
+    .option('--tls-cert <file>', 'client certificate (PEM), with --tls-key')
+    .option('--tls-key <file>', 'client key (PEM), with --tls-cert')
+    .option('--connect-timeout <seconds>', 'how long to wait for the server', '5');
+}
+
+function positiveInt(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) throw new CliError(`${flag} must be a whole number >= 1, got '${text}'`, EXIT.usage);
+  return n;
+}
+
+/** Builds the program; each action resolves with its exit code. */
+export function buildProgram(io: CliIo, done: (code: number) => void): Command {
+  const program = new Command('scatter-saga')
+    .description('Scatter-gather sagas that never end half-committed: run the demo, serve workers, draw sagas.')
+    .option('--verbose', 'print the stack of an error')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s.replace(/\n$/, '')), writeErr: (s) => io.err(s.replace(/\n$/, '')) });
+
+  program
+    .command('demo')
+    .description('run the trip-booking demo on the embedded runtime: a flight, a hotel and a car, three scenarios')
+    .option('--json', 'print the outcomes as one JSON line')
+    .action(async (opts: { json?: boolean }) => {
+      const { runScenario } = await import('../demo/trip.ts');
+      const scenarios = [
+        ['everything succeeds', 'ok'],
+        ['the hotel is full: flight and car are cancelled', 'fails'],
+        ['the hotel answers after its timeout: in doubt, so undone, late success included', 'slow'],
+      ] as const;
+      const results = [];
+      for (const [name, behaviour] of scenarios) {
+        const r = await runScenario(name, behaviour);
+        results.push({ name, status: r.outcome.status, held: r.held });
+        if (opts.json !== true) io.out(`${name}: ${r.outcome.status}\n${r.report}`);
+      }
+      if (opts.json === true) io.out(JSON.stringify(results));
+      done(results.every((r) => r.held.flights + r.held.hotels + r.held.cars === (r.status === 'committed' ? 3 : 0)) ? EXIT.ok : EXIT.failed);
+    });
+
+  program
+    .command('graph')
+    .description("print each saga of a module as a Mermaid state diagram (its machine, stages and steps)")
+    .argument('<module>', 'a JavaScript module exporting saga definitions (defineSaga)')
+    .option('--saga <name>', 'only this saga (name, or name@version)')
+    .option('--loops', 'also draw the transitions that stay in their state')
+    .addOption(new Option('--direction <dir>', 'layout direction').choices(['LR', 'TB']).default('LR'))
+    .action(async (module: string, opts: { saga?: string; loops?: boolean; direction: 'LR' | 'TB' }) => {
+      const { sagas } = await loadDefinitions(module);
+      const chosen = opts.saga === undefined ? sagas : sagas.filter((s) => s.name === opts.saga || `${s.name}@${s.version}` === opts.saga);
+      if (chosen.length === 0) {
+        const known = sagas.map((s) => `${s.name}@${s.version}`).join(', ');
+        throw new CliError(opts.saga === undefined ? `${module} exports no saga definition` : `${module} has no saga '${opts.saga}' (it has: ${known || 'none'})`, EXIT.usage);
+      }
+      for (const s of chosen) io.out(`%% ${s.name}@${s.version}\n${toMermaid(s, { loops: opts.loops === true, direction: opts.direction }).trimEnd()}`);
+      done(EXIT.ok);
+    });
+
+  connectionOptions(
+    program
+      .command('worker')
+      .description('serve the workers a module exports over NATS (a worker host), until SIGINT or SIGTERM drains it')
+      .argument('<module>', 'a JavaScript module exporting worker definitions (defineWorker)')
+      .option('--concurrency <n>', 'requests run at once', '64')
+      .addOption(new Option('--dedup <store>', 'where key records live').choices(['jetstream', 'memory']).default('jetstream'))
+      .option('--prefix <prefix>', 'subject prefix', 'saga')
+      .addOption(new Option('--log-level <level>', 'pino log level (JSON lines on stderr)').choices(LOG_LEVELS).default('info')),
+  ).action(async (module: string, opts: ConnectionFlags & { concurrency: string; dedup: 'jetstream' | 'memory'; prefix: string; logLevel: string }) => {
+    const concurrency = positiveInt('--concurrency', opts.concurrency);
+    const { workers } = await loadDefinitions(module);
+    if (workers.length === 0) throw new CliError(`${module} exports no worker definition`, EXIT.usage);
+    const nc = await connectFromFlags(opts);
+    const logger = pino({ level: opts.logLevel }, pino.destination(2));
+    try {
+      const host = await serveWorkers(nc, workers, {
+        concurrency,
+        prefix: opts.prefix,
+        logger,
+        signals: [],
+        dedup: opts.dedup === 'memory' ? memoryDedupStore() : jetstreamDedupStore(nc),
+      });
+      io.out(`serving ${host.workers.join(', ')} on ${nc.getServer()} (Ctrl-C drains and stops)`);
+      const signal = await io.stopped;
+      io.err(`${signal}: draining`);
+      await host.drain();
+    } finally {
+      await nc.close();
+    }
+    done(EXIT.ok);
+  });
+
+  return program;
+}
+
+/** Runs the CLI on `argv` (without node and the script); resolves with the exit code. */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  let code: number | undefined;
+  const program = buildProgram(io, (c) => (code = c));
+  const verbose = argv.includes('--verbose');
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return code ?? EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end here too, with exit code 0; commander has printed what it had to.
+      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (error instanceof CliError) io.err(`scatter-saga: ${error.message}`);
+    else if (error instanceof SagaError) io.err(`scatter-saga: ${error.code}: ${error.message}`);
+    else io.err(`scatter-saga: ${(error as Error)?.message ?? String(error)}`);
+    if (verbose && error instanceof Error && error.stack !== undefined) io.err(error.stack);
+    return error instanceof CliError ? error.code : EXIT.failed;
+  }
+}
