@@ -151,6 +151,7 @@ function boundedQueue(input: WorkerActorInput, bound: WorkerBound): { receive: (
       const { ev, request } = waiting.shift() as (typeof waiting)[number];
       const left = request.deadline - clock.now();
       if (left > 0 && ev.saga.getSnapshot().status === 'active') send(ev, request, left);
+      else ev.span?.end({ ok: false, code: 'STEP_TIMED_OUT', message: `dropped unsent: its deadline passed while it waited for a slot to ${worker}`, inDoubt: false });
     }
   };
 
