@@ -52,13 +52,15 @@ export interface SagaList {
 export interface SagaWatch extends AsyncIterable<SagaEvent> {
   /** Resolves once the subscription is registered on the server: events published after it are seen. */
   readonly ready: Promise<void>;
+  /** Unsubscribes: the iteration ends. */
   stop(): void;
 }
 
 /** A client of the coordinator service. Made by `sagaClient`. */
 export interface SagaClient {
-  /** Starts a saga by name; resolves with its id once it is in the store (with `wait`, also with its outcome, or `undefined` when none came in time). */
+  /** Starts a saga by name and waits for its outcome: `undefined` when none came within `timeoutMs`. */
   start(saga: string, input: unknown, options: ClientStartOptions & { wait: true }): Promise<{ sagaId: string; outcome: SagaOutcome | undefined }>;
+  /** Starts a saga by name; resolves with its id once it is in the store. A repeated start with the same `sagaId` is the same saga. */
   start(saga: string, input: unknown, options?: ClientStartOptions): Promise<{ sagaId: string; outcome?: SagaOutcome | undefined }>;
   /** Waits up to `timeoutMs` (default 30_000) for a saga's outcome (a parked saga's is `compensation-failed`); undefined when none came in time. Rejects with `SAGA_NOT_FOUND` for an unknown id. */
   outcome(sagaId: string, options?: { timeoutMs?: number }): Promise<SagaOutcome | undefined>;

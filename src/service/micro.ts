@@ -51,14 +51,17 @@ export interface MicroEndpointStats {
   readonly average_processing_time: number;
 }
 
+/** The answer to `$SRV.PING`. */
 export interface MicroPing extends MicroIdentity {
   readonly type: 'io.nats.micro.v1.ping_response';
 }
+/** The answer to `$SRV.INFO`. */
 export interface MicroInfo extends MicroIdentity {
   readonly type: 'io.nats.micro.v1.info_response';
   readonly description: string;
   readonly endpoints: readonly MicroEndpointInfo[];
 }
+/** The answer to `$SRV.STATS`. */
 export interface MicroStats extends MicroIdentity {
   readonly type: 'io.nats.micro.v1.stats_response';
   /** When this instance started, ISO 8601 in UTC. */

@@ -10,6 +10,7 @@ import type { DeadLetter, RemainingEffect, SagaOutcome, StepFailure } from '../t
 
 /** The endpoints of the coordinator service: `<prefix>.svc.<endpoint>`. */
 export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'dead-letters'] as const;
+/** The name of one endpoint of the coordinator service. */
 export type ServiceEndpoint = (typeof SERVICE_ENDPOINTS)[number];
 
 /** Default time a request that waits for an outcome (`wait`, `outcome`, `retry`, `resolve`) waits: 30 s. */
