@@ -138,6 +138,7 @@ export function sagaClient(nc: NatsConnection, options: SagaClientOptions = {}):
     async start(saga: string, input: unknown, o: ClientStartOptions = {}): Promise<{ sagaId: string; outcome: SagaOutcome | undefined }> {
       if (o === null || typeof o !== 'object') throw new InvalidOptionError('options', 'must be an object');
       const wait = o.wait === true;
+      if (!wait && o.timeoutMs !== undefined) throw new InvalidOptionError('timeoutMs', 'is how long a start waits for the outcome: pass wait: true with it');
       const fields: Record<string, unknown> = { saga, input: input === undefined ? null : input };
       if (o.sagaId !== undefined) fields.sagaId = o.sagaId;
       if (o.version !== undefined) fields.version = o.version;

@@ -13,7 +13,7 @@ import type { ErrorInfo } from '../errors.ts';
 import type { Runtime } from '../runtime/api.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
 import type { Logger, SagaDefinition, SagaOutcome } from '../types.ts';
-import { byteLength, DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, H, validPrefix } from '../transport/nats/wire.ts';
+import { byteLength, decoder, DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, H, header, validPrefix } from '../transport/nats/wire.ts';
 import { EndpointCounter, microErrorHeaders, microId, microResponses, MICRO_NAME, SEMVER, serveDiscovery } from './micro.ts';
 import type { MicroInfo, MicroStats } from './micro.ts';
 import { eventSubject, parseServiceRequest, SERVICE_ENDPOINTS, serviceSubject } from './protocol.ts';
@@ -270,13 +270,13 @@ export async function serveCoordinator(nc: NatsConnection, runtime: Runtime, opt
     const refuse = (message: string, code: ErrorInfo['code'] = 'PROTOCOL_ERROR') => answer(msg, endpoint, { ok: false, error: { code, message, retryable: false } }, began);
     const limit = maxPayload();
     if (msg.data.length > limit) return refuse(`request body of ${msg.data.length} bytes is over this service's limit of ${limit}`, 'PAYLOAD_TOO_LARGE');
-    const version = msg.headers?.get(H.protocol);
-    if (version !== undefined && version !== '' && version !== String(PROTOCOL_VERSION)) {
+    const version = header(msg.headers, H.protocol);
+    if (version !== undefined && version !== String(PROTOCOL_VERSION)) {
       return refuse(`unsupported protocol version ${JSON.stringify(version.slice(0, 20))} in header '${H.protocol}' (this service speaks ${PROTOCOL_VERSION})`);
     }
     let body: unknown;
     try {
-      body = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(msg.data));
+      body = JSON.parse(decoder.decode(msg.data));
     } catch (error) {
       return refuse(msg.data.length === 0 ? `the request body is empty: send a JSON object with "v": ${PROTOCOL_VERSION}` : `the request body is not valid UTF-8 JSON: ${(error as Error).message}`);
     }

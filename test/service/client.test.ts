@@ -153,6 +153,7 @@ describe('sagaClient', () => {
     await expect(elsewhere.deadLetters()).rejects.toMatchObject({ name: 'ServiceError', code: 'NO_RESPONDERS', endpoint: 'dead-letters', retryable: true });
     expect(() => sagaClient(nc, { prefix: 'bad prefix' })).toThrow(/option 'prefix'/);
     expect(() => sagaClient(nc, { timeout: 5 } as never)).toThrow(/option 'timeout': unknown option/);
+    await expect(client.start('trip', {}, { timeoutMs: 5 })).rejects.toThrow(/option 'timeoutMs'.*wait: true/);
   });
 
   it('stop() drains: a start that waits is answered without an outcome, then nothing answers', async () => {

@@ -238,6 +238,12 @@ describe('the NATS micro protocol', () => {
     const before = await stats();
     expect(before.type).toBe('io.nats.micro.v1.stats_response');
     expect(Number.isNaN(Date.parse(before.started))).toBe(false);
+    // What the io.nats.micro.v1 stats schema requires of every endpoint.
+    for (const e of before.endpoints) {
+      for (const k of ['num_requests', 'num_errors', 'processing_time', 'average_processing_time']) expect(Number.isSafeInteger(e[k]), k).toBe(true);
+      expect(typeof e.last_error).toBe('string');
+      expect(e.subject).toBe(`saga.svc.${e.name}`);
+    }
     const statusOf = (s: typeof before) => s.endpoints.find((e) => e.name === 'status') as Record<string, number | string>;
     const b = statusOf(before);
     await svc('status', { v: 1, sagaId: 'order-42' });
@@ -276,6 +282,7 @@ describe('bad input', () => {
     ['no protocol version', 'status', { sagaId: 'x' }, 'PROTOCOL_ERROR', /'v'/],
     ['protocol version 2 in the body', 'status', { v: 2, sagaId: 'x' }, 'PROTOCOL_ERROR', /version 2/],
     ['protocol version 2 in the header', 'status', { v: 1, sagaId: 'x' }, 'PROTOCOL_ERROR', /Saga-Protocol/, { 'Saga-Protocol': '2' }],
+    ['protocol version 2 in a lower-case header', 'status', { v: 1, sagaId: 'x' }, 'PROTOCOL_ERROR', /Saga-Protocol/, { 'saga-protocol': '2' }],
     ['a misspelt field', 'start', { v: 1, saga: 'order', input: {}, sagaID: 'x' }, 'PROTOCOL_ERROR', /unknown field 'sagaID'/],
     ['a saga name that is not a string', 'start', { v: 1, saga: 7, input: {} }, 'PROTOCOL_ERROR', /'saga'/],
     ['an unknown saga', 'start', { v: 1, saga: 'nope', input: {} }, 'UNKNOWN_SAGA', /no saga 'nope'.*'order'/],
