@@ -249,12 +249,13 @@ export async function serveCoordinator(nc: NatsConnection, runtime: Runtime, opt
     return { body, headers: h, reply };
   };
 
+  /** Sends a reply, counts it and logs an error reply. Never throws. */
   const answer = (msg: Msg, endpoint: ServiceEndpoint, reply: Reply, began: bigint, extra: Record<string, unknown> = {}): void => {
-    const encoded = encode(endpoint, reply);
-    const { error } = encoded.reply.ok ? { error: undefined } : encoded.reply;
-    counters.get(endpoint)?.record(process.hrtime.bigint() - began, error === undefined ? undefined : `${error.code}: ${error.message}`);
-    if (error !== undefined) logger.warn({ subject: msg.subject, endpoint, code: error.code, reason: error.message, ...extra }, 'refused a service request');
     try {
+      const encoded = encode(endpoint, reply);
+      const { error } = encoded.reply.ok ? { error: undefined } : encoded.reply;
+      counters.get(endpoint)?.record(process.hrtime.bigint() - began, error === undefined ? undefined : `${error.code}: ${error.message}`);
+      if (error !== undefined) logger.warn({ subject: msg.subject, endpoint, code: error.code, reason: error.message, ...extra }, 'refused a service request');
       msg.respond(encoded.body, encoded.headers === undefined ? undefined : { headers: encoded.headers });
     } catch (e) {
       logger.error({ err: e, subject: msg.subject, endpoint }, 'could not send a reply');
