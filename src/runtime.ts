@@ -7,7 +7,8 @@
  * api.ts (the Runtime interface), admission.ts (the `maxInFlight` bound), driver.ts (the
  * saga driver), operator.ts (retry, resolve, status, dead letters, outcome) and
  * recovery.ts (recover() and the ownership watch's takeovers). Here they are composed,
- * with hosting workers, run() and close().
+ * with hosting workers, run() and start() (run() that resolves once the saga is in the
+ * store), and close().
  */
 import { randomUUID } from 'node:crypto';
 import { createWorkerHost } from './actors/worker-host.ts';
