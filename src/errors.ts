@@ -35,7 +35,9 @@ export type SagaErrorCode =
   | 'WORKER_ERROR'
   | 'SAGA_ID_CONFLICT'
   | 'JOURNAL_UNAVAILABLE'
-  | 'SAGA_FENCED';
+  | 'SAGA_FENCED'
+  | 'UNKNOWN_SAGA'
+  | 'SERVICE_ERROR';
 
 /** Base class of every error scatter-saga throws or reports. */
 export class SagaError extends Error {
@@ -186,6 +188,22 @@ export class TransportError extends SagaError {
   ) {
     super(code, message, { retryable: code === 'NO_RESPONDERS' || code === 'TRANSPORT_ERROR', ...options });
     this.notSent = options?.notSent ?? false;
+  }
+}
+
+/**
+ * The coordinator service (`serveCoordinator`) refused a request, or could not be reached:
+ * raised by `SagaClient`. `code` is the service's error code (e.g. `UNKNOWN_SAGA`,
+ * `SAGA_NOT_FOUND`, `SAGA_NOT_PARKED`, `SAGA_ID_CONFLICT`, `PROTOCOL_ERROR`), or, when no
+ * reply came, `NO_RESPONDERS` (no coordinator serves the endpoint) or `TRANSPORT_ERROR`
+ * (no reply in time, or the connection failed).
+ */
+export class ServiceError extends SagaError {
+  /** The endpoint asked, e.g. `start`. */
+  readonly endpoint: string;
+  constructor(endpoint: string, code: SagaErrorCode | (string & {}), message: string, options?: ErrorOptions & { retryable?: boolean }) {
+    super(code as SagaErrorCode, message, options);
+    this.endpoint = endpoint;
   }
 }
 

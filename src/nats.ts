@@ -6,6 +6,9 @@
  *   transport, with queue groups, bounded concurrency and a graceful drain on SIGTERM.
  * - `jetstreamDedupStore(nc)` so a restarted host remembers every idempotency key.
  * - `jetstreamSagaStore(nc)` so a restarted coordinator can `recover()` its sagas.
+ * - `serveCoordinator(nc, runtime)` offers a runtime as a NATS micro service (start,
+ *   status, outcome, list, retry, resolve, dead letters; `$SRV` discovery), and
+ *   `sagaClient(nc)` is its client for other TypeScript services.
  *
  * The wire protocol is documented in docs/protocol.md.
  */
@@ -21,6 +24,14 @@ export { DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX } from './transport/nats/wire.ts';
 export { jetstreamDedupStore, jetstreamSagaStore, kvKeyOf, DEFAULT_KV_DEDUP_WINDOW_MS, MIN_SAFE_CLUSTERED_SERVER } from './store/jetstream.ts';
 export type { NatsTransport, NatsTransportOptions } from './transport/nats/transport.ts';
 export type { JetStreamDedupStore, JetStreamDedupStoreOptions, JetStreamSagaStoreOptions } from './store/jetstream.ts';
+export { serveCoordinator, DEFAULT_SERVICE_DRAIN_MS, DEFAULT_SERVICE_NAME, DEFAULT_SERVICE_QUEUE, DEFAULT_SERVICE_VERSION } from './service/coordinator.ts';
+export type { CoordinatorService, ServeCoordinatorOptions } from './service/coordinator.ts';
+export { sagaClient, DEFAULT_CLIENT_TIMEOUT_MS } from './service/client.ts';
+export type { ClientStartOptions, SagaClient, SagaClientOptions, SagaList, SagaWatch } from './service/client.ts';
+export { DEFAULT_SERVICE_WAIT_MS, MAX_SERVICE_WAIT_MS, SERVICE_ENDPOINTS } from './service/protocol.ts';
+export type { SagaEvent, ServiceEndpoint } from './service/protocol.ts';
+export type { MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats } from './service/micro.ts';
+export { ServiceError } from './errors.ts';
 
 /** The options of `serveWorkers`. */
 export interface ServeWorkersOptions {

@@ -7,7 +7,8 @@
  * api.ts (the Runtime interface), admission.ts (the `maxInFlight` bound), driver.ts (the
  * saga driver), operator.ts (retry, resolve, status, dead letters, outcome) and
  * recovery.ts (recover() and the ownership watch's takeovers). Here they are composed,
- * with hosting workers, run() and close().
+ * with hosting workers, run() and start() (run() that resolves once the saga is in the
+ * store), and close().
  */
 import { randomUUID } from 'node:crypto';
 import { createWorkerHost } from './actors/worker-host.ts';
@@ -17,10 +18,10 @@ import type { Ownership } from './coordination/ownership.ts';
 import { InvalidOptionError, JournalUnavailableError, SagaDefinitionError, SagaError, WorkerNotHostedError } from './errors.ts';
 import { assertSerializable, fingerprint, rootStepInput } from './machines/serializable.ts';
 import { Admission } from './runtime/admission.ts';
-import type { Runtime } from './runtime/api.ts';
+import type { Runtime, StartedSaga } from './runtime/api.ts';
 import { SagaDriver } from './runtime/driver.ts';
 import type { Header } from './runtime/driver.ts';
-import { deadLetters, operator, outcome, status } from './runtime/operator.ts';
+import { deadLetters, list, operator, outcome, status } from './runtime/operator.ts';
 import { resolveOptions } from './runtime/options.ts';
 import { parseTraceparent } from './tracing.ts';
 import type { RunOptions, RuntimeOptions } from './runtime/options.ts';
@@ -29,7 +30,7 @@ import type { SagaDefinition, SagaOutcome, SagaRecord, Served, VersionedSagaReco
 
 export { DEFAULT_JOURNAL_RETRY_MS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OWNERSHIP_LEASE_MS } from './runtime/options.ts';
 export type { RunOptions, RuntimeOptions } from './runtime/options.ts';
-export type { EscalationEvent, Runtime, RuntimeEvents, SagaStatus } from './runtime/api.ts';
+export type { EscalationEvent, ListOptions, Runtime, RuntimeEvents, SagaStatus, SagaSummary, StartedSaga } from './runtime/api.ts';
 
 /** An idempotency key's shape (40 hex digits), for checking a request's size before its key is computed. */
 const KEY_SHAPE = '0'.repeat(40);
@@ -67,12 +68,12 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
   /** Intents being written, by saga id. */
   const beginning = new Map<string, Promise<unknown>>();
 
-  /** run() for a saga id that may exist: its outcome, the saga driven here, or the saga resumed from its journal. */
-  const existing = async (def: SagaDefinition, sagaId: string, input: unknown): Promise<Promise<SagaOutcome> | undefined> => {
+  /** run() for a saga id that may exist: its outcome, the saga driven here, or the saga resumed from its journal (the outcome boxed, so that awaiting this does not wait for it). */
+  const existing = async (def: SagaDefinition, sagaId: string, input: unknown): Promise<{ outcome: Promise<SagaOutcome> } | undefined> => {
     const here = driver.live.get(sagaId);
     if (here !== undefined) {
       sameSaga(sagaId, def, input, here.header);
-      return driver.attach(here);
+      return { outcome: driver.attach(here) };
     }
     let found: VersionedSagaRecord | undefined;
     try {
@@ -82,7 +83,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     }
     if (found === undefined) return undefined;
     sameSaga(sagaId, def, input, found.record);
-    if (found.record.outcome !== undefined) return Promise.resolve(found.record.outcome);
+    if (found.record.outcome !== undefined) return { outcome: Promise.resolve(found.record.outcome) };
     driver.ensureOpen();
     // Driven by another coordinator that has a heartbeat: wait for its outcome rather than
     // take the saga from it (should it be dead, the ownership watch takes the saga over).
@@ -94,11 +95,116 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
       } catch (error) {
         throw new JournalUnavailableError(sagaId, false, error);
       }
-      if (beating.has(owner)) return outcome(driver, sagaId) as Promise<SagaOutcome>;
+      if (beating.has(owner)) return { outcome: outcome(driver, sagaId) as Promise<SagaOutcome> };
     }
     const entry = driver.live.get(sagaId) ?? (await driver.takeOver(def, found));
     if (entry === undefined) throw new SagaError('SAGA_FENCED', `saga '${sagaId}' is driven by another coordinator`);
-    return driver.attach(entry);
+    return { outcome: driver.attach(entry) };
+  };
+
+  /**
+   * run() up to the moment the saga is known to the store: its intent written here, or a
+   * saga with this id found (driven here, by another coordinator, or finished). Rejects
+   * for misuse and for an intent that could not be written, as run() does.
+   */
+  const begin = async (saga: SagaDefinition, input: unknown, options: RunOptions): Promise<StartedSaga> => {
+    driver.ensureOpen();
+    if (saga === null || typeof saga !== 'object' || (saga as SagaDefinition).kind !== 'saga') {
+      throw new SagaDefinitionError(`run needs a saga made with defineSaga(...), got ${saga === null ? 'null' : typeof saga === 'object' ? 'an object without kind: "saga"' : typeof saga}`);
+    }
+    if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
+    for (const k of Object.keys(options)) if (k !== 'sagaId' && k !== 'traceparent') throw new InvalidOptionError(k, 'unknown option (allowed: sagaId, traceparent)');
+    const { traceparent } = options;
+    if (traceparent !== undefined && (typeof traceparent !== 'string' || parseTraceparent(traceparent) === undefined)) {
+      throw new InvalidOptionError('traceparent', `must be a W3C traceparent, 00-<32 hex>-<16 hex>-<2 hex> with ids not all zero, got ${JSON.stringify(traceparent) ?? String(traceparent)}`);
+    }
+    // A traced saga's requests carry a Traceparent header: the first one is checked with one.
+    const tracedShape = traceparent !== undefined || driver.tracer.otel ? { span: { traceparent: TRACEPARENT_SHAPE, end: () => {} } } : {};
+    const def = saga as SagaDefinition;
+    driver.register(def);
+    assertSerializable(input, 'input', def.name);
+    const sagaId = options.sagaId ?? randomUUID();
+    if (typeof sagaId !== 'string' || sagaId.length === 0 || Buffer.byteLength(sagaId, 'utf8') > 256) throw new InvalidOptionError('sagaId', 'must be a non-empty string of at most 256 bytes in UTF-8');
+    // Root steps' inputs are derived now so that a bad one rejects run before any dispatch.
+    const rootInputs: Record<string, unknown> = {};
+    for (const p of def.steps) {
+      if (p.after.length > 0) continue;
+      const stepInput = rootStepInput(def.name, p, input);
+      rootInputs[p.id] = stepInput;
+      // A first request the transport would refuse (over the payload limit): reject now, with nothing dispatched.
+      const refused = transport.check?.(
+        requestOf(p.worker, { type: 'DO', sagaId, stepId: p.id, key: KEY_SHAPE, input: stepInput, attempt: 1, timeoutMs: p.timeoutMs, ...tracedShape }, clock.now()),
+      );
+      if (refused !== undefined) {
+        const code = refused instanceof SagaError ? refused.code : 'TRANSPORT_ERROR';
+        throw new SagaError(code, `saga '${def.name}' cannot start: ${refused.message}; nothing was dispatched`, { cause: refused });
+      }
+    }
+    if (options.sagaId !== undefined) {
+      const known = await existing(def, sagaId, input);
+      if (known !== undefined) return { sagaId, outcome: known.outcome };
+    }
+    // A slot under maxInFlight; a run with the same id that starts meanwhile is found by begin().
+    const queued = admission.admit();
+    if (queued !== undefined) await queued;
+    let started = false;
+    try {
+      // Hosts registering their workers: wait for them (once they all have, without a pause per run).
+      if (serving.length > servedUpTo) {
+        const upTo = serving.length;
+        await Promise.all(serving);
+        servedUpTo = Math.max(servedUpTo, upTo);
+      }
+      const missing: string[] = [];
+      for (const name of def.workers.keys()) {
+        const served = transport.isServed(name);
+        if (!(typeof served === 'boolean' ? served : await served)) missing.push(name);
+      }
+      if (missing.length > 0) throw new WorkerNotHostedError(def.name, missing);
+      // One intent per saga id at a time here: two identical intents cannot be told apart when read back.
+      for (let ahead = beginning.get(sagaId); ahead !== undefined; ahead = beginning.get(sagaId)) await ahead.catch(() => undefined);
+      driver.ensureOpen();
+      const now = clock.now();
+      const header: Header = { sagaId, saga: def.name, version: def.version, input, startedAt: now, ...(traceparent !== undefined ? { traceparent } : {}) };
+      const intent: SagaRecord = { ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined, owner: ownerId };
+      const begun = (async (): Promise<number | undefined> => {
+        try {
+          return await store.begin(intent);
+        } catch (error) {
+          // The intent may have landed with its answer lost: read it back.
+          const settled = await driver.landed(intent, 0);
+          if (settled !== 'retry') return settled;
+          // Unknown: should it have landed, the ownership watch drives it (or recover()).
+          driver.stranded.add(sagaId);
+          throw new JournalUnavailableError(sagaId, false, error);
+        }
+      })();
+      beginning.set(sagaId, begun);
+      let revision: number | undefined;
+      try {
+        revision = await begun;
+      } finally {
+        beginning.delete(sagaId);
+      }
+      if (revision === undefined) {
+        // Another run with this id began first: this call only waits for it.
+        started = true;
+        admission.release();
+        const known = await existing(def, sagaId, input);
+        if (known !== undefined) return { sagaId, outcome: known.outcome };
+        throw new SagaError('SAGA_ID_CONFLICT', `saga id '${sagaId}' is already used`);
+      }
+      driver.ensureOpen(); // closed while the intent was being written: it stays for recover()
+      const entry = driver.start(def, header, revision, { rootInputs });
+      // The slot passes from this call to the running saga.
+      started = true;
+      admission.handOver();
+      const outcome = driver.attach(entry);
+      entry.actor.start();
+      return { sagaId, outcome };
+    } finally {
+      if (!started) admission.release();
+    }
   };
 
   const runtime: Runtime = {
@@ -117,104 +223,15 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
 
     // Typed by the Runtime interface: the input and the results follow from the saga.
     run: async function run(saga: SagaDefinition, input: unknown, options: RunOptions = {}): Promise<SagaOutcome> {
-      driver.ensureOpen();
-      if (saga === null || typeof saga !== 'object' || (saga as SagaDefinition).kind !== 'saga') {
-        throw new SagaDefinitionError(`run needs a saga made with defineSaga(...), got ${saga === null ? 'null' : typeof saga === 'object' ? 'an object without kind: "saga"' : typeof saga}`);
-      }
-      if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
-      for (const k of Object.keys(options)) if (k !== 'sagaId' && k !== 'traceparent') throw new InvalidOptionError(k, 'unknown option (allowed: sagaId, traceparent)');
-      const { traceparent } = options;
-      if (traceparent !== undefined && (typeof traceparent !== 'string' || parseTraceparent(traceparent) === undefined)) {
-        throw new InvalidOptionError('traceparent', `must be a W3C traceparent, 00-<32 hex>-<16 hex>-<2 hex> with ids not all zero, got ${JSON.stringify(traceparent) ?? String(traceparent)}`);
-      }
-      // A traced saga's requests carry a Traceparent header: the first one is checked with one.
-      const tracedShape = traceparent !== undefined || driver.tracer.otel ? { span: { traceparent: TRACEPARENT_SHAPE, end: () => {} } } : {};
-      const def = saga as SagaDefinition;
-      driver.register(def);
-      assertSerializable(input, 'input', def.name);
-      const sagaId = options.sagaId ?? randomUUID();
-      if (typeof sagaId !== 'string' || sagaId.length === 0 || Buffer.byteLength(sagaId, 'utf8') > 256) throw new InvalidOptionError('sagaId', 'must be a non-empty string of at most 256 bytes in UTF-8');
-      // Root steps' inputs are derived now so that a bad one rejects run before any dispatch.
-      const rootInputs: Record<string, unknown> = {};
-      for (const p of def.steps) {
-        if (p.after.length > 0) continue;
-        const stepInput = rootStepInput(def.name, p, input);
-        rootInputs[p.id] = stepInput;
-        // A first request the transport would refuse (over the payload limit): reject now, with nothing dispatched.
-        const refused = transport.check?.(
-          requestOf(p.worker, { type: 'DO', sagaId, stepId: p.id, key: KEY_SHAPE, input: stepInput, attempt: 1, timeoutMs: p.timeoutMs, ...tracedShape }, clock.now()),
-        );
-        if (refused !== undefined) {
-          const code = refused instanceof SagaError ? refused.code : 'TRANSPORT_ERROR';
-          throw new SagaError(code, `saga '${def.name}' cannot start: ${refused.message}; nothing was dispatched`, { cause: refused });
-        }
-      }
-      if (options.sagaId !== undefined) {
-        const known = await existing(def, sagaId, input);
-        if (known !== undefined) return known;
-      }
-      // A slot under maxInFlight; a run with the same id that starts meanwhile is found by begin().
-      const queued = admission.admit();
-      if (queued !== undefined) await queued;
-      let started = false;
-      try {
-        // Hosts registering their workers: wait for them (once they all have, without a pause per run).
-        if (serving.length > servedUpTo) {
-          const upTo = serving.length;
-          await Promise.all(serving);
-          servedUpTo = Math.max(servedUpTo, upTo);
-        }
-        const missing: string[] = [];
-        for (const name of def.workers.keys()) {
-          const served = transport.isServed(name);
-          if (!(typeof served === 'boolean' ? served : await served)) missing.push(name);
-        }
-        if (missing.length > 0) throw new WorkerNotHostedError(def.name, missing);
-        // One intent per saga id at a time here: two identical intents cannot be told apart when read back.
-        for (let ahead = beginning.get(sagaId); ahead !== undefined; ahead = beginning.get(sagaId)) await ahead.catch(() => undefined);
-        driver.ensureOpen();
-        const now = clock.now();
-        const header: Header = { sagaId, saga: def.name, version: def.version, input, startedAt: now, ...(traceparent !== undefined ? { traceparent } : {}) };
-        const intent: SagaRecord = { ...header, status: 'running', updatedAt: now, snapshot: undefined, outcome: undefined, owner: ownerId };
-        const begun = (async (): Promise<number | undefined> => {
-          try {
-            return await store.begin(intent);
-          } catch (error) {
-            // The intent may have landed with its answer lost: read it back.
-            const settled = await driver.landed(intent, 0);
-            if (settled !== 'retry') return settled;
-            // Unknown: should it have landed, the ownership watch drives it (or recover()).
-            driver.stranded.add(sagaId);
-            throw new JournalUnavailableError(sagaId, false, error);
-          }
-        })();
-        beginning.set(sagaId, begun);
-        let revision: number | undefined;
-        try {
-          revision = await begun;
-        } finally {
-          beginning.delete(sagaId);
-        }
-        if (revision === undefined) {
-          // Another run with this id began first: this call only waits for it.
-          started = true;
-          admission.release();
-          const known = await existing(def, sagaId, input);
-          if (known !== undefined) return known;
-          throw new SagaError('SAGA_ID_CONFLICT', `saga id '${sagaId}' is already used`);
-        }
-        driver.ensureOpen(); // closed while the intent was being written: it stays for recover()
-        const entry = driver.start(def, header, revision, { rootInputs });
-        // The slot passes from this call to the running saga.
-        started = true;
-        admission.handOver();
-        const outcome = driver.attach(entry);
-        entry.actor.start();
-        return outcome;
-      } finally {
-        if (!started) admission.release();
-      }
+      return (await begin(saga, input, options)).outcome;
     } as Runtime['run'],
+
+    start: async function start(saga: SagaDefinition, input: unknown, options: RunOptions = {}): Promise<StartedSaga> {
+      const started = await begin(saga, input, options);
+      // The caller may never wait for the outcome: a rejection of it is not unhandled.
+      started.outcome.catch(() => undefined);
+      return started;
+    } as Runtime['start'],
 
     outcome: (sagaId, options) => outcome(driver, sagaId, options),
 
@@ -226,6 +243,10 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     status: (sagaId) => status(driver, sagaId),
 
     deadLetters: () => deadLetters(driver),
+
+    list: (options) => list(driver, options),
+
+    sagas: o.sagas,
 
     on(event, listener) {
       const listeners = driver.listeners;

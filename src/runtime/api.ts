@@ -39,6 +39,34 @@ export interface SagaStatus {
   readonly outcome: SagaOutcome | undefined;
 }
 
+/** What `Runtime.start` resolves with: the saga's id, and its outcome to come. */
+export interface StartedSaga<TResults = Readonly<Record<string, unknown>>> {
+  readonly sagaId: string;
+  /** Settles as `run()` would: with the outcome, or rejected when the saga cannot go on in this runtime. */
+  readonly outcome: Promise<SagaOutcome<TResults>>;
+}
+
+/** One saga as the store lists it (see `Runtime.list`). */
+export interface SagaSummary {
+  readonly sagaId: string;
+  readonly saga: string;
+  readonly version: number;
+  /** `running` (its compensation included) or `parked` (in `compensation-failed`, waiting for an operator). */
+  readonly status: 'running' | 'parked';
+  /** Epoch ms of its intent. */
+  readonly startedAt: number;
+  /** Epoch ms of its last journal write. */
+  readonly updatedAt: number;
+  /** The coordinator that wrote its journal last. */
+  readonly owner: string | undefined;
+}
+
+/** The options of `Runtime.list`. */
+export interface ListOptions {
+  /** Only the sagas in this status. Default: running and parked. */
+  readonly status?: 'running' | 'parked';
+}
+
 /** A saga runtime (a coordinator), made by `createRuntime`. */
 export interface Runtime {
   /** Serves workers from this process on the runtime's transport. */
@@ -56,6 +84,15 @@ export interface Runtime {
    * by step id from each step's worker (see `defineSaga`).
    */
   run<S extends SagaDefinition<any, any>>(saga: S, input: SagaInputOf<S>, options?: RunOptions): Promise<SagaOutcome<SagaResultsOf<S>>>;
+  /**
+   * Starts a saga as `run()` does, and resolves as soon as it is known to the store (its
+   * intent written, or a saga with this `sagaId` found), with its id and its outcome to come.
+   * Rejects as `run()` does before anything is dispatched (misuse, `WORKER_NOT_HOSTED`,
+   * `SAGA_ID_CONFLICT`, a `JournalUnavailableError` with `dispatched: false`). It waits for a
+   * slot under `maxInFlight` like `run()`. A rejection of `outcome` that nobody awaits is not
+   * reported as unhandled.
+   */
+  start<S extends SagaDefinition<any, any>>(saga: S, input: SagaInputOf<S>, options?: RunOptions): Promise<StartedSaga<SagaResultsOf<S>>>;
   /**
    * The outcome of a saga by its id, from any coordinator sharing the store (or this one):
    * waits until it is committed, compensated, or parked (`compensation-failed`). Resolves
@@ -84,6 +121,13 @@ export interface Runtime {
   status(sagaId: string): Promise<SagaStatus | undefined>;
   /** The dead letters of the parked sagas in the store (from every coordinator sharing it). */
   deadLetters(): Promise<DeadLetter[]>;
+  /**
+   * The sagas the store lists as unfinished (from every coordinator sharing it): running and
+   * parked, oldest first. Finished sagas are not listed (ask `status` or `outcome` by id).
+   */
+  list(options?: ListOptions): Promise<SagaSummary[]>;
+  /** The saga definitions given in the `sagas` option. */
+  readonly sagas: readonly SagaDefinition[];
   /** Listens to a runtime event; returns a function that removes the listener. */
   on<K extends keyof RuntimeEvents>(event: K, listener: (e: RuntimeEvents[K]) => void): () => void;
   /** Sagas running (not parked) right now. */

@@ -6,7 +6,7 @@ import { InvalidOptionError, SagaError, SagaNotFoundError } from '../errors.ts';
 import { outcomeOf } from '../machines/saga-logic.ts';
 import type { MachineStateName, SagaContext, StepStatus } from '../machines/saga-logic.ts';
 import type { DeadLetter, SagaDefinition, SagaOutcome, SagaRecord, VersionedSagaRecord } from '../types.ts';
-import type { SagaStatus } from './api.ts';
+import type { ListOptions, SagaStatus, SagaSummary } from './api.ts';
 import type { Live, SagaDriver } from './driver.ts';
 
 const notParked = (sagaId: string) => new SagaError('SAGA_NOT_PARKED', `saga '${sagaId}' is not parked in compensation-failed; only parked sagas take operator commands`);
@@ -132,6 +132,22 @@ export function recordStatus(rec: SagaRecord, def: SagaDefinition | undefined): 
   }
   // Parked by another coordinator: the record carries its compensation-failed outcome.
   return { sagaId: rec.sagaId, saga: rec.saga, version: rec.version, state, steps, outcome: rec.outcome ?? (rec.status === 'parked' ? rec.parked : undefined) };
+}
+
+/** See `Runtime.list`. */
+export async function list(driver: SagaDriver, options: ListOptions = {}): Promise<SagaSummary[]> {
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
+  for (const k of Object.keys(options)) if (k !== 'status') throw new InvalidOptionError(k, 'unknown option (allowed: status)');
+  const wanted = options.status;
+  if (wanted !== undefined && wanted !== 'running' && wanted !== 'parked') throw new InvalidOptionError('status', `must be 'running' or 'parked', got ${JSON.stringify(wanted)}`);
+  const out: SagaSummary[] = [];
+  for (const { record: r } of await driver.store.unfinished()) {
+    // A store may list a finished saga until it archives it: that one is not unfinished.
+    if (r.outcome !== undefined || (r.status !== 'running' && r.status !== 'parked')) continue;
+    if (wanted !== undefined && r.status !== wanted) continue;
+    out.push({ sagaId: r.sagaId, saga: r.saga, version: r.version, status: r.status, startedAt: r.startedAt, updatedAt: r.updatedAt, owner: r.owner });
+  }
+  return out.sort((a, b) => a.startedAt - b.startedAt || (a.sagaId < b.sagaId ? -1 : a.sagaId > b.sagaId ? 1 : 0));
 }
 
 /** The dead letters of parked sagas, from the store. */

@@ -82,3 +82,13 @@ describe('run(saga, input)', () => {
     expectTypeOf(createRuntime()).toEqualTypeOf<Runtime>();
   });
 });
+
+describe('start(saga, input)', () => {
+  test('takes the saga input and resolves with the id and a typed outcome to come', async () => {
+    const started = await runtime.start(trip, TRIP, { sagaId: 'trip-2' });
+    expectTypeOf(started.sagaId).toEqualTypeOf<string>();
+    expectTypeOf(started.outcome).toEqualTypeOf<Promise<SagaOutcome<TripResults>>>();
+    // @ts-expect-error total must be a number
+    void runtime.start(trip, { ...TRIP, total: '2' });
+  });
+});

@@ -81,7 +81,8 @@ function bad(message: string): TransportError {
   return new TransportError('PROTOCOL_ERROR', message, { retryable: false });
 }
 
-function header(h: MsgHdrs | undefined, name: string): string | undefined {
+/** A header's value, its name matched case-insensitively; undefined when absent. */
+export function header(h: MsgHdrs | undefined, name: string): string | undefined {
   if (h === undefined) return undefined;
   const v = h.get(name, Match.IgnoreCase);
   return v === '' && !h.has(name, Match.IgnoreCase) ? undefined : v;
@@ -93,7 +94,8 @@ function requireHeader(h: MsgHdrs | undefined, name: string, expected: string): 
   if (v !== expected) throw bad(`header '${name}' is ${JSON.stringify(v.slice(0, 80))} but the body says ${JSON.stringify(expected.slice(0, 80))}`);
 }
 
-const decoder = new TextDecoder('utf-8', { fatal: true });
+/** Decodes UTF-8, refusing invalid bytes (a leading byte order mark is dropped). */
+export const decoder = new TextDecoder('utf-8', { fatal: true });
 
 /** The outcome of checking one inbound message: a request to serve, or the error to reply with. */
 export type Inbound = { ok: true; request: WorkerRequest } | { ok: false; error: ErrorInfo };

@@ -1,0 +1,199 @@
+/**
+ * The coordinator service protocol, version 1: its endpoints and subjects, the checks
+ * made on every request body, and the events it publishes. Pure functions over decoded
+ * JSON; docs/protocol.md ("The coordinator service") is the prose form of this file.
+ */
+import { TransportError } from '../errors.ts';
+import { PROTOCOL_VERSION } from '../types.ts';
+import type { SagaStatus, SagaSummary } from '../runtime/api.ts';
+import type { DeadLetter, RemainingEffect, SagaOutcome, StepFailure } from '../types.ts';
+
+/** The endpoints of the coordinator service: `<prefix>.svc.<endpoint>`. */
+export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'dead-letters'] as const;
+/** The name of one endpoint of the coordinator service. */
+export type ServiceEndpoint = (typeof SERVICE_ENDPOINTS)[number];
+
+/** Default time a request that waits for an outcome (`wait`, `outcome`, `retry`, `resolve`) waits: 30 s. */
+export const DEFAULT_SERVICE_WAIT_MS = 30_000;
+/** Longest wait a request may ask for (`timeoutMs`): 10 minutes. */
+export const MAX_SERVICE_WAIT_MS = 600_000;
+/** Default and largest number of sagas one `list` reply carries. */
+export const DEFAULT_LIST_LIMIT = 1_000;
+export const MAX_LIST_LIMIT = 10_000;
+/** Longest `note` of a `resolve`, in bytes of UTF-8. */
+export const MAX_NOTE_BYTES = 4_096;
+
+const SAGA_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
+/** A subject token that needs no encoding (the rule of `kvKeyOf`). */
+const PLAIN_TOKEN = /^[A-Za-z0-9_-]{1,512}$/;
+
+export function serviceSubject(prefix: string, endpoint: ServiceEndpoint): string {
+  return `${prefix}.svc.${endpoint}`;
+}
+
+/**
+ * The subject of a saga's events: `<prefix>.svc.events.<token>`, the token being the saga id
+ * itself when it is 1-512 characters of `A-Z a-z 0-9 _ -`, else `b64.` and the base64url of
+ * its UTF-8 (two subject tokens). `<prefix>.svc.events.>` receives every saga's events.
+ */
+export function eventSubject(prefix: string, sagaId: string): string {
+  return `${prefix}.svc.events.${PLAIN_TOKEN.test(sagaId) ? sagaId : `b64.${Buffer.from(sagaId, 'utf8').toString('base64url')}`}`;
+}
+
+/** Bodies of the requests, checked. */
+export interface StartRequest {
+  readonly saga: string;
+  readonly version: number | undefined;
+  readonly input: unknown;
+  readonly sagaId: string | undefined;
+  readonly wait: boolean;
+  readonly timeoutMs: number;
+}
+export interface SagaIdRequest {
+  readonly sagaId: string;
+}
+export interface WaitRequest extends SagaIdRequest {
+  readonly timeoutMs: number;
+}
+export interface ResolveRequest extends WaitRequest {
+  readonly note: string | undefined;
+}
+export interface ListRequest {
+  readonly status: 'running' | 'parked' | undefined;
+  readonly limit: number;
+}
+
+/** The checked body of each endpoint's request. */
+export interface ServiceRequests {
+  start: StartRequest;
+  status: SagaIdRequest;
+  outcome: WaitRequest;
+  list: ListRequest;
+  retry: WaitRequest;
+  resolve: ResolveRequest;
+  'dead-letters': Record<string, never>;
+}
+
+/** What each endpoint answers in `result`. */
+export interface ServiceResults {
+  start: { sagaId: string; outcome?: SagaOutcome | null };
+  status: SagaStatus;
+  outcome: { sagaId: string; outcome: SagaOutcome | null };
+  list: { sagas: SagaSummary[]; truncated: boolean };
+  retry: { sagaId: string; outcome: SagaOutcome | null };
+  resolve: { sagaId: string; outcome: SagaOutcome | null };
+  'dead-letters': { deadLetters: DeadLetter[] };
+}
+
+/** An event the service publishes on `<prefix>.svc.events.<sagaId>`. */
+export type SagaEvent =
+  | { readonly v: typeof PROTOCOL_VERSION; readonly type: 'outcome'; readonly sagaId: string; readonly saga: string; readonly version: number; readonly outcome: SagaOutcome }
+  | {
+      readonly v: typeof PROTOCOL_VERSION;
+      readonly type: 'escalation';
+      readonly sagaId: string;
+      readonly saga: string;
+      readonly version: number;
+      readonly remaining: readonly RemainingEffect[];
+      readonly failures: readonly StepFailure[];
+      readonly timesParked: number;
+    };
+
+function bad(message: string): TransportError {
+  return new TransportError('PROTOCOL_ERROR', message, { retryable: false });
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+const FIELDS: { readonly [E in ServiceEndpoint]: readonly string[] } = {
+  start: ['v', 'saga', 'version', 'input', 'sagaId', 'wait', 'timeoutMs'],
+  status: ['v', 'sagaId'],
+  outcome: ['v', 'sagaId', 'timeoutMs'],
+  list: ['v', 'status', 'limit'],
+  retry: ['v', 'sagaId', 'timeoutMs'],
+  resolve: ['v', 'sagaId', 'note', 'timeoutMs'],
+  'dead-letters': ['v'],
+};
+
+function sagaIdOf(o: Record<string, unknown>, required: true): string;
+function sagaIdOf(o: Record<string, unknown>, required: false): string | undefined;
+function sagaIdOf(o: Record<string, unknown>, required: boolean): string | undefined {
+  const v = o.sagaId;
+  if (v === undefined && !required) return undefined;
+  if (typeof v !== 'string' || v.length === 0 || Buffer.byteLength(v, 'utf8') > 256) throw bad(`'sagaId' must be a non-empty string of at most 256 bytes in UTF-8, got ${describe(v)}`);
+  return v;
+}
+
+function wholeNumber(o: Record<string, unknown>, field: string, min: number, max: number, fallback: number): number {
+  const v = o[field];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) throw bad(`'${field}' must be a whole number from ${min} to ${max}, got ${describe(v)}`);
+  return v;
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > 80 ? `${text.slice(0, 80)}...` : text;
+}
+
+/**
+ * Checks the decoded body of a request to `endpoint`. Throws a `PROTOCOL_ERROR`
+ * TransportError naming the first bad field; unknown fields are refused (a misspelt
+ * `sagaId` must not start a second saga).
+ */
+export function parseServiceRequest<E extends ServiceEndpoint>(endpoint: E, body: unknown): ServiceRequests[E] {
+  if (!isObject(body)) throw bad(`the request body must be a JSON object with "v": ${PROTOCOL_VERSION}, got ${describe(body)}`);
+  if (body.v !== PROTOCOL_VERSION) throw bad(`unsupported protocol version ${describe(body.v)} in 'v' (this service speaks ${PROTOCOL_VERSION})`);
+  const allowed = FIELDS[endpoint];
+  for (const k of Object.keys(body)) {
+    if (!allowed.includes(k)) throw bad(`unknown field '${k.slice(0, 64)}' for ${endpoint} (allowed: ${allowed.join(', ')})`);
+  }
+  const timeoutMs = () => wholeNumber(body, 'timeoutMs', 0, MAX_SERVICE_WAIT_MS, DEFAULT_SERVICE_WAIT_MS);
+  let out: ServiceRequests[ServiceEndpoint];
+  switch (endpoint as ServiceEndpoint) {
+    case 'start': {
+      const saga = body.saga;
+      if (typeof saga !== 'string' || !SAGA_NAME.test(saga)) throw bad(`'saga' must be a saga name (1-128 characters of A-Z a-z 0-9 _ . -), got ${describe(saga)}`);
+      const version = body.version === undefined ? undefined : wholeNumber(body, 'version', 1, Number.MAX_SAFE_INTEGER, 1);
+      if (body.wait !== undefined && typeof body.wait !== 'boolean') throw bad(`'wait' must be true or false, got ${describe(body.wait)}`);
+      const wait = body.wait === true;
+      if (!wait && body.timeoutMs !== undefined) throw bad("'timeoutMs' is for a start that waits: add \"wait\": true, or leave 'timeoutMs' out");
+      out = { saga, version, input: 'input' in body ? body.input : null, sagaId: sagaIdOf(body, false), wait, timeoutMs: timeoutMs() };
+      break;
+    }
+    case 'status':
+      out = { sagaId: sagaIdOf(body, true) };
+      break;
+    case 'outcome':
+    case 'retry':
+      out = { sagaId: sagaIdOf(body, true), timeoutMs: timeoutMs() };
+      break;
+    case 'resolve': {
+      const note = body.note;
+      if (note !== undefined && (typeof note !== 'string' || Buffer.byteLength(note, 'utf8') > MAX_NOTE_BYTES)) throw bad(`'note' must be a string of at most ${MAX_NOTE_BYTES} bytes in UTF-8, got ${describe(note)}`);
+      out = { sagaId: sagaIdOf(body, true), note, timeoutMs: timeoutMs() };
+      break;
+    }
+    case 'list': {
+      const status = body.status;
+      if (status !== undefined && status !== 'running' && status !== 'parked') throw bad(`'status' must be "running" or "parked" (finished sagas are not listed), got ${describe(status)}`);
+      out = { status, limit: wholeNumber(body, 'limit', 1, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT) };
+      break;
+    }
+    case 'dead-letters':
+      out = {};
+      break;
+  }
+  return out as ServiceRequests[E];
+}
+
+/** Checks a published event body; undefined when it is not one (ignored by watchers). */
+export function parseEvent(body: unknown): SagaEvent | undefined {
+  if (!isObject(body) || body.v !== PROTOCOL_VERSION || typeof body.sagaId !== 'string' || typeof body.saga !== 'string' || typeof body.version !== 'number') return undefined;
+  if (body.type === 'outcome' && isObject(body.outcome)) return body as unknown as SagaEvent;
+  if (body.type === 'escalation' && Array.isArray(body.remaining) && Array.isArray(body.failures)) return body as unknown as SagaEvent;
+  return undefined;
+}

@@ -1,0 +1,182 @@
+/**
+ * sagaClient end to end against serveCoordinator on a private nats-server: start,
+ * outcome, idempotent start, status, list, dead letters, retry, resolve, watch, typed
+ * errors, and the service's drain.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { createRuntime, defineSaga, defineWorker, TerminalError } from '../../src/index.ts';
+import type { Runtime } from '../../src/index.ts';
+import { jetstreamSagaStore, natsTransport, sagaClient, serveCoordinator, serveWorkers, ServiceError } from '../../src/nats.ts';
+import type { CoordinatorService, SagaClient, SagaEvent, SagaWatch, WorkerServer } from '../../src/nats.ts';
+import { startNatsServer } from '../helpers/nats-server.ts';
+import type { NatsServer } from '../helpers/nats-server.ts';
+
+let server: NatsServer;
+let workerNc: NatsConnection;
+let coordNc: NatsConnection;
+let nc: NatsConnection;
+let workers: WorkerServer;
+let runtime: Runtime;
+let service: CoordinatorService;
+let client: SagaClient;
+const PREFIX = 'shop';
+
+const world = { undoBroken: true, gate: Promise.resolve() as Promise<void> };
+const hotel = defineWorker({
+  name: 'hotel',
+  do: async (input: { city: string }) => {
+    await world.gate;
+    if (input.city === 'Atlantis') throw new TerminalError('no hotels in Atlantis');
+    return { room: `${input.city}-12` };
+  },
+  compensate: () => undefined,
+});
+const invoice = defineWorker({
+  name: 'invoice',
+  do: () => ({ invoice: 7 }),
+  compensate: () => {
+    if (world.undoBroken) throw new Error('invoicing is down');
+  },
+});
+type Trip = { city: string };
+const trip = defineSaga({ name: 'trip', version: 1, steps: { invoice: { worker: 'invoice' }, hotel: { worker: 'hotel', input: (t: Trip) => ({ city: t.city }), after: ['invoice'] } }, compensation: { retries: 0 } });
+
+/** The events of a watch, gathered in the background. */
+function collect(watch: SagaWatch): SagaEvent[] {
+  const seen: SagaEvent[] = [];
+  void (async () => {
+    for await (const e of watch) seen.push(e);
+  })();
+  return seen;
+}
+
+async function until(check: () => boolean, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+beforeAll(async () => {
+  server = await startNatsServer();
+  workerNc = await connect({ servers: server.url });
+  coordNc = await connect({ servers: server.url });
+  nc = await connect({ servers: server.url });
+  workers = await serveWorkers(workerNc, [hotel, invoice], { prefix: PREFIX, signals: [] });
+  runtime = createRuntime({ transport: natsTransport(coordNc, { prefix: PREFIX }), store: jetstreamSagaStore(coordNc, { bucketPrefix: 'svc_client' }), sagas: [trip] });
+  service = await serveCoordinator(coordNc, runtime, { prefix: PREFIX });
+  client = sagaClient(nc, { prefix: PREFIX });
+});
+
+afterAll(async () => {
+  await service?.stop();
+  await runtime?.close();
+  await workers?.drain();
+  await nc?.close();
+  await coordNc?.close();
+  await workerNc?.close();
+  await server?.stop();
+});
+
+describe('sagaClient', () => {
+  it('starts a saga, then waits for its outcome; watch(sagaId) sees the outcome event', async () => {
+    let release!: () => void;
+    world.gate = new Promise<void>((r) => (release = r));
+    const sagaId = 'trip-lisbon';
+    const watch = client.watch(sagaId);
+    const others = client.watch('trip-other');
+    await Promise.all([watch.ready, others.ready]);
+    const seen = collect(watch);
+    const otherSeen = collect(others);
+    const started = await client.start('trip', { city: 'Lisbon' }, { sagaId });
+    expect(started).toEqual({ sagaId });
+    expect(await client.outcome(sagaId, { timeoutMs: 0 })).toBeUndefined();
+    release();
+    const outcome = await client.outcome(sagaId, { timeoutMs: 10_000 });
+    expect(outcome).toMatchObject({ sagaId, status: 'committed', results: { invoice: { invoice: 7 }, hotel: { room: 'Lisbon-12' } } });
+    await until(() => seen.length > 0);
+    expect(seen).toEqual([{ v: 1, type: 'outcome', sagaId, saga: 'trip', version: 1, outcome }]);
+    watch.stop();
+    others.stop();
+    expect(otherSeen).toEqual([]);
+    expect(await client.status(sagaId)).toMatchObject({ sagaId, saga: 'trip', state: 'committed', steps: { invoice: 'committed', hotel: 'committed' } });
+  });
+
+  it('a repeated start with the same sagaId gives the same saga; wait gives the outcome', async () => {
+    const a = await client.start('trip', { city: 'Porto' }, { sagaId: 'trip-porto', wait: true });
+    const b = await client.start('trip', { city: 'Porto' }, { sagaId: 'trip-porto', wait: true, timeoutMs: 5_000 });
+    expect(a.outcome).toMatchObject({ status: 'committed' });
+    expect(b).toEqual(a);
+    await expect(client.start('trip', { city: 'Faro' }, { sagaId: 'trip-porto' })).rejects.toMatchObject({ name: 'ServiceError', code: 'SAGA_ID_CONFLICT', endpoint: 'start' });
+  });
+
+  it('operates a parked saga: list, dead letters, watch() of every saga sees the escalation, retry and resolve', async () => {
+    world.undoBroken = true;
+    const all = client.watch();
+    await all.ready;
+    const seen = collect(all);
+    const { sagaId, outcome } = await client.start('trip', { city: 'Atlantis' }, { wait: true });
+    expect(outcome).toMatchObject({ status: 'compensation-failed', remaining: [expect.objectContaining({ stepId: 'invoice' })] });
+    await until(() => seen.some((e) => e.sagaId === sagaId));
+    expect(seen.find((e) => e.sagaId === sagaId)).toMatchObject({ type: 'escalation', saga: 'trip', remaining: [expect.objectContaining({ stepId: 'invoice' })], timesParked: 1 });
+
+    const parked = await client.list({ status: 'parked' });
+    expect(parked.truncated).toBe(false);
+    expect(parked.sagas.map((s) => s.sagaId)).toContain(sagaId);
+    expect((await client.deadLetters()).map((d) => d.sagaId)).toContain(sagaId);
+    expect(await client.status(sagaId)).toMatchObject({ state: 'compensationFailed' });
+
+    world.undoBroken = false;
+    expect(await client.retry(sagaId, { timeoutMs: 10_000 })).toMatchObject({ sagaId, status: 'compensated', compensated: ['invoice'] });
+    expect((await client.list()).sagas.map((s) => s.sagaId)).not.toContain(sagaId);
+    await until(() => seen.some((e) => e.sagaId === sagaId && e.type === 'outcome'));
+    expect(seen.filter((e) => e.sagaId === sagaId).map((e) => e.type)).toEqual(['escalation', 'outcome']);
+
+    world.undoBroken = true;
+    const second = (await client.start('trip', { city: 'Atlantis' }, { wait: true })).sagaId;
+    expect(await client.resolve(second, 'invoice cancelled by hand')).toMatchObject({ sagaId: second, status: 'compensated', resolvedByOperator: ['invoice'] });
+    await expect(client.retry(second)).rejects.toMatchObject({ code: 'SAGA_NOT_PARKED', endpoint: 'retry' });
+    all.stop();
+  });
+
+  it('error replies are ServiceErrors with the service code; no coordinator is NO_RESPONDERS', async () => {
+    const unknown = await client.start('cruise', {}).catch((e: unknown) => e);
+    expect(unknown).toBeInstanceOf(ServiceError);
+    expect(unknown).toMatchObject({ code: 'UNKNOWN_SAGA', endpoint: 'start', retryable: false, message: expect.stringContaining("'cruise'") });
+    expect(await client.status('never-started')).toBeUndefined();
+    await expect(client.outcome('never-started')).rejects.toMatchObject({ code: 'SAGA_NOT_FOUND', endpoint: 'outcome' });
+    await expect(client.list({ limit: 0 })).rejects.toMatchObject({ code: 'PROTOCOL_ERROR', message: expect.stringContaining("'limit'") });
+    const elsewhere = sagaClient(nc, { prefix: 'nobody-here', timeoutMs: 2_000 });
+    await expect(elsewhere.deadLetters()).rejects.toMatchObject({ name: 'ServiceError', code: 'NO_RESPONDERS', endpoint: 'dead-letters', retryable: true });
+    expect(() => sagaClient(nc, { prefix: 'bad prefix' })).toThrow(/option 'prefix'/);
+    expect(() => sagaClient(nc, { timeout: 5 } as never)).toThrow(/option 'timeout': unknown option/);
+    await expect(client.start('trip', {}, { timeoutMs: 5 })).rejects.toThrow(/option 'timeoutMs'.*wait: true/);
+  });
+
+  it('stop() drains: a start that waits is answered without an outcome, then nothing answers', async () => {
+    const rt = createRuntime({ transport: natsTransport(coordNc, { prefix: 'drain' }), store: jetstreamSagaStore(coordNc, { bucketPrefix: 'svc_drain' }), sagas: [trip] });
+    const hosts = await serveWorkers(workerNc, [hotel, invoice], { prefix: 'drain', signals: [] });
+    const svc = await serveCoordinator(coordNc, rt, { prefix: 'drain', drainMs: 100 });
+    const c = sagaClient(nc, { prefix: 'drain' });
+    let release!: () => void;
+    world.gate = new Promise<void>((r) => (release = r));
+    try {
+      const waiting = c.start('trip', { city: 'Oslo' }, { sagaId: 'trip-oslo', wait: true });
+      await until(() => svc.stats().endpoints.find((e) => e.name === 'start')!.num_requests === 0 && rt.inFlight === 1);
+      const stopped = svc.stop();
+      expect(await waiting).toEqual({ sagaId: 'trip-oslo', outcome: undefined });
+      await stopped;
+      await expect(c.status('trip-oslo')).rejects.toMatchObject({ code: 'NO_RESPONDERS' });
+      release();
+      expect(await rt.outcome('trip-oslo', { timeoutMs: 10_000 })).toMatchObject({ status: 'committed' });
+    } finally {
+      release();
+      await svc.stop();
+      await rt.close();
+      await hosts.drain();
+    }
+  });
+});
