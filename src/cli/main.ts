@@ -1,6 +1,7 @@
 /**
- * The `scatter-saga` command line (docs/cli.md): `demo`, `graph`, `worker`, and the commands
- * that talk to a coordinator service over NATS. `runCli(argv)` parses with commander and
+ * The `scatter-saga` command line (docs/cli.md): `demo`, `graph`, `worker`, `coordinator`, and
+ * the commands that talk to a coordinator service over NATS (`start`, `status`, `list`,
+ * `retry`, `resolve`, `dead-letters`). `runCli(argv)` parses with commander and
  * resolves with the exit code; a problem the user can fix is one line on stderr (the stack
  * only with `--verbose`), never a stack trace.
  */
@@ -8,7 +9,10 @@ import { Command, CommanderError, Option } from 'commander';
 import pino from 'pino';
 import { toMermaid } from '../diagram.ts';
 import { SagaError } from '../errors.ts';
-import { jetstreamDedupStore, serveWorkers } from '../nats.ts';
+import { createRuntime } from '../runtime.ts';
+import { jetstreamDedupStore, jetstreamSagaStore, natsTransport, sagaClient, serveCoordinator, serveWorkers } from '../nats.ts';
+import type { SagaClient } from '../nats.ts';
+import type { SagaOutcome } from '../types.ts';
 import { memoryDedupStore } from '../store/memory.ts';
 import { CliError, connectFromFlags, EXIT } from './connection.ts';
 import type { ConnectionFlags } from './connection.ts';
@@ -123,6 +127,144 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
     }
     done(EXIT.ok);
   });
+
+  connectionOptions(
+    program
+      .command('coordinator')
+      .description('a coordinator serving the sagas a module exports as the NATS coordinator service (journals in JetStream), until SIGINT or SIGTERM')
+      .argument('<module>', 'a JavaScript module exporting saga definitions (defineSaga)')
+      .option('--prefix <prefix>', 'subject prefix', 'saga')
+      .option('--no-recover', 'do not take up the unfinished sagas of the store at start')
+      .addOption(new Option('--log-level <level>', 'pino log level (JSON lines on stderr)').choices(LOG_LEVELS).default('info')),
+  ).action(async (module: string, opts: ConnectionFlags & { prefix: string; recover: boolean; logLevel: string }) => {
+    const { sagas } = await loadDefinitions(module);
+    if (sagas.length === 0) throw new CliError(`${module} exports no saga definition`, EXIT.usage);
+    const nc = await connectFromFlags(opts);
+    const logger = pino({ level: opts.logLevel }, pino.destination(2));
+    const runtime = createRuntime({ transport: natsTransport(nc, { prefix: opts.prefix }), store: jetstreamSagaStore(nc), sagas, logger });
+    try {
+      const service = await serveCoordinator(nc, runtime, { prefix: opts.prefix, logger });
+      const recovered = opts.recover ? await runtime.recover() : [];
+      io.out(`coordinator ${runtime.coordinatorId} serving ${sagas.map((d) => `${d.name}@${d.version}`).join(', ')} on ${nc.getServer()} (${opts.prefix}.svc.*; ${recovered.length} saga(s) recovered; Ctrl-C stops)`);
+      const signal = await io.stopped;
+      io.err(`${signal}: stopping`);
+      await service.stop();
+    } finally {
+      await runtime.close();
+      await nc.close();
+    }
+    done(EXIT.ok);
+  });
+
+  /** A command that asks the coordinator service, with the connection and output flags. */
+  const client = (name: string, description: string) =>
+    connectionOptions(
+      program
+        .command(name)
+        .description(description)
+        .option('--prefix <prefix>', 'subject prefix of the service', 'saga')
+        .option('--timeout <seconds>', 'how long to wait for a reply', '5')
+        .option('--json', 'print the reply as JSON'),
+    );
+  type ClientFlags = ConnectionFlags & { prefix: string; timeout: string; json?: boolean };
+  const withClient = async <T>(opts: ClientFlags, f: (c: SagaClient, timeoutMs: number) => Promise<T>): Promise<T> => {
+    const seconds = Number(opts.timeout);
+    if (!(Number.isFinite(seconds) && seconds > 0)) throw new CliError(`--timeout must be a number of seconds > 0, got '${opts.timeout}'`, EXIT.usage);
+    const nc = await connectFromFlags(opts);
+    try {
+      return await f(sagaClient(nc, { prefix: opts.prefix, timeoutMs: seconds * 1000 }), seconds * 1000);
+    } finally {
+      await nc.close();
+    }
+  };
+  const show = (opts: { json?: boolean }, value: unknown, text: () => string) => io.out(opts.json === true ? JSON.stringify(value ?? null) : text());
+  /** The exit code of an outcome: 0 committed, 5 compensated, 6 parked, 4 none in time. */
+  const outcomeCode = (o: SagaOutcome | undefined) => (o === undefined ? EXIT.noOutcome : o.status === 'committed' ? EXIT.ok : o.status === 'compensated' ? EXIT.compensated : EXIT.parked);
+  const outcomeText = (o: SagaOutcome | undefined) => {
+    if (o === undefined) return 'no outcome yet (the saga goes on)';
+    switch (o.status) {
+      case 'committed':
+        return `committed: ${Object.keys(o.results).join(', ') || 'no steps kept'}`;
+      case 'compensated':
+        return `compensated: ${o.failures.map((f) => `${f.stepId} ${f.reason} (${f.error.code}: ${f.error.message})`).join('; ')}`;
+      case 'compensation-failed':
+        return `compensation-failed, parked: still held ${o.remaining.map((r) => `${r.stepId} on ${r.worker}`).join(', ')}`;
+    }
+  };
+  const parseInput = (text: string | undefined): unknown => {
+    if (text === undefined) return null;
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (error) {
+      throw new CliError(`the input is not JSON: ${(error as Error).message}`, EXIT.usage);
+    }
+  };
+
+  client('start', 'start a saga by name on the coordinator service; with --wait, wait for its outcome')
+    .argument('<saga>', 'the saga name (its highest version, unless --version)')
+    .argument('[input]', 'the saga input as JSON (default null)')
+    .option('--saga-id <id>', 'a saga id of your own: starting again with it is the same saga')
+    .option('--version <n>', 'the saga version')
+    .option('--wait', 'wait for the outcome (exit 0 committed, 5 compensated, 6 parked, 4 none within --timeout)')
+    .action(async (saga: string, inputText: string | undefined, opts: ClientFlags & { sagaId?: string; version?: string; wait?: boolean }) => {
+      const input = parseInput(inputText);
+      const version = opts.version === undefined ? undefined : positiveInt('--version', opts.version);
+      const code = await withClient(opts, async (c, timeoutMs) => {
+        const base = { ...(opts.sagaId !== undefined ? { sagaId: opts.sagaId } : {}), ...(version !== undefined ? { version } : {}) };
+        if (opts.wait === true) {
+          const r = await c.start(saga, input, { ...base, wait: true, timeoutMs });
+          show(opts, r, () => `${r.sagaId} ${outcomeText(r.outcome)}`);
+          return outcomeCode(r.outcome);
+        }
+        const r = await c.start(saga, input, base);
+        show(opts, r, () => r.sagaId);
+        return EXIT.ok;
+      });
+      done(code);
+    });
+
+  client('status', "a saga's machine state and each step's status")
+    .argument('<sagaId>')
+    .action(async (sagaId: string, opts: ClientFlags) => {
+      const s = await withClient(opts, (c) => c.status(sagaId));
+      if (s === undefined) throw new CliError(`no saga '${sagaId}' in the store`, EXIT.failed);
+      show(opts, s, () => [`${s.sagaId} ${s.saga}@${s.version} ${s.state}`, ...Object.entries(s.steps).map(([id, st]) => `  ${id}: ${st}`), ...(s.outcome !== undefined ? [`  outcome: ${outcomeText(s.outcome)}`] : [])].join('\n'));
+      done(EXIT.ok);
+    });
+
+  client('list', 'the running and parked sagas, oldest first')
+    .addOption(new Option('--status <status>', 'only these').choices(['running', 'parked']))
+    .option('--limit <n>', 'at most this many', '1000')
+    .action(async (opts: ClientFlags & { status?: 'running' | 'parked'; limit: string }) => {
+      const limit = positiveInt('--limit', opts.limit);
+      const r = await withClient(opts, (c) => c.list({ ...(opts.status !== undefined ? { status: opts.status } : {}), limit }));
+      show(opts, r, () => [...r.sagas.map((x) => `${x.sagaId} ${x.saga}@${x.version} ${x.status} since ${new Date(x.startedAt).toISOString()}`), ...(r.truncated ? [`(more than ${limit})`] : [])].join('\n') || '(none)');
+      done(EXIT.ok);
+    });
+
+  client('dead-letters', 'the parked sagas and the effects each still holds')
+    .action(async (opts: ClientFlags) => {
+      const letters = await withClient(opts, (c) => c.deadLetters());
+      show(opts, letters, () => letters.map((d) => `${d.sagaId} ${d.saga}@${d.version} parked ${d.timesParked}x: ${d.remaining.map((r) => `${r.stepId} on ${r.worker}${r.inDoubt ? ' (in doubt)' : ''}`).join(', ')}`).join('\n') || '(none)');
+      done(EXIT.ok);
+    });
+
+  client('retry', "operator: resume a parked saga's compensation with fresh retry budgets, and wait for its next outcome")
+    .argument('<sagaId>')
+    .action(async (sagaId: string, opts: ClientFlags) => {
+      const o = await withClient(opts, (c, timeoutMs) => c.retry(sagaId, { timeoutMs }));
+      show(opts, o, () => outcomeText(o));
+      done(outcomeCode(o));
+    });
+
+  client('resolve', "operator: declare a parked saga's remaining effects handled by hand")
+    .argument('<sagaId>')
+    .option('--note <text>', 'why, for the record')
+    .action(async (sagaId: string, opts: ClientFlags & { note?: string }) => {
+      const o = await withClient(opts, (c, timeoutMs) => c.resolve(sagaId, opts.note, { timeoutMs }));
+      show(opts, o, () => outcomeText(o));
+      done(outcomeCode(o));
+    });
 
   return program;
 }

@@ -34,5 +34,9 @@ export async function loadDefinitions(path: string): Promise<Definitions> {
       else if (isDefinedSaga(v)) sagas.set(`${v.name}@${v.version}`, v);
     }
   }
-  return { workers: [...workers.values()], sagas: [...sagas.values()] };
+  // A module namespace lists its exports by name: sort by what they define instead.
+  return {
+    workers: [...workers.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+    sagas: [...sagas.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.version - b.version)),
+  };
 }

@@ -9,8 +9,8 @@ import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runCli } from '../../src/cli/main.ts';
 import { createRuntime } from '../../src/index.ts';
-import { natsTransport } from '../../src/nats.ts';
-import { sagas } from '../fixtures/cli-definitions.ts';
+import { natsTransport, serveWorkers } from '../../src/nats.ts';
+import { control, flights, hotels, payments, sagas } from '../fixtures/cli-definitions.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import type { NatsServer } from '../helpers/nats-server.ts';
 
@@ -44,11 +44,11 @@ async function cli(args: string[], options: { env?: NodeJS.ProcessEnv; until?: (
 
 const lines = (s: string) => s.trim().split('\n').filter(Boolean);
 
-/** Runs the CLI in this process, as the executable does. */
-async function inProcess(args: string[]): Promise<Ran> {
+/** Runs the CLI in this process, as the executable does; `stopped` plays SIGTERM for long-running commands. */
+async function inProcess(args: string[], stopped: Promise<NodeJS.Signals> = new Promise(() => {})): Promise<Ran> {
   let out = '';
   let err = '';
-  const code = await runCli(args, { out: (l) => (out += `${l}\n`), err: (l) => (err += `${l}\n`), stopped: new Promise(() => {}) });
+  const code = await runCli(args, { out: (l) => (out += `${l}\n`), err: (l) => (err += `${l}\n`), stopped });
   return { code, out, err };
 }
 
@@ -56,8 +56,9 @@ describe('scatter-saga without a server', () => {
   test('--help lists the commands, and each command has its own --help', async () => {
     const top = await cli(['--help']);
     expect(top.code).toBe(0);
-    for (const c of ['demo', 'graph', 'worker']) expect(top.out).toMatch(new RegExp(`^  ${c}\\b`, 'm'));
-    for (const c of ['demo', 'graph', 'worker']) {
+    const commands = ['demo', 'graph', 'worker', 'coordinator', 'start', 'status', 'list', 'dead-letters', 'retry', 'resolve'];
+    for (const c of commands) expect(top.out).toMatch(new RegExp(`^  ${c}\\b`, 'm'));
+    for (const c of commands) {
       const r = await inProcess([c, '--help']);
       expect(r.code, c).toBe(0);
       expect(r.out).toContain(`Usage: scatter-saga ${c}`);
@@ -75,7 +76,9 @@ describe('scatter-saga without a server', () => {
   test('graph prints a Mermaid diagram of each saga of a module', async () => {
     const r = await cli(['graph', DEFS]);
     expect(r.code, r.err).toBe(0);
-    expect(r.out.startsWith('%% cli-trip@2\nstateDiagram-v2\n')).toBe(true);
+    expect(r.out.startsWith('%% cli-order@1\nstateDiagram-v2\n')).toBe(true);
+    expect(r.out).toContain('\n%% cli-trip@2\nstateDiagram-v2\n');
+    expect(r.out).toContain('stage 2 - hotel');
     expect(r.out).toContain('compensationFailed --> compensating: OPERATOR.RETRY / resetFailedCompensations');
   });
 
@@ -83,7 +86,7 @@ describe('scatter-saga without a server', () => {
     const cases: [string[], number, RegExp][] = [
       [['nope'], 2, /^error: unknown command 'nope'$/],
       [['graph'], 2, /^error: missing required argument 'module'$/],
-      [['graph', DEFS, '--saga', 'other'], 2, /^scatter-saga: .*cli-definitions\.ts has no saga 'other' \(it has: cli-trip@2\)$/],
+      [['graph', DEFS, '--saga', 'other'], 2, /^scatter-saga: .*cli-definitions\.ts has no saga 'other' \(it has: cli-order@1, cli-trip@2\)$/],
       [['graph', 'no/such/module.js'], 2, /^scatter-saga: cannot load no\/such\/module\.js: no such module$/],
       [['graph', DEFS, '--direction', 'RL'], 2, /^error: option '--direction <dir>' argument 'RL' is invalid\. Allowed choices are LR, TB\.$/],
       [['worker', DEFS, '--concurrency', 'many'], 2, /^scatter-saga: --concurrency must be a whole number >= 1, got 'many'$/],
@@ -138,11 +141,90 @@ describe('scatter-saga worker, against a nats-server', () => {
         },
       });
       expect(r.code, r.err).toBe(0);
-      expect(lines(r.out)).toEqual([`serving cli-flights, cli-hotels on 127.0.0.1:${server.port} (Ctrl-C drains and stops)`]);
+      expect(lines(r.out)).toEqual([`serving cli-flights, cli-hotels, cli-payments on 127.0.0.1:${server.port} (Ctrl-C drains and stops)`]);
       expect(lines(r.err)).toEqual(['SIGTERM: draining']);
     } finally {
       await runtime.close();
       await nc.close();
     }
   }, 60_000);
+});
+
+describe('scatter-saga coordinator and the service commands, against a nats-server', () => {
+  let server: NatsServer;
+  beforeAll(async () => {
+    server = await startNatsServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  test('a coordinator serves the sagas of a module; start, status, list, dead-letters, retry and resolve reach it, with their exit codes', async () => {
+    const hostNc = await connect({ servers: server.url });
+    const host = await serveWorkers(hostNc, [flights, hotels, payments], { signals: [] });
+    let stop!: (s: NodeJS.Signals) => void;
+    const coordinator = inProcess(['coordinator', DEFS, '--server', server.url, '--log-level', 'silent'], new Promise((r) => (stop = r)));
+    const ask = (...args: string[]) => inProcess([...args, '--server', server.url]);
+    try {
+      // The service answers once the coordinator is up.
+      let up = await ask('list', '--json');
+      for (let i = 0; i < 100 && up.code !== 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        up = await ask('list', '--json');
+      }
+      expect(up.code, up.err).toBe(0);
+      expect(JSON.parse(up.out)).toEqual({ sagas: [], truncated: false });
+
+      const ok = await ask('start', 'cli-trip', '"Oslo"', '--wait', '--json', '--saga-id', 'trip-1');
+      expect(ok.code, ok.err).toBe(0);
+      expect(JSON.parse(ok.out)).toMatchObject({ sagaId: 'trip-1', outcome: { status: 'committed' } });
+      const again = await ask('start', 'cli-trip', '"Oslo"', '--saga-id', 'trip-1');
+      expect([again.code, again.out.trim()]).toEqual([0, 'trip-1']);
+      const failed = await ask('start', 'cli-trip', '"Atlantis"', '--wait');
+      expect(failed.code, failed.err).toBe(5);
+      expect(failed.out).toMatch(/^\S+ compensated: hotel failed \(WORKER_ERROR: no hotel in Atlantis\)\n$/);
+      const status = await ask('status', 'trip-1');
+      expect(status.code).toBe(0);
+      expect(status.out).toBe('trip-1 cli-trip@2 committed\n  flight: committed\n  hotel: committed\n  outcome: committed: flight, hotel\n');
+
+      // A saga that parks: its refund is refused.
+      const parked = await ask('start', 'cli-order', '--wait', '--json', '--saga-id', 'order-1');
+      expect(parked.code, parked.err).toBe(6);
+      expect(JSON.parse(parked.out).outcome.remaining.map((r: { stepId: string }) => r.stepId)).toEqual(['charge']);
+      expect((await ask('start', 'cli-order', '--wait', '--saga-id', 'order-2')).code).toBe(6);
+      const list = await ask('list', '--status', 'parked');
+      expect(list.out.trim().split('\n').map((l) => l.split(' ').slice(0, 3).join(' '))).toEqual(['order-1 cli-order@1 parked', 'order-2 cli-order@1 parked']);
+      const letters = await ask('dead-letters');
+      expect(letters.out).toBe('order-1 cli-order@1 parked 1x: charge on cli-payments\norder-2 cli-order@1 parked 1x: charge on cli-payments\n');
+
+      control.refuseUndo = false;
+      const retried = await ask('retry', 'order-1');
+      expect([retried.code, retried.out]).toEqual([5, 'compensated: hotel failed (WORKER_ERROR: no hotel in Atlantis)\n']);
+      const resolved = await ask('resolve', 'order-2', '--note', 'refunded by hand', '--json');
+      expect(resolved.code, resolved.err).toBe(5);
+      expect(JSON.parse(resolved.out)).toMatchObject({ status: 'compensated' });
+
+      // Errors of the service and of the input: one line, a non-zero code.
+      const unknown = await ask('start', 'no-such-saga', '1');
+      expect(unknown.code).toBe(1);
+      expect(lines(unknown.err)).toEqual([expect.stringMatching(/^scatter-saga: UNKNOWN_SAGA: /)]);
+      const badJson = await ask('start', 'cli-trip', '{oops');
+      expect(badJson.code).toBe(2);
+      expect(lines(badJson.err)).toEqual([expect.stringMatching(/^scatter-saga: the input is not JSON: /)]);
+      const missing = await ask('status', 'nope');
+      expect([missing.code, lines(missing.err)]).toEqual([1, ["scatter-saga: no saga 'nope' in the store"]]);
+    } finally {
+      control.refuseUndo = true;
+      stop('SIGTERM');
+      const ran = await coordinator;
+      await host.drain();
+      await hostNc.close();
+      expect(ran.code, ran.err).toBe(0);
+      expect(lines(ran.err)).toEqual(['SIGTERM: stopping']);
+    }
+    // No coordinator any more: the service does not answer.
+    const none = await inProcess(['list', '--server', server.url, '--timeout', '1']);
+    expect(none.code).toBe(1);
+    expect(lines(none.err)).toEqual([expect.stringMatching(/^scatter-saga: NO_RESPONDERS: /)]);
+  }, 120_000);
 });
