@@ -1,14 +1,15 @@
 /**
  * A nats-server with authorization, and the subject permissions of docs/operations.md: a
  * coordinator and a worker host each allowed only what the docs list still run sagas to
- * commit and to compensation, a worker host may not touch another worker's subjects, and
- * wrong credentials are refused.
+ * commit and to compensation, so do a coordinator serving the coordinator service and its
+ * client, a worker host may not touch another worker's subjects, and wrong credentials are
+ * refused.
  */
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createRuntime, defineSaga, defineWorker, TerminalError } from '../../src/index.ts';
-import { jetstreamDedupStore, jetstreamSagaStore, natsTransport, serveWorkers } from '../../src/nats.ts';
+import { jetstreamDedupStore, jetstreamSagaStore, natsTransport, sagaClient, serveCoordinator, serveWorkers } from '../../src/nats.ts';
 import type { WorkerServer } from '../../src/nats.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import type { NatsServer } from '../helpers/nats-server.ts';
@@ -40,6 +41,14 @@ const coordinator = `{
   ] }
   subscribe: { allow: ["_INBOX_coordinator.>"] }
 }`;
+/** A coordinator that also serves the coordinator service: the coordinator's permissions, and the service's. */
+const serviceCoordinator = coordinator
+  .replace('"saga.worker.*.do",', '"saga.worker.*.do", "saga.svc.events.>",')
+  .replace('subscribe: { allow: ["_INBOX_coordinator.>"] }', 'subscribe: { allow: ["_INBOX_service.>", "saga.svc.*", "$SRV.>"] }\n  allow_responses: true');
+const serviceClient = `{
+  publish: { allow: ["saga.svc.*", "$SRV.>"] }
+  subscribe: { allow: ["_INBOX_client.>", "saga.svc.events.>"] }
+}`;
 
 let server: NatsServer;
 const open: NatsConnection[] = [];
@@ -54,6 +63,8 @@ beforeAll(async () => {
     { user: coordinator, password: "c-secret", permissions: ${coordinator} }
     { user: flights, password: "f-secret", permissions: ${workerHost('flights')} }
     { user: hotels, password: "h-secret", permissions: ${workerHost('hotels')} }
+    { user: service, password: "s-secret", permissions: ${serviceCoordinator} }
+    { user: client, password: "cl-secret", permissions: ${serviceClient} }
   ]
 }
 `,
@@ -126,6 +137,35 @@ describe('a nats-server with authorization and the documented subject permission
       await runtime.close();
     }
     expect(Object.fromEntries(violations)).toEqual({ flights: [], hotels: [], coordinator: [] });
+  });
+
+  test('a coordinator serving the coordinator service, and a client, with the permissions docs/operations.md gives them', async () => {
+    const nc = await as('service', 's-secret');
+    const runtime = createRuntime({ transport: natsTransport(nc), store: jetstreamSagaStore(nc), sagas: [trip] });
+    const service = await serveCoordinator(nc, runtime);
+    try {
+      const clientNc = await as('client', 'cl-secret');
+      const client = sagaClient(clientNc);
+      const watch = client.watch('trip-perm');
+      await watch.ready;
+      const started = await client.start('trip', { to: 'Lisbon' }, { sagaId: 'trip-perm', wait: true });
+      expect(started.outcome?.status).toBe('committed');
+      expect((await client.status('trip-perm'))?.state).toBe('committed');
+      expect(await client.list()).toEqual({ sagas: [], truncated: false });
+      expect(await client.deadLetters()).toEqual([]);
+      for await (const event of watch) {
+        expect(event).toMatchObject({ type: 'outcome', sagaId: 'trip-perm' });
+        break;
+      }
+      // Discovery answers through allow_responses.
+      const ping = await clientNc.request('$SRV.PING', undefined, { timeout: 2_000 });
+      expect(ping.json<{ type: string }>().type).toBe('io.nats.micro.v1.ping_response');
+    } finally {
+      await service.stop();
+      await runtime.close();
+    }
+    expect(violations.get('service')).toEqual([]);
+    expect(violations.get('client')).toEqual([]);
   });
 
   test("a worker host may not publish on another worker's subjects nor read its bucket", async () => {
