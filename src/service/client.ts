@@ -10,8 +10,9 @@ import type { SagaStatus, SagaSummary } from '../runtime/api.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
 import type { DeadLetter, SagaOutcome } from '../types.ts';
 import { parseReply } from '../transport/protocol.ts';
+import { parseTraceparent } from '../tracing.ts';
 import { RequestFailed, Requester } from '../transport/nats/requester.ts';
-import { DEFAULT_PREFIX, protocolHeaders, validPrefix } from '../transport/nats/wire.ts';
+import { DEFAULT_PREFIX, H, protocolHeaders, validPrefix } from '../transport/nats/wire.ts';
 import { DEFAULT_SERVICE_WAIT_MS, eventSubject, parseEvent, serviceSubject } from './protocol.ts';
 import type { SagaEvent, ServiceEndpoint } from './protocol.ts';
 
@@ -37,6 +38,8 @@ export interface ClientStartOptions {
   version?: number;
   /** Wait for the outcome. Default false: resolve once the saga is written to the store. */
   wait?: boolean;
+  /** The W3C trace context the saga continues (sent as the request's `Traceparent` header; see `RunOptions.traceparent`). */
+  traceparent?: string;
   /** With `wait`: how long the service waits for the outcome. Default 30_000, at most 600_000. */
   timeoutMs?: number;
 }
@@ -102,7 +105,7 @@ export function sagaClient(nc: NatsConnection, options: SagaClientOptions = {}):
   const timeoutMs = Math.max(1, options.timeoutMs ?? DEFAULT_CLIENT_TIMEOUT_MS);
   const requester = new Requester(nc);
 
-  const call = async <T>(endpoint: ServiceEndpoint, fields: Record<string, unknown>, waitMs = 0): Promise<T> => {
+  const call = async <T>(endpoint: ServiceEndpoint, fields: Record<string, unknown>, waitMs = 0, traceparent?: string): Promise<T> => {
     const subject = serviceSubject(prefix, endpoint);
     let body: string;
     try {
@@ -112,7 +115,9 @@ export function sagaClient(nc: NatsConnection, options: SagaClientOptions = {}):
     }
     let text: string;
     try {
-      text = (await requester.request(subject, body, protocolHeaders(), timeoutMs + waitMs)).string();
+      const headers = protocolHeaders();
+      if (traceparent !== undefined) headers.set(H.traceparent, traceparent);
+      text = (await requester.request(subject, body, headers, timeoutMs + waitMs)).string();
     } catch (error) {
       const reason = error instanceof RequestFailed ? error.reason : undefined;
       if (reason === 'no-responders') throw new ServiceError(endpoint, 'NO_RESPONDERS', `no coordinator serves '${subject}' (no responders)`, { cause: error, retryable: true });
@@ -144,7 +149,10 @@ export function sagaClient(nc: NatsConnection, options: SagaClientOptions = {}):
       if (o.version !== undefined) fields.version = o.version;
       if (o.wait !== undefined) fields.wait = o.wait;
       if (wait) fields.timeoutMs = waitOf(o);
-      const r = await call<{ sagaId: string; outcome?: SagaOutcome | null }>('start', fields, wait ? (fields.timeoutMs as number) : 0);
+      if (o.traceparent !== undefined && (typeof o.traceparent !== 'string' || parseTraceparent(o.traceparent) === undefined)) {
+        throw new InvalidOptionError('traceparent', `must be a W3C traceparent, 00-<32 hex>-<16 hex>-<2 hex> with ids not all zero, got ${JSON.stringify(o.traceparent) ?? String(o.traceparent)}`);
+      }
+      const r = await call<{ sagaId: string; outcome?: SagaOutcome | null }>('start', fields, wait ? (fields.timeoutMs as number) : 0, o.traceparent);
       return (wait ? { sagaId: r.sagaId, outcome: orUndefined(r.outcome ?? null) } : { sagaId: r.sagaId }) as { sagaId: string; outcome: SagaOutcome | undefined };
     },
     async outcome(sagaId, o) {

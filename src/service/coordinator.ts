@@ -13,6 +13,7 @@ import type { ErrorInfo } from '../errors.ts';
 import type { Runtime } from '../runtime/api.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
 import type { Logger, SagaDefinition, SagaOutcome } from '../types.ts';
+import { parseTraceparent } from '../tracing.ts';
 import { byteLength, decoder, DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, H, header, validPrefix } from '../transport/nats/wire.ts';
 import { EndpointCounter, microErrorHeaders, microId, microResponses, MICRO_NAME, SEMVER, serveDiscovery } from './micro.ts';
 import type { MicroInfo, MicroStats } from './micro.ts';
@@ -200,10 +201,16 @@ export async function serveCoordinator(nc: NatsConnection, runtime: Runtime, opt
     return def;
   };
 
-  const handlers: { [E in ServiceEndpoint]: (req: ServiceRequests[E]) => Promise<ServiceResults[E]> } = {
-    async start(req) {
+  /** What a handler reads of the request message besides its body. */
+  interface Context {
+    /** A valid W3C `Traceparent` header of the request (an invalid one is ignored, as W3C asks). */
+    readonly traceparent: string | undefined;
+  }
+  const handlers: { [E in ServiceEndpoint]: (req: ServiceRequests[E], ctx: Context) => Promise<ServiceResults[E]> } = {
+    async start(req, ctx) {
       const def = definitionOf(req.saga, req.version);
-      const started = await runtime.start(def, req.input as never, req.sagaId === undefined ? {} : { sagaId: req.sagaId });
+      const options = { ...(req.sagaId !== undefined ? { sagaId: req.sagaId } : {}), ...(ctx.traceparent !== undefined ? { traceparent: ctx.traceparent } : {}) };
+      const started = await runtime.start(def, req.input as never, options);
       if (!req.wait) return { sagaId: started.sagaId };
       return { sagaId: started.sagaId, outcome: await waitUpTo(started.outcome, req.timeoutMs) };
     },
@@ -289,7 +296,9 @@ export async function serveCoordinator(nc: NatsConnection, runtime: Runtime, opt
     }
     const handled = (async () => {
       try {
-        const result = await (handlers[endpoint] as (r: typeof req) => Promise<unknown>)(req);
+        const tp = header(msg.headers, H.traceparent);
+        const ctx: Context = { traceparent: tp !== undefined && parseTraceparent(tp) !== undefined ? tp : undefined };
+        const result = await (handlers[endpoint] as (r: typeof req, c: Context) => Promise<unknown>)(req, ctx);
         answer(msg, endpoint, { ok: true, result }, began);
       } catch (error) {
         const { info, unexpected } = errorOf(error);

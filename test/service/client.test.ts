@@ -23,10 +23,11 @@ let service: CoordinatorService;
 let client: SagaClient;
 const PREFIX = 'shop';
 
-const world = { undoBroken: true, gate: Promise.resolve() as Promise<void> };
+const world = { undoBroken: true, gate: Promise.resolve() as Promise<void>, traceparents: [] as (string | undefined)[] };
 const hotel = defineWorker({
   name: 'hotel',
-  do: async (input: { city: string }) => {
+  do: async (input: { city: string }, ctx) => {
+    world.traceparents.push(ctx.traceparent);
     await world.gate;
     if (input.city === 'Atlantis') throw new TerminalError('no hotels in Atlantis');
     return { room: `${input.city}-12` };
@@ -140,6 +141,21 @@ describe('sagaClient', () => {
     expect(await client.resolve(second, 'invoice cancelled by hand')).toMatchObject({ sagaId: second, status: 'compensated', resolvedByOperator: ['invoice'] });
     await expect(client.retry(second)).rejects.toMatchObject({ code: 'SAGA_NOT_PARKED', endpoint: 'retry' });
     all.stop();
+  });
+
+  it("start's traceparent (a Traceparent header) is the saga's: its requests carry that trace; a bad one is refused before anything is sent", async () => {
+    world.traceparents = [];
+    const parent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const { outcome } = await client.start('trip', { city: 'Madrid' }, { wait: true, traceparent: parent });
+    expect(outcome?.status).toBe('committed');
+    expect(world.traceparents).toHaveLength(1);
+    expect(world.traceparents[0]).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
+    expect(world.traceparents[0]).not.toBe(parent);
+    await expect(client.start('trip', { city: 'Madrid' }, { traceparent: 'nope' })).rejects.toThrow(/option 'traceparent': must be a W3C traceparent/);
+    // Without one, the saga is not traced.
+    world.traceparents = [];
+    await client.start('trip', { city: 'Madrid' }, { wait: true });
+    expect(world.traceparents).toEqual([undefined]);
   });
 
   it('error replies are ServiceErrors with the service code; no coordinator is NO_RESPONDERS', async () => {
