@@ -62,7 +62,7 @@ const oneStep = (retries: number, compRetries: number) => defineSaga({ name: 'on
  * An operator who resolves a parked saga while a `do` of its in-doubt step still runs (or
  * is still on its way to a host) finds nothing in the system of record; the `do` then
  * applies after the saga reported `compensated`. This property is left out of the
- * configurations below and pinned by its own test further down.
+ * configurations below that resolve, and pinned by its own test further down.
  */
 const LATE_DO_AFTER_RESOLVE = 'resolved-effect-stays-handled';
 
