@@ -22,4 +22,4 @@ export type {
   SimulationViolation,
 } from './simulation.ts';
 export type { ModelOptions, ModelReport, ModelViolation } from './model.ts';
-export type { KeyModelReport, ProductOptions } from './key-model.ts';
+export type { KeyModelReport, ProductCoverage, ProductOptions, ProductReport } from './key-model.ts';

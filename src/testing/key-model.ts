@@ -8,15 +8,20 @@
  *   by the real host protocol (machines/host-protocol.ts) one store operation at a time,
  *   so requests on different hosts interleave between their reads and writes. The
  *   channel loses, duplicates, reorders, garbles and oversizes messages; hosts crash
- *   (their claims then expire) and come back; the coordinator crashes and a new one
- *   recovers from the last journal write that landed. The world is the effect of the
- *   key in its system of record: it must be there once for a committed step, gone for a
- *   compensated one, and listed when the saga parks.
+ *   (a store write on its way may still land, user code running may or may not have
+ *   taken effect, the dead host's claim holds until its lease passes) and restart with
+ *   nothing but the shared store; the coordinator crashes and a new one recovers from
+ *   the last journal write that landed; an operator retries a parked saga, or resolves
+ *   it by undoing by hand what the system of record holds. The world is the effect of
+ *   the key in its system of record: it must be there once for a committed step, gone
+ *   for a compensated one, listed when the saga parks, and gone for good once an
+ *   operator resolved it. The oracle reads only the world, the definition and what the
+ *   saga reports, never the saga's own bookkeeping.
  */
 import { replyToEvent } from '../actors/worker-actor.ts';
 import type { WorkerActorEvent } from '../actors/worker-actor.ts';
 import type { ErrorInfo } from '../errors.ts';
-import { TransportError } from '../errors.ts';
+import { InvalidOptionError, SagaDefinitionError, TransportError } from '../errors.ts';
 import { startRequest, stepRequest } from '../machines/host-protocol.ts';
 import type { HostCommand, HostEvent, RequestSetup, RequestState } from '../machines/host-protocol.ts';
 import { newKeyRecord, stepKey } from '../machines/key-machine.ts';
@@ -59,6 +64,7 @@ function bfs<S>(
   check: (s: S) => [string, string][],
   maxStates = 2_000_000,
   ignore: readonly string[] = [],
+  observe?: (s: S) => void,
 ): KeyModelReport {
   /** Every state reached, with how; a state's world is dropped once expanded (paths need only the links). */
   const seen = new Map<string, { s: S | undefined; parent: string | undefined; via: string }>();
@@ -87,6 +93,7 @@ function bfs<S>(
     const node = seen.get(k) as { s: S };
     const s = node.s;
     (node as { s: S | undefined }).s = undefined;
+    observe?.(s);
     report(check(s), k);
     for (const e of edges(s)) {
       transitions++;
@@ -206,7 +213,13 @@ interface Proc {
 
 interface Host {
   readonly alive: boolean;
+  /** The incarnation: a restarted host claims under a new id, as a new process does. */
   readonly gen: number;
+  /**
+   * The incarnation that died last, while its claims' leases may not have passed yet: its
+   * claim in the store still counts as live (other requests wait for it) until then.
+   */
+  readonly leased: number | undefined;
 }
 
 interface World {
@@ -224,8 +237,10 @@ interface World {
   effect: 0 | 1;
   /** A compensate of the key finished: a later apply is a late do that got through. */
   undone: boolean;
+  /** An operator resolved the parked saga: the effect the system of record held then was undone by hand. */
+  resolved: boolean;
   requests: number;
-  budget: { dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; operator: number };
+  budget: { dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; operator: number; resolves: number };
 }
 
 /** The options of `exploreProduct`: the bounds of each fault. */
@@ -240,7 +255,10 @@ export interface ProductOptions {
   duplicates?: number;
   /** How many messages the channel may lose in one run. Default 1. */
   drops?: number;
-  /** Host crashes (each host may come back). Default 0. */
+  /**
+   * Host crashes. A crashed host restarts (a new process with a new claim id and nothing
+   * but the shared store); its claim holds until its lease passes. Default 0.
+   */
   hostCrashes?: number;
   /** Coordinator crashes, each followed by a recovery from the journal. Default 0. */
   coordinatorCrashes?: number;
@@ -248,12 +266,87 @@ export interface ProductOptions {
   garbles?: number;
   /** Results too large for a reply. Default 0. */
   oversizes?: number;
-  /** How many operator retries a parked saga may get. Default 1. */
+  /** How many operator retries a parked saga may get (OPERATOR.RETRY). Default 1. */
   operatorRetries?: number;
-  /** Stop after this many states. Default 2_000_000. */
+  /**
+   * How many times an operator may resolve a parked saga (OPERATOR.RESOLVE): the operator
+   * undoes by hand what the system of record holds, and declares the remaining effects
+   * handled. Default 0.
+   */
+  operatorResolves?: number;
+  /** Stop after this many states (the report is then `truncated`). Default 2_000_000. */
   maxStates?: number;
   /** Properties not to report. */
   ignore?: readonly string[];
+}
+
+/** How far the exploration of `exploreProduct` got: the largest use of each bound on any state it reached. */
+export interface ProductCoverage {
+  /** A reachable state where the saga committed, compensated, or parked. */
+  readonly committed: boolean;
+  readonly compensated: boolean;
+  readonly parked: boolean;
+  /** A reachable state where an operator resolved the saga. */
+  readonly resolved: boolean;
+  /** The highest `do` attempt and compensation attempt (in one round) sent. */
+  readonly doAttempts: number;
+  readonly compensationAttempts: number;
+  readonly operatorRetries: number;
+  readonly hostCrashes: number;
+  /** The most restarts of one host. */
+  readonly hostRestarts: number;
+  readonly coordinatorCrashes: number;
+}
+
+/** What `exploreProduct` explored and found. */
+export interface ProductReport extends KeyModelReport {
+  /** The configuration, in words. */
+  readonly shape: string;
+  /** Every reachable state was explored (not truncated). */
+  readonly exhaustive: boolean;
+  readonly coverage: ProductCoverage;
+}
+
+/** The options of `exploreProduct`, with the range each accepts. */
+const PRODUCT_RANGES: Readonly<Record<Exclude<keyof ProductOptions, 'ignore'>, readonly [number, number, string]>> = {
+  stepRetries: [0, 3, 'retries of the step'],
+  compensationRetries: [0, 3, 'retries of its compensation'],
+  hosts: [1, 2, 'worker hosts sharing the store'],
+  duplicates: [0, 3, 'messages the channel duplicates'],
+  drops: [0, 3, 'messages the channel loses'],
+  hostCrashes: [0, 3, 'host crashes'],
+  coordinatorCrashes: [0, 3, 'coordinator crashes'],
+  garbles: [0, 3, 'garbled replies'],
+  oversizes: [0, 3, 'oversized replies'],
+  operatorRetries: [0, 4, 'operator retries'],
+  operatorResolves: [0, 1, 'operator resolves; a resolved one-step saga ends'],
+  maxStates: [1, Number.MAX_SAFE_INTEGER, 'states before the exploration stops'],
+};
+
+function checkProductOptions(options: unknown): asserts options is ProductOptions {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new InvalidOptionError('options', `must be an object of exploreProduct options, got ${describe(options)}`);
+  const known = [...Object.keys(PRODUCT_RANGES), 'ignore'];
+  for (const [key, v] of Object.entries(options)) {
+    if (key === 'ignore') {
+      if (v !== undefined && (!Array.isArray(v) || v.some((x) => typeof x !== 'string'))) throw new InvalidOptionError('ignore', `must be an array of property names, got ${describe(v)}`);
+      continue;
+    }
+    const range = (PRODUCT_RANGES as Record<string, readonly [number, number, string] | undefined>)[key];
+    if (range === undefined) throw new InvalidOptionError(key, `unknown option of exploreProduct (allowed: ${known.join(', ')})`);
+    if (v === undefined) continue;
+    const [lo, hi, what] = range;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) {
+      throw new InvalidOptionError(key, `must be an integer ${hi === Number.MAX_SAFE_INTEGER ? `>= ${lo}` : `from ${lo} to ${hi}`} (${what}), got ${describe(v)}`);
+    }
+  }
+}
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'bigint') return `${v}n`;
+  if (Array.isArray(v)) return 'an array';
+  if (v === null || typeof v !== 'object') return String(v);
+  return 'an object';
 }
 
 const REQ_DEADLINE = 1;
@@ -266,11 +359,12 @@ const TINY_PAYLOAD = 8;
  * two hosts sharing a compare-and-set store, over a faulty channel, with host and
  * coordinator crashes. Checks the key's effect against the saga on every state.
  */
-export function exploreProduct(defFor: (stepRetries: number, compRetries: number) => SagaDefinition, options: ProductOptions = {}): KeyModelReport & { shape: string } {
+export function exploreProduct(defFor: (stepRetries: number, compRetries: number) => SagaDefinition, options: ProductOptions = {}): ProductReport {
+  checkProductOptions(options);
   const def = defFor(options.stepRetries ?? 1, options.compensationRetries ?? 1);
   const p = def.steps[0];
-  if (p === undefined || def.steps.length !== 1) throw new Error('exploreProduct needs a one-step saga');
-  const hostCount = Math.max(1, Math.min(2, options.hosts ?? 2));
+  if (p === undefined || def.steps.length !== 1) throw new SagaDefinitionError(`exploreProduct needs a saga of one step, got ${def.steps.length} step(s)`);
+  const hostCount = options.hosts ?? 2;
   const machine = createSagaMachine(def, { keyOf: () => 'k' });
   const stepper = pureStepper(machine, { sagaId: 'model', input: null });
   const baseReq = (op: WorkerOp, attempt: number): WorkerRequest => ({ v: 1, op, worker: p.worker, sagaId: 'model', stepId: p.id, key: 'k', attempt, deadline: REQ_DEADLINE, input: null });
@@ -279,9 +373,21 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
 
   const hostOf = (owner: string) => Number(owner.split('.')[0]);
   const genOf = (owner: string) => Number(owner.split('.')[1]?.split('/')[0]);
+  /** A claim is live while its host runs, or, once its host died, until its lease passes. */
   const ownerAlive = (w: World, owner: string) => {
     const h = w.hosts[hostOf(owner)];
-    return h !== undefined && h.alive && h.gen === genOf(owner);
+    return h !== undefined && ((h.alive && h.gen === genOf(owner)) || h.leased === genOf(owner));
+  };
+  /** The dead incarnation whose claim in the store still holds its lease, if one does (nothing else can read it). */
+  const leaseHolding = (w: World, slot: number) => {
+    const h = w.hosts[slot] as Host;
+    const owner = w.store.record?.owner;
+    return h.leased !== undefined && owner !== undefined && hostOf(owner) === slot && genOf(owner) === h.leased && (w.store.record?.state === 'doing' || w.store.record?.state === 'compensating');
+  };
+  /** A do's user code took effect. After an operator resolved the saga, nothing may bring the effect back. */
+  const applyDo = (w: World, bad: [string, string][]) => {
+    if (w.undone && w.effect === 0) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
+    w.effect = 1;
   };
 
   /** Applies commands of the saga machine to the world. */
@@ -469,10 +575,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           for (const [what, event] of outcomes) {
             const n = clone(w);
             const bad: [string, string][] = [];
-            if (event.type === 'DO.OK') {
-              if (n.undone && n.effect === 0) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
-              n.effect = 1;
-            }
+            if (event.type === 'DO.OK') applyDo(n, bad);
             if (event.type === 'COMPENSATION.OK') {
               n.effect = 0;
               n.undone = true;
@@ -486,33 +589,52 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
 
     w.hosts.forEach((h, slot) => {
       if (h.alive && w.budget.hostCrashes > 0) {
-        const running = w.procs.filter((q) => q.host === slot && q.pending.some((c) => c.type === 'run'));
-        // A do that runs when its host dies may or may not have applied; an undo may or may not have finished.
-        const variants = running.length === 0 ? [false] : [false, true];
-        for (const landed of variants) {
-          const n = clone(w);
-          n.budget.hostCrashes--;
-          n.hosts[slot] = { alive: false, gen: h.gen };
-          const bad: [string, string][] = [];
-          if (landed) {
-            for (const q of running) {
-              const run = q.pending.find((c) => c.type === 'run') as Extract<HostCommand, { type: 'run' }>;
-              if (run.op === 'do') {
-                if (n.undone && n.effect === 0) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
-                n.effect = 1;
-              } else {
-                n.effect = 0;
-                n.undone = true;
+        const mine = w.procs.filter((q) => q.host === slot);
+        const running = mine.filter((q) => q.pending.some((c) => c.type === 'run'));
+        const writing = mine.filter((q) => q.pending.some((c) => c.type === 'write'));
+        // A do that runs when its host dies may or may not have applied; an undo may or may
+        // not have finished. A store write already sent may still land, or not.
+        const ran = running.length === 0 ? [false] : [false, true];
+        const wrote = writing.length === 0 ? [false] : [false, true];
+        for (const landed of ran) {
+          for (const written of wrote) {
+            const n = clone(w);
+            n.budget.hostCrashes--;
+            const bad: [string, string][] = [];
+            if (landed) {
+              for (const q of running) {
+                const run = q.pending.find((c) => c.type === 'run') as Extract<HostCommand, { type: 'run' }>;
+                if (run.op === 'do') applyDo(n, bad);
+                else {
+                  n.effect = 0;
+                  n.undone = true;
+                }
               }
             }
+            if (written) {
+              for (const q of writing) {
+                const write = q.pending.find((c) => c.type === 'write') as Extract<HostCommand, { type: 'write' }>;
+                if (n.store.revision === write.revision) n.store = { record: write.record, revision: n.store.revision + 1 };
+              }
+            }
+            n.hosts[slot] = { alive: false, gen: h.gen, leased: h.gen };
+            n.procs = n.procs.filter((q) => q.host !== slot);
+            const what = [
+              running.length > 0 ? (landed ? 'after its user code took effect' : 'before its user code took effect') : '',
+              writing.length > 0 ? (written ? 'its store write lands' : 'its store write is lost') : '',
+            ].filter(Boolean);
+            out.push({ label: `host ${slot} crashes${what.length > 0 ? ` (${what.join('; ')})` : ''}`, next: n, bad });
           }
-          n.procs = n.procs.filter((q) => q.host !== slot);
-          out.push({ label: `host ${slot} crashes${running.length > 0 ? (landed ? ' after its user code took effect' : ' before its user code took effect') : ''}`, next: n, bad });
         }
       } else if (!h.alive) {
         const n = clone(w);
-        n.hosts[slot] = { alive: true, gen: h.gen + 1 };
-        out.push({ label: `host ${slot} comes back`, next: n, bad: [] });
+        n.hosts[slot] = { alive: true, gen: h.gen + 1, leased: h.leased };
+        out.push({ label: `host ${slot} restarts (a new process: the shared store is all it has)`, next: n, bad: [] });
+      }
+      if (leaseHolding(w, slot)) {
+        const n = clone(w);
+        n.hosts[slot] = { ...h, leased: undefined };
+        out.push({ label: `the lease of host ${slot}'s dead claim passes`, next: n, bad: [] });
       }
     });
 
@@ -533,6 +655,22 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       sagaSend(n, { type: 'OPERATOR.RETRY' });
       out.push({ label: 'OPERATOR.RETRY', next: n, bad: [] });
     }
+    if (v === 'compensationFailed' && w.budget.resolves > 0) {
+      const n = clone(w);
+      n.budget.resolves--;
+      const bad: [string, string][] = [];
+      // The operator reads the dead letter and undoes by hand each listed effect the
+      // system of record holds (an unlisted one is the listing's violation, checked on
+      // the parked state), then declares the remaining effects handled.
+      const parked = outcomeOf(def, w.saga.context, 'compensationFailed');
+      if (parked?.status === 'compensation-failed' && parked.remaining.some((e) => e.stepId === p.id)) n.effect = 0;
+      n.resolved = true;
+      const sent = n.channel.length;
+      sagaSend(n, { type: 'OPERATOR.RESOLVE', note: 'model' });
+      const requests = n.channel.slice(sent).filter((m) => m.kind === 'req');
+      if (requests.length > 0) bad.push(['resolve-sends-nothing', `resolving the saga sent ${requests.map((m) => `${m.op}#${m.attempt}`).join(', ')}: the operator handled its effects`]);
+      out.push({ label: 'OPERATOR.RESOLVE (the operator undoes by hand what the system of record holds)', next: n, bad });
+    }
     return out;
   };
 
@@ -540,7 +678,20 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const bad: [string, string][] = [];
     const state = w.saga.value as MachineStateName;
     if (state === 'committed' && w.effect !== 1) bad.push(['committed-step-keeps-its-effect', 'the saga committed but the step has no effect']);
-    if (state === 'compensated' && w.effect !== 0) bad.push(['compensated-step-leaves-no-effect', 'the saga is compensated but the step\'s effect is there']);
+    if (state === 'compensated' && w.effect !== 0 && !w.resolved) bad.push(['compensated-step-leaves-no-effect', 'the saga is compensated but the step\'s effect is there']);
+    if (w.resolved) {
+      // The operator undid what was there and declared the rest handled: the saga ends
+      // (its one step was being undone, so compensated), names the step as resolved by the
+      // operator, and no late do of the key may bring the effect back.
+      if (w.effect !== 0) bad.push(['resolved-effect-stays-handled', `the operator resolved the saga (${state}) but the step's effect is back in the system of record`]);
+      if (state !== 'compensated') bad.push(['resolve-ends-the-saga', `the operator resolved the saga but it is ${state}`]);
+    }
+    if (state === 'committed' || state === 'compensated') {
+      const o = outcomeOf(def, w.saga.context, state);
+      const byOperator = o !== undefined && 'resolvedByOperator' in o ? o.resolvedByOperator : [];
+      const expected = w.resolved ? [p.id] : [];
+      if (byOperator.join() !== expected.join()) bad.push(['resolved-by-operator-reported', `the outcome names [${byOperator.join(', ')}] as resolved by an operator, the operator resolved [${expected.join(', ')}]`]);
+    }
     if (state === 'compensationFailed') {
       const o = outcomeOf(def, w.saga.context, state);
       const listed = o?.status === 'compensation-failed' ? o.remaining.length : 0;
@@ -560,12 +711,13 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     journaled: undefined,
     written: undefined,
     store: { record: undefined, revision: 0 },
-    hosts: Array.from({ length: hostCount }, () => ({ alive: true, gen: 0 })),
+    hosts: Array.from({ length: hostCount }, () => ({ alive: true, gen: 0, leased: undefined })),
     procs: [],
     channel: [],
     timers: {},
     effect: 0,
     undone: false,
+    resolved: false,
     requests: 0,
     budget: {
       dups: options.duplicates ?? 1,
@@ -575,6 +727,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       garbles: options.garbles ?? 0,
       oversizes: options.oversizes ?? 0,
       operator: options.operatorRetries ?? 1,
+      resolves: options.operatorResolves ?? 0,
     },
   };
   sagaCommands(w0, effects(a0));
@@ -615,26 +768,45 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       w.journaled === undefined ? '-' : sagaKey(w.journaled, p.index),
       w.written === undefined ? '-' : sagaKey(w.written, p.index),
       rec(w.store.record),
-      w.hosts.map((h) => (h.alive ? 'A' : 'D')).join(''),
+      w.hosts.map((h, slot) => `${h.alive ? 'A' : 'D'}${leaseHolding(w, slot) ? 'l' : ''}`).join(''),
       procs,
       w.channel.map((m) => msgKey(m, w.coord)).sort().join(','),
       Object.entries(w.timers).map(([id, e]) => `${id}${'attempt' in e ? e.attempt : ''}`).sort().join(','),
       w.effect,
       w.undone ? 'u' : '',
+      w.resolved ? 'R' : '',
       Object.values(w.budget).join('.'),
     ].join('|');
   };
-  const r = bfs(w0, serialize, edges, check, options.maxStates, options.ignore);
+  const budget0 = { ...w0.budget };
+  const seen = { committed: false, compensated: false, parked: false, resolved: false, doAttempts: 0, compensationAttempts: 0, operatorRetries: 0, hostCrashes: 0, hostRestarts: 0, coordinatorCrashes: 0 };
+  const observe = (w: World) => {
+    const v = w.saga.value;
+    if (v === 'committed') seen.committed = true;
+    if (v === 'compensated') seen.compensated = true;
+    if (v === 'compensationFailed') seen.parked = true;
+    if (w.resolved) seen.resolved = true;
+    const st = w.saga.context.steps[p.index] as StepState;
+    seen.doAttempts = Math.max(seen.doAttempts, st.attempt);
+    seen.compensationAttempts = Math.max(seen.compensationAttempts, st.compAttempt);
+    seen.operatorRetries = Math.max(seen.operatorRetries, budget0.operator - w.budget.operator);
+    seen.hostCrashes = Math.max(seen.hostCrashes, budget0.hostCrashes - w.budget.hostCrashes);
+    seen.coordinatorCrashes = Math.max(seen.coordinatorCrashes, budget0.coordCrashes - w.budget.coordCrashes);
+    for (const h of w.hosts) seen.hostRestarts = Math.max(seen.hostRestarts, h.gen);
+  };
+  const r = bfs(w0, serialize, edges, check, options.maxStates, options.ignore, observe);
   const faults = [
     `${hostCount} host(s)`,
     `${options.duplicates ?? 1} duplicate(s)`,
     `${options.drops ?? 1} drop(s)`,
-    options.hostCrashes ? `${options.hostCrashes} host crash(es)` : '',
+    options.hostCrashes ? `${options.hostCrashes} host crash(es) and restart(s)` : '',
     options.coordinatorCrashes ? `${options.coordinatorCrashes} coordinator crash(es)` : '',
     options.garbles ? `${options.garbles} garbled repl(ies)` : '',
     options.oversizes ? `${options.oversizes} oversized repl(ies)` : '',
+    (options.operatorRetries ?? 1) > 0 ? `${options.operatorRetries ?? 1} operator retr${(options.operatorRetries ?? 1) === 1 ? 'y' : 'ies'}` : '',
+    options.operatorResolves ? `${options.operatorResolves} operator resolve` : '',
   ].filter(Boolean);
-  return { ...r, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${faults.join(', ')}` };
+  return { ...r, exhaustive: !r.truncated, coverage: { ...seen }, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${faults.join(', ')}` };
 }
 
 function sagaKey(s: Snap, index: number): string {

@@ -2,12 +2,14 @@
  * Model checking of one idempotency key: the key machine alone (with @xstate/graph and
  * with a BFS over the world), and in product with one coordinator step (the real saga
  * machine) on one or two worker hosts that share a compare-and-set store, running the
- * real host protocol over a faulty channel, with host and coordinator crashes.
+ * real host protocol over a faulty channel, with host crashes and restarts, coordinator
+ * crashes, operator retries and an operator resolve.
  */
 import { getShortestPaths, getSimplePaths } from '@xstate/graph';
 import { transition } from 'xstate';
 import { describe, expect, test } from 'vitest';
 import { defineSaga } from '../../src/define.ts';
+import { InvalidOptionError, SagaDefinitionError } from '../../src/errors.ts';
 import { keyMachine } from '../../src/machines/key-machine.ts';
 import type { KeyEvent } from '../../src/machines/key-machine.ts';
 import { exploreKeyMachine, exploreProduct } from '../../src/testing/key-model.ts';
@@ -57,34 +59,129 @@ describe('worker-host key machine', () => {
 const oneStep = (retries: number, compRetries: number) => defineSaga({ name: 'one', version: 1, steps: { a: { worker: 'w', retries } }, compensation: { retries: compRetries } });
 
 /**
- * Each configuration stays small enough to be exhaustive; together they cover two hosts
- * racing on one key (claims, compare-and-set, waits), host and coordinator crashes with
- * recovery and no responders, lost, duplicated, garbled and oversized replies, and an
- * operator retry. `npm run verify:deep` adds larger ones.
+ * An operator who resolves a parked saga while a `do` of its in-doubt step still runs (or
+ * is still on its way to a host) finds nothing in the system of record; the `do` then
+ * applies after the saga reported `compensated`. This property is left out of the
+ * configurations below that resolve, and pinned by its own test further down.
  */
-const configs: [string, ProductOptions][] = [
-  ['two hosts race: do and compensate on different hosts, a retry, a lost and a duplicated message', { hosts: 2, stepRetries: 1, compensationRetries: 0, duplicates: 1, drops: 1, operatorRetries: 0 }],
-  ['two hosts race: retried compensations', { hosts: 2, stepRetries: 1, compensationRetries: 1, duplicates: 0, drops: 1, operatorRetries: 0 }],
-  ['a host crash and a coordinator crash with recovery (no responders while the host is down)', { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 0, hostCrashes: 1, coordinatorCrashes: 1, operatorRetries: 0 }],
-  ['garbled, oversized and lost replies', { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 1, garbles: 1, oversizes: 1, operatorRetries: 0 }],
-  ['a parked saga retried by an operator, a lost message', { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 1 }],
+const LATE_DO_AFTER_RESOLVE = 'resolved-effect-stays-handled';
+
+interface Config {
+  readonly what: string;
+  readonly options: ProductOptions;
+  /** The exploration must cover every reachable state: the test fails when it is truncated. */
+  readonly exhaustive: boolean;
+}
+
+/**
+ * Each configuration stays small enough to be exhaustive; together they cover two hosts
+ * racing on one key (claims, compare-and-set, waits), host crashes (a store write on its
+ * way lands or not, the dead claim holds until its lease passes) and restarts,
+ * coordinator crashes with recovery and no responders, lost, duplicated, garbled and
+ * oversized replies, retry budgets of 2, repeated operator retries and an operator
+ * resolve. `npm run verify:deep` adds larger ones.
+ */
+const configs: Config[] = [
+  { what: 'two hosts race: do and compensate on different hosts, a retry, a lost and a duplicated message', exhaustive: true, options: { hosts: 2, stepRetries: 1, compensationRetries: 0, duplicates: 1, drops: 1, operatorRetries: 0 } },
+  { what: 'two hosts race: retried compensations', exhaustive: true, options: { hosts: 2, stepRetries: 1, compensationRetries: 1, duplicates: 0, drops: 1, operatorRetries: 0 } },
+  { what: 'a host crash and restart and a coordinator crash with recovery (no responders while the host is down)', exhaustive: true, options: { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 0, hostCrashes: 1, coordinatorCrashes: 1, operatorRetries: 0 } },
+  { what: 'garbled, oversized and lost replies', exhaustive: true, options: { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 1, garbles: 1, oversizes: 1, operatorRetries: 0 } },
+  { what: 'a parked saga retried by an operator, a lost message', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 1 } },
+  { what: 'step retries 2 on two hosts, a lost message', exhaustive: true, options: { hosts: 2, stepRetries: 2, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 0 } },
+  { what: 'compensation retries 2', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 2, duplicates: 0, drops: 0, operatorRetries: 0 } },
+  { what: 'two operator retries, then an operator resolve', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, operatorRetries: 2, operatorResolves: 1, ignore: [LATE_DO_AFTER_RESOLVE] } },
+  { what: 'two hosts, one crashes and restarts while the other serves, an operator retry and resolve', exhaustive: true, options: { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, hostCrashes: 1, operatorRetries: 1, operatorResolves: 1, ignore: [LATE_DO_AFTER_RESOLVE] } },
 ];
 if (DEEP) {
   configs.push(
-    ['deep: two hosts, both crash, and the coordinator crashes', { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, hostCrashes: 2, coordinatorCrashes: 1, operatorRetries: 0 }],
-    ['deep: two hosts race with every channel fault', { hosts: 2, stepRetries: 1, compensationRetries: 1, duplicates: 1, drops: 1, garbles: 1, operatorRetries: 0 }],
+    { what: 'deep: two hosts, both crash and restart, and the coordinator crashes', exhaustive: true, options: { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, hostCrashes: 2, coordinatorCrashes: 1, operatorRetries: 0 } },
+    // With a duplicate as well, this goes past 2 000 000 states: it would not be exhaustive.
+    { what: 'deep: two hosts race with a lost, a garbled and an oversized reply', exhaustive: true, options: { hosts: 2, stepRetries: 1, compensationRetries: 1, duplicates: 0, drops: 1, garbles: 1, oversizes: 1, operatorRetries: 0 } },
+    { what: 'deep: step and compensation retries 2', exhaustive: true, options: { hosts: 1, stepRetries: 2, compensationRetries: 2, duplicates: 0, drops: 0, operatorRetries: 0 } },
+    { what: 'deep: two operator retries and a resolve, a lost message', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 2, operatorResolves: 1, ignore: [LATE_DO_AFTER_RESOLVE] } },
+    { what: 'deep: three operator retries, then a resolve', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, operatorRetries: 3, operatorResolves: 1, ignore: [LATE_DO_AFTER_RESOLVE] } },
   );
 }
 
+/** One line per configuration, as CI shows it. */
+function line(shape: string, r: { states: number; transitions: number; exhaustive: boolean }, ms: number): string {
+  return `[model] ${shape}: ${r.states} states, ${r.transitions} transitions, exhaustive: ${r.exhaustive ? 'yes' : 'no'} (${ms} ms)`;
+}
+
 describe('one coordinator step x one key on worker hosts sharing a compare-and-set store', () => {
-  for (const [what, options] of configs) {
+  for (const { what, options, exhaustive } of configs) {
     test(what, () => {
       const t0 = performance.now();
       const r = exploreProduct(oneStep, { maxStates: 2_000_000, ...options });
-      console.log(`[model] ${r.shape}: ${r.states} states, ${r.transitions} transitions (${Math.round(performance.now() - t0)} ms)`);
+      console.log(line(r.shape, r, Math.round(performance.now() - t0)));
       expect(r.violations.map(explainModelViolation)).toEqual([]);
-      expect(r.truncated).toBe(false);
+      if (exhaustive) {
+        expect(r.truncated, `${what}: marked exhaustive but stopped at ${r.states} states`).toBe(false);
+        expect(r.exhaustive).toBe(true);
+      }
+      // Every bound of the configuration was reached on some path: the faults it names were exercised.
+      const c = r.coverage;
+      expect(c.committed && c.compensated && c.parked, 'reaches committed, compensated and parked').toBe(true);
+      expect(c.doAttempts).toBe((options.stepRetries ?? 1) + 1);
+      expect(c.compensationAttempts).toBe((options.compensationRetries ?? 1) + 1);
+      expect(c.operatorRetries).toBe(options.operatorRetries ?? 1);
+      expect(c.resolved).toBe((options.operatorResolves ?? 0) > 0);
+      expect(c.hostCrashes).toBe(options.hostCrashes ?? 0);
+      expect(c.hostRestarts).toBe(options.hostCrashes ?? 0);
+      expect(c.coordinatorCrashes).toBe(options.coordinatorCrashes ?? 0);
       expect(r.states).toBeGreaterThan(500);
     }, 600_000);
   }
+
+  test('an operator resolve while a do of the in-doubt step still runs: the effect lands after the saga reported compensated', () => {
+    const r = exploreProduct(oneStep, { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, operatorRetries: 0, operatorResolves: 1 });
+    const v = r.violations.find((x) => x.property === LATE_DO_AFTER_RESOLVE);
+    expect(v, 'the late do after an operator resolve is no longer found: update docs/guarantees.md and docs/testing.md, and check every configuration with it').toBeDefined();
+    console.log(`[model] known gap, ${explainModelViolation(v as NonNullable<typeof v>)}`);
+    expect(v?.path).toEqual([
+      '(start)',
+      'deliver q:do#1 to host 0',
+      'timer do:a fires',
+      'timer comp:a fires',
+      'host 0 do#1 writes doing',
+      'OPERATOR.RESOLVE (the operator undoes by hand what the system of record holds)',
+      'host 0 do#1: user code applies',
+    ]);
+  });
+
+  test('a bound too small is reported: not exhaustive, truncated', () => {
+    const r = exploreProduct(oneStep, { hosts: 1, stepRetries: 0, compensationRetries: 0, operatorRetries: 0, maxStates: 50 });
+    console.log(line(r.shape, r, 0));
+    expect(r.truncated).toBe(true);
+    expect(r.exhaustive).toBe(false);
+    expect(r.states).toBe(50);
+  });
+
+  test('bad options are refused with a typed error naming the option', () => {
+    const bad: [unknown, string, RegExp][] = [
+      [{ hosts: 3 }, 'hosts', /integer from 1 to 2/],
+      [{ hosts: 0 }, 'hosts', /integer from 1 to 2/],
+      [{ operatorRetries: -1 }, 'operatorRetries', /integer from 0 to 4/],
+      [{ stepRetries: 1.5 }, 'stepRetries', /integer/],
+      [{ drops: '1' }, 'drops', /got "1"/],
+      [{ operatorResolves: 2 }, 'operatorResolves', /from 0 to 1/],
+      [{ maxStates: 0 }, 'maxStates', />= 1/],
+      [{ hostCrash: 1 }, 'hostCrash', /unknown option of exploreProduct/],
+      [{ ignore: 'x' }, 'ignore', /array of property names/],
+      [null, 'options', /must be an object/],
+    ];
+    for (const [options, option, message] of bad) {
+      let error: unknown;
+      try {
+        exploreProduct(oneStep, options as ProductOptions);
+      } catch (e) {
+        error = e;
+      }
+      expect(error, JSON.stringify(options)).toBeInstanceOf(InvalidOptionError);
+      expect((error as InvalidOptionError).option).toBe(option);
+      expect((error as Error).message).toMatch(message);
+    }
+    const twoSteps = () => defineSaga({ name: 'two', version: 1, steps: { a: { worker: 'w' }, b: { worker: 'w' } } });
+    expect(() => exploreProduct(twoSteps)).toThrow(SagaDefinitionError);
+  });
 });
