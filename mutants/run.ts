@@ -1,6 +1,6 @@
 /**
  * `npm run mutants`: for each planted bug of mutants/table.ts, copies the repository
- * (src, test, mutants, package.json, tsconfig and vitest configuration; node_modules
+ * (src, test, package.json, tsconfig and vitest configuration; node_modules
  * linked) to a temporary directory, applies the patch there, type-checks the copy, and
  * runs `npx vitest run test/model` and, separately, `npx vitest run test/property` in it.
  * A suite catches a mutant when at least one of its tests fails; a run that fails
@@ -47,10 +47,29 @@ interface VitestJson {
   testResults: { name: string; status: string; message?: string; assertionResults: { fullName: string; status: string; failureMessages: string[] }[] }[];
 }
 
+/** The command running now (its process group) and the scratch copy in use: ended and removed if this process is interrupted. */
+const current: { pid: number | undefined; dir: string | undefined } = { pid: undefined, dir: undefined };
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (current.pid !== undefined) {
+      try {
+        process.kill(-current.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    if (current.dir !== undefined) rmSync(current.dir, { recursive: true, force: true });
+    console.error(`interrupted (${signal})`);
+    process.exit(130);
+  });
+}
+
 /** Runs a command in its own process group, killed (with its children) at the bound. */
 function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; out: string; timedOut: boolean }> {
   return new Promise((done) => {
     const child = spawn(cmd, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    current.pid = child.pid;
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -65,6 +84,7 @@ function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.Proc
     }, timeoutMs);
     child.on('close', (code) => {
       clearTimeout(timer);
+      current.pid = undefined;
       done({ code, out, timedOut });
     });
   });
@@ -73,13 +93,13 @@ function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.Proc
 /** A scratch copy of what the suites need, with node_modules linked. */
 function copyRepo(label: string): string {
   const dir = mkdtempSync(join(tmpdir(), `scatter-saga-mutant-${label}-`));
-  for (const d of ['src', 'test', 'mutants']) cpSync(join(ROOT, d), join(dir, d), { recursive: true });
+  for (const d of ['src', 'test']) cpSync(join(ROOT, d), join(dir, d), { recursive: true });
   for (const f of readdirSync(ROOT)) {
     if (f === 'package.json' || /^tsconfig.*\.json$/.test(f) || /^vitest.*\.config\.ts$/.test(f)) cpSync(join(ROOT, f), join(dir, f));
   }
   symlinkSync(realpathSync(join(ROOT, 'node_modules')), join(dir, 'node_modules'), 'dir');
-  // What the copy holds: the repository's own tsconfig also covers examples, bench and chaos.
-  writeFileSync(join(dir, 'tsconfig.mutants.json'), JSON.stringify({ extends: './tsconfig.json', include: ['src', 'test', 'mutants'] }));
+  // The sources and the two suites (with what they import) are type-checked.
+  writeFileSync(join(dir, 'tsconfig.mutants.json'), JSON.stringify({ extends: './tsconfig.json', include: ['src', 'test/model', 'test/property'] }));
   return dir;
 }
 
@@ -112,6 +132,7 @@ async function runSuite(dir: string, label: string, suite: Suite, timeoutSeconds
 
 async function runOne(label: string, mutant: Mutant | undefined, options: MutantsOptions): Promise<SuiteResult[]> {
   const dir = copyRepo(label);
+  current.dir = dir;
   try {
     if (mutant !== undefined) {
       try {
@@ -137,6 +158,7 @@ async function runOne(label: string, mutant: Mutant | undefined, options: Mutant
     return out;
   } finally {
     rmSync(dir, { recursive: true, force: true });
+    current.dir = undefined;
   }
 }
 

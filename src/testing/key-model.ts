@@ -7,7 +7,10 @@
  *   by one or two worker hosts that share a compare-and-set store, each request handled
  *   by the real host protocol (machines/host-protocol.ts) one store operation at a time,
  *   so requests on different hosts interleave between their reads and writes. The
- *   channel loses, duplicates, reorders, garbles and oversizes messages; hosts crash
+ *   channel loses, duplicates, reorders, garbles and oversizes messages, and the
+ *   transport's own deadline may pass while a request or its reply is in flight; a host's
+ *   lease may pass while its user code runs (it could not renew), so another host takes
+ *   the key over while the first one's do still runs and may still apply; hosts crash
  *   (their claims then expire) and come back; the coordinator crashes and a new one
  *   recovers from the last journal write that landed. The world is the effect of the
  *   key in its system of record: it must be there once for a committed step, gone for a
@@ -16,7 +19,7 @@
 import { replyToEvent } from '../actors/worker-actor.ts';
 import type { WorkerActorEvent } from '../actors/worker-actor.ts';
 import type { ErrorInfo } from '../errors.ts';
-import { TransportError } from '../errors.ts';
+import { SagaError, TransportError } from '../errors.ts';
 import { startRequest, stepRequest } from '../machines/host-protocol.ts';
 import type { HostCommand, HostEvent, RequestSetup, RequestState } from '../machines/host-protocol.ts';
 import { newKeyRecord, stepKey } from '../machines/key-machine.ts';
@@ -188,8 +191,11 @@ type Snap = { value: unknown; context: SagaContext; status?: string };
 type Msg =
   | { readonly kind: 'req'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number }
   | { readonly kind: 'rep'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number; readonly reply: WorkerReply }
-  /** A reply that cannot be read (garbled) or a request no host took (no responders). */
-  | { readonly kind: 'fail'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number; readonly code: 'PROTOCOL_ERROR' | 'NO_RESPONDERS' };
+  /**
+   * A reply that cannot be read (garbled), a request no host took (no responders), or the
+   * transport's deadline passing before a reply came (the request may still reach a host).
+   */
+  | { readonly kind: 'fail'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number; readonly code: 'PROTOCOL_ERROR' | 'NO_RESPONDERS' | 'STEP_TIMED_OUT' };
 
 /** One request being handled by one host, one store operation at a time. */
 interface Proc {
@@ -225,7 +231,12 @@ interface World {
   /** A compensate of the key finished: a later apply is a late do that got through. */
   undone: boolean;
   requests: number;
-  budget: { dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; operator: number };
+  /**
+   * Claims whose lease passed while their user code ran (the host could not renew): other
+   * hosts take the key over; the holder still runs, and learns of it when it completes.
+   */
+  expired: readonly string[];
+  budget: { leaseExpiries: number; dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; transportTimeouts: number; operator: number };
 }
 
 /** The options of `exploreProduct`: the bounds of each fault. */
@@ -248,6 +259,14 @@ export interface ProductOptions {
   garbles?: number;
   /** Results too large for a reply. Default 0. */
   oversizes?: number;
+  /**
+   * Requests whose transport gives up (its deadline passes, STEP_TIMED_OUT) while the
+   * request is still in flight, or while its reply is: the request may still reach a
+   * host, the reply is lost. Default 0.
+   */
+  transportTimeouts?: number;
+  /** Leases that pass while a host's user code runs (the host stalls, cannot renew, and lives on). Default 0. */
+  leaseExpiries?: number;
   /** How many operator retries a parked saga may get. Default 1. */
   operatorRetries?: number;
   /** Stop after this many states. Default 2_000_000. */
@@ -275,7 +294,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const stepper = pureStepper(machine, { sagaId: 'model', input: null });
   const baseReq = (op: WorkerOp, attempt: number): WorkerRequest => ({ v: 1, op, worker: p.worker, sagaId: 'model', stepId: p.id, key: 'k', attempt, deadline: REQ_DEADLINE, input: null });
 
-  const clone = (w: World): World => ({ ...w, hosts: w.hosts.slice(), procs: w.procs.slice(), channel: w.channel.slice(), timers: { ...w.timers }, store: { ...w.store }, budget: { ...w.budget } });
+  const clone = (w: World): World => ({ ...w, expired: w.expired.slice(), hosts: w.hosts.slice(), procs: w.procs.slice(), channel: w.channel.slice(), timers: { ...w.timers }, store: { ...w.store }, budget: { ...w.budget } });
 
   const hostOf = (owner: string) => Number(owner.split('.')[0]);
   const genOf = (owner: string) => Number(owner.split('.')[1]?.split('/')[0]);
@@ -325,7 +344,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const t = stepRequest(proc.setup, proc.state, ev);
     for (const c of t.commands) {
       if (c.type === 'reply' && proc.setup.req.op === 'compensate' && c.reply.ok) {
-        const doRuns = w.procs.some((q) => q !== proc && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
+        // A do whose claim expired is another host's to account for (it undoes a late effect itself): checked once it ends.
+        const doRuns = w.procs.some((q) => q !== proc && !w.expired.includes(q.setup.owner) && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
         if (doRuns) bad.push(['compensate-acked-only-when-no-do-may-apply', 'a compensate was acknowledged while a do of the key was still running']);
       }
     }
@@ -337,7 +357,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const deliverToSaga = (w: World, m: Exclude<Msg, { kind: 'req' }>) => {
     if (m.coord !== w.coord) return; // a reply to a coordinator that died: its inbox is gone
     const ev: WorkerActorEvent = { type: m.op === 'do' ? 'DO' : 'COMPENSATE', saga: undefined as never, sagaId: 'model', stepId: p.id, key: 'k', input: null, attempt: m.attempt, timeoutMs: 1 };
-    const sagaEv = m.kind === 'rep' ? replyToEvent(ev, m.reply) : replyToEvent(ev, undefined, new TransportError(m.code, 'model'));
+    const failure = m.kind === 'fail' ? (m.code === 'STEP_TIMED_OUT' ? new SagaError('STEP_TIMED_OUT', 'model: no reply within the deadline', { retryable: true }) : new TransportError(m.code, 'model')) : undefined;
+    const sagaEv = m.kind === 'rep' ? replyToEvent(ev, m.reply) : replyToEvent(ev, undefined, failure);
     sagaSend(w, sagaEv);
   };
 
@@ -382,6 +403,13 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           if (proc !== undefined) n.procs.push(proc);
           out.push({ label: `deliver ${mk} to host ${slot}`, next: n, bad: [] });
         }
+        if (w.budget.transportTimeouts > 0) {
+          // The transport gives up on the request; the request itself stays in flight.
+          const n = clone(w);
+          n.budget.transportTimeouts--;
+          deliverToSaga(n, { kind: 'fail', op: m.op, attempt: m.attempt, coord: m.coord, code: 'STEP_TIMED_OUT' });
+          out.push({ label: `${mk}: the transport's deadline passes while it is in flight (STEP_TIMED_OUT)`, next: n, bad: [] });
+        }
       } else {
         const n = take();
         deliverToSaga(n, m);
@@ -398,6 +426,12 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           // The host's encoder replaces a reply over the limit; the coordinator decodes what arrives.
           deliverToSaga(o, { ...m, reply: parseReply(JSON.parse(encodeReply(m.reply, TINY_PAYLOAD).body)) });
           out.push({ label: `deliver ${mk} over the payload limit`, next: o, bad: [] });
+        }
+        if (m.kind === 'rep' && w.budget.transportTimeouts > 0) {
+          const t = take();
+          t.budget.transportTimeouts--;
+          deliverToSaga(t, { kind: 'fail', op: m.op, attempt: m.attempt, coord: m.coord, code: 'STEP_TIMED_OUT' });
+          out.push({ label: `${mk} comes after the transport's deadline (STEP_TIMED_OUT)`, next: t, bad: [] });
         }
       }
       if (w.budget.dups > 0) {
@@ -430,7 +464,9 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           const n = clone(w);
           const bad: [string, string][] = [];
           const rec = n.store.record;
-          const live = rec !== undefined && rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(n, rec.owner);
+          // A claim whose lease passed is dead to other hosts; its own host knows it still runs.
+          const expired = rec?.owner !== undefined && n.expired.includes(rec.owner) && hostOf(rec.owner) !== proc.host;
+          const live = rec !== undefined && rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(n, rec.owner) && !expired;
           hostEvent(n, at(n), { type: 'READ', record: rec, revision: n.store.revision, live, now }, keep, bad);
           out.push({ label: `${who} reads ${rec?.state ?? 'nothing'}`, next: n, bad });
         } else if (cmd.type === 'write') {
@@ -462,15 +498,19 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
                   ['fails (retryable)', { type: 'DO.FAILED', error: RETRYABLE }],
                   ['fails (terminal)', { type: 'DO.FAILED', error: TERMINAL }],
                 ]
-              : [
-                  ['undoes', { type: 'COMPENSATION.OK' }],
-                  ['fails to undo', { type: 'COMPENSATION.FAILED', error: COMP_ERR }],
-                ];
+              : cmd.claim.selfUndo > 1
+                ? // A host's own undo, tried again while it lives: its first try may fail, the next succeeds (bounds the space).
+                  [['undoes', { type: 'COMPENSATION.OK' }]]
+                : [
+                    ['undoes', { type: 'COMPENSATION.OK' }],
+                    ['fails to undo', { type: 'COMPENSATION.FAILED', error: COMP_ERR }],
+                  ];
           for (const [what, event] of outcomes) {
             const n = clone(w);
             const bad: [string, string][] = [];
             if (event.type === 'DO.OK') {
-              if (n.undone && n.effect === 0) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
+              // A do whose lease passed may apply after another host undid the key: its own host must undo it again (checked once it ends).
+              if (n.undone && n.effect === 0 && !n.expired.includes(proc.setup.owner)) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
               n.effect = 1;
             }
             if (event.type === 'COMPENSATION.OK') {
@@ -483,6 +523,16 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         }
       });
     });
+
+    if (w.budget.leaseExpiries > 0) {
+      for (const proc of w.procs) {
+        if (w.expired.includes(proc.setup.owner) || !proc.pending.some((c) => c.type === 'run' && c.op === 'do')) continue;
+        const n = clone(w);
+        n.budget.leaseExpiries--;
+        n.expired = [...n.expired, proc.setup.owner];
+        out.push({ label: `host ${proc.host} stalls while its do#${proc.setup.req.attempt} runs: its lease passes`, next: n, bad: [] });
+      }
+    }
 
     w.hosts.forEach((h, slot) => {
       if (h.alive && w.budget.hostCrashes > 0) {
@@ -540,8 +590,12 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const bad: [string, string][] = [];
     const state = w.saga.value as MachineStateName;
     if (state === 'committed' && w.effect !== 1) bad.push(['committed-step-keeps-its-effect', 'the saga committed but the step has no effect']);
-    if (state === 'compensated' && w.effect !== 0) bad.push(['compensated-step-leaves-no-effect', 'the saga is compensated but the step\'s effect is there']);
-    if (state === 'compensationFailed') {
+    // A do whose lease passed may apply after the key was undone; its host then undoes it
+    // again. Until it ends, the effect may be there: what must hold is checked again then.
+    const stalled = w.procs.some((q) => w.expired.includes(q.setup.owner));
+    if (state === 'compensated' && w.effect !== 0 && !stalled) bad.push(['compensated-step-leaves-no-effect', 'the saga is compensated but the step\'s effect is there']);
+    if (w.undone && w.effect !== 0 && !stalled) bad.push(['no-effect-after-undo', 'the key was undone, yet its effect is there and no host that lost its claim is left to undo it']);
+    if (state === 'compensationFailed' && !stalled) {
       const o = outcomeOf(def, w.saga.context, state);
       const listed = o?.status === 'compensation-failed' ? o.remaining.length : 0;
       if (w.effect > listed) bad.push(['compensation-failed-lists-every-remaining-effect', `parked listing ${listed} remaining effect(s) while the step's effect is there`]);
@@ -567,6 +621,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     effect: 0,
     undone: false,
     requests: 0,
+    expired: [],
     budget: {
       dups: options.duplicates ?? 1,
       drops: options.drops ?? 1,
@@ -574,6 +629,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       coordCrashes: options.coordinatorCrashes ?? 0,
       garbles: options.garbles ?? 0,
       oversizes: options.oversizes ?? 0,
+      leaseExpiries: options.leaseExpiries ?? 0,
+      transportTimeouts: options.transportTimeouts ?? 0,
       operator: options.operatorRetries ?? 1,
     },
   };
@@ -582,7 +639,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const serialize = (w: World): string => {
     const owner = w.store.record?.owner;
     const rev = (r: number) => (r === w.store.revision ? 'c' : 'o');
-    const mine = (o: string | undefined) => (o === undefined ? '' : o === owner ? 'M' : ownerAlive(w, o) ? 'a' : 'd');
+    const mine = (o: string | undefined) => (o === undefined ? '' : `${o === owner ? 'M' : ownerAlive(w, o) ? 'a' : 'd'}${w.expired.includes(o) ? 'e' : ''}`);
     const rec = (r: KeyRecord | undefined) =>
       r === undefined ? '-' : `${r.state}${r.interrupted ? 'i' : ''}${r.attempt ?? 0}${r.result === undefined ? '' : 'r'}${r.error?.code ?? ''}${r.owner === undefined ? '' : `@${mine(r.owner)}${hostOf(r.owner)}`}`;
     const claim = (c: { op: string; revision: number; selfUndo: number; owner: string }) => `${c.op}${rev(c.revision)}${c.selfUndo}${mine(c.owner)}`;
@@ -607,7 +664,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     };
     const cmd = (c: HostCommand) => (c.type === 'write' ? `W${rev(c.revision)}${rec(c.record)}` : c.type === 'run' ? `R${c.op}` : c.type === 'wait' ? 'T' : c.type);
     const procs = w.procs
-      .map((q) => `${q.host}${(w.hosts[q.host] as Host).alive ? '' : 'x'}${q.setup.req.op}${q.setup.req.attempt}${q.coord === w.coord ? '' : 'old'}${q.late ? 'L' : ''}[${st(q.state)}|${q.pending.map(cmd).join(',')}]`)
+      .map((q) => `${q.host}${(w.hosts[q.host] as Host).alive ? '' : 'x'}${q.setup.req.op}${q.setup.req.attempt}${q.coord === w.coord ? '' : 'old'}${q.late ? 'L' : ''}${w.expired.includes(q.setup.owner) ? 'S' : ''}[${st(q.state)}|${q.pending.map(cmd).join(',')}]`)
       .sort()
       .join(';');
     return [
@@ -633,6 +690,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     options.coordinatorCrashes ? `${options.coordinatorCrashes} coordinator crash(es)` : '',
     options.garbles ? `${options.garbles} garbled repl(ies)` : '',
     options.oversizes ? `${options.oversizes} oversized repl(ies)` : '',
+    options.transportTimeouts ? `${options.transportTimeouts} transport timeout(s)` : '',
+    options.leaseExpiries ? `${options.leaseExpiries} lease(s) passing while a do runs` : '',
   ].filter(Boolean);
   return { ...r, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${faults.join(', ')}` };
 }

@@ -59,14 +59,18 @@ const oneStep = (retries: number, compRetries: number) => defineSaga({ name: 'on
 /**
  * Each configuration stays small enough to be exhaustive; together they cover two hosts
  * racing on one key (claims, compare-and-set, waits), host and coordinator crashes with
- * recovery and no responders, lost, duplicated, garbled and oversized replies, and an
- * operator retry. `npm run verify:deep` adds larger ones.
+ * recovery and no responders, lost, duplicated, garbled and oversized replies, transport
+ * deadlines passing with the request still in flight, a lease passing while a do runs,
+ * and an operator retry.
+ * `npm run verify:deep` adds larger ones.
  */
 const configs: [string, ProductOptions][] = [
   ['two hosts race: do and compensate on different hosts, a retry, a lost and a duplicated message', { hosts: 2, stepRetries: 1, compensationRetries: 0, duplicates: 1, drops: 1, operatorRetries: 0 }],
   ['two hosts race: retried compensations', { hosts: 2, stepRetries: 1, compensationRetries: 1, duplicates: 0, drops: 1, operatorRetries: 0 }],
   ['a host crash and a coordinator crash with recovery (no responders while the host is down)', { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 0, hostCrashes: 1, coordinatorCrashes: 1, operatorRetries: 0 }],
   ['garbled, oversized and lost replies', { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 1, garbles: 1, oversizes: 1, operatorRetries: 0 }],
+  ['the transport gives up (STEP_TIMED_OUT) while a request or its reply is in flight, two hosts', { hosts: 2, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 0, transportTimeouts: 1, operatorRetries: 0 }],
+  ["a host's lease passes while its do runs: another host takes the key over, the do may still apply", { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, leaseExpiries: 1, operatorRetries: 0 }],
   ['a parked saga retried by an operator, a lost message', { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 1 }],
 ];
 if (DEEP) {
