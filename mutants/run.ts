@@ -110,7 +110,12 @@ const env = (): NodeJS.ProcessEnv => {
   return e;
 };
 
-const firstLine = (s: string) => (s.split('\n').find((l) => l.trim() !== '' && !l.startsWith('AssertionError')) ?? s).trim().slice(0, 200);
+/** What a failure says: the first property it names (`name-of-property: ...`, as both suites report them), else its first line. */
+const firstLine = (s: string) => {
+  const lines = s.split('\n');
+  const named = lines.map((l) => /^[\s+"-]*([a-z]+(?:-[a-z]+)+: .*)$/.exec(l)?.[1]).find((l) => l !== undefined);
+  return (named ?? lines.find((l) => l.trim() !== '') ?? s).trim().replace(/",?$/, '').slice(0, 200);
+};
 
 async function runSuite(dir: string, label: string, suite: Suite, timeoutSeconds: number): Promise<SuiteResult> {
   const report = join(dir, `vitest-${suite}.json`);
