@@ -7,7 +7,10 @@
  *   by one or two worker hosts that share a compare-and-set store, each request handled
  *   by the real host protocol (machines/host-protocol.ts) one store operation at a time,
  *   so requests on different hosts interleave between their reads and writes. The
- *   channel loses, duplicates, reorders, garbles and oversizes messages; hosts crash
+ *   channel loses, duplicates, reorders, garbles and oversizes messages, and the
+ *   transport's own deadline may pass while a request or its reply is in flight; a host's
+ *   lease may pass while its user code runs (it could not renew), so another host takes
+ *   the key over while the first one's do still runs and may still apply; hosts crash
  *   (a store write on its way may still land, user code running may or may not have
  *   taken effect, the dead host's claim holds until its lease passes) and restart with
  *   nothing but the shared store; the coordinator crashes and a new one recovers from
@@ -21,7 +24,7 @@
 import { replyToEvent } from '../actors/worker-actor.ts';
 import type { WorkerActorEvent } from '../actors/worker-actor.ts';
 import type { ErrorInfo } from '../errors.ts';
-import { InvalidOptionError, SagaDefinitionError, TransportError } from '../errors.ts';
+import { InvalidOptionError, SagaDefinitionError, SagaError, TransportError } from '../errors.ts';
 import { startRequest, stepRequest } from '../machines/host-protocol.ts';
 import type { HostCommand, HostEvent, RequestSetup, RequestState } from '../machines/host-protocol.ts';
 import { newKeyRecord, stepKey } from '../machines/key-machine.ts';
@@ -195,8 +198,11 @@ type Snap = { value: unknown; context: SagaContext; status?: string };
 type Msg =
   | { readonly kind: 'req'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number }
   | { readonly kind: 'rep'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number; readonly reply: WorkerReply }
-  /** A reply that cannot be read (garbled) or a request no host took (no responders). */
-  | { readonly kind: 'fail'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number; readonly code: 'PROTOCOL_ERROR' | 'NO_RESPONDERS' };
+  /**
+   * A reply that cannot be read (garbled), a request no host took (no responders), or the
+   * transport's deadline passing before a reply came (the request may still reach a host).
+   */
+  | { readonly kind: 'fail'; readonly op: WorkerOp; readonly attempt: number; readonly coord: number; readonly code: 'PROTOCOL_ERROR' | 'NO_RESPONDERS' | 'STEP_TIMED_OUT' };
 
 /** One request being handled by one host, one store operation at a time. */
 interface Proc {
@@ -240,7 +246,12 @@ interface World {
   /** An operator resolved the parked saga: the effect the system of record held then was undone by hand. */
   resolved: boolean;
   requests: number;
-  budget: { dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; operator: number; resolves: number };
+  /**
+   * Claims whose lease passed while their user code ran (the host could not renew): other
+   * hosts take the key over; the holder still runs, and learns of it when it completes.
+   */
+  expired: readonly string[];
+  budget: { leaseExpiries: number; dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; transportTimeouts: number; operator: number; resolves: number };
 }
 
 /** The options of `exploreProduct`: the bounds of each fault. */
@@ -266,6 +277,14 @@ export interface ProductOptions {
   garbles?: number;
   /** Results too large for a reply. Default 0. */
   oversizes?: number;
+  /**
+   * Requests whose transport gives up (its deadline passes, STEP_TIMED_OUT) while the
+   * request is still in flight, or while its reply is: the request may still reach a
+   * host, the reply is lost. Default 0.
+   */
+  transportTimeouts?: number;
+  /** Leases that pass while a host's user code runs (the host stalls, cannot renew, and lives on). Default 0. */
+  leaseExpiries?: number;
   /** How many operator retries a parked saga may get (OPERATOR.RETRY). Default 1. */
   operatorRetries?: number;
   /**
@@ -320,6 +339,8 @@ const PRODUCT_RANGES: Readonly<Record<Exclude<keyof ProductOptions, 'ignore'>, r
   oversizes: [0, 3, 'oversized replies'],
   operatorRetries: [0, 4, 'operator retries'],
   operatorResolves: [0, 1, 'operator resolves; a resolved one-step saga ends'],
+  transportTimeouts: [0, 3, 'transport deadlines passing with the request or its reply in flight'],
+  leaseExpiries: [0, 3, 'leases passing while a do runs'],
   maxStates: [1, Number.MAX_SAFE_INTEGER, 'states before the exploration stops'],
 };
 
@@ -369,7 +390,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const stepper = pureStepper(machine, { sagaId: 'model', input: null });
   const baseReq = (op: WorkerOp, attempt: number): WorkerRequest => ({ v: 1, op, worker: p.worker, sagaId: 'model', stepId: p.id, key: 'k', attempt, deadline: REQ_DEADLINE, input: null });
 
-  const clone = (w: World): World => ({ ...w, hosts: w.hosts.slice(), procs: w.procs.slice(), channel: w.channel.slice(), timers: { ...w.timers }, store: { ...w.store }, budget: { ...w.budget } });
+  const clone = (w: World): World => ({ ...w, expired: w.expired.slice(), hosts: w.hosts.slice(), procs: w.procs.slice(), channel: w.channel.slice(), timers: { ...w.timers }, store: { ...w.store }, budget: { ...w.budget } });
 
   const hostOf = (owner: string) => Number(owner.split('.')[0]);
   const genOf = (owner: string) => Number(owner.split('.')[1]?.split('/')[0]);
@@ -385,8 +406,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     return h.leased !== undefined && owner !== undefined && hostOf(owner) === slot && genOf(owner) === h.leased && (w.store.record?.state === 'doing' || w.store.record?.state === 'compensating');
   };
   /** A do's user code took effect. After an operator resolved the saga, nothing may bring the effect back. */
-  const applyDo = (w: World, bad: [string, string][]) => {
-    if (w.undone && w.effect === 0) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
+  const applyDo = (w: World, bad: [string, string][], owner: string) => {
+    if (w.undone && w.effect === 0 && !w.expired.includes(owner)) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
     w.effect = 1;
   };
 
@@ -431,7 +452,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const t = stepRequest(proc.setup, proc.state, ev);
     for (const c of t.commands) {
       if (c.type === 'reply' && proc.setup.req.op === 'compensate' && c.reply.ok) {
-        const doRuns = w.procs.some((q) => q !== proc && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
+        // A do whose claim expired is another host's to account for (it undoes a late effect itself): checked once it ends.
+        const doRuns = w.procs.some((q) => q !== proc && !w.expired.includes(q.setup.owner) && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
         if (doRuns) bad.push(['compensate-acked-only-when-no-do-may-apply', 'a compensate was acknowledged while a do of the key was still running']);
       }
     }
@@ -443,7 +465,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const deliverToSaga = (w: World, m: Exclude<Msg, { kind: 'req' }>) => {
     if (m.coord !== w.coord) return; // a reply to a coordinator that died: its inbox is gone
     const ev: WorkerActorEvent = { type: m.op === 'do' ? 'DO' : 'COMPENSATE', saga: undefined as never, sagaId: 'model', stepId: p.id, key: 'k', input: null, attempt: m.attempt, timeoutMs: 1 };
-    const sagaEv = m.kind === 'rep' ? replyToEvent(ev, m.reply) : replyToEvent(ev, undefined, new TransportError(m.code, 'model'));
+    const failure = m.kind === 'fail' ? (m.code === 'STEP_TIMED_OUT' ? new SagaError('STEP_TIMED_OUT', 'model: no reply within the deadline', { retryable: true }) : new TransportError(m.code, 'model')) : undefined;
+    const sagaEv = m.kind === 'rep' ? replyToEvent(ev, m.reply) : replyToEvent(ev, undefined, failure);
     sagaSend(w, sagaEv);
   };
 
@@ -488,6 +511,13 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           if (proc !== undefined) n.procs.push(proc);
           out.push({ label: `deliver ${mk} to host ${slot}`, next: n, bad: [] });
         }
+        if (w.budget.transportTimeouts > 0) {
+          // The transport gives up on the request; the request itself stays in flight.
+          const n = clone(w);
+          n.budget.transportTimeouts--;
+          deliverToSaga(n, { kind: 'fail', op: m.op, attempt: m.attempt, coord: m.coord, code: 'STEP_TIMED_OUT' });
+          out.push({ label: `${mk}: the transport's deadline passes while it is in flight (STEP_TIMED_OUT)`, next: n, bad: [] });
+        }
       } else {
         const n = take();
         deliverToSaga(n, m);
@@ -504,6 +534,12 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           // The host's encoder replaces a reply over the limit; the coordinator decodes what arrives.
           deliverToSaga(o, { ...m, reply: parseReply(JSON.parse(encodeReply(m.reply, TINY_PAYLOAD).body)) });
           out.push({ label: `deliver ${mk} over the payload limit`, next: o, bad: [] });
+        }
+        if (m.kind === 'rep' && w.budget.transportTimeouts > 0) {
+          const t = take();
+          t.budget.transportTimeouts--;
+          deliverToSaga(t, { kind: 'fail', op: m.op, attempt: m.attempt, coord: m.coord, code: 'STEP_TIMED_OUT' });
+          out.push({ label: `${mk} comes after the transport's deadline (STEP_TIMED_OUT)`, next: t, bad: [] });
         }
       }
       if (w.budget.dups > 0) {
@@ -536,7 +572,9 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           const n = clone(w);
           const bad: [string, string][] = [];
           const rec = n.store.record;
-          const live = rec !== undefined && rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(n, rec.owner);
+          // A claim whose lease passed is dead to other hosts; its own host knows it still runs.
+          const expired = rec?.owner !== undefined && n.expired.includes(rec.owner) && hostOf(rec.owner) !== proc.host;
+          const live = rec !== undefined && rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(n, rec.owner) && !expired;
           hostEvent(n, at(n), { type: 'READ', record: rec, revision: n.store.revision, live, now }, keep, bad);
           out.push({ label: `${who} reads ${rec?.state ?? 'nothing'}`, next: n, bad });
         } else if (cmd.type === 'write') {
@@ -568,14 +606,18 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
                   ['fails (retryable)', { type: 'DO.FAILED', error: RETRYABLE }],
                   ['fails (terminal)', { type: 'DO.FAILED', error: TERMINAL }],
                 ]
-              : [
-                  ['undoes', { type: 'COMPENSATION.OK' }],
-                  ['fails to undo', { type: 'COMPENSATION.FAILED', error: COMP_ERR }],
-                ];
+              : cmd.claim.selfUndo > 1
+                ? // A host's own undo, tried again while it lives: its first try may fail, the next succeeds (bounds the space).
+                  [['undoes', { type: 'COMPENSATION.OK' }]]
+                : [
+                    ['undoes', { type: 'COMPENSATION.OK' }],
+                    ['fails to undo', { type: 'COMPENSATION.FAILED', error: COMP_ERR }],
+                  ];
           for (const [what, event] of outcomes) {
             const n = clone(w);
             const bad: [string, string][] = [];
-            if (event.type === 'DO.OK') applyDo(n, bad);
+            // A do whose lease passed may apply after another host undid the key: its own host must undo it again (checked once it ends).
+            if (event.type === 'DO.OK') applyDo(n, bad, proc.setup.owner);
             if (event.type === 'COMPENSATION.OK') {
               n.effect = 0;
               n.undone = true;
@@ -586,6 +628,16 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         }
       });
     });
+
+    if (w.budget.leaseExpiries > 0) {
+      for (const proc of w.procs) {
+        if (w.expired.includes(proc.setup.owner) || !proc.pending.some((c) => c.type === 'run' && c.op === 'do')) continue;
+        const n = clone(w);
+        n.budget.leaseExpiries--;
+        n.expired = [...n.expired, proc.setup.owner];
+        out.push({ label: `host ${proc.host} stalls while its do#${proc.setup.req.attempt} runs: its lease passes`, next: n, bad: [] });
+      }
+    }
 
     w.hosts.forEach((h, slot) => {
       if (h.alive && w.budget.hostCrashes > 0) {
@@ -604,7 +656,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
             if (landed) {
               for (const q of running) {
                 const run = q.pending.find((c) => c.type === 'run') as Extract<HostCommand, { type: 'run' }>;
-                if (run.op === 'do') applyDo(n, bad);
+                if (run.op === 'do') applyDo(n, bad, q.setup.owner);
                 else {
                   n.effect = 0;
                   n.undone = true;
@@ -678,7 +730,11 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const bad: [string, string][] = [];
     const state = w.saga.value as MachineStateName;
     if (state === 'committed' && w.effect !== 1) bad.push(['committed-step-keeps-its-effect', 'the saga committed but the step has no effect']);
-    if (state === 'compensated' && w.effect !== 0 && !w.resolved) bad.push(['compensated-step-leaves-no-effect', 'the saga is compensated but the step\'s effect is there']);
+    // A do whose lease passed may apply after the key was undone; its host then undoes it
+    // again. Until it ends, the effect may be there: what must hold is checked again then.
+    const stalled = w.procs.some((q) => w.expired.includes(q.setup.owner));
+    if (state === 'compensated' && w.effect !== 0 && !w.resolved && !stalled) bad.push(['compensated-step-leaves-no-effect', 'the saga is compensated but the step\'s effect is there']);
+    if (w.undone && w.effect !== 0 && !w.resolved && !stalled) bad.push(['no-effect-after-undo', 'the key was undone, yet its effect is there and no host that lost its claim is left to undo it']);
     if (w.resolved) {
       // The operator undid what was there and declared the rest handled: the saga ends
       // (its one step was being undone, so compensated), names the step as resolved by the
@@ -692,7 +748,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       const expected = w.resolved ? [p.id] : [];
       if (byOperator.join() !== expected.join()) bad.push(['resolved-by-operator-reported', `the outcome names [${byOperator.join(', ')}] as resolved by an operator, the operator resolved [${expected.join(', ')}]`]);
     }
-    if (state === 'compensationFailed') {
+    if (state === 'compensationFailed' && !stalled) {
       const o = outcomeOf(def, w.saga.context, state);
       const listed = o?.status === 'compensation-failed' ? o.remaining.length : 0;
       if (w.effect > listed) bad.push(['compensation-failed-lists-every-remaining-effect', `parked listing ${listed} remaining effect(s) while the step's effect is there`]);
@@ -719,6 +775,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     undone: false,
     resolved: false,
     requests: 0,
+    expired: [],
     budget: {
       dups: options.duplicates ?? 1,
       drops: options.drops ?? 1,
@@ -726,6 +783,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       coordCrashes: options.coordinatorCrashes ?? 0,
       garbles: options.garbles ?? 0,
       oversizes: options.oversizes ?? 0,
+      leaseExpiries: options.leaseExpiries ?? 0,
+      transportTimeouts: options.transportTimeouts ?? 0,
       operator: options.operatorRetries ?? 1,
       resolves: options.operatorResolves ?? 0,
     },
@@ -735,7 +794,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const serialize = (w: World): string => {
     const owner = w.store.record?.owner;
     const rev = (r: number) => (r === w.store.revision ? 'c' : 'o');
-    const mine = (o: string | undefined) => (o === undefined ? '' : o === owner ? 'M' : ownerAlive(w, o) ? 'a' : 'd');
+    const mine = (o: string | undefined) => (o === undefined ? '' : `${o === owner ? 'M' : ownerAlive(w, o) ? 'a' : 'd'}${w.expired.includes(o) ? 'e' : ''}`);
     const rec = (r: KeyRecord | undefined) =>
       r === undefined ? '-' : `${r.state}${r.interrupted ? 'i' : ''}${r.attempt ?? 0}${r.result === undefined ? '' : 'r'}${r.error?.code ?? ''}${r.owner === undefined ? '' : `@${mine(r.owner)}${hostOf(r.owner)}`}`;
     const claim = (c: { op: string; revision: number; selfUndo: number; owner: string }) => `${c.op}${rev(c.revision)}${c.selfUndo}${mine(c.owner)}`;
@@ -760,7 +819,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     };
     const cmd = (c: HostCommand) => (c.type === 'write' ? `W${rev(c.revision)}${rec(c.record)}` : c.type === 'run' ? `R${c.op}` : c.type === 'wait' ? 'T' : c.type);
     const procs = w.procs
-      .map((q) => `${q.host}${(w.hosts[q.host] as Host).alive ? '' : 'x'}${q.setup.req.op}${q.setup.req.attempt}${q.coord === w.coord ? '' : 'old'}${q.late ? 'L' : ''}[${st(q.state)}|${q.pending.map(cmd).join(',')}]`)
+      .map((q) => `${q.host}${(w.hosts[q.host] as Host).alive ? '' : 'x'}${q.setup.req.op}${q.setup.req.attempt}${q.coord === w.coord ? '' : 'old'}${q.late ? 'L' : ''}${w.expired.includes(q.setup.owner) ? 'S' : ''}[${st(q.state)}|${q.pending.map(cmd).join(',')}]`)
       .sort()
       .join(';');
     return [
@@ -805,6 +864,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     options.oversizes ? `${options.oversizes} oversized repl(ies)` : '',
     (options.operatorRetries ?? 1) > 0 ? `${options.operatorRetries ?? 1} operator retr${(options.operatorRetries ?? 1) === 1 ? 'y' : 'ies'}` : '',
     options.operatorResolves ? `${options.operatorResolves} operator resolve` : '',
+    options.transportTimeouts ? `${options.transportTimeouts} transport timeout(s)` : '',
+    options.leaseExpiries ? `${options.leaseExpiries} lease(s) passing while a do runs` : '',
   ].filter(Boolean);
   return { ...r, exhaustive: !r.truncated, coverage: { ...seen }, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${faults.join(', ')}` };
 }

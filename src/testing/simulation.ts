@@ -6,7 +6,9 @@
  * sometimes all at once (no responders); coordinators crash and a new one recovers (and
  * once the world heals, a final recover() picks up what no recovery saw); hosts refuse
  * requests at capacity; messages are lost, duplicated, delayed and reordered; replies
- * arrive garbled or too large; some `do`s outlive their host's lease. The transport fails
+ * arrive garbled or too large; some `do`s outlive their host's lease, renewing it, or
+ * losing it while the host is cut off from the store (another host then takes the key
+ * over while the `do` still runs and may still apply). The transport fails
  * requests as the NATS one does: its own deadline (STEP_TIMED_OUT, in doubt), no
  * responders and payload-too-large refusals (nothing sent), a connection lost before or
  * after publishing (TRANSPORT_ERROR, `notSent` or in doubt). Every choice is read from a
@@ -54,7 +56,11 @@ export interface FaultProfile {
   readonly garble?: number;
   /** A `do` returns a result too large for a reply. Default 0. */
   readonly oversize?: number;
-  /** A `do` runs for several leases (its host must renew its claim). Default 0. */
+  /**
+   * A `do` runs for several leases (its host must renew its claim). Half of them run while
+   * their host is cut off from the dedup store, so it cannot renew in time: the claim
+   * lapses under the running `do`. Default 0.
+   */
   readonly slow?: number;
   /** Outages in which every host is down at once (no responders), each with a coordinator crash. Default 0. */
   readonly blackouts?: number;
@@ -430,17 +436,37 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   // Worker hosts: several per worker, one shared dedup store; a crash loses everything but the store.
   const slots = Math.max(1, Math.min(3, faults.hosts));
   const generation: number[] = Array.from({ length: slots }, () => 0);
+  /** Until when each host is cut off from the dedup store: its calls wait, so its leases lapse. */
+  const cutOffUntil: number[] = Array.from({ length: slots }, () => 0);
+  /** Each host's cuts, [from, until]: a claim of it made or running across one may have lapsed. */
+  const cuts: [number, number][][] = Array.from({ length: slots }, () => []);
+  /** When each request a host is handling arrived, by `<slot>|<key>`: its claim was made after that. */
+  const arrivals = new Map<string, number[]>();
+  /** Ledger positions of applies made by a `do` whose host was cut off while it ran (its claim lapsed). */
+  const lapsedApplies = new Set<number>();
   const served: (Served[] | undefined)[] = Array.from({ length: slots }, () => undefined);
   let gens = 0;
 
-  /** The shared store as one host sees it: a round trip takes time, and a dead host's calls never return. */
-  const viewOf = (alive: () => boolean): DedupStore => {
+  /**
+   * The shared store as one host sees it: a round trip takes time, a dead host's calls
+   * never return, and a host cut off from the store reaches it only once the cut ends.
+   */
+  const viewOf = (alive: () => boolean, slot: number): DedupStore => {
+    const cut = () => clock.now() < (cutOffUntil[slot] as number);
+    const afterCut = async () => {
+      while (cut()) await sleep((cutOffUntil[slot] as number) - clock.now());
+      if (!alive()) await hang();
+    };
     if (faults.storeDelayMs <= 0) {
-      return { read: (w, k) => (alive() ? shared.read(w, k) : hang()), write: (w, k, r, rev) => (alive() ? shared.write(w, k, r, rev) : hang()) };
+      return {
+        read: (w, k) => (!alive() ? hang() : cut() ? afterCut().then(() => shared.read(w, k)) : shared.read(w, k)),
+        write: (w, k, r, rev) => (!alive() ? hang() : cut() ? afterCut().then(() => shared.write(w, k, r, rev)) : shared.write(w, k, r, rev)),
+      };
     }
     const hop = async () => {
       await sleep(chooser.upTo(faults.storeDelayMs));
       if (!alive()) await hang();
+      if (cut()) await afterCut();
     };
     return {
       async read(w: string, k: string): Promise<VersionedKeyRecord> {
@@ -469,12 +495,24 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
           const key = `${ctx.sagaId}/${ctx.stepId}`;
           // A host may die after the system of record took the effect but before it recorded the outcome.
           const early = (faults.hostCrashes > 0 || faults.blackouts > 0) && chooser.chance(30);
+          // The claim this do runs under was made after the earliest request of its key this host is handling arrived.
+          const started = Math.min(clock.now(), ...(arrivals.get(`${slot}|${key}`) ?? []));
           const apply = (how: string) => {
+            const lapsed = cuts[slot]?.some(([from, until]) => from <= clock.now() && until > started) === true;
+            if (lapsed) how += ', its host was cut off from the store while it ran: its claim may have lapsed';
             trace.push(`t=${clock.now()} host ${slot} applies ${key} (do #${ctx.attempt}${how}, claim ${ctx.fencingToken})`);
+            if (lapsed) lapsedApplies.add(ledger.events.length);
             ledger.apply(key);
           };
           if (early) apply(', before its host may die');
-          await sleep(chooser.chance(faults.slow) ? SIM_LEASE_MS * 3 : chooser.upTo(faults.maxDelayMs));
+          const slow = chooser.chance(faults.slow);
+          if (slow && !early && chooser.chance(50)) {
+            // Cut off from the store while the do runs: renewals cannot land, claims lapse, another host may take their keys over.
+            cutOffUntil[slot] = Math.max(cutOffUntil[slot] as number, clock.now() + SIM_LEASE_MS * 3);
+            cuts[slot]?.push([clock.now(), cutOffUntil[slot] as number]);
+            trace.push(`t=${clock.now()} host ${slot} is cut off from the dedup store until t=${cutOffUntil[slot]} while do #${ctx.attempt} of ${key} runs`);
+          }
+          await sleep(slow ? SIM_LEASE_MS * 3 : chooser.upTo(faults.maxDelayMs));
           if (!alive()) return hang();
           if (!early && chooser.chance(faults.doFail)) {
             if (chooser.chance(50)) throw new TerminalError(`simulated terminal failure of ${ctx.stepId}`);
@@ -498,14 +536,21 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
         },
       }),
     );
-    const host = createWorkerHost(workers, { dedup: viewOf(alive), clock, leaseMs: SIM_LEASE_MS });
+    const host = createWorkerHost(workers, { dedup: viewOf(alive, slot), clock, leaseMs: SIM_LEASE_MS });
     const handler: WorkerHandler = (req: WorkerRequest) => {
       if (!alive()) return hang();
       if (chooser.chance(faults.overload)) {
         trace.push(`t=${clock.now()} host ${slot} at capacity: refuses ${req.op} ${req.stepId}#${req.attempt} of ${req.sagaId}`);
         return Promise.resolve({ ok: false, error: { code: 'OVERLOADED', message: `host ${slot} at capacity`, retryable: true } });
       }
+      const handling = `${slot}|${req.sagaId}/${req.stepId}`;
+      const arrived = clock.now();
+      arrivals.set(handling, [...(arrivals.get(handling) ?? []), arrived]);
       return host.handle(req).then((reply) => {
+        const left = (arrivals.get(handling) ?? []).slice();
+        left.splice(left.indexOf(arrived), 1);
+        if (left.length > 0) arrivals.set(handling, left);
+        else arrivals.delete(handling);
         if (req.op === 'compensate' && reply.ok) undoAcks.push({ key: `${req.sagaId}/${req.stepId}`, seq: ledger.events.length, at: clock.now(), host: slot });
         trace.push(`t=${clock.now()} host ${slot} answers ${req.op} ${req.stepId}#${req.attempt} of ${req.sagaId}: ${reply.ok ? 'ok' : reply.error.code}`);
         return reply;
@@ -661,10 +706,15 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   await clock.advance(SETTLE_MS);
   check(def, ids, outcomes, ledger, violations, `${SETTLE_MS} ms after the end, every message in flight delivered`, clock.now());
   checkUndoOrder(def, ledger, violations);
-  checkAcknowledgedUndos(ledger, undoAcks, violations);
+  checkAcknowledgedUndos(ledger, undoAcks, lapsedApplies, violations);
   await runtime.close();
   for (const o of outcomes) trace.push(`outcome ${o?.sagaId}: ${o?.status ?? 'none'}`);
   return { outcomes, violations, trace, parked: parked.length };
+}
+
+/** How many steps a committed saga keeps, from its join policy: all of them, one (any), or n (quorum). */
+function joinSize(def: SagaDefinition): number {
+  return def.join.kind === 'all' ? def.steps.length : def.join.kind === 'any' ? 1 : def.join.n;
 }
 
 function check(
@@ -687,6 +737,8 @@ function check(
     const say = (property: string, message: string) => violations.push({ property, message: `${when}: saga ${id} ${message}` });
     if (o.status === 'committed') {
       const kept = Object.keys(o.results).sort();
+      // How many steps a committed saga keeps comes from its join policy alone.
+      if (kept.length !== joinSize(def)) say('committed-keeps-the-join', `committed keeping [${kept}], but join ${def.join.kind} keeps exactly ${joinSize(def)} step(s)`);
       if (active.slice().sort().join() !== kept.join()) say('committed-has-each-kept-effect-once', `committed keeping [${kept}] but the systems of record hold [${active}]`);
       for (const p of def.steps) if ((ledger.applies(keys.get(p.id) as string) ?? 0) > 1 && kept.includes(p.id)) say('effect-applied-once', `applied step ${p.id} ${ledger.applies(keys.get(p.id) as string)} times`);
     } else if (o.status === 'compensated') {
@@ -697,6 +749,11 @@ function check(
       const kept = o.decision === 'commit' ? def.steps.filter((p) => !o.compensated.includes(p.id) && !remaining.includes(p.id)).map((p) => p.id) : [];
       const missing = active.filter((s) => !remaining.includes(s) && !kept.includes(s));
       if (missing.length > 0) say('compensation-failed-lists-every-effect', `lists remaining [${remaining}] but the systems of record also hold [${missing}]`);
+      // The effects it does not list are the ones the join keeps: exactly as many as its policy says.
+      const unlisted = active.filter((s) => !remaining.includes(s));
+      if (o.decision === 'commit' && unlisted.length !== joinSize(def)) {
+        say('compensation-failed-lists-every-effect', `decided to commit, lists remaining [${remaining}], and the systems of record hold [${unlisted}] besides, but join ${def.join.kind} keeps exactly ${joinSize(def)} step(s)`);
+      }
       // Listing a step that left no effect is conservative (an in-doubt step), not unsafe: the operator
       // retry below (in a healed world) must then end the saga with no effect at all.
     }
@@ -712,28 +769,34 @@ interface UndoAck {
 }
 
 /**
- * An acknowledged undo, read from the world alone: the ledger's history and the answers
- * hosts gave. Once a host has answered a compensate of a key with `{ ok: true }`, the key's
- * effect is not in the systems of record then, and no `do` of the key applies afterwards
- * (checked once every message in flight has landed and every running `do` has ended): a
- * compensate never answers while a `do` of its key may still apply. The simulated hosts
- * renew their claims in time or die (a dead host's `do` never returns), so no claim lapses
- * under a `do` that goes on to apply.
+ * An acknowledged undo, read from the world alone: the ledger's history, the answers
+ * hosts gave, and the faults planted. Once a host has answered a compensate of a key with
+ * `{ ok: true }`, the key's effect is not in the systems of record then, and no `do` of the
+ * key applies afterwards (checked once every message in flight has landed and every
+ * running `do` has ended): a compensate never answers while a `do` of its key may still
+ * apply. One exception, planted on purpose: a `do` whose host was cut off from the store
+ * while it ran lost its claim without knowing, and may apply after another host undid the
+ * key; its effect must then be undone again, so the key's last event is an undo.
  */
-function checkAcknowledgedUndos(ledger: Ledger, acks: readonly UndoAck[], violations: SimulationViolation[]): void {
+function checkAcknowledgedUndos(ledger: Ledger, acks: readonly UndoAck[], lapsed: ReadonlySet<number>, violations: SimulationViolation[]): void {
   const reported = new Set<string>();
   for (const ack of acks) {
     if (reported.has(ack.key)) continue;
+    const history = ledger.events.filter((e) => e.key === ack.key);
     // The key's last apply or undo before the answer says whether its effect was there.
-    const heldThen = ledger.events.slice(0, ack.seq).filter((e) => e.key === ack.key).at(-1)?.kind === 'apply';
-    const later = ledger.events.slice(ack.seq).find((e) => e.key === ack.key && e.kind === 'apply');
-    if (!heldThen && later === undefined) continue;
+    const before = history.filter((e) => e.seq < ack.seq).at(-1);
+    const heldThen = before?.kind === 'apply' && !lapsed.has(before.seq);
+    const later = history.find((e) => e.seq >= ack.seq && e.kind === 'apply' && !lapsed.has(e.seq));
+    const lapsedLeft = history.at(-1)?.kind === 'apply' && history.some((e) => lapsed.has(e.seq) && (e.seq >= ack.seq || e === before));
+    if (!heldThen && later === undefined && !lapsedLeft) continue;
     reported.add(ack.key);
     violations.push({
       property: 'acknowledged-undo-stays-undone',
       message: heldThen
         ? `host ${ack.host} acknowledged the undo of ${ack.key} at t=${ack.at} ms while the systems of record held its effect`
-        : `host ${ack.host} acknowledged the undo of ${ack.key} at t=${ack.at} ms, then a do applied it at t=${(later as LedgerEvent).at} ms`,
+        : later !== undefined
+          ? `host ${ack.host} acknowledged the undo of ${ack.key} at t=${ack.at} ms, then a do applied it at t=${later.at} ms`
+          : `host ${ack.host} acknowledged the undo of ${ack.key} at t=${ack.at} ms; a do whose claim lapsed applied it afterwards and nothing undid it again`,
     });
   }
 }

@@ -78,14 +78,17 @@ interface Config {
  * racing on one key (claims, compare-and-set, waits), host crashes (a store write on its
  * way lands or not, the dead claim holds until its lease passes) and restarts,
  * coordinator crashes with recovery and no responders, lost, duplicated, garbled and
- * oversized replies, retry budgets of 2, repeated operator retries and an operator
- * resolve. `npm run verify:deep` adds larger ones.
+ * oversized replies, transport deadlines passing with the request still in flight, a
+ * lease passing while a do runs, retry budgets of 2, repeated operator retries and an
+ * operator resolve. `npm run verify:deep` adds larger ones.
  */
 const configs: Config[] = [
   { what: 'two hosts race: do and compensate on different hosts, a retry, a lost and a duplicated message', exhaustive: true, options: { hosts: 2, stepRetries: 1, compensationRetries: 0, duplicates: 1, drops: 1, operatorRetries: 0 } },
   { what: 'two hosts race: retried compensations', exhaustive: true, options: { hosts: 2, stepRetries: 1, compensationRetries: 1, duplicates: 0, drops: 1, operatorRetries: 0 } },
   { what: 'a host crash and restart and a coordinator crash with recovery (no responders while the host is down)', exhaustive: true, options: { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 0, hostCrashes: 1, coordinatorCrashes: 1, operatorRetries: 0 } },
   { what: 'garbled, oversized and lost replies', exhaustive: true, options: { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 1, garbles: 1, oversizes: 1, operatorRetries: 0 } },
+  { what: 'the transport gives up (STEP_TIMED_OUT) while a request or its reply is in flight, two hosts', exhaustive: true, options: { hosts: 2, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 0, transportTimeouts: 1, operatorRetries: 0 } },
+  { what: "a host's lease passes while its do runs: another host takes the key over, the do may still apply", exhaustive: true, options: { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, leaseExpiries: 1, operatorRetries: 0 } },
   { what: 'a parked saga retried by an operator, a lost message', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 1 } },
   { what: 'step retries 2 on two hosts, a lost message', exhaustive: true, options: { hosts: 2, stepRetries: 2, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 0 } },
   { what: 'compensation retries 2', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 2, duplicates: 0, drops: 0, operatorRetries: 0 } },

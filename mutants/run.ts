@@ -1,0 +1,240 @@
+/**
+ * `npm run mutants`: for each planted bug of mutants/table.ts, copies the repository
+ * (src, test, package.json, tsconfig and vitest configuration; node_modules
+ * linked) to a temporary directory, applies the patch there, type-checks the copy, and
+ * runs `npx vitest run test/model` and, separately, `npx vitest run test/property` in it.
+ * A suite catches a mutant when at least one of its tests fails; a run that fails
+ * without a failed test (an import error, a crash, the time bound) is an error, as is a
+ * patch that does not apply or does not type-check. The unmutated copy runs first and
+ * must pass both suites, so that a failure can only be the mutant's. Prints a table,
+ * writes the results as JSON with --json, and exits 1 unless every suite caught every
+ * mutant.
+ */
+import { spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MutantsArgumentError, parseArgs, USAGE } from './args.ts';
+import type { MutantsOptions, Suite } from './args.ts';
+import { applyMutant, checkTable, MUTANTS, MutantPatchError, patchedFiles } from './table.ts';
+import type { Mutant } from './table.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const LOGS = join(ROOT, 'reports', 'mutants');
+
+export type Verdict = 'caught' | 'missed' | 'error';
+
+export interface SuiteResult {
+  readonly suite: Suite;
+  readonly verdict: Verdict;
+  readonly seconds: number;
+  /** Failed tests (caught), or why the run is an error. */
+  readonly detail: readonly string[];
+  readonly log: string;
+}
+
+export interface MutantResult {
+  readonly mutant: string;
+  readonly breaks: string;
+  readonly suites: readonly SuiteResult[];
+}
+
+interface VitestJson {
+  numFailedTests: number;
+  numPassedTests: number;
+  numTotalTests: number;
+  testResults: { name: string; status: string; message?: string; assertionResults: { fullName: string; status: string; failureMessages: string[] }[] }[];
+}
+
+/** The command running now (its process group) and the scratch copy in use: ended and removed if this process is interrupted. */
+const current: { pid: number | undefined; dir: string | undefined } = { pid: undefined, dir: undefined };
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (current.pid !== undefined) {
+      try {
+        process.kill(-current.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    if (current.dir !== undefined) rmSync(current.dir, { recursive: true, force: true });
+    console.error(`interrupted (${signal})`);
+    process.exit(130);
+  });
+}
+
+/** Runs a command in its own process group, killed (with its children) at the bound. */
+function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; out: string; timedOut: boolean }> {
+  return new Promise((done) => {
+    const child = spawn(cmd, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    current.pid = child.pid;
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-(child.pid as number), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      current.pid = undefined;
+      done({ code, out, timedOut });
+    });
+  });
+}
+
+/** A scratch copy of what the suites need, with node_modules linked. */
+function copyRepo(label: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `scatter-saga-mutant-${label}-`));
+  for (const d of ['src', 'test']) cpSync(join(ROOT, d), join(dir, d), { recursive: true });
+  for (const f of readdirSync(ROOT)) {
+    if (f === 'package.json' || /^tsconfig.*\.json$/.test(f) || /^vitest.*\.config\.ts$/.test(f)) cpSync(join(ROOT, f), join(dir, f));
+  }
+  symlinkSync(realpathSync(join(ROOT, 'node_modules')), join(dir, 'node_modules'), 'dir');
+  // The sources and the two suites (with what they import) are type-checked.
+  writeFileSync(join(dir, 'tsconfig.mutants.json'), JSON.stringify({ extends: './tsconfig.json', include: ['src', 'test/model', 'test/property'] }));
+  return dir;
+}
+
+const env = (): NodeJS.ProcessEnv => {
+  const e: NodeJS.ProcessEnv = { ...process.env, SCATTER_SAGA_END_ON_FAILURE: '1', FORCE_COLOR: '0', NO_COLOR: '1' };
+  // Deep runs, random seeds and replays change what the suites run: each suite runs as CI runs it.
+  for (const k of ['SCATTER_SAGA_DEEP', 'SCATTER_SAGA_SEED', 'SCATTER_SAGA_PATH', 'SCATTER_SAGA_RANDOM']) delete e[k];
+  return e;
+};
+
+/** What a failure says: the first property it names (`name-of-property: ...`, as both suites report them), else its first line. */
+const firstLine = (s: string) => {
+  const lines = s.split('\n');
+  const named = lines.map((l) => /^[\s+"-]*([a-z]+(?:-[a-z]+)+: .*)$/.exec(l)?.[1]).find((l) => l !== undefined);
+  return (named ?? lines.find((l) => l.trim() !== '') ?? s).trim().replace(/",?$/, '').slice(0, 200);
+};
+
+async function runSuite(dir: string, label: string, suite: Suite, timeoutSeconds: number): Promise<SuiteResult> {
+  const report = join(dir, `vitest-${suite}.json`);
+  const log = join(LOGS, `${label}.${suite}.log`);
+  const t0 = performance.now();
+  const r = await run('npx', ['vitest', 'run', `test/${suite}`, '--bail=1', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`], dir, env(), timeoutSeconds * 1000);
+  const seconds = Math.round((performance.now() - t0) / 100) / 10;
+  writeFileSync(log, r.out);
+  if (r.timedOut) return { suite, verdict: 'error', seconds, detail: [`no result within ${timeoutSeconds} s (--timeout)`], log };
+  if (!existsSync(report)) return { suite, verdict: 'error', seconds, detail: [`vitest exited with ${r.code} and wrote no report`], log };
+  const json = JSON.parse(readFileSync(report, 'utf8')) as VitestJson;
+  const failed = json.testResults.flatMap((f) => f.assertionResults.filter((a) => a.status === 'failed').map((a) => `${a.fullName}: ${firstLine(a.failureMessages[0] ?? '')}`));
+  if (failed.length > 0) return { suite, verdict: 'caught', seconds, detail: failed, log };
+  const broken = json.testResults.filter((f) => f.status === 'failed').map((f) => `${f.name}: ${firstLine(f.message ?? 'failed')}`);
+  if (r.code !== 0 || broken.length > 0) return { suite, verdict: 'error', seconds, detail: broken.length > 0 ? broken : [`vitest exited with ${r.code} and no failed test`], log };
+  if (json.numPassedTests === 0) return { suite, verdict: 'error', seconds, detail: ['no test ran'], log };
+  return { suite, verdict: 'missed', seconds, detail: [`${json.numPassedTests} test(s) passed`], log };
+}
+
+async function runOne(label: string, mutant: Mutant | undefined, options: MutantsOptions): Promise<SuiteResult[]> {
+  const dir = copyRepo(label);
+  current.dir = dir;
+  try {
+    if (mutant !== undefined) {
+      try {
+        applyMutant(dir, mutant);
+      } catch (error) {
+        if (!(error instanceof MutantPatchError)) throw error;
+        return options.suites.map((suite) => ({ suite, verdict: 'error', seconds: 0, detail: [error.message], log: '' }));
+      }
+    }
+    const tsc = await run('npx', ['tsc', '--noEmit', '-p', 'tsconfig.mutants.json'], dir, env(), 600_000);
+    if (tsc.code !== 0) {
+      const log = join(LOGS, `${label}.tsc.log`);
+      writeFileSync(log, tsc.out);
+      const why = tsc.timedOut ? 'type-check did not finish in 600 s' : `does not type-check: ${firstLine(tsc.out)}`;
+      return options.suites.map((suite) => ({ suite, verdict: 'error', seconds: 0, detail: [why], log }));
+    }
+    const out: SuiteResult[] = [];
+    for (const suite of options.suites) {
+      const r = await runSuite(dir, label, suite, options.timeoutSeconds);
+      console.log(`  ${suite}: ${r.verdict} in ${r.seconds} s${r.detail[0] !== undefined ? ` (${r.detail[0]})` : ''}`);
+      out.push(r);
+    }
+    return out;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    current.dir = undefined;
+  }
+}
+
+function table(results: readonly MutantResult[], suites: readonly Suite[]): string {
+  const rows = results.map((r) => [r.mutant, ...suites.map((s) => {
+    const x = r.suites.find((y) => y.suite === s);
+    return x === undefined ? '-' : `${x.verdict} (${x.seconds} s)`;
+  })]);
+  const head = ['mutant', ...suites];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)));
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(' | ')} |`;
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+async function main(): Promise<number> {
+  let options: MutantsOptions;
+  try {
+    options = parseArgs(process.argv.slice(2));
+  } catch (error) {
+    if (error instanceof MutantsArgumentError) {
+      console.error(`${error.name}: ${error.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw error;
+  }
+  if (options.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  checkTable();
+  mkdirSync(LOGS, { recursive: true });
+  const chosen = MUTANTS.filter((m) => options.only.includes(m.name));
+  // Every patch must apply to the sources as they are, before anything runs.
+  for (const m of chosen) patchedFiles(ROOT, m);
+  const t0 = performance.now();
+
+  console.log(`unmutated copy: ${options.suites.join(' and ')} must pass`);
+  const baseline = await runOne('unmutated', undefined, options);
+  const bad = baseline.filter((r) => r.verdict !== 'missed');
+  if (bad.length > 0) {
+    for (const r of bad) console.error(`the unmutated ${r.suite} suite does not pass (${r.verdict}): ${r.detail.join('; ')}; log ${r.log}`);
+    console.error('fix the suites first: a mutant cannot be judged against a failing suite');
+    return 1;
+  }
+
+  const results: MutantResult[] = [];
+  for (const m of chosen) {
+    console.log(`${m.name}:`);
+    results.push({ mutant: m.name, breaks: m.breaks, suites: await runOne(m.name, m, options) });
+  }
+  const seconds = Math.round((performance.now() - t0) / 1000);
+  console.log(`\n${table(results, options.suites)}\n`);
+  console.log(`unmutated: ${baseline.map((r) => `${r.suite} passes in ${r.seconds} s`).join(', ')}; ${results.length} mutant(s) in ${seconds} s in all; logs in ${LOGS}`);
+  for (const r of results) for (const s of r.suites) if (s.verdict !== 'caught') console.log(`${r.mutant}, ${s.suite}: ${s.verdict}: ${s.detail.join('; ')}`);
+  if (options.json !== undefined) {
+    writeFileSync(options.json, `${JSON.stringify({ seconds, baseline, results }, null, 2)}\n`);
+    console.log(`results written to ${options.json}`);
+  }
+  const failing = results.filter((r) => r.suites.some((s) => s.verdict !== 'caught'));
+  if (failing.length > 0) {
+    console.error(`${failing.length} mutant(s) not caught by every suite: ${failing.map((r) => r.mutant).join(', ')}`);
+    return 1;
+  }
+  console.log(`every mutant caught by ${options.suites.join(' and by ')} alone`);
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(error instanceof Error ? `${error.name}: ${error.message}` : error);
+    process.exit(1);
+  },
+);
