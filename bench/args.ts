@@ -36,7 +36,7 @@ export const DEFAULTS: SuiteOptions = Object.freeze({
   inFlight: [1, 64, 256, 1024],
   fail: [0, 0.2],
   seconds: 1,
-  warmup: 0.25,
+  warmup: 1,
   maxSteps: 16_384,
   hold: 256,
   out: undefined,
@@ -72,7 +72,7 @@ const USAGE = `npm run bench -- [options]
   --in-flight 1,64,256,1024       sagas kept in flight (closed loop)
   --fail 0,0.2                    failure rates in [0, 1] (a failing saga's last step throws TerminalError)
   --seconds 1                     measured seconds per point (> 0)
-  --warmup 0.25                   warm-up seconds per point (>= 0)
+  --warmup 1                      warm-up seconds per point (>= 0)
   --max-steps 16384               steps in flight at most; a point over it runs fewer sagas at once and says so
   --hold 256                      sagas held in flight at least for the memory figures (4,096 steps at most)
   --out DIR                       write results to DIR (default bench/results; docs are then left alone)
