@@ -35,7 +35,7 @@ export {
 export { PROTOCOL_VERSION } from './types.ts';
 
 export type { DefinitionPlace, ErrorInfo, SagaErrorCode } from './errors.ts';
-export type { Runtime, RuntimeOptions, RuntimeEvents, EscalationEvent, SagaStatus, RunOptions, StartedSaga, SagaSummary, ListOptions } from './runtime.ts';
+export type { Runtime, RuntimeOptions, RuntimeEvents, EscalationEvent, SagaStatus, RunOptions, StartedSaga, SagaSummary, ListOptions, StepEvent } from './runtime.ts';
 export type { WorkerHost, WorkerHostOptions } from './actors/worker-host.ts';
 export type { MachineStateName, StepStatus } from './machines/saga-logic.ts';
 export type {

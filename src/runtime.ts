@@ -30,7 +30,7 @@ import type { SagaDefinition, SagaOutcome, SagaRecord, Served, VersionedSagaReco
 
 export { DEFAULT_JOURNAL_RETRY_MS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OWNERSHIP_LEASE_MS } from './runtime/options.ts';
 export type { RunOptions, RuntimeOptions } from './runtime/options.ts';
-export type { EscalationEvent, ListOptions, Runtime, RuntimeEvents, SagaStatus, SagaSummary, StartedSaga } from './runtime/api.ts';
+export type { EscalationEvent, ListOptions, Runtime, RuntimeEvents, SagaStatus, SagaSummary, StartedSaga, StepEvent } from './runtime/api.ts';
 
 /** An idempotency key's shape (40 hex digits), for checking a request's size before its key is computed. */
 const KEY_SHAPE = '0'.repeat(40);

@@ -15,6 +15,27 @@ export interface RuntimeEvents {
   escalation: EscalationEvent;
   /** A saga driven here ended (committed or compensated), once its outcome is journaled. */
   outcome: SagaOutcome & { readonly saga: string; readonly version: number };
+  /**
+   * A step of a saga driven here changed status or attempt: dispatched, committed, failed,
+   * compensating, compensated, … Informational: emitted as the saga's machine moves, before
+   * the journal has it. Only sagas started (or restored) while a `step` listener exists
+   * emit it, so it costs nothing otherwise.
+   */
+  step: StepEvent;
+}
+
+/** A step's new status (see `RuntimeEvents.step`). */
+export interface StepEvent {
+  readonly sagaId: string;
+  readonly saga: string;
+  readonly version: number;
+  readonly stepId: string;
+  readonly worker: string;
+  readonly status: StepStatus;
+  /** `do` requests sent so far. */
+  readonly attempt: number;
+  /** Compensation requests sent in the current round. */
+  readonly compensationAttempt: number;
 }
 
 /**

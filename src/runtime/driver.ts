@@ -25,6 +25,9 @@ import { LOG_MSG, outcomeFields, SagaTrace } from './saga-log.ts';
 import { sagaTracer } from '../tracing.ts';
 import type { SagaSpan, SagaTracer } from '../tracing.ts';
 
+/** Step statuses of the undo side: their events follow those of the `do` side in one transition. */
+const UNDO_STATUSES: ReadonlySet<StepStatus> = new Set(['compensating', 'compensated', 'compensationFailed']);
+
 /** Compare-and-set tries of a takeover, and the pause between them (growing). */
 const TAKEOVER_TRIES = 5;
 const TAKEOVER_PAUSE_MS = 50;
@@ -132,7 +135,7 @@ export class SagaDriver {
    * takes them up again once the store answers (without ownership: `recover()`).
    */
   readonly stranded = new Set<string>();
-  readonly listeners: { [K in keyof RuntimeEvents]: Set<(e: RuntimeEvents[K]) => void> } = { escalation: new Set(), outcome: new Set() };
+  readonly listeners: { [K in keyof RuntimeEvents]: Set<(e: RuntimeEvents[K]) => void> } = { escalation: new Set(), outcome: new Set(), step: new Set() };
   /** The runtime closed: nothing is started, sent or written any more. */
   closed = false;
   /** Sagas this runtime is taking over from their journal right now. */
@@ -485,10 +488,37 @@ export class SagaDriver {
       trace,
       span: this.tracer.saga(def.name, def.version, header.sagaId, header.traceparent, from.snapshot !== undefined || from.recovered === true),
     };
+    if (this.listeners.step.size > 0) this.watchSteps(entry);
     trace?.started(from.snapshot !== undefined || from.recovered === true);
     this.live.set(header.sagaId, entry);
     this.admission.enter();
     return entry;
+  }
+
+  /** Emits a `step` event for each step whose status or attempts change, as the saga's machine moves. */
+  private watchSteps(entry: Live): void {
+    const { def } = entry;
+    let prev: readonly StepState[] | undefined;
+    entry.actor.subscribe((snap) => {
+      const steps = snap.context.steps;
+      if (steps === prev) return;
+      const changed: number[] = [];
+      for (let i = 0; i < steps.length; i++) {
+        const s = steps[i] as StepState;
+        const was = prev?.[i];
+        if (s === was) continue;
+        if (was !== undefined ? s.status === was.status && s.attempt === was.attempt && s.compAttempt === was.compAttempt : s.status === 'pending') continue;
+        changed.push(i);
+      }
+      prev = steps;
+      // One event can move several steps (a failure that starts the undo of others): what happened to a `do` comes first, then the undos it caused.
+      const undoing = (i: number) => UNDO_STATUSES.has((steps[i] as StepState).status);
+      for (const i of [...changed.filter((i) => !undoing(i)), ...changed.filter(undoing)]) {
+        const s = steps[i] as StepState;
+        const p = def.steps[i] as (typeof def.steps)[number];
+        this.emit('step', { sagaId: entry.header.sagaId, saga: def.name, version: def.version, stepId: p.id, worker: p.worker, status: s.status, attempt: s.attempt, compensationAttempt: s.compAttempt });
+      }
+    });
   }
 
   /** Drives on a saga restored from its journal. */

@@ -77,7 +77,7 @@ export interface SagaClient {
   resolve(sagaId: string, note?: string, options?: { timeoutMs?: number }): Promise<SagaOutcome | undefined>;
   /** The dead letters of the parked sagas. */
   deadLetters(): Promise<DeadLetter[]>;
-  /** The outcome and escalation events of one saga, or of every saga when no id is given. */
+  /** The step, outcome and escalation events of one saga, or of every saga when no id is given. */
   watch(sagaId?: string): SagaWatch;
 }
 

@@ -344,6 +344,7 @@ export async function serveCoordinator(nc: NatsConnection, runtime: Runtime, opt
         publish({ v: PROTOCOL_VERSION, type: 'outcome', sagaId: e.sagaId, saga, version, outcome: outcome as SagaOutcome });
       }),
       runtime.on('escalation', (e) => publish({ v: PROTOCOL_VERSION, type: 'escalation', sagaId: e.sagaId, saga: e.saga, version: e.version, remaining: e.remaining, failures: e.failures, timesParked: e.timesParked })),
+      runtime.on('step', (e) => publish({ v: PROTOCOL_VERSION, type: 'step', ...e })),
     );
   }
 

@@ -7,6 +7,7 @@ import { TransportError } from '../errors.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
 import type { SagaStatus, SagaSummary } from '../runtime/api.ts';
 import type { DeadLetter, RemainingEffect, SagaOutcome, StepFailure } from '../types.ts';
+import type { StepStatus } from '../machines/saga-logic.ts';
 
 /** The endpoints of the coordinator service: `<prefix>.svc.<endpoint>`. */
 export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'dead-letters'] as const;
@@ -97,6 +98,18 @@ export type SagaEvent =
       readonly remaining: readonly RemainingEffect[];
       readonly failures: readonly StepFailure[];
       readonly timesParked: number;
+    }
+  | {
+      readonly v: typeof PROTOCOL_VERSION;
+      readonly type: 'step';
+      readonly sagaId: string;
+      readonly saga: string;
+      readonly version: number;
+      readonly stepId: string;
+      readonly worker: string;
+      readonly status: StepStatus;
+      readonly attempt: number;
+      readonly compensationAttempt: number;
     };
 
 function bad(message: string): TransportError {
@@ -195,5 +208,6 @@ export function parseEvent(body: unknown): SagaEvent | undefined {
   if (!isObject(body) || body.v !== PROTOCOL_VERSION || typeof body.sagaId !== 'string' || typeof body.saga !== 'string' || typeof body.version !== 'number') return undefined;
   if (body.type === 'outcome' && isObject(body.outcome)) return body as unknown as SagaEvent;
   if (body.type === 'escalation' && Array.isArray(body.remaining) && Array.isArray(body.failures)) return body as unknown as SagaEvent;
+  if (body.type === 'step' && typeof body.stepId === 'string' && typeof body.status === 'string' && typeof body.attempt === 'number') return body as unknown as SagaEvent;
   return undefined;
 }

@@ -98,8 +98,12 @@ describe('sagaClient', () => {
     release();
     const outcome = await client.outcome(sagaId, { timeoutMs: 10_000 });
     expect(outcome).toMatchObject({ sagaId, status: 'committed', results: { invoice: { invoice: 7 }, hotel: { room: 'Lisbon-12' } } });
-    await until(() => seen.length > 0);
-    expect(seen).toEqual([{ v: 1, type: 'outcome', sagaId, saga: 'trip', version: 1, outcome }]);
+    await until(() => seen.some((e) => e.type === 'outcome'));
+    // Each step's changes, then the outcome.
+    const steps = seen.filter((e) => e.type === 'step').map((e) => (e.type === 'step' ? `${e.stepId} ${e.status}` : ''));
+    expect(steps).toEqual(['invoice dispatched', 'invoice committed', 'hotel dispatched', 'hotel committed']);
+    expect(seen[0]).toEqual({ v: 1, type: 'step', sagaId, saga: 'trip', version: 1, stepId: 'invoice', worker: 'invoice', status: 'dispatched', attempt: 1, compensationAttempt: 0 });
+    expect(seen.filter((e) => e.type !== 'step')).toEqual([{ v: 1, type: 'outcome', sagaId, saga: 'trip', version: 1, outcome }]);
     watch.stop();
     others.stop();
     expect(otherSeen).toEqual([]);
@@ -121,8 +125,8 @@ describe('sagaClient', () => {
     const seen = collect(all);
     const { sagaId, outcome } = await client.start('trip', { city: 'Atlantis' }, { wait: true });
     expect(outcome).toMatchObject({ status: 'compensation-failed', remaining: [expect.objectContaining({ stepId: 'invoice' })] });
-    await until(() => seen.some((e) => e.sagaId === sagaId));
-    expect(seen.find((e) => e.sagaId === sagaId)).toMatchObject({ type: 'escalation', saga: 'trip', remaining: [expect.objectContaining({ stepId: 'invoice' })], timesParked: 1 });
+    await until(() => seen.some((e) => e.sagaId === sagaId && e.type === 'escalation'));
+    expect(seen.find((e) => e.sagaId === sagaId && e.type !== 'step')).toMatchObject({ type: 'escalation', saga: 'trip', remaining: [expect.objectContaining({ stepId: 'invoice' })], timesParked: 1 });
 
     const parked = await client.list({ status: 'parked' });
     expect(parked.truncated).toBe(false);
@@ -134,7 +138,7 @@ describe('sagaClient', () => {
     expect(await client.retry(sagaId, { timeoutMs: 10_000 })).toMatchObject({ sagaId, status: 'compensated', compensated: ['invoice'] });
     expect((await client.list()).sagas.map((s) => s.sagaId)).not.toContain(sagaId);
     await until(() => seen.some((e) => e.sagaId === sagaId && e.type === 'outcome'));
-    expect(seen.filter((e) => e.sagaId === sagaId).map((e) => e.type)).toEqual(['escalation', 'outcome']);
+    expect(seen.filter((e) => e.sagaId === sagaId && e.type !== 'step').map((e) => e.type)).toEqual(['escalation', 'outcome']);
 
     world.undoBroken = true;
     const second = (await client.start('trip', { city: 'Atlantis' }, { wait: true })).sagaId;
