@@ -153,10 +153,15 @@ describe('a nats-server with authorization and the documented subject permission
       expect((await client.status('trip-perm'))?.state).toBe('committed');
       expect(await client.list()).toEqual({ sagas: [], truncated: false });
       expect(await client.deadLetters()).toEqual([]);
+      const types: string[] = [];
       for await (const event of watch) {
-        expect(event).toMatchObject({ type: 'outcome', sagaId: 'trip-perm' });
-        break;
+        types.push(event.type);
+        if (event.type === 'outcome') {
+          expect(event).toMatchObject({ type: 'outcome', sagaId: 'trip-perm' });
+          break;
+        }
       }
+      expect(types).toEqual(['step', 'step', 'step', 'step', 'outcome']);
       // Discovery answers through allow_responses.
       const ping = await clientNc.request('$SRV.PING', undefined, { timeout: 2_000 });
       expect(ping.json<{ type: string }>().type).toBe('io.nats.micro.v1.ping_response');
