@@ -5,9 +5,8 @@
  */
 import { TransportError } from '../errors.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
-import type { SagaStatus, SagaSummary } from '../runtime/api.ts';
+import type { SagaStatus, SagaSummary, StepEvent } from '../runtime/api.ts';
 import type { DeadLetter, RemainingEffect, SagaOutcome, StepFailure } from '../types.ts';
-import type { StepStatus } from '../machines/saga-logic.ts';
 
 /** The endpoints of the coordinator service: `<prefix>.svc.<endpoint>`. */
 export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'dead-letters'] as const;
@@ -99,18 +98,7 @@ export type SagaEvent =
       readonly failures: readonly StepFailure[];
       readonly timesParked: number;
     }
-  | {
-      readonly v: typeof PROTOCOL_VERSION;
-      readonly type: 'step';
-      readonly sagaId: string;
-      readonly saga: string;
-      readonly version: number;
-      readonly stepId: string;
-      readonly worker: string;
-      readonly status: StepStatus;
-      readonly attempt: number;
-      readonly compensationAttempt: number;
-    };
+  | ({ readonly v: typeof PROTOCOL_VERSION; readonly type: 'step' } & StepEvent);
 
 function bad(message: string): TransportError {
   return new TransportError('PROTOCOL_ERROR', message, { retryable: false });
