@@ -37,7 +37,9 @@ export type SagaErrorCode =
   | 'JOURNAL_UNAVAILABLE'
   | 'SAGA_FENCED'
   | 'UNKNOWN_SAGA'
-  | 'SERVICE_ERROR';
+  | 'SERVICE_ERROR'
+  | 'RESOLVE_NEEDS_REVIEW'
+  | 'FENCE_FAILED';
 
 /** Base class of every error scatter-saga throws or reports. */
 export class SagaError extends Error {
@@ -134,6 +136,60 @@ export class WorkerNotHostedError extends SagaError {
 export class SagaNotFoundError extends SagaError {
   constructor(sagaId: string) {
     super('SAGA_NOT_FOUND', `no saga '${sagaId}' is known to this runtime`);
+  }
+}
+
+/** What a resolve learned of one remaining effect when it fenced the effect's key. */
+export interface FencedEffect {
+  readonly stepId: string;
+  readonly worker: string;
+  readonly idempotencyKey: string;
+  /** The dead letter listed the effect as in doubt when the resolve began. */
+  readonly inDoubt: boolean;
+  /**
+   * The key's fence: which resolve closed it (`by`) and what a `do` had left there
+   * (`was`: `none`, `applied`, `unknown`, `undoPending`, `compensated`). Absent when the
+   * fence got no answer.
+   */
+  readonly fence?: { readonly by: string; readonly was: string };
+  /** `handled`: nothing can have landed unseen; `review`: look again; `failed`: the key could not be fenced. */
+  readonly verdict: 'handled' | 'review' | 'failed';
+  /** Why the fence failed. */
+  readonly error?: ErrorInfo;
+}
+
+/**
+ * A resolve did not end the saga; it stays parked, and nothing was journaled.
+ *
+ * - `RESOLVE_NEEDS_REVIEW`: every remaining key is fenced now (no `do` of them can apply
+ *   any more), but for some (`verdict: 'review'`) a `do` applied, or may have, at a time
+ *   nobody knows: after the operator looked, perhaps. Look at the system of record again,
+ *   undo by hand what is there, and resolve again passing `review` as `reviewed`.
+ * - `FENCE_FAILED`: some key could not be fenced (no host answered, a `do` of it still
+ *   runs, or its hosts do not speak `fence`). Resolve again once its hosts answer; if the
+ *   worker is gone for good, resolve with `force` (then nothing stops a late `do`).
+ */
+export class ResolveError extends SagaError {
+  readonly sagaId: string;
+  readonly fences: readonly FencedEffect[];
+  /** With `RESOLVE_NEEDS_REVIEW`: the token to pass as `reviewed` once the operator has looked again. */
+  readonly review: string | undefined;
+  constructor(code: 'RESOLVE_NEEDS_REVIEW' | 'FENCE_FAILED', sagaId: string, fences: readonly FencedEffect[], review: string | undefined) {
+    const list = (verdict: FencedEffect['verdict']) =>
+      fences
+        .filter((f) => f.verdict === verdict)
+        .map((f) => `'${f.stepId}' (worker '${f.worker}'${f.fence !== undefined ? `, ${f.fence.was}` : ''}${f.error !== undefined ? `: ${f.error.code} ${f.error.message}` : ''})`)
+        .join(', ');
+    super(
+      code,
+      code === 'RESOLVE_NEEDS_REVIEW'
+        ? `saga '${sagaId}' was not resolved: its keys are fenced now (no do of them can apply any more), but the effect of ${list('review')} may have landed after you looked. Look at the system of record again, undo by hand what is there, then resolve again with reviewed: '${review}'`
+        : `saga '${sagaId}' was not resolved: could not fence ${list('failed')}; it stays parked. Resolve again once the worker's hosts answer; if the worker is gone for good, resolve with force (then nothing stops a late do of it)`,
+      { retryable: code === 'FENCE_FAILED' },
+    );
+    this.sagaId = sagaId;
+    this.fences = fences;
+    this.review = review;
   }
 }
 

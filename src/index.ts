@@ -31,11 +31,12 @@ export {
   TerminalError,
   TransportError,
   JournalUnavailableError,
+  ResolveError,
 } from './errors.ts';
 export { PROTOCOL_VERSION } from './types.ts';
 
-export type { DefinitionPlace, ErrorInfo, SagaErrorCode } from './errors.ts';
-export type { Runtime, RuntimeOptions, RuntimeEvents, EscalationEvent, SagaStatus, RunOptions, StartedSaga, SagaSummary, ListOptions, StepEvent } from './runtime.ts';
+export type { DefinitionPlace, ErrorInfo, FencedEffect, SagaErrorCode } from './errors.ts';
+export type { Runtime, RuntimeOptions, RuntimeEvents, EscalationEvent, SagaStatus, RunOptions, StartedSaga, SagaSummary, ListOptions, ResolveOptions, StepEvent } from './runtime.ts';
 export type { WorkerHost, WorkerHostOptions } from './actors/worker-host.ts';
 export type { MachineStateName, StepStatus } from './machines/saga-logic.ts';
 export type {

@@ -21,7 +21,7 @@ import { Admission } from './runtime/admission.ts';
 import type { Runtime, StartedSaga } from './runtime/api.ts';
 import { SagaDriver } from './runtime/driver.ts';
 import type { Header } from './runtime/driver.ts';
-import { deadLetters, list, operator, outcome, status } from './runtime/operator.ts';
+import { deadLetters, list, operator, outcome, resolveParked, status } from './runtime/operator.ts';
 import { resolveOptions } from './runtime/options.ts';
 import { parseTraceparent } from './tracing.ts';
 import type { RunOptions, RuntimeOptions } from './runtime/options.ts';
@@ -30,7 +30,7 @@ import type { SagaDefinition, SagaOutcome, SagaRecord, Served, VersionedSagaReco
 
 export { DEFAULT_JOURNAL_RETRY_MS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OWNERSHIP_LEASE_MS } from './runtime/options.ts';
 export type { RunOptions, RuntimeOptions } from './runtime/options.ts';
-export type { EscalationEvent, ListOptions, Runtime, RuntimeEvents, SagaStatus, SagaSummary, StartedSaga, StepEvent } from './runtime/api.ts';
+export type { EscalationEvent, ListOptions, ResolveOptions, Runtime, RuntimeEvents, SagaStatus, SagaSummary, StartedSaga, StepEvent } from './runtime/api.ts';
 
 /** An idempotency key's shape (40 hex digits), for checking a request's size before its key is computed. */
 const KEY_SHAPE = '0'.repeat(40);
@@ -236,7 +236,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     outcome: (sagaId, options) => outcome(driver, sagaId, options),
 
     retry: (sagaId) => operator(driver, sagaId, { type: 'OPERATOR.RETRY' }),
-    resolve: (sagaId, note) => operator(driver, sagaId, { type: 'OPERATOR.RESOLVE', ...(note !== undefined ? { note } : {}) }),
+    resolve: (sagaId, options) => resolveParked(driver, sagaId, options),
 
     recover: () => recover(driver, serving, o.ownershipLeaseMs),
 

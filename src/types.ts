@@ -387,7 +387,7 @@ export type SagaOutcome<TResults = Readonly<Record<string, unknown>>> = Committe
 export const PROTOCOL_VERSION = 1;
 
 /** The two operations of a worker. */
-export type WorkerOp = 'do' | 'compensate';
+export type WorkerOp = 'do' | 'compensate' | 'fence';
 
 /** One request from a coordinator to a worker host. */
 export interface WorkerRequest {
@@ -403,6 +403,8 @@ export interface WorkerRequest {
   readonly input: unknown;
   /** For `compensate`: the result of `do` as the coordinator knows it. */
   readonly result?: unknown;
+  /** For `fence` (required there): the fence's id, 1 to 128 characters, the same for every key one resolve fences. */
+  readonly fence?: string;
   readonly traceparent?: string;
 }
 
@@ -471,7 +473,23 @@ export interface KeyRecord {
    * presumed dead and another host may take the key over.
    */
   readonly leaseUntil?: number;
+  /** The first fence of the key (an operator resolving its saga): no `do` applies after it. */
+  readonly fence?: FenceRecord;
   readonly updatedAt: number;
+}
+
+/**
+ * What a `do` had left on a key when the first fence came: `none` (no `do` applied: none
+ * ran, or its run failed), `applied` (a `do` applied), `unknown` (a `do` may have
+ * applied: an interrupted run), `undoPending` (an undo had started and not finished: the
+ * effect may be there), `compensated` (undone).
+ */
+export type FenceWas = 'none' | 'applied' | 'unknown' | 'undoPending' | 'compensated';
+
+/** A key's first fence: which one (`by`, the resolve that sent it) and what it found. */
+export interface FenceRecord {
+  readonly by: string;
+  readonly was: FenceWas;
 }
 
 /** A key's record as read, with the revision a compare-and-set write must name. */

@@ -175,7 +175,8 @@ function decide(setup: RequestSetup, ev: Extract<HostEvent, { type: 'READ' }>, c
     changed = true;
   }
   if (current.state === 'new') current = { ...current, inputHash: setup.inputHash };
-  const stepped = stepKey(current, req.op === 'do' ? { type: 'DO', attempt: req.attempt } : { type: 'COMPENSATE' }, now);
+  const event: KeyEvent = req.op === 'do' ? { type: 'DO', attempt: req.attempt } : req.op === 'compensate' ? { type: 'COMPENSATE' } : { type: 'FENCE', by: req.fence ?? '' };
+  const stepped = stepKey(current, event, now);
   const next = stepped.record;
   for (const action of stepped.actions) {
     switch (action) {
@@ -191,6 +192,11 @@ function decide(setup: RequestSetup, ev: Extract<HostEvent, { type: 'READ' }>, c
       case 'ackCompensated': {
         if (next.state === current.state && !changed) return done({ ok: true });
         return { state: { phase: 'writing', conflicts, record: next, then: { reply: { ok: true } } }, commands: [{ type: 'write', record: next, revision: ev.revision }] };
+      }
+      case 'ackFenced': {
+        const reply: WorkerReply = { ok: true, result: next.fence };
+        if (!changed && next.fence === current.fence && next.state === current.state) return done(reply);
+        return { state: { phase: 'writing', conflicts, record: next, then: { reply } }, commands: [{ type: 'write', record: next, revision: ev.revision }] };
       }
       case 'replyStored':
         return done(storedReply(setup, next));

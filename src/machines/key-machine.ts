@@ -20,6 +20,13 @@
  *        uncertain; a compensate undoes blindly, a do of the same attempt answers
  *        OUTCOME_UNKNOWN, a newer attempt runs again (and stays interrupted)
  *   compensating | undoPending | compensated ─do▶ refused   (the tombstone)
+ *   fence (an operator resolving a parked saga): the key refuses every later do, and the
+ *        host answers what a do left (`none`, `applied`, `unknown`, `undoPending`,
+ *        `compensated`) and which fence closed the key first. new | done | uncertain
+ *        ─fence▶ undoPending (an effect may be there: a later compensate still undoes);
+ *        failed | retryable ─fence▶ compensated; undoPending | compensated stay. A key
+ *        already fenced answers its first fence again. doing | compensating: the fence
+ *        waits for the claim, as every request does.
  *
  * Hosts apply it as a pure function with XState's `transition()` over their dedup
  * records: no actor per key. The named actions are what the host must do; claims,
@@ -28,11 +35,13 @@
 import { assign, setup } from 'xstate';
 import { pureStepper } from './pure-transition.ts';
 import type { ErrorInfo } from '../errors.ts';
-import type { KeyRecord, KeyState } from '../types.ts';
+import type { FenceRecord, FenceWas, KeyRecord, KeyState } from '../types.ts';
 
 export type KeyEvent =
   | { type: 'DO'; attempt: number }
   | { type: 'COMPENSATE' }
+  /** An operator fences the key before resolving its saga: `by` names the fence. */
+  | { type: 'FENCE'; by: string }
   | { type: 'DO.OK'; result: unknown }
   | { type: 'DO.FAILED'; error: ErrorInfo }
   | { type: 'COMPENSATION.OK' }
@@ -46,7 +55,8 @@ export type KeyAction =
   | 'awaitClaim' // another claim runs the key: wait for it to end, then decide again
   | 'replyStored' // answer a do from the stored outcome
   | 'refuse' // answer a do with COMPENSATED: the key was undone, the effect must not apply
-  | 'ackCompensated'; // answer a compensate with ok: nothing (more) to undo
+  | 'ackCompensated' // answer a compensate with ok: nothing (more) to undo
+  | 'ackFenced'; // answer a fence with the key's fence record
 
 interface KeyContext {
   /** The attempt of the last do run (0: none). */
@@ -55,6 +65,8 @@ interface KeyContext {
   interrupted: boolean;
   result: unknown;
   error: ErrorInfo | undefined;
+  /** The first fence of the key, and what a do had left when it came. */
+  fence: FenceRecord | undefined;
 }
 
 const noop = () => {};
@@ -68,6 +80,8 @@ export const keyMachine = setup({
     replyStored: noop,
     refuse: noop,
     ackCompensated: noop,
+    ackFenced: noop,
+    storeFence: assign(({ context, event }, params: { was: FenceWas }) => ({ fence: { by: (event as { by: string }).by, was: context.interrupted && params.was === 'none' ? 'unknown' : params.was } })),
     storeResult: assign(({ event }) => ({ result: (event as { result: unknown }).result, error: undefined, interrupted: false })),
     storeError: assign(({ event }) => ({ error: (event as { error: ErrorInfo }).error })),
     storeAttempt: assign(({ event }) => ({ attempt: (event as { attempt: number }).attempt })),
@@ -78,20 +92,23 @@ export const keyMachine = setup({
     retryable: ({ event }) => (event as { error: ErrorInfo }).error.retryable,
     newerAttempt: ({ context, event }) => (event as { attempt: number }).attempt > context.attempt,
     interrupted: ({ context }) => context.interrupted,
+    fenced: ({ context }) => context.fence !== undefined,
   },
 }).createMachine({
   id: 'idempotency-key',
-  context: { attempt: 0, interrupted: false, result: undefined, error: undefined },
+  context: { attempt: 0, interrupted: false, result: undefined, error: undefined, fence: undefined },
   initial: 'new',
   states: {
     new: {
       on: {
+        FENCE: [{ guard: 'fenced', actions: 'ackFenced' }, { target: 'undoPending', actions: [{ type: 'storeFence', params: { was: 'none' } }, 'ackFenced'] }],
         DO: { target: 'doing', actions: ['storeAttempt', 'runDo'] },
         COMPENSATE: { target: 'compensating', actions: ['settleDoubt', 'runCompensate'] },
       },
     },
     doing: {
       on: {
+        FENCE: { actions: 'awaitClaim' },
         DO: { actions: 'awaitClaim' },
         COMPENSATE: { actions: 'awaitClaim' },
         'DO.OK': { target: 'done', actions: 'storeResult' },
@@ -105,30 +122,35 @@ export const keyMachine = setup({
     },
     uncertain: {
       on: {
+        FENCE: [{ guard: 'fenced', actions: 'ackFenced' }, { target: 'undoPending', actions: [{ type: 'storeFence', params: { was: 'unknown' } }, 'ackFenced'] }],
         DO: [{ guard: 'newerAttempt', target: 'doing', actions: ['storeAttempt', 'runDo'] }, { actions: 'replyStored' }],
         COMPENSATE: { target: 'compensating', actions: ['settleDoubt', 'runCompensate'] },
       },
     },
     retryable: {
       on: {
+        FENCE: [{ guard: 'fenced', actions: 'ackFenced' }, { target: 'compensated', actions: [{ type: 'storeFence', params: { was: 'none' } }, 'ackFenced'] }],
         DO: [{ guard: 'newerAttempt', target: 'doing', actions: ['storeAttempt', 'runDo'] }, { actions: 'replyStored' }],
         COMPENSATE: { target: 'compensated', actions: 'ackCompensated' },
       },
     },
     done: {
       on: {
+        FENCE: [{ guard: 'fenced', actions: 'ackFenced' }, { target: 'undoPending', actions: [{ type: 'storeFence', params: { was: 'applied' } }, 'ackFenced'] }],
         DO: { actions: 'replyStored' },
         COMPENSATE: { target: 'compensating', actions: 'runCompensate' },
       },
     },
     failed: {
       on: {
+        FENCE: [{ guard: 'fenced', actions: 'ackFenced' }, { target: 'compensated', actions: [{ type: 'storeFence', params: { was: 'none' } }, 'ackFenced'] }],
         DO: { actions: 'replyStored' },
         COMPENSATE: { target: 'compensated', actions: 'ackCompensated' },
       },
     },
     compensating: {
       on: {
+        FENCE: { actions: 'awaitClaim' },
         DO: { actions: 'refuse' },
         COMPENSATE: { actions: 'awaitClaim' },
         'COMPENSATION.OK': { target: 'compensated' },
@@ -138,12 +160,14 @@ export const keyMachine = setup({
     },
     undoPending: {
       on: {
+        FENCE: [{ guard: 'fenced', actions: 'ackFenced' }, { actions: [{ type: 'storeFence', params: { was: 'undoPending' } }, 'ackFenced'] }],
         DO: { actions: 'refuse' },
         COMPENSATE: { target: 'compensating', actions: 'runCompensate' },
       },
     },
     compensated: {
       on: {
+        FENCE: [{ guard: 'fenced', actions: 'ackFenced' }, { actions: [{ type: 'storeFence', params: { was: 'compensated' } }, 'ackFenced'] }],
         DO: { actions: 'refuse' },
         COMPENSATE: { actions: 'ackCompensated' },
       },
@@ -151,7 +175,7 @@ export const keyMachine = setup({
   },
 });
 
-const HOST_ACTIONS = new Set<string>(['runDo', 'runCompensate', 'awaitClaim', 'replyStored', 'refuse', 'ackCompensated']);
+const HOST_ACTIONS = new Set<string>(['runDo', 'runCompensate', 'awaitClaim', 'replyStored', 'refuse', 'ackCompensated', 'ackFenced']);
 
 /** XState's pure transition over one reused inert scope (see pure-transition.ts). */
 const stepper = pureStepper(keyMachine, undefined);
@@ -174,12 +198,16 @@ interface Effect {
   attempt: 'event' | 'keep';
   result: 'event' | 'keep' | 'clear';
   error: 'event' | 'keep' | 'clear';
+  /** The fence record: kept, or a new one of the event's fence with this `was`. */
+  fence: 'keep' | { was: FenceWas };
 }
 
 const EVENT_RESULT = Symbol('event result');
 const OLD_RESULT = Symbol('old result');
 const EVENT_ERROR: ErrorInfo = { code: 'WORKER_ERROR', message: 'event error', retryable: false };
 const OLD_ERROR: ErrorInfo = { code: 'WORKER_ERROR', message: 'old error', retryable: false };
+const EVENT_FENCE = 'event fence';
+const OLD_FENCE: FenceRecord = { by: 'old fence', was: 'none' };
 const memo = new Map<string, Effect>();
 
 /** What the machine's guards read: a transition kind is fixed by these. */
@@ -190,6 +218,8 @@ interface Kind {
   newer: boolean;
   /** For failures: is the error retryable. */
   retryable: boolean;
+  /** An operator fenced the key. */
+  fenced: boolean;
 }
 
 /**
@@ -206,10 +236,12 @@ function learn(kind: Kind, type: KeyEvent['type']): Effect {
         ? { type, result: EVENT_RESULT }
         : type === 'DO.FAILED' || type === 'COMPENSATION.FAILED'
           ? { type, error: eventError }
-          : { type };
+          : type === 'FENCE'
+            ? { type, by: EVENT_FENCE }
+            : { type };
   const snapshot = keyMachine.resolveState({
     value: kind.state,
-    context: { interrupted: kind.interrupted, attempt: 1, result: OLD_RESULT, error: OLD_ERROR },
+    context: { interrupted: kind.interrupted, attempt: 1, result: OLD_RESULT, error: OLD_ERROR, fence: kind.fenced ? OLD_FENCE : undefined },
   });
   const [next, actions] = stepper.next(snapshot, marked);
   const c = next.context;
@@ -221,6 +253,7 @@ function learn(kind: Kind, type: KeyEvent['type']): Effect {
     attempt: c.attempt === 2 ? 'event' : 'keep',
     result: origin(c.result, EVENT_RESULT, OLD_RESULT),
     error: origin(c.error, eventError, OLD_ERROR),
+    fence: c.fence !== undefined && c.fence.by === EVENT_FENCE ? { was: c.fence.was } : 'keep',
   };
 }
 
@@ -237,8 +270,9 @@ export function stepKey(record: KeyRecord, event: KeyEvent, now: number): { reco
     interrupted: record.interrupted === true,
     newer: event.type === 'DO' && event.attempt > (record.attempt ?? 0),
     retryable: (event.type === 'DO.FAILED' || event.type === 'COMPENSATION.FAILED') && event.error.retryable,
+    fenced: record.fence !== undefined,
   };
-  const memoKey = `${kind.state}|${event.type}|${+kind.interrupted}${+kind.newer}${+kind.retryable}`;
+  const memoKey = `${kind.state}|${event.type}|${+kind.interrupted}${+kind.newer}${+kind.retryable}${+kind.fenced}`;
   let effect = memo.get(memoKey);
   if (effect === undefined) {
     effect = learn(kind, event.type);
@@ -247,6 +281,7 @@ export function stepKey(record: KeyRecord, event: KeyEvent, now: number): { reco
   const result = effect.result === 'event' ? (event as { result: unknown }).result : effect.result === 'keep' ? record.result : undefined;
   const error = effect.error === 'event' ? (event as { error: ErrorInfo }).error : effect.error === 'keep' ? record.error : undefined;
   const attempt = effect.attempt === 'event' ? (event as { attempt: number }).attempt : record.attempt;
+  const fence = effect.fence === 'keep' ? record.fence : { by: (event as { by: string }).by, was: effect.fence.was };
   const next: KeyRecord = {
     state: effect.state,
     inputHash: record.inputHash,
@@ -254,6 +289,7 @@ export function stepKey(record: KeyRecord, event: KeyEvent, now: number): { reco
     ...(attempt !== undefined ? { attempt } : {}),
     ...(result !== undefined ? { result } : {}),
     ...(error !== undefined ? { error } : {}),
+    ...(fence !== undefined ? { fence } : {}),
     updatedAt: now,
   };
   return { record: next, actions: effect.actions.slice() };

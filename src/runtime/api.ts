@@ -60,6 +60,21 @@ export interface SagaStatus {
   readonly outcome: SagaOutcome | undefined;
 }
 
+/** The options of `Runtime.resolve`. */
+export interface ResolveOptions {
+  /** Logged with the operator action. */
+  readonly note?: string;
+  /** The `review` token of the `RESOLVE_NEEDS_REVIEW` error: the operator has looked again since those fences. */
+  readonly reviewed?: string;
+  /**
+   * How long each fence may wait for its key: a `do` that still runs is waited for this long
+   * (then the resolve fails with `FENCE_FAILED`, the saga still parked). Default 10_000.
+   */
+  readonly fenceTimeoutMs?: number;
+  /** Resolve without fencing the keys (their worker is gone for good). Unsafe: nothing stops a late `do`. Default false. */
+  readonly force?: boolean;
+}
+
 /** What `Runtime.start` resolves with: the saga's id, and its outcome to come. */
 export interface StartedSaga<TResults = Readonly<Record<string, unknown>>> {
   readonly sagaId: string;
@@ -128,8 +143,20 @@ export interface Runtime {
    * first (it needs the saga's definition, from `sagas` or an earlier run).
    */
   retry(sagaId: string): Promise<SagaOutcome>;
-  /** Operator: declares the remaining effects of a parked saga handled by hand (from any coordinator, as `retry`). */
-  resolve(sagaId: string, note?: string): Promise<SagaOutcome>;
+  /**
+   * Operator: declares the remaining effects of a parked saga handled by hand (from any
+   * coordinator, as `retry`); the saga ends `compensated` (or `committed`, when it was
+   * releasing steps of a commit), naming them in `resolvedByOperator`.
+   *
+   * It first fences the key of every remaining effect through the worker's hosts: from then
+   * on no `do` of them can apply. It ends the saga only when nothing can have landed after
+   * the operator looked; otherwise it rejects with a `ResolveError`, the saga still parked:
+   * `RESOLVE_NEEDS_REVIEW` (look at the system of record again, then resolve again with
+   * `reviewed: error.review`) or `FENCE_FAILED` (a key could not be fenced). `force` skips
+   * the fences, for a worker gone for good: nothing then stops a late `do` of it. A string
+   * as second argument is the `note`.
+   */
+  resolve(sagaId: string, options?: ResolveOptions | string): Promise<SagaOutcome>;
   /**
    * Restores unfinished sagas from the store and drives them on (after a coordinator
    * restart); resolves with the ids of the sagas restored. It skips sagas owned by another

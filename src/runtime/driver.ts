@@ -176,6 +176,11 @@ export class SagaDriver {
     return this.definitions.get(`${rec.saga}@${rec.version}`);
   }
 
+  /** The transport requests go out on (an operator's resolve fences keys through it). */
+  get transport(): Transport {
+    return this.o.transport;
+  }
+
   ensureOpen(): void {
     if (this.closed) throw new SagaError('RUNTIME_CLOSED', 'this runtime is closed');
   }

@@ -2,11 +2,15 @@
  * The operator API: retry and resolve a parked saga (from any coordinator sharing the
  * store), a saga's status, the dead letters, and the outcome of a saga by its id.
  */
-import { InvalidOptionError, SagaError, SagaNotFoundError } from '../errors.ts';
+import { randomUUID } from 'node:crypto';
+import { InvalidOptionError, ResolveError, SagaError, SagaNotFoundError, toErrorInfo } from '../errors.ts';
+import type { ErrorInfo, FencedEffect } from '../errors.ts';
+import { fenceOfReply, fenceVerdict, parseReviewToken, reviewToken } from '../machines/fence-verdict.ts';
 import { outcomeOf } from '../machines/saga-logic.ts';
 import type { MachineStateName, SagaContext, StepStatus } from '../machines/saga-logic.ts';
-import type { DeadLetter, SagaDefinition, SagaOutcome, SagaRecord, VersionedSagaRecord } from '../types.ts';
-import type { ListOptions, SagaStatus, SagaSummary } from './api.ts';
+import { PROTOCOL_VERSION } from '../types.ts';
+import type { DeadLetter, FenceRecord, RemainingEffect, SagaDefinition, SagaOutcome, SagaRecord, VersionedSagaRecord, WorkerRequest } from '../types.ts';
+import type { ListOptions, ResolveOptions, SagaStatus, SagaSummary } from './api.ts';
 import type { Live, SagaDriver } from './driver.ts';
 
 const notParked = (sagaId: string) => new SagaError('SAGA_NOT_PARKED', `saga '${sagaId}' is not parked in compensation-failed; only parked sagas take operator commands`);
@@ -55,15 +59,104 @@ async function parkedEntry(driver: SagaDriver, sagaId: string): Promise<Live> {
 /** Sends an operator command (retry or resolve) to a parked saga; resolves with its next outcome. */
 export async function operator(driver: SagaDriver, sagaId: string, event: { type: 'OPERATOR.RETRY' } | { type: 'OPERATOR.RESOLVE'; note?: string }): Promise<SagaOutcome> {
   driver.ensureOpen();
-  const entry = await parkedEntry(driver, sagaId);
+  return send(driver, await parkedEntry(driver, sagaId), event);
+}
+
+function send(driver: SagaDriver, entry: Live, event: { type: 'OPERATOR.RETRY' } | { type: 'OPERATOR.RESOLVE'; note?: string }): Promise<SagaOutcome> {
   const outcome = new Promise<SagaOutcome>((resolve, reject) => entry.waiters.push({ resolve, reject }));
   entry.parked = false;
   entry.idle = false;
   driver.admission.enter();
-  driver.logger.info({ sagaId, action: event.type, note: 'note' in event ? event.note : undefined }, 'operator action');
+  driver.logger.info({ sagaId: entry.header.sagaId, action: event.type, note: 'note' in event ? event.note : undefined }, 'operator action');
   // The machine journals the resumed compensation (and clears the dead letter) before it sends anything.
   entry.actor.send(event);
   return outcome;
+}
+
+/** How long a fence waits for its key by default (a `do` that still runs is waited for). */
+const DEFAULT_FENCE_TIMEOUT_MS = 10_000;
+
+/** The effects a parked saga lists as remaining. */
+function remainingOf(entry: Live): readonly RemainingEffect[] {
+  const parked = outcomeOf(entry.def, entry.actor.getSnapshot().context, 'compensationFailed');
+  return parked?.status === 'compensation-failed' ? parked.remaining : [];
+}
+
+function resolveOptions(options: ResolveOptions | string | undefined): ResolveOptions {
+  if (options === undefined) return {};
+  if (typeof options === 'string') return { note: options };
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object { note?, reviewed?, force? } or a note string');
+  for (const k of Object.keys(options)) if (k !== 'note' && k !== 'reviewed' && k !== 'force' && k !== 'fenceTimeoutMs') throw new InvalidOptionError(k, 'unknown option (allowed: note, reviewed, force, fenceTimeoutMs)');
+  const t = options.fenceTimeoutMs;
+  if (t !== undefined && (typeof t !== 'number' || !Number.isFinite(t) || t < 1)) throw new InvalidOptionError('fenceTimeoutMs', 'must be a number of milliseconds >= 1');
+  if (options.note !== undefined && typeof options.note !== 'string') throw new InvalidOptionError('note', 'must be a string');
+  if (options.force !== undefined && typeof options.force !== 'boolean') throw new InvalidOptionError('force', 'must be true or false');
+  if (options.reviewed !== undefined && (typeof options.reviewed !== 'string' || parseReviewToken(options.reviewed) === undefined)) {
+    throw new InvalidOptionError('reviewed', "must be the 'review' token of a RESOLVE_NEEDS_REVIEW error, as it was given");
+  }
+  return options;
+}
+
+/** Fences one remaining effect's key through its worker's hosts: its fence record, or why there is none. */
+async function fenceKey(driver: SagaDriver, entry: Live, effect: RemainingEffect, fence: string, timeoutMs: number): Promise<FenceRecord | ErrorInfo> {
+  const req: WorkerRequest = {
+    v: PROTOCOL_VERSION,
+    op: 'fence',
+    worker: effect.worker,
+    sagaId: entry.header.sagaId,
+    stepId: effect.stepId,
+    key: effect.idempotencyKey,
+    attempt: 1,
+    deadline: driver.clock.now() + timeoutMs,
+    input: effect.input,
+    fence,
+  };
+  try {
+    const reply = await driver.transport.request(req, timeoutMs);
+    const answer = fenceOfReply(reply);
+    if ('by' in answer || answer.code !== 'PROTOCOL_ERROR' || !/unknown operation|"fence"/.test(answer.message)) return answer;
+    return { ...answer, message: `the hosts of worker '${effect.worker}' do not speak fence (${answer.message}): upgrade them` };
+  } catch (error) {
+    return toErrorInfo(error);
+  }
+}
+
+/**
+ * See `Runtime.resolve`. Fences every remaining key with one fence id, decides with
+ * `fenceVerdict` on the dead letter the operator read (late replies while parked may settle
+ * a step in doubt meanwhile: that must not count), and ends the saga only when every
+ * effect is handled. Nothing is journaled otherwise.
+ */
+export async function resolveParked(driver: SagaDriver, sagaId: string, options?: ResolveOptions | string): Promise<SagaOutcome> {
+  driver.ensureOpen();
+  const o = resolveOptions(options);
+  const entry = await parkedEntry(driver, sagaId);
+  const event = { type: 'OPERATOR.RESOLVE' as const, ...(o.note !== undefined ? { note: o.note } : {}) };
+  if (o.force === true) {
+    driver.logger.warn({ sagaId }, 'resolve with force: the keys of the remaining effects were not fenced');
+    return send(driver, entry, event);
+  }
+  const remaining = remainingOf(entry);
+  const reviewed = o.reviewed === undefined ? new Set<string>() : (parseReviewToken(o.reviewed) as Set<string>);
+  const fence = randomUUID();
+  const answers = await Promise.all(remaining.map((e) => fenceKey(driver, entry, e, fence, o.fenceTimeoutMs ?? DEFAULT_FENCE_TIMEOUT_MS)));
+  driver.ensureOpen();
+  if (!entry.parked || driver.live.get(sagaId) !== entry) throw new SagaError('SAGA_NOT_PARKED', `saga '${sagaId}' was retried or resolved while this resolve fenced its keys`);
+  const fences: FencedEffect[] = remaining.map((e, i) => {
+    const answer = answers[i] as FenceRecord | ErrorInfo;
+    const v = fenceVerdict(e, answer, reviewed);
+    const base = { stepId: e.stepId, worker: e.worker, idempotencyKey: e.idempotencyKey, inDoubt: e.inDoubt, verdict: v.kind };
+    return v.kind === 'failed' ? { ...base, error: v.error } : { ...base, fence: v.fence };
+  });
+  driver.logger.info({ sagaId, fence, fences: fences.map((f) => ({ stepId: f.stepId, verdict: f.verdict, was: f.fence?.was, code: f.error?.code })) }, 'resolve fenced the remaining keys');
+  if (fences.some((f) => f.verdict === 'failed')) throw new ResolveError('FENCE_FAILED', sagaId, fences, undefined);
+  const review = fences.filter((f) => f.verdict === 'review');
+  if (review.length > 0) throw new ResolveError('RESOLVE_NEEDS_REVIEW', sagaId, fences, reviewToken(review.map((f) => ({ stepId: f.stepId, by: (f.fence as FenceRecord).by }))));
+  // Every effect listed now was fenced above (a parked saga lists no new effect; guard anyway).
+  const fenced = new Set(remaining.map((e) => e.stepId));
+  const now = remainingOf(entry).filter((e) => !fenced.has(e.stepId));
+  if (now.length > 0) throw new SagaError('SAGA_NOT_PARKED', `saga '${sagaId}' lists effects its resolve did not fence (${now.map((e) => `'${e.stepId}'`).join(', ')}): resolve again`);
+  return send(driver, entry, event);
 }
 
 /** See `Runtime.outcome`. */

@@ -29,6 +29,7 @@ import { startRequest, stepRequest } from '../machines/host-protocol.ts';
 import type { HostCommand, HostEvent, RequestSetup, RequestState } from '../machines/host-protocol.ts';
 import { newKeyRecord, stepKey } from '../machines/key-machine.ts';
 import type { KeyAction, KeyEvent } from '../machines/key-machine.ts';
+import { fenceOfReply, fenceVerdict, reviewKey } from '../machines/fence-verdict.ts';
 import { outcomeOf } from '../machines/saga-logic.ts';
 import type { MachineStateName, SagaCommand, SagaContext, SagaEvent, StepState } from '../machines/saga-logic.ts';
 import { createSagaMachine } from '../machines/saga-machine.ts';
@@ -126,7 +127,7 @@ interface KeyWorld {
 }
 
 const keyOfWorld = (w: KeyWorld) =>
-  `${w.record.state}|${w.record.interrupted ? 'i' : ''}|${w.record.attempt ?? 0}|${w.record.result === undefined ? '' : 'r'}|${w.running}|${w.effect}|${w.undone ? 'u' : ''}`;
+  `${w.record.state}|${w.record.interrupted ? 'i' : ''}|${w.record.attempt ?? 0}|${w.record.result === undefined ? '' : 'r'}|${w.running}|${w.effect}|${w.undone ? 'u' : ''}|${w.record.fence?.was ?? ''}`;
 
 function keyStep(w: KeyWorld, ev: KeyEvent, applied: boolean): { next: KeyWorld; actions: KeyAction[]; bad: [string, string][] } {
   const bad: [string, string][] = [];
@@ -144,6 +145,7 @@ function keyStep(w: KeyWorld, ev: KeyEvent, applied: boolean): { next: KeyWorld;
   for (const a of actions) {
     if (a === 'runDo') {
       if (w.undone) bad.push(['tombstone-refuses-late-do', `a do started on a key already undone (state ${w.record.state})`]);
+      if (w.record.fence !== undefined) bad.push(['fence-refuses-later-do', `a do started on a key already fenced (state ${w.record.state})`]);
       if (w.running !== 'none') bad.push(['one-operation-at-a-time', `a do started while ${w.running} was running`]);
       next.running = 'do';
     }
@@ -153,6 +155,13 @@ function keyStep(w: KeyWorld, ev: KeyEvent, applied: boolean): { next: KeyWorld;
     }
     if (a === 'ackCompensated' && (next.effect !== 0 || w.running === 'do')) {
       bad.push(['compensate-acked-only-when-undone', `compensate acknowledged with effect count ${next.effect}${w.running === 'do' ? ' and a do running' : ''}`]);
+    }
+    if (a === 'ackFenced') {
+      if (w.running !== 'none') bad.push(['fence-waits-for-the-claim', `a fence was answered while ${w.running} was running`]);
+      const was = record.fence?.was;
+      if (w.record.fence === undefined && (was === 'none' || was === 'compensated') && next.effect !== 0) bad.push(['fence-none-means-no-effect', `a fence answered '${was}' (state ${w.record.state}) with effect count ${next.effect}`]);
+      if (w.record.fence === undefined && was === 'applied' && next.effect !== 1) bad.push(['fence-applied-means-effect', `a fence answered 'applied' with effect count ${next.effect}`]);
+      if (w.record.fence !== undefined && record.fence !== w.record.fence) bad.push(['fence-answers-its-first-fence', 'a second fence changed the key\'s fence record']);
     }
     if (a === 'replyStored' && record.state === 'done' && next.effect !== 1) bad.push(['stored-reply-matches-world', `do answered ok from the record but the effect count is ${next.effect}`]);
   }
@@ -173,6 +182,7 @@ export function exploreKeyMachine(options: { ignore?: readonly string[] } = {}):
     add('DO#1', { type: 'DO', attempt: 1 });
     add('DO#2', { type: 'DO', attempt: 2 });
     add('COMPENSATE', { type: 'COMPENSATE' });
+    add('FENCE', { type: 'FENCE', by: 'f' });
     if (w.running === 'do') {
       add('do succeeds', { type: 'DO.OK', result: 'r' });
       add('do fails (retryable)', { type: 'DO.FAILED', error: RETRYABLE });
@@ -245,6 +255,14 @@ interface World {
   undone: boolean;
   /** An operator resolved the parked saga: the effect the system of record held then was undone by hand. */
   resolved: boolean;
+  /**
+   * The operator's resolve call waiting for its fence's answer, if one is: its number, and
+   * whether the dead letter the operator read listed the effect as in doubt (late replies
+   * may settle it while the saga is parked: the call decides on what the operator saw).
+   */
+  calling: { readonly n: number; readonly inDoubt: boolean } | undefined;
+  /** The fence the operator reviewed (as `reviewKey`), after a resolve asked for a review. */
+  reviewed: string | undefined;
   requests: number;
   /**
    * Claims whose lease passed while their user code ran (the host could not renew): other
@@ -288,9 +306,10 @@ export interface ProductOptions {
   /** How many operator retries a parked saga may get (OPERATOR.RETRY). Default 1. */
   operatorRetries?: number;
   /**
-   * How many times an operator may resolve a parked saga (OPERATOR.RESOLVE): the operator
-   * undoes by hand what the system of record holds, and declares the remaining effects
-   * handled. Default 0.
+   * How many resolve calls an operator may make on a parked saga: each time the operator
+   * undoes by hand what the system of record holds, then calls resolve, which fences the
+   * key and ends the saga (OPERATOR.RESOLVE) only when nothing can have landed unseen;
+   * otherwise it asks for a review (another call) or fails. Default 0.
    */
   operatorResolves?: number;
   /** Stop after this many states (the report is then `truncated`). Default 2_000_000. */
@@ -307,6 +326,8 @@ export interface ProductCoverage {
   readonly parked: boolean;
   /** A reachable state where an operator resolved the saga. */
   readonly resolved: boolean;
+  /** A reachable state where a resolve asked for a review and a later one resolved the saga. */
+  readonly resolvedAfterReview: boolean;
   /** The highest `do` attempt and compensation attempt (in one round) sent. */
   readonly doAttempts: number;
   readonly compensationAttempts: number;
@@ -338,7 +359,7 @@ const PRODUCT_RANGES: Readonly<Record<Exclude<keyof ProductOptions, 'ignore'>, r
   garbles: [0, 3, 'garbled replies'],
   oversizes: [0, 3, 'oversized replies'],
   operatorRetries: [0, 4, 'operator retries'],
-  operatorResolves: [0, 1, 'operator resolves; a resolved one-step saga ends'],
+  operatorResolves: [0, 3, 'operator resolve calls, each fencing the key; a review asks for another'],
   transportTimeouts: [0, 3, 'transport deadlines passing with the request or its reply in flight'],
   leaseExpiries: [0, 3, 'leases passing while a do runs'],
   maxStates: [1, Number.MAX_SAFE_INTEGER, 'states before the exploration stops'],
@@ -388,7 +409,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const hostCount = options.hosts ?? 2;
   const machine = createSagaMachine(def, { keyOf: () => 'k' });
   const stepper = pureStepper(machine, { sagaId: 'model', input: null });
-  const baseReq = (op: WorkerOp, attempt: number): WorkerRequest => ({ v: 1, op, worker: p.worker, sagaId: 'model', stepId: p.id, key: 'k', attempt, deadline: REQ_DEADLINE, input: null });
+  /** A fence is sent by resolve call `attempt`, with id `f<attempt>`. */
+  const baseReq = (op: WorkerOp, attempt: number): WorkerRequest => ({ v: 1, op, worker: p.worker, sagaId: 'model', stepId: p.id, key: 'k', attempt, deadline: REQ_DEADLINE, input: null, ...(op === 'fence' ? { fence: `f${attempt}` } : {}) });
 
   const clone = (w: World): World => ({ ...w, expired: w.expired.slice(), hosts: w.hosts.slice(), procs: w.procs.slice(), channel: w.channel.slice(), timers: { ...w.timers }, store: { ...w.store }, budget: { ...w.budget } });
 
@@ -456,13 +478,41 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         const doRuns = w.procs.some((q) => q !== proc && !w.expired.includes(q.setup.owner) && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
         if (doRuns) bad.push(['compensate-acked-only-when-no-do-may-apply', 'a compensate was acknowledged while a do of the key was still running']);
       }
+      if (c.type === 'reply' && proc.setup.req.op === 'fence' && c.reply.ok) {
+        const doRuns = w.procs.some((q) => q !== proc && !w.expired.includes(q.setup.owner) && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
+        if (doRuns) bad.push(['fence-answers-only-when-no-do-may-apply', 'a fence was answered while a do of the key was still running']);
+      }
     }
     const next = perform(w, proc, t.state, t.commands, keep);
     w.procs = w.procs.filter((q) => q !== proc);
     if (next !== undefined) w.procs.push(next);
   };
 
+  /**
+   * The answer to an operator's resolve call: the fence's reply, or its failure. The call
+   * decides with the runtime's own rule (machines/fence-verdict.ts): it resolves the saga,
+   * asks for a review (the operator then looks again before the next call, naming the fence
+   * reviewed), or fails and leaves the saga parked.
+   */
+  const answerResolve = (w: World, m: Exclude<Msg, { kind: 'req' }>) => {
+    const call = w.calling;
+    if (call?.n !== m.attempt) return; // a call that already ended (timed out), or died with its coordinator
+    w.calling = undefined;
+    if (w.saga.value !== 'compensationFailed') return;
+    let verdict: 'handled' | 'review' | 'failed' = 'handled';
+    if (m.kind !== 'rep' || m.reply.ok || m.reply.error.code !== 'NOT_LISTED') {
+      const answer = m.kind === 'rep' ? fenceOfReply(m.reply) : { code: m.code, message: 'model', retryable: true };
+      const v = fenceVerdict({ stepId: p.id, inDoubt: call.inDoubt }, answer, new Set(w.reviewed === undefined ? [] : [w.reviewed]));
+      verdict = v.kind;
+      if (v.kind === 'review') w.reviewed = reviewKey(p.id, v.fence.by);
+    }
+    if (verdict !== 'handled') return;
+    w.resolved = true;
+    sagaSend(w, { type: 'OPERATOR.RESOLVE', note: 'model' });
+  };
+
   const deliverToSaga = (w: World, m: Exclude<Msg, { kind: 'req' }>) => {
+    if (m.op === 'fence') return answerResolve(w, m);
     if (m.coord !== w.coord) return; // a reply to a coordinator that died: its inbox is gone
     const ev: WorkerActorEvent = { type: m.op === 'do' ? 'DO' : 'COMPENSATE', saga: undefined as never, sagaId: 'model', stepId: p.id, key: 'k', input: null, attempt: m.attempt, timeoutMs: 1 };
     const failure = m.kind === 'fail' ? (m.code === 'STEP_TIMED_OUT' ? new SagaError('STEP_TIMED_OUT', 'model: no reply within the deadline', { retryable: true }) : new TransportError(m.code, 'model')) : undefined;
@@ -473,6 +523,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const recover = (w: World, from: Snap | undefined) => {
     w.coord++;
     w.timers = {};
+    // A resolve call in this coordinator dies with it (its fence may still land).
+    w.calling = undefined;
     if (from === undefined) {
       const [s, a] = stepper.initial({ sagaId: 'model', input: null, recovered: true });
       w.saga = s as unknown as Snap;
@@ -701,27 +753,31 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       }
     }
 
-    if (v === 'compensationFailed' && w.budget.operator > 0) {
+    // An operator retry waits for a resolve call of the same saga to end (the runtime refuses
+    // it meanwhile); a retry from elsewhere while a fence is on its way is reached through a
+    // resolve call that timed out.
+    if (v === 'compensationFailed' && w.budget.operator > 0 && w.calling === undefined) {
       const n = clone(w);
       n.budget.operator--;
       sagaSend(n, { type: 'OPERATOR.RETRY' });
       out.push({ label: 'OPERATOR.RETRY', next: n, bad: [] });
     }
-    if (v === 'compensationFailed' && w.budget.resolves > 0) {
+    if (v === 'compensationFailed' && w.budget.resolves > 0 && w.calling === undefined) {
       const n = clone(w);
       n.budget.resolves--;
-      const bad: [string, string][] = [];
+      const call = budget0.resolves - n.budget.resolves;
       // The operator reads the dead letter and undoes by hand each listed effect the
       // system of record holds (an unlisted one is the listing's violation, checked on
-      // the parked state), then declares the remaining effects handled.
+      // the parked state), then calls resolve, which fences the key before it may end the
+      // saga. The operator looks before the fence lands: the worst moment.
       const parked = outcomeOf(def, w.saga.context, 'compensationFailed');
-      if (parked?.status === 'compensation-failed' && parked.remaining.some((e) => e.stepId === p.id)) n.effect = 0;
-      n.resolved = true;
-      const sent = n.channel.length;
-      sagaSend(n, { type: 'OPERATOR.RESOLVE', note: 'model' });
-      const requests = n.channel.slice(sent).filter((m) => m.kind === 'req');
-      if (requests.length > 0) bad.push(['resolve-sends-nothing', `resolving the saga sent ${requests.map((m) => `${m.op}#${m.attempt}`).join(', ')}: the operator handled its effects`]);
-      out.push({ label: 'OPERATOR.RESOLVE (the operator undoes by hand what the system of record holds)', next: n, bad });
+      const listed = parked?.status === 'compensation-failed' ? parked.remaining.find((e) => e.stepId === p.id) : undefined;
+      if (listed !== undefined) n.effect = 0;
+      n.calling = { n: call, inDoubt: listed?.inDoubt ?? false };
+      if (listed !== undefined) n.channel.push({ kind: 'req', op: 'fence', attempt: call, coord: n.coord });
+      // Nothing listed: nothing to fence.
+      else answerResolve(n, { kind: 'rep', op: 'fence', attempt: call, coord: n.coord, reply: { ok: false, error: { code: 'NOT_LISTED', message: 'model', retryable: false } } });
+      out.push({ label: `operator resolve #${call} (undoes by hand what the system of record holds, then fences the key)`, next: n, bad: [] });
     }
     return out;
   };
@@ -739,7 +795,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       // The operator undid what was there and declared the rest handled: the saga ends
       // (its one step was being undone, so compensated), names the step as resolved by the
       // operator, and no late do of the key may bring the effect back.
-      if (w.effect !== 0) bad.push(['resolved-effect-stays-handled', `the operator resolved the saga (${state}) but the step's effect is back in the system of record`]);
+      if (w.effect !== 0 && !stalled) bad.push(['resolved-effect-stays-handled', `the operator resolved the saga (${state}) but the step's effect is back in the system of record`]);
       if (state !== 'compensated') bad.push(['resolve-ends-the-saga', `the operator resolved the saga but it is ${state}`]);
     }
     if (state === 'committed' || state === 'compensated') {
@@ -774,6 +830,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     effect: 0,
     undone: false,
     resolved: false,
+    calling: undefined,
+    reviewed: undefined,
     requests: 0,
     expired: [],
     budget: {
@@ -834,17 +892,20 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       w.effect,
       w.undone ? 'u' : '',
       w.resolved ? 'R' : '',
+      w.calling === undefined ? '' : `${w.calling.n}${w.calling.inDoubt ? 'd' : ''}`,
+      w.reviewed === undefined ? '' : w.reviewed.slice(w.reviewed.indexOf('\u0000') + 1),
       Object.values(w.budget).join('.'),
     ].join('|');
   };
   const budget0 = { ...w0.budget };
-  const seen = { committed: false, compensated: false, parked: false, resolved: false, doAttempts: 0, compensationAttempts: 0, operatorRetries: 0, hostCrashes: 0, hostRestarts: 0, coordinatorCrashes: 0 };
+  const seen = { committed: false, compensated: false, parked: false, resolved: false, resolvedAfterReview: false, doAttempts: 0, compensationAttempts: 0, operatorRetries: 0, hostCrashes: 0, hostRestarts: 0, coordinatorCrashes: 0 };
   const observe = (w: World) => {
     const v = w.saga.value;
     if (v === 'committed') seen.committed = true;
     if (v === 'compensated') seen.compensated = true;
     if (v === 'compensationFailed') seen.parked = true;
     if (w.resolved) seen.resolved = true;
+    if (w.resolved && w.reviewed !== undefined) seen.resolvedAfterReview = true;
     const st = w.saga.context.steps[p.index] as StepState;
     seen.doAttempts = Math.max(seen.doAttempts, st.attempt);
     seen.compensationAttempts = Math.max(seen.compensationAttempts, st.compAttempt);
@@ -863,7 +924,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     options.garbles ? `${options.garbles} garbled repl(ies)` : '',
     options.oversizes ? `${options.oversizes} oversized repl(ies)` : '',
     (options.operatorRetries ?? 1) > 0 ? `${options.operatorRetries ?? 1} operator retr${(options.operatorRetries ?? 1) === 1 ? 'y' : 'ies'}` : '',
-    options.operatorResolves ? `${options.operatorResolves} operator resolve` : '',
+    options.operatorResolves ? `${options.operatorResolves} operator resolve call(s)` : '',
     options.transportTimeouts ? `${options.transportTimeouts} transport timeout(s)` : '',
     options.leaseExpiries ? `${options.leaseExpiries} lease(s) passing while a do runs` : '',
   ].filter(Boolean);

@@ -38,7 +38,7 @@ export function parseRequest(body: unknown): WorkerRequest {
   if (!isObject(body)) throw bad('the request body must be a JSON object');
   if (body.v !== PROTOCOL_VERSION) throw bad(`unsupported protocol version ${JSON.stringify(body.v)} (this host speaks ${PROTOCOL_VERSION})`);
   const op = body.op;
-  if (op !== 'do' && op !== 'compensate') throw bad(`'op' must be "do" or "compensate", got ${JSON.stringify(op)}`);
+  if (op !== 'do' && op !== 'compensate' && op !== 'fence') throw bad(`'op' must be "do", "compensate" or "fence", got ${JSON.stringify(op)}`);
   const worker = str(body, 'worker', 64);
   if (!WORKER_NAME.test(worker)) throw bad(`'worker' must match ${WORKER_NAME.source}`);
   const request: WorkerRequest = {
@@ -52,6 +52,7 @@ export function parseRequest(body: unknown): WorkerRequest {
     deadline: int(body, 'deadline', 0),
     input: body.input,
     ...('result' in body ? { result: body.result } : {}),
+    ...(op === 'fence' ? { fence: str(body, 'fence', 128) } : {}),
     // W3C: an invalid trace context is ignored, not an error.
     ...(typeof body.traceparent === 'string' && TRACEPARENT.test(body.traceparent) ? { traceparent: body.traceparent } : {}),
   };

@@ -162,7 +162,7 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
 
   /** The request's body and headers, or the error it is refused with before sending (nothing is sent). */
   const encodeRequest = (req: WorkerRequest): { body: string; headers: MsgHdrs } | TransportError => {
-    if (typeof req?.worker !== 'string' || !WORKER_NAME.test(req.worker) || (req.op !== 'do' && req.op !== 'compensate')) {
+    if (typeof req?.worker !== 'string' || !WORKER_NAME.test(req.worker) || (req.op !== 'do' && req.op !== 'compensate' && req.op !== 'fence')) {
       return new TransportError('PROTOCOL_ERROR', `cannot address worker ${JSON.stringify(req?.worker)} with op ${JSON.stringify(req?.op)}`, { retryable: false, notSent: true });
     }
     let body: string;
@@ -251,8 +251,8 @@ export function natsTransport(nc: NatsConnection, options: NatsTransportOptions 
           msg.respond(pong);
           return;
         }
-        if (op !== 'do' && op !== 'compensate') {
-          reject(msg, { code: 'PROTOCOL_ERROR', message: `unknown operation '${op.slice(0, 64)}' (expected do, compensate or ping)`, retryable: false });
+        if (op !== 'do' && op !== 'compensate' && op !== 'fence') {
+          reject(msg, { code: 'PROTOCOL_ERROR', message: `unknown operation '${op.slice(0, 64)}' (expected do, compensate, fence or ping)`, retryable: false });
           return;
         }
         const checked = checkInbound(worker, op, msg.data, msg.headers, maxPayload());

@@ -8,7 +8,7 @@ import type { MsgHdrs } from '@nats-io/transport-node';
 import { TransportError } from '../../errors.ts';
 import type { ErrorInfo } from '../../errors.ts';
 import { PROTOCOL_VERSION } from '../../types.ts';
-import type { WorkerReply, WorkerRequest } from '../../types.ts';
+import type { WorkerOp, WorkerReply, WorkerRequest } from '../../types.ts';
 import { parseRequest, TRACEPARENT } from '../protocol.ts';
 
 /** Default subject prefix: `saga.worker.<worker>.do`. */
@@ -28,7 +28,7 @@ export const H = Object.freeze({
   errorCode: 'Saga-Error-Code',
 });
 
-export type SubjectOp = 'do' | 'compensate' | 'ping';
+export type SubjectOp = 'do' | 'compensate' | 'fence' | 'ping';
 
 const PREFIX = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 
@@ -101,10 +101,10 @@ export const decoder = new TextDecoder('utf-8', { fatal: true });
 export type Inbound = { ok: true; request: WorkerRequest } | { ok: false; error: ErrorInfo };
 
 /**
- * Checks an inbound `do` / `compensate` message in protocol order: size, protocol
+ * Checks an inbound `do` / `compensate` / `fence` message in protocol order: size, protocol
  * header, JSON, body fields, headers against the body, subject against the body.
  */
-export function checkInbound(worker: string, op: 'do' | 'compensate', data: Uint8Array, h: MsgHdrs | undefined, maxPayload: number): Inbound {
+export function checkInbound(worker: string, op: WorkerOp, data: Uint8Array, h: MsgHdrs | undefined, maxPayload: number): Inbound {
   if (data.length > maxPayload) {
     return { ok: false, error: { code: 'PAYLOAD_TOO_LARGE', message: `request body of ${data.length} bytes is over this host's limit of ${maxPayload}`, retryable: false } };
   }
