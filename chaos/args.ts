@@ -32,6 +32,11 @@ export const USAGE = `usage: npm run chaos -- [options]
   --terminal-rate <p>     probability that a do fails with a TerminalError (default ${DEFAULT_FAULTS.terminalRate})
   --undo-fail-rate <p>    probability that a compensate fails (default ${DEFAULT_FAULTS.undoFailRate})
   --slow-rate <p>         probability that a call takes ${DEFAULT_FAULTS.slowMinMs}-${DEFAULT_FAULTS.slowMaxMs} ms (default ${DEFAULT_FAULTS.slowRate})
+  --stuck-rate <p>        probability that a do takes ${DEFAULT_FAULTS.stuckMinMs}-${DEFAULT_FAULTS.stuckMaxMs} ms, so that its saga parks while it
+                          still runs (default ${DEFAULT_FAULTS.stuckRate})
+  --resolve-rate <p>      share of the sagas that park during the run which their coordinator
+                          resolves at once as an operator would: undo by hand what the ledger
+                          holds, resolve, and on a review look and undo again (default 0.5)
   --dir <path>            run directory for the logs and files (default: a new temp dir)
   --json                  print the final report as one JSON line
   --quiet                 no progress on stderr
@@ -58,6 +63,8 @@ const FLAGS_WITH_VALUE = new Set([
   '--terminal-rate',
   '--undo-fail-rate',
   '--slow-rate',
+  '--stuck-rate',
+  '--resolve-rate',
   '--dir',
 ]);
 const BOOLEAN_FLAGS = new Set(['--no-faults', '--cluster', '--allow-unsafe-server', '--json', '--quiet', '--help']);
@@ -110,7 +117,7 @@ export function parseArgs(argv: readonly string[]): CliOptions {
   const killsRaw = get('--kills');
   const restartsRaw = get('--nats-restarts');
   if (noFaults) {
-    for (const f of ['--kills', '--nats-restarts', '--retryable-rate', '--terminal-rate', '--undo-fail-rate', '--slow-rate']) {
+    for (const f of ['--kills', '--nats-restarts', '--retryable-rate', '--terminal-rate', '--undo-fail-rate', '--slow-rate', '--stuck-rate']) {
       if (given.has(f)) throw new ArgsError(`${f} cannot be combined with --no-faults (no kills, no restarts, no injected failures)`);
     }
   }
@@ -131,7 +138,7 @@ export function parseArgs(argv: readonly string[]): CliOptions {
   const finalTimeoutS = num('--final-timeout', get('--final-timeout') ?? '120', { min: 1, max: 3600 });
 
   const faults: FaultConfig = noFaults ? { ...NO_FAULTS } : { ...DEFAULT_FAULTS };
-  const rate = (flag: string, key: 'retryableRate' | 'terminalRate' | 'undoFailRate' | 'slowRate') => {
+  const rate = (flag: string, key: 'retryableRate' | 'terminalRate' | 'undoFailRate' | 'slowRate' | 'stuckRate') => {
     const raw = get(flag);
     if (raw !== undefined) faults[key] = num(flag, raw, { min: 0, max: 1 });
   };
@@ -139,6 +146,8 @@ export function parseArgs(argv: readonly string[]): CliOptions {
   rate('--terminal-rate', 'terminalRate');
   rate('--undo-fail-rate', 'undoFailRate');
   rate('--slow-rate', 'slowRate');
+  rate('--stuck-rate', 'stuckRate');
+  const resolveRate = num('--resolve-rate', get('--resolve-rate') ?? '0.5', { min: 0, max: 1 });
   if (faults.retryableRate + faults.terminalRate > 1) throw new ArgsError('--retryable-rate + --terminal-rate must be at most 1');
   const dir = get('--dir');
   if (dir !== undefined && dir.trim() === '') throw new ArgsError('--dir must be a path');
@@ -158,6 +167,7 @@ export function parseArgs(argv: readonly string[]): CliOptions {
     coordinators: 2,
     finalTimeoutS,
     faults,
+    resolveRate,
     ...(dir !== undefined ? { dir } : {}),
     ...(cluster ? { cluster } : {}),
     ...(flags.has('--allow-unsafe-server') ? { allowUnsafeServer: true } : {}),

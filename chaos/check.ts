@@ -111,6 +111,23 @@ export interface TimedOutEntry {
   readonly state?: string;
 }
 
+/**
+ * A saga that parked during the run and that its coordinator resolved as an operator:
+ * undo by hand what the ledger held (`undo` lines with `attempt` 0), resolve, and on a
+ * review look and undo again. Its effects are checked like any other saga's.
+ */
+export interface ResolveEvent {
+  readonly t: number;
+  readonly sagaId: string;
+  readonly slot: number;
+  /** The outcome's status, or the error code the last resolve call ended with. */
+  readonly result: string;
+  /** Resolve calls that asked for a review. */
+  readonly reviews: number;
+  /** Effects the operator undid by hand. */
+  readonly undos: number;
+}
+
 export interface CheckInput {
   readonly started: readonly StartedEntry[];
   readonly records: readonly FinalRecord[];
@@ -119,6 +136,7 @@ export interface CheckInput {
   readonly natsRestarts?: readonly { readonly t: number }[];
   readonly parked?: readonly ParkedEntry[];
   readonly runEvents?: readonly RunEvent[];
+  readonly resolves?: readonly ResolveEvent[];
   readonly timedOut?: readonly TimedOutEntry[];
   /** Wall time of the whole run. */
   readonly durationMs?: number;
@@ -163,6 +181,8 @@ export interface CheckReport {
     /** Sagas found parked in the final phase, before the operator retried them. */
     readonly parked: number;
     readonly afterRetry: Record<string, number>;
+    /** Sagas resolved by an operator during the run: by result, with the reviews asked and the effects undone by hand. */
+    readonly resolvedDuringRun: { readonly byResult: Record<string, number>; readonly reviews: number; readonly undosByHand: number };
     /** What run() resolved with, as the coordinators saw it. */
     readonly runOutcomes: Record<string, number>;
     readonly runRejections: Record<string, number>;
@@ -407,6 +427,12 @@ export function check(input: CheckInput): CheckReport {
     else if ('status' in p.retry) inc(afterRetry, p.retry.status);
     else inc(afterRetry, `error ${p.retry.error}`);
   }
+  const resolvedDuringRun = { byResult: {} as Record<string, number>, reviews: 0, undosByHand: 0 };
+  for (const r of input.resolves ?? []) {
+    inc(resolvedDuringRun.byResult, r.result);
+    resolvedDuringRun.reviews += r.reviews;
+    resolvedDuringRun.undosByHand += r.undos;
+  }
   const runOutcomes: Record<string, number> = {};
   const runRejections: Record<string, number> = {};
   for (const e of input.runEvents ?? []) {
@@ -434,6 +460,7 @@ export function check(input: CheckInput): CheckReport {
       unfinished: unfinishedIds.size,
       parked: parked.size,
       afterRetry,
+      resolvedDuringRun,
       runOutcomes,
       runRejections,
       kills: {
@@ -493,6 +520,7 @@ export function formatReport(report: CheckReport, extra: Record<string, unknown>
   out.push(`  sagas started ${t.sagasStarted} (with a record ${t.withRecord}, no record and no effect ${t.noRecord})`);
   out.push(`  final: committed ${t.committed}, compensated ${t.compensated}, still parked ${t.stillParked}, unfinished ${t.unfinished}`);
   out.push(`  parked before the operator retry ${t.parked}; after one retry: ${JSON.stringify(t.afterRetry)}`);
+  out.push(`  resolved by an operator during the run: ${JSON.stringify(t.resolvedDuringRun.byResult)}, ${t.resolvedDuringRun.reviews} review(s), ${t.resolvedDuringRun.undosByHand} effect(s) undone by hand`);
   out.push(`  run() resolved: ${JSON.stringify(t.runOutcomes)}; rejected: ${JSON.stringify(t.runRejections)}`);
   out.push(`  kills ${t.kills.total} (hosts ${t.kills.hosts}, coordinators ${t.kills.coordinators}, by phase ${JSON.stringify(t.kills.byPhase)}), nats-server restarts ${t.natsRestarts}`);
   out.push(`  ledger: ${t.ledger.applies} applies, ${t.ledger.undos} undos, ${t.ledger.keys} keys; re-runs after a host crash ${t.reRunsAfterCrash}`);

@@ -98,6 +98,14 @@ export interface FaultConfig {
   latencyMs: number;
   slowMinMs: number;
   slowMaxMs: number;
+  /**
+   * Probability that a `do` sleeps stuckMinMs..stuckMaxMs: its saga times it out, its
+   * compensations wait behind it and time out too, and the saga parks while the `do` still
+   * runs. An operator who resolves it then must not miss the effect it applies later.
+   */
+  stuckRate: number;
+  stuckMinMs: number;
+  stuckMaxMs: number;
 }
 
 export const DEFAULT_FAULTS: FaultConfig = {
@@ -108,6 +116,9 @@ export const DEFAULT_FAULTS: FaultConfig = {
   latencyMs: 30,
   slowMinMs: 1_000,
   slowMaxMs: 4_000,
+  stuckRate: 0.004,
+  stuckMinMs: 7_000,
+  stuckMaxMs: 9_000,
 };
 
 export const NO_FAULTS: FaultConfig = {
@@ -118,6 +129,9 @@ export const NO_FAULTS: FaultConfig = {
   latencyMs: 2,
   slowMinMs: 0,
   slowMaxMs: 0,
+  stuckRate: 0,
+  stuckMinMs: 0,
+  stuckMaxMs: 0,
 };
 
 const FAULT_ENV: Record<keyof FaultConfig, string> = {
@@ -128,6 +142,9 @@ const FAULT_ENV: Record<keyof FaultConfig, string> = {
   latencyMs: 'CHAOS_LATENCY_MS',
   slowMinMs: 'CHAOS_SLOW_MIN_MS',
   slowMaxMs: 'CHAOS_SLOW_MAX_MS',
+  stuckRate: 'CHAOS_STUCK_RATE',
+  stuckMinMs: 'CHAOS_STUCK_MIN_MS',
+  stuckMaxMs: 'CHAOS_STUCK_MAX_MS',
 };
 
 export function faultsToEnv(f: FaultConfig): Record<string, string> {
@@ -146,11 +163,12 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): FaultConfig
     if (!Number.isFinite(v) || v < 0) throw new Error(`${name} must be a number >= 0, got ${JSON.stringify(raw)}`);
     f[k as keyof FaultConfig] = v;
   }
-  for (const k of ['retryableRate', 'terminalRate', 'undoFailRate', 'slowRate'] as const) {
+  for (const k of ['retryableRate', 'terminalRate', 'undoFailRate', 'slowRate', 'stuckRate'] as const) {
     if (f[k] > 1) throw new Error(`${FAULT_ENV[k]} must be a probability in [0, 1], got ${f[k]}`);
   }
   if (f.retryableRate + f.terminalRate > 1) throw new Error('CHAOS_RETRYABLE_RATE + CHAOS_TERMINAL_RATE must be at most 1');
   if (f.slowMaxMs < f.slowMinMs) throw new Error('CHAOS_SLOW_MAX_MS must be >= CHAOS_SLOW_MIN_MS');
+  if (f.stuckMaxMs < f.stuckMinMs) throw new Error('CHAOS_STUCK_MAX_MS must be >= CHAOS_STUCK_MIN_MS');
   return f;
 }
 

@@ -14,27 +14,32 @@
  *   CHAOS_QUOTA              sagas to start before stopping (run mode, default unlimited)
  *   CHAOS_SEED               seed of the saga mix
  *   CHAOS_FINAL_TIMEOUT_MS   final mode: time bound for the recovered sagas and operator retries (default 120000)
+ *   CHAOS_RESOLVE_RATE       run mode: share of the sagas that park which are resolved at once (default 0.5)
  *   LOG_LEVEL                pino level on stdout (default error)
  *
  * Run mode: recover() what a killed predecessor left, then keep starting sagas. Every
  * saga is appended (fsynced) to started.jsonl before run() is called, with an explicit
- * saga id; every run() result or rejection goes to outcomes.jsonl. SIGTERM: stop
- * starting, let the sagas in flight end, close, exit 0.
+ * saga id; every run() result or rejection goes to outcomes.jsonl. A saga that parks is,
+ * at CHAOS_RESOLVE_RATE, resolved at once as an operator would, while the faults go on
+ * and its `do`s may still run: undo by hand what the ledger holds for its remaining
+ * effects, resolve; on a review look and undo again, and resolve naming it (resolves.jsonl).
+ * SIGTERM: stop starting, let the sagas in flight end, close, exit 0.
  *
  * Final mode: recover(), wait until no saga of the slot is unfinished (bounded), record
  * every parked saga's remaining effects, retry each once, then read the final record of
  * every saga of the slot in started.jsonl and write records-<slot>.jsonl and
  * final-<slot>.json.
  */
-import { statSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createRuntime } from '../src/index.ts';
-import type { SagaStatus } from '../src/index.ts';
+import { ResolveError } from '../src/index.ts';
+import type { CompensationFailedOutcome, SagaStatus } from '../src/index.ts';
 import { jetstreamSagaStore, natsTransport } from '../src/nats.ts';
 import { codeOf, connectNats, JsonlAppender, prng, readJsonl, replicasFromEnv, requireEnv, say, sleep, unsafeServerFromEnv } from './common.ts';
 import { trimOutcome } from './check.ts';
-import type { FinalRecord, RunEvent, StartedEntry } from './check.ts';
+import type { FinalRecord, LedgerLine, ResolveEvent, RunEvent, StartedEntry } from './check.ts';
 import { SAGAS, STORE_PREFIX } from './sagas.ts';
 
 const url = requireEnv('NATS_URL');
@@ -48,6 +53,7 @@ const paths = {
   started: join(dir, 'started.jsonl'),
   outcomes: join(dir, 'outcomes.jsonl'),
   ledger: join(dir, 'ledger.jsonl'),
+  resolves: join(dir, 'resolves.jsonl'),
   records: join(dir, `records-${slot}.jsonl`),
   final: join(dir, `final-${slot}.json`),
 };
@@ -76,12 +82,96 @@ async function persist<T>(what: string, fn: () => Promise<T>, deadline = Infinit
 
 const FINISHED = new Set(['committed', 'compensated', 'compensationFailed']);
 
+/** What the ledger holds, read incrementally: the active keys (an `apply` not followed by an `undo`). */
+class LedgerView {
+  private offset = 0;
+  private rest = '';
+  private readonly active = new Set<string>();
+  refresh(): void {
+    let fd: number;
+    try {
+      fd = openSync(paths.ledger, 'r');
+    } catch {
+      return;
+    }
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      for (;;) {
+        const n = readSync(fd, buf, 0, buf.length, this.offset);
+        if (n === 0) break;
+        this.offset += n;
+        const lines = (this.rest + buf.toString('utf8', 0, n)).split('\n');
+        this.rest = lines.pop() ?? '';
+        for (const line of lines) {
+          if (line === '') continue;
+          try {
+            const l = JSON.parse(line) as LedgerLine;
+            if (l.op === 'apply') this.active.add(l.key);
+            else this.active.delete(l.key);
+          } catch {
+            // a torn line of a killed writer
+          }
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  isActive(key: string): boolean {
+    return this.active.has(key);
+  }
+}
+
+/**
+ * The operator of a parked saga, acting at once: looks at the ledger, undoes by hand each
+ * remaining effect it holds (an `undo` line, attempt 0), resolves; on a review looks and
+ * undoes again and resolves naming the review; on a fence failure waits and tries again.
+ */
+async function resolveAsOperator(sagaId: string, parked: CompensationFailedOutcome, view: LedgerView, ledger: JsonlAppender): Promise<ResolveEvent> {
+  let reviews = 0;
+  let undos = 0;
+  let reviewed: string | undefined;
+  let result = 'not resolved';
+  for (let call = 0; call < 6; call++) {
+    view.refresh();
+    for (const e of parked.remaining) {
+      if (!view.isActive(e.idempotencyKey)) continue;
+      ledger.append({ t: Date.now(), pid: process.pid, op: 'undo', worker: e.worker, sagaId, stepId: e.stepId, key: e.idempotencyKey, attempt: 0 } satisfies LedgerLine);
+      undos++;
+    }
+    try {
+      const o = await runtime.resolve(sagaId, { note: 'chaos operator: undone by hand', ...(reviewed !== undefined ? { reviewed } : {}) });
+      result = o.status;
+      break;
+    } catch (error) {
+      result = codeOf(error);
+      if (error instanceof ResolveError && error.code === 'RESOLVE_NEEDS_REVIEW') {
+        reviews++;
+        reviewed = error.review;
+        continue;
+      }
+      if (error instanceof ResolveError && error.code === 'FENCE_FAILED') {
+        await sleep(1_000);
+        continue;
+      }
+      // Not parked any more (taken over and retried elsewhere), or the store is down: the final phase sees to it.
+      break;
+    }
+  }
+  return { t: Date.now(), sagaId, slot, result, reviews, undos };
+}
+
 async function runMode(): Promise<void> {
   const concurrency = Number(process.env.CHAOS_CONCURRENCY ?? 32);
   const quota = process.env.CHAOS_QUOTA === undefined ? Infinity : Number(process.env.CHAOS_QUOTA);
   const random = prng(Number(process.env.CHAOS_SEED ?? process.pid));
   const started = new JsonlAppender(paths.started, true);
   const outcomes = new JsonlAppender(paths.outcomes, false);
+  const resolveRate = Number(process.env.CHAOS_RESOLVE_RATE ?? 0.5);
+  if (!(resolveRate >= 0 && resolveRate <= 1)) throw new Error('CHAOS_RESOLVE_RATE must be a probability in [0, 1]');
+  const resolves = new JsonlAppender(paths.resolves, true);
+  const ledger = new JsonlAppender(paths.ledger, true);
+  const view = new LedgerView();
 
   const recovered = await persist('recover', () => runtime.recover());
   say({ ready: true, pid: process.pid, slot, recovered: recovered.length });
@@ -115,8 +205,11 @@ async function runMode(): Promise<void> {
     started.append(entry);
     inflight++;
     runtime.run(def, input, { sagaId }).then(
-      (o) => {
+      async (o) => {
         outcomes.append({ t: Date.now(), sagaId, slot, status: o.status } satisfies RunEvent);
+        if (o.status === 'compensation-failed' && random() < resolveRate) {
+          resolves.append(await resolveAsOperator(sagaId, o, view, ledger).catch((error: unknown) => ({ t: Date.now(), sagaId, slot, result: codeOf(error), reviews: 0, undos: 0 })));
+        }
         inflight--;
         settled++;
         notify();

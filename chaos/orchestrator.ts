@@ -29,7 +29,7 @@ import { jetstreamDedupStore, jetstreamSagaStore } from '../src/nats.ts';
 import { startNatsCluster, startNatsServer } from '../test/helpers/nats-server.ts';
 import type { NatsServer } from '../test/helpers/nats-server.ts';
 import { check } from './check.ts';
-import type { CheckReport, FinalRecord, KillEvent, LedgerLine, ParkedEntry, RunEvent, StartedEntry, TimedOutEntry } from './check.ts';
+import type { CheckReport, FinalRecord, KillEvent, LedgerLine, ParkedEntry, ResolveEvent, RunEvent, StartedEntry, TimedOutEntry } from './check.ts';
 import type { FaultConfig } from './common.ts';
 import { deriveSeed, faultsToEnv, JsonlAppender, NO_FAULTS, prng, readJsonl, readJsonlWithOffsets, sleep } from './common.ts';
 import { HOST_GROUPS, STORE_PREFIX, WORKERS } from './sagas.ts';
@@ -56,6 +56,8 @@ export interface ChaosOptions {
   /** Time bound of the final phase (recovery and operator retries). */
   readonly finalTimeoutS: number;
   readonly faults: FaultConfig;
+  /** Share of the sagas parked during the run that their coordinator resolves at once, as an operator. Default 0.5. */
+  readonly resolveRate?: number;
   /** Run directory; default a new temp dir. */
   readonly dir?: string;
   readonly quiet?: boolean;
@@ -178,6 +180,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     outcomes: join(dir, 'outcomes.jsonl'),
     ledger: join(dir, 'ledger.jsonl'),
     events: join(dir, 'events.jsonl'),
+    resolves: join(dir, 'resolves.jsonl'),
   };
   for (const p of Object.values(paths)) if (existsSync(p)) throw new Error(`${dir} already holds a run (${p}): give an empty --dir`);
   const events = new JsonlAppender(paths.events, true);
@@ -288,6 +291,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         CHAOS_CONCURRENCY: String(o.concurrency),
         CHAOS_SEED: String(deriveSeed(o.seed, 'coordinator', s.index, s.incarnation)),
         CHAOS_FINAL_TIMEOUT_MS: String(Math.round(o.finalTimeoutS * 1000)),
+        CHAOS_RESOLVE_RATE: String(o.resolveRate ?? 0.5),
         ...(quota !== undefined ? { CHAOS_QUOTA: String(quota) } : {}),
       };
     };
@@ -479,6 +483,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       natsRestarts: allEvents.filter((e) => e.type === 'nats-restart'),
       parked,
       runEvents: readJsonl<RunEvent>(paths.outcomes),
+      resolves: readJsonl<ResolveEvent>(paths.resolves),
       timedOut,
       durationMs: end - t0,
       windowMs: windowEnd - windowStart,

@@ -44,7 +44,8 @@ export function chaosWorker(name: string, ledger: JsonlAppender, faults: FaultCo
   return defineWorker({
     name,
     async do(_input: unknown, ctx: WorkerContext): Promise<EffectResult> {
-      await pause();
+      if (random() < faults.stuckRate) await sleep(faults.stuckMinMs + random() * (faults.stuckMaxMs - faults.stuckMinMs));
+      else await pause();
       const r = random();
       if (r < faults.retryableRate) throw new Error(`${name}: injected retryable failure`);
       if (r < faults.retryableRate + faults.terminalRate) throw new TerminalError(`${name}: injected terminal failure`);
