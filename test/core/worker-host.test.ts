@@ -63,6 +63,19 @@ describe('key machine (pure)', () => {
     expect(seen.rec).toMatchObject({ state: 'compensating', result: { ref: 1 } });
   });
 
+  it('a fence makes every later do refused and keeps its first answer; a busy key makes it wait', () => {
+    const fence = (by: string): KeyEvent => ({ type: 'FENCE', by });
+    const done = run([{ type: 'DO', attempt: 1 }, fence('f0'), ok, fence('f1'), { type: 'DO', attempt: 2 }, fence('f2'), { type: 'COMPENSATE' }, { type: 'COMPENSATION.OK' }, fence('f3')]);
+    expect(done.actions).toEqual([['runDo'], ['awaitClaim'], [], ['ackFenced'], ['refuse'], ['ackFenced'], ['runCompensate'], [], ['ackFenced']]);
+    expect(done.rec).toMatchObject({ state: 'compensated', fence: { by: 'f1', was: 'applied' } });
+    const interrupted = run([{ type: 'DO', attempt: 1 }, { type: 'CLAIM.EXPIRED' }, fence('f')]);
+    expect(interrupted.rec).toMatchObject({ state: 'undoPending', fence: { by: 'f', was: 'unknown' } });
+    const failed = run([{ type: 'DO', attempt: 1 }, { type: 'DO.FAILED', error: err(false) }, fence('f')]);
+    expect(failed.rec).toMatchObject({ state: 'compensated', fence: { by: 'f', was: 'none' } });
+    const pending = run([{ type: 'COMPENSATE' }, { type: 'COMPENSATION.FAILED', error: err(true) }, fence('f')]);
+    expect(pending.rec).toMatchObject({ state: 'undoPending', fence: { by: 'f', was: 'undoPending' } });
+  });
+
   it('a claim that expired mid-do leaves the key interrupted: a failure then proves nothing, even for newer attempts', () => {
     const r = run([
       { type: 'DO', attempt: 1 },
@@ -194,7 +207,7 @@ function harness(opts: { doImpl?: () => Promise<unknown>; compImpl?: () => Promi
   });
   const dedup = memoryDedupStore();
   const host = createWorkerHost([worker], { dedup });
-  const req = (op: 'do' | 'compensate', extra: Partial<WorkerRequest> = {}): WorkerRequest => ({
+  const req = (op: 'do' | 'compensate' | 'fence', extra: Partial<WorkerRequest> = {}): WorkerRequest => ({
     v: 1,
     op,
     worker: 'pay',
@@ -204,6 +217,7 @@ function harness(opts: { doImpl?: () => Promise<unknown>; compImpl?: () => Promi
     attempt: 1,
     deadline: Date.now() + 1000,
     input: { amount: 5 },
+    ...(op === 'fence' ? { fence: 'resolve-1' } : {}),
     ...extra,
   });
   return { host, req, effects, calls, dedup, worker };
@@ -242,6 +256,56 @@ describe('worker host', () => {
     expect(h.calls.compensate).toBe(1);
     expect(h.effects.get('k1')).toBe(0);
     expect(await h.host.handle(h.req('do'))).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
+  });
+
+  it('fences a key nobody touched: nothing was there, and a do that arrives later is refused', async () => {
+    const h = harness();
+    expect(await h.host.handle(h.req('fence'))).toEqual({ ok: true, result: { by: 'resolve-1', was: 'none' } });
+    expect(await h.host.handle(h.req('do'))).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
+    expect(h.calls.do).toBe(0);
+    // A compensate still undoes (blindly, as for any key whose do may have been forgotten).
+    expect(await h.host.handle(h.req('compensate'))).toEqual({ ok: true });
+  });
+
+  it('makes a fence that meets a running do wait for it, then says the effect applied; it answers its first fence again', async () => {
+    const gate = deferred<unknown>();
+    const h = harness({ doImpl: () => gate.promise });
+    const doing = h.host.handle(h.req('do'));
+    const fencing = h.host.handle(h.req('fence'));
+    await new Promise((r) => setTimeout(r, 5));
+    gate.resolve({ charged: 5 });
+    expect(await doing).toEqual({ ok: true, result: { charged: 5 } });
+    expect(await fencing).toEqual({ ok: true, result: { by: 'resolve-1', was: 'applied' } });
+    // A duplicate of the do is refused now: the key is fenced, its effect left for the operator.
+    expect(await h.host.handle(h.req('do', { attempt: 2 }))).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
+    expect(await h.host.handle(h.req('fence', { fence: 'resolve-2' }))).toEqual({ ok: true, result: { by: 'resolve-1', was: 'applied' } });
+    expect(h.effects.get('k1')).toBe(1);
+    expect(h.calls.compensate).toBe(0);
+  });
+
+  it('answers a fence with IN_PROGRESS when the do still runs at the fence deadline', async () => {
+    const gate = deferred<unknown>();
+    const h = harness({ doImpl: () => gate.promise });
+    const doing = h.host.handle(h.req('do'));
+    expect(await h.host.handle(h.req('fence', { deadline: Date.now() + 30 }))).toMatchObject({ ok: false, error: { code: 'IN_PROGRESS', retryable: true } });
+    gate.resolve({ charged: 5 });
+    await doing;
+  });
+
+  it('fences a failed or undone key as holding nothing', async () => {
+    const h = harness({ doImpl: () => Promise.reject(new TerminalError('declined')) });
+    await h.host.handle(h.req('do'));
+    expect(await h.host.handle(h.req('fence'))).toEqual({ ok: true, result: { by: 'resolve-1', was: 'none' } });
+    const u = harness();
+    await u.host.handle(u.req('do'));
+    await u.host.handle(u.req('compensate'));
+    expect(await u.host.handle(u.req('fence'))).toEqual({ ok: true, result: { by: 'resolve-1', was: 'compensated' } });
+  });
+
+  it('refuses a fence without its fence id', async () => {
+    const h = harness();
+    const { fence: _drop, ...bare } = h.req('fence');
+    expect(await h.host.handle(bare)).toMatchObject({ ok: false, error: { code: 'PROTOCOL_ERROR', message: expect.stringContaining("'fence'") } });
   });
 
   it('answers a repeated compensate from the record without undoing twice', async () => {

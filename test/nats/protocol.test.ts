@@ -63,7 +63,7 @@ interface Wire {
 }
 
 /** A well-formed request, written the way docs/protocol.md describes it. */
-function wire(op: 'do' | 'compensate', key: string, input: unknown, extra: Record<string, unknown> = {}): Wire {
+function wire(op: 'do' | 'compensate' | 'fence', key: string, input: unknown, extra: Record<string, unknown> = {}): Wire {
   const sagaId = `s-${key.slice(-6)}`;
   const deadline = Date.now() + 10_000;
   return {
@@ -113,6 +113,21 @@ describe('conformance: raw NATS client', () => {
     const late = await send(wire('do', key, { b: 2 }));
     expect(late.reply).toMatchObject({ ok: false, error: { code: 'COMPENSATED', retryable: false } });
     expect(late.msg.headers?.get('Saga-Error-Code')).toBe('COMPENSATED');
+  });
+
+  it('fence: waits for nothing on an untouched key, answers what a do left and which fence came first, and every later do is refused', async () => {
+    const fresh = hexKey();
+    expect((await send(wire('fence', fresh, null, { fence: 'op-1' }))).reply).toEqual({ ok: true, result: { by: 'op-1', was: 'none' } });
+    expect((await send(wire('do', fresh, null))).reply).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
+    const done = hexKey();
+    await send(wire('do', done, { d: 4 }));
+    expect((await send(wire('fence', done, { d: 4 }, { fence: 'op-2' }))).reply).toEqual({ ok: true, result: { by: 'op-2', was: 'applied' } });
+    expect((await send(wire('fence', done, { d: 4 }, { fence: 'op-3' }))).reply).toEqual({ ok: true, result: { by: 'op-2', was: 'applied' } });
+    const again = wire('do', done, { d: 4 }, { attempt: 2 });
+    again.hdrs['Saga-Attempt'] = '2';
+    expect((await send(again)).reply).toMatchObject({ ok: false, error: { code: 'COMPENSATED' } });
+    // Without its fence id: a PROTOCOL_ERROR naming the field.
+    expect((await send(wire('fence', hexKey(), null))).reply).toMatchObject({ ok: false, error: { code: 'PROTOCOL_ERROR', message: expect.stringContaining("'fence'") } });
   });
 
   it('a compensate that overtakes its do leaves a tombstone: the do never runs', async () => {
