@@ -252,14 +252,26 @@ export class TransportError extends SagaError {
  * raised by `SagaClient`. `code` is the service's error code (e.g. `UNKNOWN_SAGA`,
  * `SAGA_NOT_FOUND`, `SAGA_NOT_PARKED`, `SAGA_ID_CONFLICT`, `PROTOCOL_ERROR`), or, when no
  * reply came, `NO_RESPONDERS` (no coordinator serves the endpoint) or `TRANSPORT_ERROR`
- * (no reply in time, or the connection failed).
+ * (no reply in time, or the connection failed). A resolve's `RESOLVE_NEEDS_REVIEW` and
+ * `FENCE_FAILED` carry the fences and the review token of the `ResolveError` behind them.
  */
 export class ServiceError extends SagaError {
   /** The endpoint asked, e.g. `start`. */
   readonly endpoint: string;
-  constructor(endpoint: string, code: SagaErrorCode | (string & {}), message: string, options?: ErrorOptions & { retryable?: boolean }) {
+  /** The error reply's `detail`, as the service sent it (absent when it sent none). */
+  readonly detail: unknown;
+  /** With `RESOLVE_NEEDS_REVIEW` and `FENCE_FAILED`: what the resolve's fences found, one per remaining effect (see `ResolveError`). */
+  readonly fences: readonly FencedEffect[] | undefined;
+  /** With `RESOLVE_NEEDS_REVIEW`: the token to pass as `reviewed` once the operator has looked again. */
+  readonly review: string | undefined;
+  constructor(endpoint: string, code: SagaErrorCode | (string & {}), message: string, options?: ErrorOptions & { retryable?: boolean; detail?: unknown }) {
     super(code as SagaErrorCode, message, options);
     this.endpoint = endpoint;
+    const detail = options?.detail;
+    this.detail = detail;
+    const d = detail !== null && typeof detail === 'object' ? (detail as { fences?: unknown; review?: unknown }) : {};
+    this.fences = Array.isArray(d.fences) ? (d.fences as FencedEffect[]) : undefined;
+    this.review = typeof d.review === 'string' ? d.review : undefined;
   }
 }
 

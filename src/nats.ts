@@ -27,7 +27,7 @@ export type { JetStreamDedupStore, JetStreamDedupStoreOptions, JetStreamSagaStor
 export { serveCoordinator, DEFAULT_SERVICE_DRAIN_MS, DEFAULT_SERVICE_NAME, DEFAULT_SERVICE_QUEUE, DEFAULT_SERVICE_VERSION } from './service/coordinator.ts';
 export type { CoordinatorService, ServeCoordinatorOptions } from './service/coordinator.ts';
 export { sagaClient, DEFAULT_CLIENT_TIMEOUT_MS } from './service/client.ts';
-export type { ClientStartOptions, SagaClient, SagaClientOptions, SagaList, SagaWatch } from './service/client.ts';
+export type { ClientResolveOptions, ClientStartOptions, SagaClient, SagaClientOptions, SagaList, SagaWatch } from './service/client.ts';
 export { DEFAULT_SERVICE_WAIT_MS, MAX_SERVICE_WAIT_MS, SERVICE_ENDPOINTS } from './service/protocol.ts';
 export type { SagaEvent, ServiceEndpoint } from './service/protocol.ts';
 export type { MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats } from './service/micro.ts';

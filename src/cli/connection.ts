@@ -34,7 +34,7 @@ export class CliError extends Error {
 }
 
 /** Exit codes of the CLI (docs/cli.md). */
-export const EXIT = Object.freeze({ ok: 0, failed: 1, usage: 2, unreachable: 3, noOutcome: 4, compensated: 5, parked: 6 });
+export const EXIT = Object.freeze({ ok: 0, failed: 1, usage: 2, unreachable: 3, noOutcome: 4, compensated: 5, parked: 6, needsReview: 7, fenceFailed: 8 });
 
 function file(flag: string, path: string): string {
   try {

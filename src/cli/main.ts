@@ -8,7 +8,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import pino from 'pino';
 import { toMermaid } from '../diagram.ts';
-import { SagaError } from '../errors.ts';
+import { SagaError, ServiceError } from '../errors.ts';
+import type { FencedEffect } from '../errors.ts';
 import { createRuntime } from '../runtime.ts';
 import { jetstreamDedupStore, jetstreamSagaStore, natsTransport, sagaClient, serveCoordinator, serveWorkers } from '../nats.ts';
 import type { SagaClient } from '../nats.ts';
@@ -257,11 +258,56 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
       done(outcomeCode(o));
     });
 
-  client('resolve', "operator: declare a parked saga's remaining effects handled by hand")
+  /** A word the shell takes as it is, else single-quoted. */
+  const shellWord = (w: string) => (/^[A-Za-z0-9_.,:@%+=\/-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`);
+  const fenceText = (f: FencedEffect) =>
+    `  ${f.stepId} (worker ${f.worker}${f.inDoubt ? ', in doubt' : ''}): ${f.verdict}${f.fence !== undefined ? `, the fence found ${f.fence.was}` : ''}${f.error !== undefined ? `, ${f.error.code}: ${f.error.message}` : ''}`;
+
+  client('resolve', "operator: declare a parked saga's remaining effects handled by hand (their keys are fenced first)")
     .argument('<sagaId>')
     .option('--note <text>', 'why, for the record')
-    .action(async (sagaId: string, opts: ClientFlags & { note?: string }) => {
-      const o = await withClient(opts, (c, timeoutMs) => c.resolve(sagaId, opts.note, { timeoutMs }));
+    .option('--reviewed <token>', 'the review token a resolve that needed a review printed: you have looked at the system of record again since')
+    .option('--force', 'do not fence the keys (their worker is gone for good); unsafe: nothing stops a late do')
+    .option('--fence-timeout <seconds>', 'how long each fence may wait for its key, less than --timeout (default: half of --timeout, at most 10)')
+    .action(async (sagaId: string, opts: ClientFlags & { note?: string; reviewed?: string; force?: boolean; fenceTimeout?: string }) => {
+      let fenceTimeoutMs: number | undefined;
+      if (opts.fenceTimeout !== undefined) {
+        const seconds = Number(opts.fenceTimeout);
+        if (!(Number.isFinite(seconds) && seconds > 0)) throw new CliError(`--fence-timeout must be a number of seconds > 0, got '${opts.fenceTimeout}'`, EXIT.usage);
+        fenceTimeoutMs = Math.max(1, Math.round(seconds * 1000));
+        if (!(fenceTimeoutMs < Number(opts.timeout) * 1000)) throw new CliError(`--fence-timeout must be less than --timeout (${opts.timeout} s): the resolve waits for its fences within it`, EXIT.usage);
+      }
+      if (opts.force === true) io.err('scatter-saga: warning: --force resolves without fencing the keys: nothing stops a late do of the remaining effects from applying after the saga ends');
+      const options = {
+        ...(opts.note !== undefined ? { note: opts.note } : {}),
+        ...(opts.reviewed !== undefined ? { reviewed: opts.reviewed } : {}),
+        ...(opts.force === true ? { force: true } : {}),
+        ...(fenceTimeoutMs !== undefined ? { fenceTimeoutMs } : {}),
+      };
+      let o: SagaOutcome | undefined;
+      try {
+        o = await withClient(opts, (c, timeoutMs) => c.resolve(sagaId, { ...options, timeoutMs }));
+      } catch (error) {
+        if (!(error instanceof ServiceError) || (error.code !== 'RESOLVE_NEEDS_REVIEW' && error.code !== 'FENCE_FAILED')) throw error;
+        const fences = error.fences ?? [];
+        if (opts.json === true) io.out(JSON.stringify({ code: error.code, message: error.message, retryable: error.retryable, fences, ...(error.review !== undefined ? { review: error.review } : {}) }));
+        io.err(`scatter-saga: ${error.code}: ${error.message}`);
+        if (opts.json !== true) {
+          if (error.code === 'RESOLVE_NEEDS_REVIEW') {
+            io.err('these effects may have landed after you looked (their keys are fenced now: no do of them can apply any more):');
+            for (const f of fences.filter((x) => x.verdict === 'review')) io.err(fenceText(f));
+            const again = ['scatter-saga', 'resolve', sagaId, '--reviewed', error.review ?? '', ...(opts.note !== undefined ? ['--note', opts.note] : []), ...(opts.prefix !== 'saga' ? ['--prefix', opts.prefix] : [])];
+            io.err('look at the system of record again, undo by hand what is there, then run (with your connection flags):');
+            io.err(`  ${again.map(shellWord).join(' ')}`);
+          } else {
+            io.err('these keys could not be fenced; the saga stays parked:');
+            for (const f of fences.filter((x) => x.verdict === 'failed')) io.err(fenceText(f));
+            io.err("resolve again once the worker's hosts answer; if the worker is gone for good, resolve with --force");
+          }
+        }
+        done(error.code === 'RESOLVE_NEEDS_REVIEW' ? EXIT.needsReview : EXIT.fenceFailed);
+        return;
+      }
       show(opts, o, () => outcomeText(o));
       done(outcomeCode(o));
     });

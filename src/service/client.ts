@@ -44,6 +44,20 @@ export interface ClientStartOptions {
   timeoutMs?: number;
 }
 
+/** What a resolve says besides the saga id (see `ResolveOptions` of the runtime). */
+export interface ClientResolveOptions {
+  /** Why, for the record (kept in the coordinator's log). */
+  note?: string;
+  /** The `review` of a `RESOLVE_NEEDS_REVIEW` ServiceError: the operator has looked at the system of record again since. */
+  reviewed?: string;
+  /** Resolve without fencing the keys (their worker is gone for good). Unsafe: nothing stops a late `do`. */
+  force?: boolean;
+  /** How long each fence may wait for its key; less than `timeoutMs`. Default: half of `timeoutMs`, at most 10_000. */
+  fenceTimeoutMs?: number;
+  /** How long the service waits, fences first, then the outcome. Default 30_000. */
+  timeoutMs?: number;
+}
+
 /** The sagas a `list` found, oldest first. */
 export interface SagaList {
   readonly sagas: readonly SagaSummary[];
@@ -73,8 +87,14 @@ export interface SagaClient {
   list(options?: { status?: 'running' | 'parked'; limit?: number }): Promise<SagaList>;
   /** Operator: resumes a parked saga's compensation; resolves with its next outcome, or undefined when none came within `timeoutMs` (it goes on). */
   retry(sagaId: string, options?: { timeoutMs?: number }): Promise<SagaOutcome | undefined>;
-  /** Operator: declares a parked saga's remaining effects handled by hand; resolves with its outcome. */
-  resolve(sagaId: string, note?: string, options?: { timeoutMs?: number }): Promise<SagaOutcome | undefined>;
+  /**
+   * Operator: declares a parked saga's remaining effects handled by hand; resolves with its
+   * outcome, or undefined when none came within `timeoutMs`. The service fences the effects'
+   * keys first: a ServiceError `RESOLVE_NEEDS_REVIEW` (look again, then resolve with
+   * `reviewed: error.review`) or `FENCE_FAILED` (retryable) carries `fences`, and the saga
+   * stays parked. The second argument is the note, or the options.
+   */
+  resolve(sagaId: string, noteOrOptions?: string | ClientResolveOptions, options?: { timeoutMs?: number }): Promise<SagaOutcome | undefined>;
   /** The dead letters of the parked sagas. */
   deadLetters(): Promise<DeadLetter[]>;
   /** The step, outcome and escalation events of one saga, or of every saga when no id is given. */
@@ -130,7 +150,7 @@ export function sagaClient(nc: NatsConnection, options: SagaClientOptions = {}):
     } catch (error) {
       throw new ServiceError(endpoint, 'PROTOCOL_ERROR', `the ${endpoint} reply on '${subject}' is malformed: ${(error as Error).message}`, { cause: error });
     }
-    if (!reply.ok) throw new ServiceError(endpoint, reply.error.code, reply.error.message, { retryable: reply.error.retryable });
+    if (!reply.ok) throw new ServiceError(endpoint, reply.error.code, reply.error.message, { retryable: reply.error.retryable, ...(reply.error.detail !== undefined ? { detail: reply.error.detail } : {}) });
     return reply.result as T;
   };
   const waitOf = (o: { timeoutMs?: number } | undefined): number => {
@@ -174,9 +194,23 @@ export function sagaClient(nc: NatsConnection, options: SagaClientOptions = {}):
       const wait = waitOf(o);
       return orUndefined((await call<{ outcome: SagaOutcome | null }>('retry', { sagaId, timeoutMs: wait }, wait)).outcome);
     },
-    async resolve(sagaId, note, o) {
-      const wait = waitOf(o);
-      return orUndefined((await call<{ outcome: SagaOutcome | null }>('resolve', { sagaId, timeoutMs: wait, ...(note !== undefined ? { note } : {}) }, wait)).outcome);
+    async resolve(sagaId, noteOrOptions, o) {
+      let r: ClientResolveOptions;
+      if (noteOrOptions === undefined || typeof noteOrOptions === 'string') r = { ...(noteOrOptions !== undefined ? { note: noteOrOptions } : {}), ...o };
+      else if (noteOrOptions === null || typeof noteOrOptions !== 'object') throw new InvalidOptionError('options', 'must be a note string or an object { note?, reviewed?, force?, fenceTimeoutMs?, timeoutMs? }');
+      else r = { ...noteOrOptions, ...o };
+      const allowed = ['note', 'reviewed', 'force', 'fenceTimeoutMs', 'timeoutMs'];
+      for (const k of Object.keys(r)) if (!allowed.includes(k)) throw new InvalidOptionError(k, `unknown option (allowed: ${allowed.join(', ')})`);
+      const wait = waitOf(r);
+      const fields = {
+        sagaId,
+        timeoutMs: wait,
+        ...(r.note !== undefined ? { note: r.note } : {}),
+        ...(r.reviewed !== undefined ? { reviewed: r.reviewed } : {}),
+        ...(r.force !== undefined ? { force: r.force } : {}),
+        ...(r.fenceTimeoutMs !== undefined ? { fenceTimeoutMs: r.fenceTimeoutMs } : {}),
+      };
+      return orUndefined((await call<{ outcome: SagaOutcome | null }>('resolve', fields, wait)).outcome);
     },
     async deadLetters() {
       return (await call<{ deadLetters: DeadLetter[] }>('dead-letters', {})).deadLetters;

@@ -8,7 +8,7 @@
  */
 import pino from 'pino';
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
-import { InvalidOptionError, SagaError } from '../errors.ts';
+import { InvalidOptionError, ResolveError, SagaError } from '../errors.ts';
 import type { ErrorInfo } from '../errors.ts';
 import type { Runtime } from '../runtime/api.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
@@ -89,12 +89,14 @@ const HTTP_STATUS: Readonly<Record<string, number>> = {
   SAGA_ID_CONFLICT: 409,
   SAGA_NOT_PARKED: 409,
   SAGA_FENCED: 409,
+  RESOLVE_NEEDS_REVIEW: 409,
   PAYLOAD_TOO_LARGE: 413,
   WORKER_NOT_HOSTED: 503,
   JOURNAL_UNAVAILABLE: 503,
   RUNTIME_CLOSED: 503,
   NO_RESPONDERS: 503,
   TRANSPORT_ERROR: 503,
+  FENCE_FAILED: 503,
 };
 
 type Reply = { ok: true; result: unknown } | { ok: false; error: ErrorInfo };
@@ -138,8 +140,15 @@ function resolveOptions(nc: NatsConnection, runtime: Runtime, options: ServeCoor
   return { prefix, queue, name, version, description, events: options.events ?? true, maxPayload, drainMs, sagas, logger: options.logger ?? pino({ level: 'silent' }) };
 }
 
-/** The error info of anything a handler threw: a SagaError keeps its code, anything else is a `SERVICE_ERROR`. */
+/**
+ * The error info of anything a handler threw: a SagaError keeps its code, anything else is a
+ * `SERVICE_ERROR`. A resolve's `ResolveError` also carries `detail: { fences, review? }`.
+ */
 function errorOf(error: unknown): { info: ErrorInfo; unexpected: boolean } {
+  if (error instanceof ResolveError) {
+    const detail = { fences: error.fences, ...(error.review !== undefined ? { review: error.review } : {}) };
+    return { info: { code: error.code, message: error.message, retryable: error.retryable, detail }, unexpected: false };
+  }
   if (error instanceof SagaError) return { info: { code: error.code, message: error.message, retryable: error.retryable }, unexpected: false };
   const message = (error as Error)?.message ?? String(error);
   return { info: { code: 'SERVICE_ERROR', message: `the coordinator failed to handle the request: ${message}`, retryable: true }, unexpected: true };
@@ -231,19 +240,30 @@ export async function serveCoordinator(nc: NatsConnection, runtime: Runtime, opt
       return { sagaId: req.sagaId, outcome: await waitUpTo(runtime.retry(req.sagaId), req.timeoutMs) };
     },
     async resolve(req) {
-      return { sagaId: req.sagaId, outcome: await waitUpTo(runtime.resolve(req.sagaId, req.note), req.timeoutMs) };
+      // The fences take at most fenceTimeoutMs (< timeoutMs), so their verdict comes within the wait.
+      const options = { ...(req.note !== undefined ? { note: req.note } : {}), ...(req.reviewed !== undefined ? { reviewed: req.reviewed } : {}), ...(req.force ? { force: true } : { fenceTimeoutMs: req.fenceTimeoutMs }) };
+      return { sagaId: req.sagaId, outcome: await waitUpTo(runtime.resolve(req.sagaId, options), req.timeoutMs) };
     },
     async 'dead-letters'() {
       return { deadLetters: await runtime.deadLetters() };
     },
   };
 
-  /** The body and headers of a reply; an ok reply too large for the limit becomes a `RESULT_TOO_LARGE` error. */
+  /**
+   * The body and headers of a reply. A reply too large for the limit becomes a
+   * `RESULT_TOO_LARGE` error; an error reply first loses its `detail` (its code stays).
+   */
   const encode = (endpoint: ServiceEndpoint, reply: Reply): { body: string; headers: MsgHdrs | undefined; reply: Reply } => {
     let body = JSON.stringify(reply);
     const limit = maxPayload();
     // An error reply carries headers: keep room for them.
-    const size = byteLength(body, limit - 2048);
+    let size = byteLength(body, limit - 2048);
+    if (size > limit - 2048 && !reply.ok && reply.error.detail !== undefined) {
+      const { detail: _left, ...error } = reply.error;
+      reply = { ok: false, error: { ...error, message: `${error.message} (its detail was left out: the reply was ${size} bytes, over this service's limit of ${limit})` } };
+      body = JSON.stringify(reply);
+      size = byteLength(body, limit - 2048);
+    }
     if (size > limit - 2048) {
       const hint = endpoint === 'list' ? ' (ask for fewer with "limit")' : '';
       reply = { ok: false, error: { code: 'RESULT_TOO_LARGE', message: `the ${endpoint} reply is ${size} bytes, over this service's limit of ${limit}${hint}`, retryable: false } };

@@ -4,6 +4,7 @@
  * JSON; docs/protocol.md ("The coordinator service") is the prose form of this file.
  */
 import { TransportError } from '../errors.ts';
+import { parseReviewToken } from '../machines/fence-verdict.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
 import type { SagaStatus, SagaSummary, StepEvent } from '../runtime/api.ts';
 import type { DeadLetter, RemainingEffect, SagaOutcome, StepFailure } from '../types.ts';
@@ -22,6 +23,10 @@ export const DEFAULT_LIST_LIMIT = 1_000;
 export const MAX_LIST_LIMIT = 10_000;
 /** Longest `note` of a `resolve`, in bytes of UTF-8. */
 export const MAX_NOTE_BYTES = 4_096;
+/** Longest `reviewed` token of a `resolve`, in bytes: room for the fences of some hundreds of steps. */
+export const MAX_REVIEW_BYTES = 65_536;
+/** Longest a `resolve`'s fences wait by default: 10 s, and never more than half the request's `timeoutMs`. */
+export const DEFAULT_SERVICE_FENCE_TIMEOUT_MS = 10_000;
 
 const SAGA_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
 /** A subject token that needs no encoding (the rule of `kvKeyOf`). */
@@ -55,8 +60,18 @@ export interface SagaIdRequest {
 export interface WaitRequest extends SagaIdRequest {
   readonly timeoutMs: number;
 }
+/**
+ * A resolve: it fences the remaining keys (each fence waits at most `fenceTimeoutMs`), then
+ * ends the saga; `timeoutMs` bounds the whole of it, so `fenceTimeoutMs` < `timeoutMs`.
+ */
 export interface ResolveRequest extends WaitRequest {
   readonly note: string | undefined;
+  /** The `review` token of a `RESOLVE_NEEDS_REVIEW` reply: the operator has looked again. */
+  readonly reviewed: string | undefined;
+  /** Skip the fences (the worker is gone for good). */
+  readonly force: boolean;
+  /** How long each fence may wait for its key. Default: half of `timeoutMs`, at most 10 000. */
+  readonly fenceTimeoutMs: number;
 }
 export interface ListRequest {
   readonly status: 'running' | 'parked' | undefined;
@@ -114,7 +129,7 @@ const FIELDS: { readonly [E in ServiceEndpoint]: readonly string[] } = {
   outcome: ['v', 'sagaId', 'timeoutMs'],
   list: ['v', 'status', 'limit'],
   retry: ['v', 'sagaId', 'timeoutMs'],
-  resolve: ['v', 'sagaId', 'note', 'timeoutMs'],
+  resolve: ['v', 'sagaId', 'note', 'reviewed', 'force', 'fenceTimeoutMs', 'timeoutMs'],
   'dead-letters': ['v'],
 };
 
@@ -175,7 +190,20 @@ export function parseServiceRequest<E extends ServiceEndpoint>(endpoint: E, body
     case 'resolve': {
       const note = body.note;
       if (note !== undefined && (typeof note !== 'string' || Buffer.byteLength(note, 'utf8') > MAX_NOTE_BYTES)) throw bad(`'note' must be a string of at most ${MAX_NOTE_BYTES} bytes in UTF-8, got ${describe(note)}`);
-      out = { sagaId: sagaIdOf(body, true), note, timeoutMs: timeoutMs() };
+      const reviewed = body.reviewed;
+      if (reviewed !== undefined && (typeof reviewed !== 'string' || Buffer.byteLength(reviewed, 'utf8') > MAX_REVIEW_BYTES || parseReviewToken(reviewed) === undefined)) {
+        throw bad(`'reviewed' must be the 'review' token of a RESOLVE_NEEDS_REVIEW reply, as it was given (at most ${MAX_REVIEW_BYTES} bytes), got ${describe(reviewed)}`);
+      }
+      if (body.force !== undefined && typeof body.force !== 'boolean') throw bad(`'force' must be true or false, got ${describe(body.force)}`);
+      const force = body.force === true;
+      const wait = timeoutMs();
+      // The fences come first, within the request's wait: leave time for the outcome after them.
+      if (body.fenceTimeoutMs !== undefined && (typeof body.fenceTimeoutMs !== 'number' || !Number.isSafeInteger(body.fenceTimeoutMs) || body.fenceTimeoutMs < 1 || body.fenceTimeoutMs >= wait)) {
+        throw bad(`'fenceTimeoutMs' must be a whole number from 1 to less than 'timeoutMs' (${wait}: the resolve waits for its fences within it), got ${describe(body.fenceTimeoutMs)}`);
+      }
+      if (!force && wait < 2) throw bad(`'timeoutMs' of a resolve must be at least 2 (it waits for its fences within it), or pass "force": true, got ${describe(body.timeoutMs)}`);
+      const fenceTimeoutMs = (body.fenceTimeoutMs as number | undefined) ?? Math.max(1, Math.min(DEFAULT_SERVICE_FENCE_TIMEOUT_MS, Math.floor(wait / 2)));
+      out = { sagaId: sagaIdOf(body, true), note, reviewed, force, fenceTimeoutMs, timeoutMs: wait };
       break;
     }
     case 'list': {

@@ -8,8 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runCli } from '../../src/cli/main.ts';
-import { createRuntime } from '../../src/index.ts';
-import { natsTransport, serveWorkers } from '../../src/nats.ts';
+import { createRuntime, defineSaga, defineWorker } from '../../src/index.ts';
+import { jetstreamSagaStore, natsTransport, serveCoordinator, serveWorkers } from '../../src/nats.ts';
 import { control, flights, hotels, payments, sagas } from '../fixtures/cli-definitions.ts';
 import { startNatsServer } from '../helpers/nats-server.ts';
 import type { NatsServer } from '../helpers/nats-server.ts';
@@ -227,4 +227,106 @@ describe('scatter-saga coordinator and the service commands, against a nats-serv
     expect(none.code).toBe(1);
     expect(lines(none.err)).toEqual([expect.stringMatching(/^scatter-saga: NO_RESPONDERS: /)]);
   }, 120_000);
+});
+
+describe('scatter-saga resolve: the keys are fenced first', () => {
+  let server: NatsServer;
+  beforeAll(async () => {
+    server = await startNatsServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  /** Books `ms` (default 300) after it starts; its undo always fails. */
+  const booked: string[] = [];
+  const late = defineWorker({
+    name: 'cli-late',
+    do: async (input: { ms?: number } | null, ctx) => {
+      await new Promise((r) => setTimeout(r, input?.ms ?? 300));
+      booked.push(ctx.idempotencyKey);
+      return { booked: true };
+    },
+    compensate: () => {
+      throw new Error('the undo is broken');
+    },
+  });
+  /** The do times out after 40 ms, the undo after 60 ms (behind the running do): the saga parks in doubt while the do runs on. */
+  const lateSaga = defineSaga({
+    name: 'cli-late',
+    version: 1,
+    steps: { s: { worker: 'cli-late', input: (i: { ms?: number } | null) => i, timeoutMs: 40, retries: 0 } },
+    compensation: { retries: 0, timeoutMs: 60, backoff: { initialMs: 1 } },
+  });
+
+  test('a resolve that needs a review prints the steps and the command with --reviewed, exit 7; that command resolves; --json prints the error; FENCE_FAILED exits 8; --force warns', async () => {
+    const hostNc = await connect({ servers: server.url });
+    const coordNc = await connect({ servers: server.url });
+    const host = await serveWorkers(hostNc, [late], { signals: [] });
+    const runtime = createRuntime({ transport: natsTransport(coordNc), store: jetstreamSagaStore(coordNc, { bucketPrefix: 'cli_late' }), sagas: [lateSaga] });
+    const service = await serveCoordinator(coordNc, runtime);
+    const ask = (...args: string[]) => inProcess([...args, '--server', server.url]);
+    const park = async (sagaId: string, ms: number) => {
+      const parked = await ask('start', 'cli-late', JSON.stringify({ ms }), '--saga-id', sagaId, '--wait', '--json');
+      expect(parked.code, parked.err).toBe(6);
+      return (JSON.parse(parked.out) as { outcome: { remaining: { idempotencyKey: string }[] } }).outcome.remaining[0]?.idempotencyKey as string;
+    };
+    try {
+      const key = await park('late 1', 300);
+      const needs = await ask('resolve', 'late 1', '--note', 'nothing booked');
+      expect(needs.code, needs.err).toBe(7);
+      expect(needs.out).toBe('');
+      const err = lines(needs.err);
+      expect(err[0]).toMatch(/^scatter-saga: RESOLVE_NEEDS_REVIEW: saga 'late 1' was not resolved: /);
+      expect(err).toContain('  s (worker cli-late, in doubt): review, the fence found applied');
+      const command = err.at(-1) as string;
+      expect(command).toMatch(/^  scatter-saga resolve 'late 1' --reviewed [A-Za-z0-9_-]+ --note 'nothing booked'$/);
+      const token = (/--reviewed (\S+)/.exec(command) as RegExpExecArray)[1] as string;
+      expect(needs.err).toContain(token);
+      // The do landed while the fence waited for it: the review is what the operator must look at.
+      expect(booked).toContain(key);
+      expect((await runtime.status('late 1'))?.state).toBe('compensationFailed');
+      // Looked again and undid it by hand: the printed command ends the saga (compensated: exit 5).
+      const done = await ask('resolve', 'late 1', '--reviewed', token, '--note', 'cancelled by hand');
+      expect(done.code, done.err).toBe(5);
+      expect(done.out).toMatch(/^compensated: /);
+      expect((await runtime.status('late 1'))?.state).toBe('compensated');
+
+      await park('late-2', 300);
+      const json = await ask('resolve', 'late-2', '--json');
+      expect(json.code, json.err).toBe(7);
+      const e = JSON.parse(json.out) as { code: string; retryable: boolean; message: string; fences: unknown[]; review: string };
+      expect(e).toEqual({ code: 'RESOLVE_NEEDS_REVIEW', message: expect.stringContaining(e.review), retryable: false, fences: [expect.objectContaining({ stepId: 's', worker: 'cli-late', verdict: 'review', fence: expect.objectContaining({ was: 'applied' }) })], review: expect.any(String) });
+      expect(lines(json.err)).toEqual([expect.stringMatching(/^scatter-saga: RESOLVE_NEEDS_REVIEW: /)]);
+
+      // A do that outlasts the fence's wait: FENCE_FAILED, exit 8; the saga stays parked.
+      const busyKey = await park('late-3', 1_500);
+      const failed = await ask('resolve', 'late-3', '--fence-timeout', '0.1');
+      expect(failed.code, failed.err).toBe(8);
+      expect(lines(failed.err)[0]).toMatch(/^scatter-saga: FENCE_FAILED: saga 'late-3' was not resolved: could not fence 's'/);
+      expect(failed.err).toMatch(/\n {2}s \(worker cli-late, in doubt\): failed, [A-Z_]+: /);
+      expect(lines(failed.err).at(-1)).toBe("resolve again once the worker's hosts answer; if the worker is gone for good, resolve with --force");
+      expect((await runtime.status('late-3'))?.state).toBe('compensationFailed');
+      const forced = await ask('resolve', 'late-3', '--force');
+      expect(forced.code, forced.err).toBe(5);
+      expect(lines(forced.err)).toEqual(['scatter-saga: warning: --force resolves without fencing the keys: nothing stops a late do of the remaining effects from applying after the saga ends']);
+      for (let i = 0; i < 150 && !booked.includes(busyKey); i++) await new Promise((r) => setTimeout(r, 20));
+
+      // Bad flags: usage, exit 2, nothing asked.
+      const tooLong = await ask('resolve', 'late-3', '--fence-timeout', '5');
+      expect([tooLong.code, lines(tooLong.err)]).toEqual([2, ['scatter-saga: --fence-timeout must be less than --timeout (5 s): the resolve waits for its fences within it']]);
+      const notNumber = await ask('resolve', 'late-3', '--fence-timeout', 'soon');
+      expect([notNumber.code, lines(notNumber.err)]).toEqual([2, ["scatter-saga: --fence-timeout must be a number of seconds > 0, got 'soon'"]]);
+      // A token that is not one: the service refuses it, naming the field.
+      const badToken = await ask('resolve', 'late-3', '--reviewed', 'looked');
+      expect(badToken.code).toBe(1);
+      expect(lines(badToken.err)).toEqual([expect.stringMatching(/^scatter-saga: PROTOCOL_ERROR: 'reviewed' must be the 'review' token/)]);
+    } finally {
+      await service.stop();
+      await runtime.close();
+      await host.drain();
+      await coordNc.close();
+      await hostNc.close();
+    }
+  }, 60_000);
 });

@@ -23,7 +23,7 @@ let service: CoordinatorService;
 let client: SagaClient;
 const PREFIX = 'shop';
 
-const world = { undoBroken: true, gate: Promise.resolve() as Promise<void>, traceparents: [] as (string | undefined)[] };
+const world = { undoBroken: true, gate: Promise.resolve() as Promise<void>, traceparents: [] as (string | undefined)[], lateRunning: 0 };
 const hotel = defineWorker({
   name: 'hotel',
   do: async (input: { city: string }, ctx) => {
@@ -40,6 +40,26 @@ const invoice = defineWorker({
   compensate: () => {
     if (world.undoBroken) throw new Error('invoicing is down');
   },
+});
+/** Books `ms` (default 300) after it starts; its undo always fails. */
+const late = defineWorker({
+  name: 'late',
+  do: async (input: { ms?: number } | null) => {
+    world.lateRunning++;
+    await new Promise((r) => setTimeout(r, input?.ms ?? 300));
+    world.lateRunning--;
+    return { booked: true };
+  },
+  compensate: () => {
+    throw new Error('the undo is broken');
+  },
+});
+/** The do times out after 40 ms, the undo after 60 ms (behind the running do): the saga parks in doubt while the do runs on. */
+const lateSaga = defineSaga({
+  name: 'late',
+  version: 1,
+  steps: { s: { worker: 'late', input: (i: { ms?: number } | null) => i, timeoutMs: 40, retries: 0 } },
+  compensation: { retries: 0, timeoutMs: 60, backoff: { initialMs: 1 } },
 });
 type Trip = { city: string };
 const trip = defineSaga({ name: 'trip', version: 1, steps: { invoice: { worker: 'invoice' }, hotel: { worker: 'hotel', input: (t: Trip) => ({ city: t.city }), after: ['invoice'] } }, compensation: { retries: 0 } });
@@ -66,8 +86,8 @@ beforeAll(async () => {
   workerNc = await connect({ servers: server.url });
   coordNc = await connect({ servers: server.url });
   nc = await connect({ servers: server.url });
-  workers = await serveWorkers(workerNc, [hotel, invoice], { prefix: PREFIX, signals: [] });
-  runtime = createRuntime({ transport: natsTransport(coordNc, { prefix: PREFIX }), store: jetstreamSagaStore(coordNc, { bucketPrefix: 'svc_client' }), sagas: [trip] });
+  workers = await serveWorkers(workerNc, [hotel, invoice, late], { prefix: PREFIX, signals: [] });
+  runtime = createRuntime({ transport: natsTransport(coordNc, { prefix: PREFIX }), store: jetstreamSagaStore(coordNc, { bucketPrefix: 'svc_client' }), sagas: [trip, lateSaga] });
   service = await serveCoordinator(coordNc, runtime, { prefix: PREFIX });
   client = sagaClient(nc, { prefix: PREFIX });
 });
@@ -145,6 +165,35 @@ describe('sagaClient', () => {
     expect(await client.resolve(second, 'invoice cancelled by hand')).toMatchObject({ sagaId: second, status: 'compensated', resolvedByOperator: ['invoice'] });
     await expect(client.retry(second)).rejects.toMatchObject({ code: 'SAGA_NOT_PARKED', endpoint: 'retry' });
     all.stop();
+  });
+
+  it('resolve: a RESOLVE_NEEDS_REVIEW ServiceError carries the fences and the review token; resolve with { reviewed } ends the saga', async () => {
+    const { sagaId, outcome } = await client.start('late', { ms: 300 }, { wait: true });
+    expect(outcome).toMatchObject({ status: 'compensation-failed', remaining: [expect.objectContaining({ stepId: 's', inDoubt: true })] });
+    const e = await client.resolve(sagaId, 'looked: nothing booked').catch((error: unknown) => error);
+    expect(e).toBeInstanceOf(ServiceError);
+    const review = e as ServiceError;
+    expect(review).toMatchObject({ code: 'RESOLVE_NEEDS_REVIEW', endpoint: 'resolve', retryable: false });
+    expect(review.fences).toEqual([expect.objectContaining({ stepId: 's', worker: 'late', inDoubt: true, verdict: 'review', fence: expect.objectContaining({ was: 'applied' }) })]);
+    expect(review.review).toEqual(expect.any(String));
+    expect(review.detail).toEqual({ fences: review.fences, review: review.review });
+    expect(review.message).toContain(review.review as string);
+    expect(await client.status(sagaId)).toMatchObject({ state: 'compensationFailed' });
+    expect(await client.resolve(sagaId, { note: 'cancelled by hand', reviewed: review.review, timeoutMs: 10_000 })).toMatchObject({ sagaId, status: 'compensated', resolvedByOperator: ['s'] });
+  });
+
+  it('resolve: FENCE_FAILED is a retryable ServiceError with the fences and no review; force resolves; bad options are refused', async () => {
+    const { sagaId } = await client.start('late', { ms: 1_500 }, { wait: true });
+    const e = (await client.resolve(sagaId, { fenceTimeoutMs: 100 }, { timeoutMs: 5_000 }).catch((error: unknown) => error)) as ServiceError;
+    expect(e).toBeInstanceOf(ServiceError);
+    expect(e).toMatchObject({ code: 'FENCE_FAILED', endpoint: 'resolve', retryable: true, review: undefined });
+    expect(e.fences).toEqual([expect.objectContaining({ stepId: 's', verdict: 'failed', error: expect.objectContaining({ code: expect.any(String) }) })]);
+    await expect(client.resolve(sagaId, { fenceTimeoutMs: 0 })).rejects.toMatchObject({ code: 'PROTOCOL_ERROR', message: expect.stringContaining("'fenceTimeoutMs'"), fences: undefined });
+    await expect(client.resolve(sagaId, { force: 'yes' as never })).rejects.toMatchObject({ code: 'PROTOCOL_ERROR', message: expect.stringContaining("'force'") });
+    await expect(client.resolve(sagaId, { fenced: true } as never)).rejects.toThrow(/option 'fenced': unknown option/);
+    expect(await client.resolve(sagaId, { force: true, note: 'the worker is gone' })).toMatchObject({ sagaId, status: 'compensated', resolvedByOperator: ['s'] });
+    // The do runs on, unfenced; let it end before the next test.
+    await until(() => world.lateRunning === 0);
   });
 
   it("start's traceparent (a Traceparent header) is the saga's: its requests carry that trace; a bad one is refused before anything is sent", async () => {

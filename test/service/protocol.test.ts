@@ -13,7 +13,13 @@ describe('parseServiceRequest', () => {
     expect(parseServiceRequest('start', { v: 1, saga: 'trip' })).toEqual({ saga: 'trip', version: undefined, input: null, sagaId: undefined, wait: false, timeoutMs: DEFAULT_SERVICE_WAIT_MS });
     expect(parseServiceRequest('start', { v: 1, saga: 'trip', version: 3, input: { a: 1 }, sagaId: 'x', wait: true, timeoutMs: 0 })).toEqual({ saga: 'trip', version: 3, input: { a: 1 }, sagaId: 'x', wait: true, timeoutMs: 0 });
     expect(parseServiceRequest('list', { v: 1 })).toEqual({ status: undefined, limit: DEFAULT_LIST_LIMIT });
-    expect(parseServiceRequest('resolve', { v: 1, sagaId: 's', note: 'done by hand' })).toEqual({ sagaId: 's', note: 'done by hand', timeoutMs: DEFAULT_SERVICE_WAIT_MS });
+    // A resolve's fences wait half of timeoutMs by default, at most 10 s.
+    expect(parseServiceRequest('resolve', { v: 1, sagaId: 's', note: 'done by hand' })).toEqual({ sagaId: 's', note: 'done by hand', reviewed: undefined, force: false, fenceTimeoutMs: 10_000, timeoutMs: DEFAULT_SERVICE_WAIT_MS });
+    expect(parseServiceRequest('resolve', { v: 1, sagaId: 's', timeoutMs: 5_000 })).toMatchObject({ fenceTimeoutMs: 2_500, timeoutMs: 5_000 });
+    const token = Buffer.from(JSON.stringify([['s', 'f-1']])).toString('base64url');
+    expect(parseServiceRequest('resolve', { v: 1, sagaId: 's', reviewed: token, force: false, fenceTimeoutMs: 4_999, timeoutMs: 5_000 })).toEqual({ sagaId: 's', note: undefined, reviewed: token, force: false, fenceTimeoutMs: 4_999, timeoutMs: 5_000 });
+    // A forced resolve fences nothing: it may wait for nothing.
+    expect(parseServiceRequest('resolve', { v: 1, sagaId: 's', force: true, timeoutMs: 0 })).toMatchObject({ force: true, timeoutMs: 0 });
     expect(parseServiceRequest('dead-letters', { v: 1 })).toEqual({});
   });
 
@@ -27,6 +33,15 @@ describe('parseServiceRequest', () => {
     ['start', { v: 1, saga: 'trip', sagaId: 5 }, /'sagaId'/],
     ['outcome', { v: 1, sagaId: 's', timeoutMs: 600_001 }, /'timeoutMs' must be a whole number from 0 to 600000/],
     ['resolve', { v: 1, sagaId: 's', note: 'x'.repeat(4097) }, /'note'/],
+    ['resolve', { v: 1, sagaId: 's', reviewed: '' }, /'reviewed' must be the 'review' token/],
+    ['resolve', { v: 1, sagaId: 's', reviewed: Buffer.from(JSON.stringify([['s', 'x'.repeat(65_536)]])).toString('base64url') }, /'reviewed'.*at most 65536 bytes/],
+    ['resolve', { v: 1, sagaId: 's', reviewed: ['s', 'f'] }, /'reviewed'/],
+    ['resolve', { v: 1, sagaId: 's', force: 1 }, /'force' must be true or false, got 1/],
+    ['resolve', { v: 1, sagaId: 's', fenceTimeoutMs: 2.5 }, /'fenceTimeoutMs' must be a whole number/],
+    ['resolve', { v: 1, sagaId: 's', fenceTimeoutMs: '100' }, /'fenceTimeoutMs'/],
+    ['resolve', { v: 1, sagaId: 's', fenceTimeoutMs: 30_000 }, /'fenceTimeoutMs'.*less than 'timeoutMs' \(30000/],
+    ['resolve', { v: 1, sagaId: 's', timeoutMs: 0 }, /'timeoutMs' of a resolve must be at least 2.*"force": true/],
+    ['resolve', { v: 1, sagaId: 's', fence: true }, /unknown field 'fence' for resolve \(allowed: v, sagaId, note, reviewed, force, fenceTimeoutMs, timeoutMs\)/],
     ['list', { v: 1, limit: 10_001 }, /'limit'/],
   ] as const)('%s %j is a PROTOCOL_ERROR naming what is wrong', (endpoint, body, message) => {
     let thrown: unknown;

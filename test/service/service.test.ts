@@ -27,7 +27,7 @@ const logs: Record<string, unknown>[] = [];
 const MAX = 8192;
 
 /** Switches and counters the workers share with the tests. */
-const world = { stockDos: 0, undoBroken: true, undone: [] as string[], gate: undefined as undefined | { open: () => void; opened: Promise<void> } };
+const world = { stockDos: 0, undoBroken: true, undone: [] as string[], gate: undefined as undefined | { open: () => void; opened: Promise<void> }, lateApplied: [] as string[] };
 
 const stock = defineWorker({
   name: 'stock',
@@ -59,6 +59,20 @@ const slow = defineWorker({
   compensate: () => undefined,
 });
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Applies its effect `ms` (default 300) after it starts; its undo always fails. */
+const late = defineWorker({
+  name: 'late',
+  do: async (input: { ms?: number } | null, ctx) => {
+    await sleep(input?.ms ?? 300);
+    world.lateApplied.push(ctx.idempotencyKey);
+    return { booked: true };
+  },
+  compensate: () => {
+    throw new Error('the undo is broken');
+  },
+});
+
 type Order = { qty: number; card: string };
 const orderV1 = defineSaga({ name: 'order', version: 1, steps: { stock: { worker: 'stock', input: (o: Order) => ({ qty: o.qty }) }, pay: { worker: 'payment', input: (o: Order) => ({ card: o.card }) } } });
 const orderV2 = defineSaga({ name: 'order', version: 2, steps: { stock: { worker: 'stock', input: (o: Order) => ({ qty: o.qty }) }, pay: { worker: 'payment', input: (o: Order) => ({ card: o.card }) } } });
@@ -70,15 +84,25 @@ const stuck = defineSaga({
 });
 const waiting = defineSaga({ name: 'waiting', version: 1, steps: { wait: { worker: 'slow' } } });
 const orphan = defineSaga({ name: 'orphan', version: 1, steps: { x: { worker: 'nobody' } } });
+/**
+ * Times the do out after 40 ms and each undo after 60 ms, no retries: the undo waits behind
+ * the running do, times out, and the saga parks with the step in doubt while the do runs on.
+ */
+const lateSaga = defineSaga({
+  name: 'late',
+  version: 1,
+  steps: { s: { worker: 'late', input: (i: { ms?: number } | null) => i, timeoutMs: 40, retries: 0 } },
+  compensation: { retries: 0, timeoutMs: 60, backoff: { initialMs: 1 } },
+});
 
 beforeAll(async () => {
   server = await startNatsServer();
   workerNc = await connect({ servers: server.url });
   coordNc = await connect({ servers: server.url });
   nc = await connect({ servers: server.url });
-  workers = await serveWorkers(workerNc, [stock, payment, ledger, slow], { signals: [] });
+  workers = await serveWorkers(workerNc, [stock, payment, ledger, slow, late], { signals: [] });
   const logger = pino({ level: 'info' }, { write: (s: string) => void logs.push(JSON.parse(s) as Record<string, unknown>) });
-  runtime = createRuntime({ transport: natsTransport(coordNc), store: jetstreamSagaStore(coordNc, { bucketPrefix: 'svc_raw' }), sagas: [orderV1, orderV2, stuck, waiting, orphan], logger });
+  runtime = createRuntime({ transport: natsTransport(coordNc), store: jetstreamSagaStore(coordNc, { bucketPrefix: 'svc_raw' }), sagas: [orderV1, orderV2, stuck, waiting, orphan, lateSaga], logger });
   service = await serveCoordinator(coordNc, runtime, { logger, maxPayload: MAX });
 });
 
@@ -95,7 +119,7 @@ afterAll(async () => {
 
 interface Raw {
   msg: Msg;
-  body: { ok: boolean; result?: any; error?: { code: string; message: string; retryable: boolean } };
+  body: { ok: boolean; result?: any; error?: { code: string; message: string; retryable: boolean; detail?: any } };
 }
 
 /** A raw request: `body` is JSON-encoded unless it is already a string or bytes. */
@@ -206,6 +230,53 @@ describe('operating a parked saga with raw NATS requests', () => {
     expect(logs).toContainEqual(expect.objectContaining({ sagaId: other, action: 'OPERATOR.RESOLVE', note: 'ledger entry voided by hand' }));
   });
 
+  it('resolve fences the keys first: an effect that may have landed after the operator looked is a RESOLVE_NEEDS_REVIEW with the fences and a review token; resolve with reviewed ends the saga', async () => {
+    const sagaId = 'late-review';
+    const parked = await svc('start', { v: 1, saga: 'late', input: { ms: 300 }, sagaId, wait: true });
+    expect(parked.body.result.outcome).toMatchObject({ status: 'compensation-failed', remaining: [expect.objectContaining({ stepId: 's', inDoubt: true })] });
+    // The operator looks now: nothing is there yet; the do is still running.
+    const key = parked.body.result.outcome.remaining[0].idempotencyKey as string;
+    expect(world.lateApplied).not.toContain(key);
+    const r = await svc('resolve', { v: 1, sagaId, note: 'nothing booked', timeoutMs: 10_000 });
+    expectError(r, 'RESOLVE_NEEDS_REVIEW', /may have landed after you looked/);
+    expect(r.msg.headers?.get('Nats-Service-Error-Code')).toBe('409');
+    expect(r.body.error?.retryable).toBe(false);
+    expect(r.body.error?.detail).toEqual({
+      fences: [{ stepId: 's', worker: 'late', idempotencyKey: key, inDoubt: true, verdict: 'review', fence: { by: expect.any(String), was: 'applied' } }],
+      review: expect.any(String),
+    });
+    const review = r.body.error?.detail.review as string;
+    expect(r.body.error?.message).toContain(review);
+    // The do applied while the fence waited for it; the saga is still parked.
+    expect(world.lateApplied).toContain(key);
+    expect((await svc('status', { v: 1, sagaId })).body.result.state).toBe('compensationFailed');
+    const resolved = await svc('resolve', { v: 1, sagaId, note: 'cancelled the booking by hand', reviewed: review, timeoutMs: 10_000 });
+    expect(resolved.body).toEqual({ ok: true, result: { sagaId, outcome: expect.objectContaining({ sagaId, status: 'compensated', resolvedByOperator: ['s'] }) } });
+    expect(logs).toContainEqual(expect.objectContaining({ sagaId, action: 'OPERATOR.RESOLVE', note: 'cancelled the booking by hand' }));
+  });
+
+  it('a do that outlasts fenceTimeoutMs is a retryable FENCE_FAILED with the fences and no review token; force resolves without fencing', async () => {
+    const sagaId = 'late-busy';
+    const parked = await svc('start', { v: 1, saga: 'late', input: { ms: 1_500 }, sagaId, wait: true });
+    expect(parked.body.result.outcome).toMatchObject({ status: 'compensation-failed' });
+    const r = await svc('resolve', { v: 1, sagaId, fenceTimeoutMs: 100, timeoutMs: 5_000 });
+    expectError(r, 'FENCE_FAILED', /could not fence 's'/);
+    expect(r.msg.headers?.get('Nats-Service-Error-Code')).toBe('503');
+    expect(r.body.error?.retryable).toBe(true);
+    // The host answers nothing while the do runs (over NATS the fence times out; a host may also say IN_PROGRESS).
+    expect(r.body.error?.detail).toEqual({ fences: [expect.objectContaining({ stepId: 's', worker: 'late', inDoubt: true, verdict: 'failed', error: expect.objectContaining({ code: expect.stringMatching(/^(STEP_TIMED_OUT|IN_PROGRESS)$/) }) })] });
+    expect(r.body.error?.detail.fences[0]).not.toHaveProperty('fence');
+    expect((await svc('status', { v: 1, sagaId })).body.result.state).toBe('compensationFailed');
+    const from = logs.length;
+    const forced = await svc('resolve', { v: 1, sagaId, force: true, timeoutMs: 5_000 });
+    expect(forced.body.result.outcome).toMatchObject({ sagaId, status: 'compensated', resolvedByOperator: ['s'] });
+    expect(logs.slice(from)).toContainEqual(expect.objectContaining({ sagaId, msg: 'resolve with force: the keys of the remaining effects were not fenced' }));
+    // Nothing stopped the do: it applies after the saga ended.
+    const key = parked.body.result.outcome.remaining[0].idempotencyKey as string;
+    for (let i = 0; i < 150 && !world.lateApplied.includes(key); i++) await sleep(20);
+    expect(world.lateApplied).toContain(key);
+  });
+
   it('list shows a running saga as running', async () => {
     let open!: () => void;
     const opened = new Promise<void>((r) => (open = r));
@@ -297,6 +368,11 @@ describe('bad input', () => {
     ['an unknown saga id', 'outcome', { v: 1, sagaId: 'never-started' }, 'SAGA_NOT_FOUND', /never-started/],
     ['resolve of an unknown saga', 'resolve', { v: 1, sagaId: 'never-started' }, 'SAGA_NOT_FOUND', /never-started/],
     ['a note that is not a string', 'resolve', { v: 1, sagaId: 'x', note: 5 }, 'PROTOCOL_ERROR', /'note'/],
+    ['a review token that is not a string', 'resolve', { v: 1, sagaId: 'x', reviewed: 5 }, 'PROTOCOL_ERROR', /'reviewed' must be the 'review' token/],
+    ['a review token that is not one', 'resolve', { v: 1, sagaId: 'x', reviewed: 'looked' }, 'PROTOCOL_ERROR', /'reviewed' must be the 'review' token/],
+    ['force that is not a boolean', 'resolve', { v: 1, sagaId: 'x', force: 'yes' }, 'PROTOCOL_ERROR', /'force' must be true or false/],
+    ['a fenceTimeoutMs of 0', 'resolve', { v: 1, sagaId: 'x', fenceTimeoutMs: 0 }, 'PROTOCOL_ERROR', /'fenceTimeoutMs' must be a whole number/],
+    ['a fenceTimeoutMs not below timeoutMs', 'resolve', { v: 1, sagaId: 'x', fenceTimeoutMs: 1_000, timeoutMs: 1_000 }, 'PROTOCOL_ERROR', /'fenceTimeoutMs'.*less than 'timeoutMs' \(1000/],
     ['a status a list cannot show', 'list', { v: 1, status: 'committed' }, 'PROTOCOL_ERROR', /finished sagas are not listed/],
     ['a limit of 0', 'list', { v: 1, limit: 0 }, 'PROTOCOL_ERROR', /'limit'/],
     ['a body over the limit', 'start', { v: 1, saga: 'order', input: { pad: 'x'.repeat(MAX) } }, 'PAYLOAD_TOO_LARGE', /over this service's limit of 8192/],
