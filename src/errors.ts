@@ -39,7 +39,8 @@ export type SagaErrorCode =
   | 'UNKNOWN_SAGA'
   | 'SERVICE_ERROR'
   | 'RESOLVE_NEEDS_REVIEW'
-  | 'FENCE_FAILED';
+  | 'FENCE_FAILED'
+  | 'SAGA_NOT_RUNNING';
 
 /** Base class of every error scatter-saga throws or reports. */
 export class SagaError extends Error {

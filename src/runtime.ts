@@ -21,7 +21,7 @@ import { Admission } from './runtime/admission.ts';
 import type { Runtime, StartedSaga } from './runtime/api.ts';
 import { SagaDriver } from './runtime/driver.ts';
 import type { Header } from './runtime/driver.ts';
-import { deadLetters, list, operator, outcome, resolveParked, status } from './runtime/operator.ts';
+import { abortRunning, deadLetters, list, operator, outcome, resolveParked, status } from './runtime/operator.ts';
 import { resolveOptions } from './runtime/options.ts';
 import { parseTraceparent } from './tracing.ts';
 import type { RunOptions, RuntimeOptions } from './runtime/options.ts';
@@ -236,6 +236,7 @@ export function createRuntime(options: RuntimeOptions = {}): Runtime {
     outcome: (sagaId, options) => outcome(driver, sagaId, options),
 
     retry: (sagaId) => operator(driver, sagaId, { type: 'OPERATOR.RETRY' }),
+    abort: (sagaId, note) => abortRunning(driver, sagaId, note),
     resolve: (sagaId, options) => resolveParked(driver, sagaId, options),
 
     recover: () => recover(driver, serving, o.ownershipLeaseMs),

@@ -363,6 +363,8 @@ export interface CompensatedOutcome {
   /** Steps whose effect was (or may have been) applied and has been undone. */
   readonly compensated: readonly string[];
   readonly resolvedByOperator: readonly string[];
+  /** An operator aborted the saga while it ran (`Runtime.abort`), with the note given. */
+  readonly abortedByOperator?: { readonly note?: string };
 }
 
 /** The saga is parked: a compensation exhausted its retries, and `remaining` lists what is still in the world. */

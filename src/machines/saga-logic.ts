@@ -68,6 +68,8 @@ export interface SagaContext {
   readonly commitSeq: number;
   /** How many times the saga entered `compensationFailed`. */
   readonly timesParked: number;
+  /** An operator aborted the saga while it ran (OPERATOR.ABORT), with the note given. */
+  readonly abortedByOperator?: { readonly note?: string };
 }
 
 export interface SagaInput {
@@ -97,6 +99,8 @@ export type SagaEvent =
   | { type: 'COMPENSATION.RETRY_DUE'; stepId: string; attempt: number }
   | { type: 'OPERATOR.RETRY' }
   | { type: 'OPERATOR.RESOLVE'; note?: string }
+  /** An operator aborts a running saga: it undoes every step that committed or may have. */
+  | { type: 'OPERATOR.ABORT'; note?: string }
   /** A coordinator restored this saga from its journal and drives it on. */
   | { type: 'RECOVER' };
 
@@ -555,6 +559,11 @@ export function decide(def: SagaDefinition, ctx: SagaContext, decision: 'commit'
   return { ...ctx, decision, steps };
 }
 
+/** An operator aborted the running saga: the decision is abort, whatever the steps say so far. */
+export function abortByOperator(def: SagaDefinition, ctx: SagaContext, ev: { note?: string }): SagaContext {
+  return decide(def, { ...ctx, abortedByOperator: ev.note === undefined ? {} : { note: ev.note } }, 'abort');
+}
+
 // ---------------------------------------------------------------------------
 // Compensating
 
@@ -774,6 +783,7 @@ export function outcomeOf(def: SagaDefinition, ctx: SagaContext, state: MachineS
         failures: ctx.failures,
         compensated: ids((s) => s.undo && s.status === 'compensated'),
         resolvedByOperator,
+        ...(ctx.abortedByOperator !== undefined ? { abortedByOperator: ctx.abortedByOperator } : {}),
       };
     case 'compensationFailed':
       return {
@@ -783,6 +793,7 @@ export function outcomeOf(def: SagaDefinition, ctx: SagaContext, state: MachineS
         failures: ctx.failures,
         compensated: ids((s) => s.undo && s.status === 'compensated'),
         decision: ctx.decision ?? 'abort',
+        ...(ctx.abortedByOperator !== undefined ? { abortedByOperator: ctx.abortedByOperator } : {}),
       };
     default:
       return undefined;

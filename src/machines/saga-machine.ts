@@ -3,6 +3,7 @@
  *
  *   dispatching ─▶ gathering ─┬─▶ committed                        (final)
  *        ▲            │       └─▶ compensating ─┬─▶ compensated    (final)
+ *        │            │  (operator abort)▲      │
  *        └─ next stage┘                         └─▶ compensationFailed ─(operator retry)─▶ compensating
  *
  * RECOVER (a coordinator restored the saga from its journal) taints every step that may
@@ -64,6 +65,7 @@ export function createSagaMachine(def: SagaDefinition, options: SagaMachineOptio
       redispatch: apply((ctx, ev) => L.redispatch(def, ctx, ev)),
       decideCommit: update((ctx) => L.decide(def, ctx, 'commit')),
       decideAbort: update((ctx) => L.decide(def, ctx, 'abort')),
+      abortByOperator: update((ctx, ev) => L.abortByOperator(def, ctx, ev)),
       // The decision is journaled before any compensation goes out: a coordinator restored
       // from an older journal could otherwise decide differently from what was undone.
       launchCompensations: apply((ctx) => {
@@ -117,6 +119,7 @@ export function createSagaMachine(def: SagaDefinition, options: SagaMachineOptio
           'STEP.FAILED': { guard: 'isCurrentAttempt', actions: 'recordFailure' },
           'STEP.TIMED_OUT': { guard: 'isCurrentAttempt', actions: 'recordTimeout' },
           'STEP.RETRY_DUE': { guard: 'isRetryDue', actions: 'redispatch' },
+          'OPERATOR.ABORT': { target: 'compensating', actions: 'abortByOperator' },
           RECOVER: { actions: 'recover' },
         },
       },

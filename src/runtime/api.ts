@@ -144,6 +144,16 @@ export interface Runtime {
    */
   retry(sagaId: string): Promise<SagaOutcome>;
   /**
+   * Operator: aborts a running saga. It dispatches nothing more and undoes every step that
+   * committed or may have (as after a failure), and resolves with its outcome:
+   * `compensated` with `abortedByOperator`, or `compensation-failed` when an undo ran out of
+   * retries. Works from any coordinator sharing the store: one that does not drive the saga
+   * takes it over first (the one that drove it is fenced off). A saga already undoing is
+   * left as it is (its outcome comes); a parked or finished one is refused with
+   * `SAGA_NOT_RUNNING`.
+   */
+  abort(sagaId: string, note?: string): Promise<SagaOutcome>;
+  /**
    * Operator: declares the remaining effects of a parked saga handled by hand (from any
    * coordinator, as `retry`); the saga ends `compensated` (or `committed`, when it was
    * releasing steps of a commit), naming them in `resolvedByOperator`.

@@ -73,6 +73,40 @@ function send(driver: SagaDriver, entry: Live, event: { type: 'OPERATOR.RETRY' }
   return outcome;
 }
 
+/**
+ * See `Runtime.abort`. A saga driven here gets OPERATOR.ABORT at once; one driven elsewhere
+ * (or by nobody) is taken over from its journal first, which fences off its coordinator.
+ */
+export async function abortRunning(driver: SagaDriver, sagaId: string, note?: string): Promise<SagaOutcome> {
+  driver.ensureOpen();
+  if (typeof sagaId !== 'string' || sagaId.length === 0) throw new InvalidOptionError('sagaId', 'must be a non-empty string');
+  if (note !== undefined && typeof note !== 'string') throw new InvalidOptionError('note', 'must be a string');
+  const notRunning = (state: string) =>
+    new SagaError('SAGA_NOT_RUNNING', `saga '${sagaId}' is ${state}, not running: only a running saga can be aborted${state === 'parked' ? ' (retry or resolve a parked one)' : ''}`);
+  let entry = driver.live.get(sagaId);
+  if (entry === undefined) {
+    const found = await driver.store.load(sagaId);
+    if (found === undefined) throw new SagaNotFoundError(sagaId);
+    const r = found.record;
+    if (r.outcome !== undefined) throw notRunning(r.outcome.status);
+    if (r.status !== 'running') throw notRunning(r.status);
+    const def = driver.definitionOf(r);
+    if (def === undefined) throw new SagaError('SAGA_NOT_FOUND', `saga '${sagaId}' runs, but this runtime has no definition of '${r.saga}' version ${r.version}: pass it in the sagas option`);
+    driver.ensureOpen();
+    entry = await driver.takeOver(def, found);
+    if (entry === undefined) throw new SagaError('SAGA_FENCED', `saga '${sagaId}' was taken by another coordinator meanwhile, or ended`);
+  }
+  const state = entry.actor.getSnapshot().value as MachineStateName;
+  if (entry.parked || state === 'compensationFailed') throw notRunning('parked');
+  if (state === 'committed' || state === 'compensated') throw notRunning(state);
+  const outcome = driver.attach(entry);
+  if (state !== 'compensating') {
+    driver.logger.info({ sagaId, action: 'OPERATOR.ABORT', note }, 'operator action');
+    entry.actor.send({ type: 'OPERATOR.ABORT', ...(note !== undefined ? { note } : {}) });
+  }
+  return outcome;
+}
+
 /** How long a fence waits for its key by default (a `do` that still runs is waited for). */
 const DEFAULT_FENCE_TIMEOUT_MS = 10_000;
 
@@ -107,7 +141,9 @@ async function fenceKey(driver: SagaDriver, entry: Live, effect: RemainingEffect
     stepId: effect.stepId,
     key: effect.idempotencyKey,
     attempt: 1,
-    deadline: driver.clock.now() + timeoutMs,
+    // The host stops waiting for a running do a little before the transport gives up, so
+    // that its IN_PROGRESS answer arrives (and says why) instead of a bare timeout.
+    deadline: driver.clock.now() + Math.max(1, timeoutMs - Math.min(500, Math.floor(timeoutMs / 5))),
     input: effect.input,
     fence,
   };

@@ -121,6 +121,7 @@ function label(ev: SagaEvent): string {
   switch (ev.type) {
     case 'OPERATOR.RETRY':
     case 'OPERATOR.RESOLVE':
+    case 'OPERATOR.ABORT':
     case 'RECOVER':
       return ev.type;
     case 'STEP.FAILED':
@@ -174,6 +175,8 @@ function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
     }
   }
   if (snap.value === 'compensationFailed') out.push({ type: 'OPERATOR.RETRY' }, { type: 'OPERATOR.RESOLVE', note: 'model' });
+  // An operator may abort a running saga at any moment: it undoes what committed or may have.
+  if (snap.value === 'gathering') out.push({ type: 'OPERATOR.ABORT', note: 'model' });
   return out;
 }
 
