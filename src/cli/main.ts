@@ -1,7 +1,7 @@
 /**
  * The `scatter-saga` command line (docs/cli.md): `demo`, `graph`, `worker`, `coordinator`, and
  * the commands that talk to a coordinator service over NATS (`start`, `status`, `list`,
- * `retry`, `resolve`, `dead-letters`). `runCli(argv)` parses with commander and
+ * `retry`, `resolve`, `abort`, `dead-letters`). `runCli(argv)` parses with commander and
  * resolves with the exit code; a problem the user can fix is one line on stderr (the stack
  * only with `--verbose`), never a stack trace.
  */
@@ -254,6 +254,15 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
     .argument('<sagaId>')
     .action(async (sagaId: string, opts: ClientFlags) => {
       const o = await withClient(opts, (c, timeoutMs) => c.retry(sagaId, { timeoutMs }));
+      show(opts, o, () => outcomeText(o));
+      done(outcomeCode(o));
+    });
+
+  client('abort', 'operator: abort a running saga (every step that committed or may have is undone), and wait for its outcome')
+    .argument('<sagaId>')
+    .option('--note <text>', 'why, for the record')
+    .action(async (sagaId: string, opts: ClientFlags & { note?: string }) => {
+      const o = await withClient(opts, (c, timeoutMs) => c.abort(sagaId, opts.note, { timeoutMs }));
       show(opts, o, () => outcomeText(o));
       done(outcomeCode(o));
     });

@@ -88,6 +88,12 @@ export interface SagaClient {
   /** Operator: resumes a parked saga's compensation; resolves with its next outcome, or undefined when none came within `timeoutMs` (it goes on). */
   retry(sagaId: string, options?: { timeoutMs?: number }): Promise<SagaOutcome | undefined>;
   /**
+   * Operator: aborts a running saga (every step that committed or may have is undone);
+   * resolves with its outcome, or undefined when none came within `timeoutMs` (it goes on).
+   * A parked or finished saga is refused with `SAGA_NOT_RUNNING`.
+   */
+  abort(sagaId: string, note?: string, options?: { timeoutMs?: number }): Promise<SagaOutcome | undefined>;
+  /**
    * Operator: declares a parked saga's remaining effects handled by hand; resolves with its
    * outcome, or undefined when none came within `timeoutMs`. The service fences the effects'
    * keys first: a ServiceError `RESOLVE_NEEDS_REVIEW` (look again, then resolve with
@@ -193,6 +199,11 @@ export function sagaClient(nc: NatsConnection, options: SagaClientOptions = {}):
     async retry(sagaId, o) {
       const wait = waitOf(o);
       return orUndefined((await call<{ outcome: SagaOutcome | null }>('retry', { sagaId, timeoutMs: wait }, wait)).outcome);
+    },
+    async abort(sagaId, note, o) {
+      if (note !== undefined && typeof note !== 'string') throw new InvalidOptionError('note', 'must be a string');
+      const wait = waitOf(o);
+      return orUndefined((await call<{ outcome: SagaOutcome | null }>('abort', { sagaId, timeoutMs: wait, ...(note !== undefined ? { note } : {}) }, wait)).outcome);
     },
     async resolve(sagaId, noteOrOptions, o) {
       let r: ClientResolveOptions;

@@ -88,6 +88,7 @@ const HTTP_STATUS: Readonly<Record<string, number>> = {
   SAGA_NOT_FOUND: 404,
   SAGA_ID_CONFLICT: 409,
   SAGA_NOT_PARKED: 409,
+  SAGA_NOT_RUNNING: 409,
   SAGA_FENCED: 409,
   RESOLVE_NEEDS_REVIEW: 409,
   PAYLOAD_TOO_LARGE: 413,
@@ -238,6 +239,9 @@ export async function serveCoordinator(nc: NatsConnection, runtime: Runtime, opt
     },
     async retry(req) {
       return { sagaId: req.sagaId, outcome: await waitUpTo(runtime.retry(req.sagaId), req.timeoutMs) };
+    },
+    async abort(req) {
+      return { sagaId: req.sagaId, outcome: await waitUpTo(runtime.abort(req.sagaId, req.note), req.timeoutMs) };
     },
     async resolve(req) {
       // The fences take at most fenceTimeoutMs (< timeoutMs), so their verdict comes within the wait.

@@ -10,7 +10,7 @@ import type { SagaStatus, SagaSummary, StepEvent } from '../runtime/api.ts';
 import type { DeadLetter, RemainingEffect, SagaOutcome, StepFailure } from '../types.ts';
 
 /** The endpoints of the coordinator service: `<prefix>.svc.<endpoint>`. */
-export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'dead-letters'] as const;
+export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'abort', 'dead-letters'] as const;
 /** The name of one endpoint of the coordinator service. */
 export type ServiceEndpoint = (typeof SERVICE_ENDPOINTS)[number];
 
@@ -73,6 +73,10 @@ export interface ResolveRequest extends WaitRequest {
   /** How long each fence may wait for its key. Default: half of `timeoutMs`, at most 10 000. */
   readonly fenceTimeoutMs: number;
 }
+/** An abort of a running saga, with the operator's note. */
+export interface AbortRequest extends WaitRequest {
+  readonly note: string | undefined;
+}
 export interface ListRequest {
   readonly status: 'running' | 'parked' | undefined;
   readonly limit: number;
@@ -86,6 +90,7 @@ export interface ServiceRequests {
   list: ListRequest;
   retry: WaitRequest;
   resolve: ResolveRequest;
+  abort: AbortRequest;
   'dead-letters': Record<string, never>;
 }
 
@@ -97,6 +102,7 @@ export interface ServiceResults {
   list: { sagas: SagaSummary[]; truncated: boolean };
   retry: { sagaId: string; outcome: SagaOutcome | null };
   resolve: { sagaId: string; outcome: SagaOutcome | null };
+  abort: { sagaId: string; outcome: SagaOutcome | null };
   'dead-letters': { deadLetters: DeadLetter[] };
 }
 
@@ -130,8 +136,16 @@ const FIELDS: { readonly [E in ServiceEndpoint]: readonly string[] } = {
   list: ['v', 'status', 'limit'],
   retry: ['v', 'sagaId', 'timeoutMs'],
   resolve: ['v', 'sagaId', 'note', 'reviewed', 'force', 'fenceTimeoutMs', 'timeoutMs'],
+  abort: ['v', 'sagaId', 'note', 'timeoutMs'],
   'dead-letters': ['v'],
 };
+
+/** The optional operator's note of a resolve or an abort. */
+function noteOf(body: Record<string, unknown>): string | undefined {
+  const note = body.note;
+  if (note !== undefined && (typeof note !== 'string' || Buffer.byteLength(note, 'utf8') > MAX_NOTE_BYTES)) throw bad(`'note' must be a string of at most ${MAX_NOTE_BYTES} bytes in UTF-8, got ${describe(note)}`);
+  return note;
+}
 
 function sagaIdOf(o: Record<string, unknown>, required: true): string;
 function sagaIdOf(o: Record<string, unknown>, required: false): string | undefined;
@@ -187,9 +201,11 @@ export function parseServiceRequest<E extends ServiceEndpoint>(endpoint: E, body
     case 'retry':
       out = { sagaId: sagaIdOf(body, true), timeoutMs: timeoutMs() };
       break;
+    case 'abort':
+      out = { sagaId: sagaIdOf(body, true), note: noteOf(body), timeoutMs: timeoutMs() };
+      break;
     case 'resolve': {
-      const note = body.note;
-      if (note !== undefined && (typeof note !== 'string' || Buffer.byteLength(note, 'utf8') > MAX_NOTE_BYTES)) throw bad(`'note' must be a string of at most ${MAX_NOTE_BYTES} bytes in UTF-8, got ${describe(note)}`);
+      const note = noteOf(body);
       const reviewed = body.reviewed;
       if (reviewed !== undefined && (typeof reviewed !== 'string' || Buffer.byteLength(reviewed, 'utf8') > MAX_REVIEW_BYTES || parseReviewToken(reviewed) === undefined)) {
         throw bad(`'reviewed' must be the 'review' token of a RESOLVE_NEEDS_REVIEW reply, as it was given (at most ${MAX_REVIEW_BYTES} bytes), got ${describe(reviewed)}`);

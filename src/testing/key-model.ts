@@ -255,6 +255,8 @@ interface World {
   undone: boolean;
   /** An operator resolved the parked saga: the effect the system of record held then was undone by hand. */
   resolved: boolean;
+  /** An operator aborted the running saga: it may not end committed. */
+  aborted: boolean;
   /**
    * The operator's resolve call waiting for its fence's answer, if one is: its number, and
    * whether the dead letter the operator read listed the effect as in doubt (late replies
@@ -269,7 +271,7 @@ interface World {
    * hosts take the key over; the holder still runs, and learns of it when it completes.
    */
   expired: readonly string[];
-  budget: { leaseExpiries: number; dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; transportTimeouts: number; operator: number; resolves: number };
+  budget: { leaseExpiries: number; dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; transportTimeouts: number; operator: number; resolves: number; aborts: number };
 }
 
 /** The options of `exploreProduct`: the bounds of each fault. */
@@ -312,6 +314,8 @@ export interface ProductOptions {
    * otherwise it asks for a review (another call) or fails. Default 0.
    */
   operatorResolves?: number;
+  /** Operator aborts of the running saga (OPERATOR.ABORT, at any moment it gathers). Default 0. */
+  operatorAborts?: number;
   /** Stop after this many states (the report is then `truncated`). Default 2_000_000. */
   maxStates?: number;
   /** Properties not to report. */
@@ -328,6 +332,8 @@ export interface ProductCoverage {
   readonly resolved: boolean;
   /** A reachable state where a resolve asked for a review and a later one resolved the saga. */
   readonly resolvedAfterReview: boolean;
+  /** A reachable state where an operator aborted the saga and it ended compensated. */
+  readonly abortedThenCompensated: boolean;
   /** The highest `do` attempt and compensation attempt (in one round) sent. */
   readonly doAttempts: number;
   readonly compensationAttempts: number;
@@ -360,6 +366,7 @@ const PRODUCT_RANGES: Readonly<Record<Exclude<keyof ProductOptions, 'ignore'>, r
   oversizes: [0, 3, 'oversized replies'],
   operatorRetries: [0, 4, 'operator retries'],
   operatorResolves: [0, 3, 'operator resolve calls, each fencing the key; a review asks for another'],
+  operatorAborts: [0, 1, 'operator aborts; an aborted saga does not run again'],
   transportTimeouts: [0, 3, 'transport deadlines passing with the request or its reply in flight'],
   leaseExpiries: [0, 3, 'leases passing while a do runs'],
   maxStates: [1, Number.MAX_SAFE_INTEGER, 'states before the exploration stops'],
@@ -753,6 +760,13 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       }
     }
 
+    if (v === 'gathering' && w.budget.aborts > 0) {
+      const n = clone(w);
+      n.budget.aborts--;
+      n.aborted = true;
+      sagaSend(n, { type: 'OPERATOR.ABORT', note: 'model' });
+      out.push({ label: 'OPERATOR.ABORT (an operator aborts the running saga)', next: n, bad: [] });
+    }
     // An operator retry waits for a resolve call of the same saga to end (the runtime refuses
     // it meanwhile); a retry from elsewhere while a fence is on its way is reached through a
     // resolve call that timed out.
@@ -786,6 +800,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const bad: [string, string][] = [];
     const state = w.saga.value as MachineStateName;
     if (state === 'committed' && w.effect !== 1) bad.push(['committed-step-keeps-its-effect', 'the saga committed but the step has no effect']);
+    if (state === 'committed' && w.aborted) bad.push(['aborted-saga-does-not-commit', 'an operator aborted the saga, yet it committed']);
     // A do whose lease passed may apply after the key was undone; its host then undoes it
     // again. Until it ends, the effect may be there: what must hold is checked again then.
     const stalled = w.procs.some((q) => w.expired.includes(q.setup.owner));
@@ -830,6 +845,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     effect: 0,
     undone: false,
     resolved: false,
+    aborted: false,
     calling: undefined,
     reviewed: undefined,
     requests: 0,
@@ -845,6 +861,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       transportTimeouts: options.transportTimeouts ?? 0,
       operator: options.operatorRetries ?? 1,
       resolves: options.operatorResolves ?? 0,
+      aborts: options.operatorAborts ?? 0,
     },
   };
   sagaCommands(w0, effects(a0));
@@ -892,13 +909,14 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       w.effect,
       w.undone ? 'u' : '',
       w.resolved ? 'R' : '',
+      w.aborted ? 'A' : '',
       w.calling === undefined ? '' : `${w.calling.n}${w.calling.inDoubt ? 'd' : ''}`,
       w.reviewed === undefined ? '' : w.reviewed.slice(w.reviewed.indexOf('\u0000') + 1),
       Object.values(w.budget).join('.'),
     ].join('|');
   };
   const budget0 = { ...w0.budget };
-  const seen = { committed: false, compensated: false, parked: false, resolved: false, resolvedAfterReview: false, doAttempts: 0, compensationAttempts: 0, operatorRetries: 0, hostCrashes: 0, hostRestarts: 0, coordinatorCrashes: 0 };
+  const seen = { committed: false, compensated: false, parked: false, resolved: false, resolvedAfterReview: false, abortedThenCompensated: false, doAttempts: 0, compensationAttempts: 0, operatorRetries: 0, hostCrashes: 0, hostRestarts: 0, coordinatorCrashes: 0 };
   const observe = (w: World) => {
     const v = w.saga.value;
     if (v === 'committed') seen.committed = true;
@@ -906,6 +924,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     if (v === 'compensationFailed') seen.parked = true;
     if (w.resolved) seen.resolved = true;
     if (w.resolved && w.reviewed !== undefined) seen.resolvedAfterReview = true;
+    if (w.aborted && v === 'compensated') seen.abortedThenCompensated = true;
     const st = w.saga.context.steps[p.index] as StepState;
     seen.doAttempts = Math.max(seen.doAttempts, st.attempt);
     seen.compensationAttempts = Math.max(seen.compensationAttempts, st.compAttempt);
@@ -926,6 +945,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     (options.operatorRetries ?? 1) > 0 ? `${options.operatorRetries ?? 1} operator retr${(options.operatorRetries ?? 1) === 1 ? 'y' : 'ies'}` : '',
     options.operatorResolves ? `${options.operatorResolves} operator resolve call(s)` : '',
     options.transportTimeouts ? `${options.transportTimeouts} transport timeout(s)` : '',
+    options.operatorAborts ? `${options.operatorAborts} operator abort` : '',
     options.leaseExpiries ? `${options.leaseExpiries} lease(s) passing while a do runs` : '',
   ].filter(Boolean);
   return { ...r, exhaustive: !r.truncated, coverage: { ...seen }, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${faults.join(', ')}` };

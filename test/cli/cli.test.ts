@@ -56,7 +56,7 @@ describe('scatter-saga without a server', () => {
   test('--help lists the commands, and each command has its own --help', async () => {
     const top = await cli(['--help']);
     expect(top.code).toBe(0);
-    const commands = ['demo', 'graph', 'worker', 'coordinator', 'start', 'status', 'list', 'dead-letters', 'retry', 'resolve'];
+    const commands = ['demo', 'graph', 'worker', 'coordinator', 'start', 'status', 'list', 'dead-letters', 'retry', 'resolve', 'abort'];
     for (const c of commands) expect(top.out).toMatch(new RegExp(`^  ${c}\\b`, 'm'));
     for (const c of commands) {
       const r = await inProcess([c, '--help']);
@@ -203,6 +203,10 @@ describe('scatter-saga coordinator and the service commands, against a nats-serv
       const resolved = await ask('resolve', 'order-2', '--note', 'refunded by hand', '--json');
       expect(resolved.code, resolved.err).toBe(5);
       expect(JSON.parse(resolved.out)).toMatchObject({ status: 'compensated' });
+      // Abort: a finished saga is refused (exit 1, one line); a missing argument is a usage error.
+      const notRunning = await ask('abort', 'trip-1', '--note', 'too late');
+      expect([notRunning.code, lines(notRunning.err)]).toEqual([1, [expect.stringMatching(/^scatter-saga: SAGA_NOT_RUNNING: saga 'trip-1' is committed, not running/)]]);
+      expect((await ask('abort')).code).toBe(2);
 
       // Errors of the service and of the input: one line, a non-zero code.
       const unknown = await ask('start', 'no-such-saga', '1');

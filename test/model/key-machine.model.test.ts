@@ -93,6 +93,7 @@ const configs: Config[] = [
   { what: 'a parked saga retried by an operator, a lost message', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 1 } },
   { what: 'step retries 2 on two hosts, a lost message', exhaustive: true, options: { hosts: 2, stepRetries: 2, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 0 } },
   { what: 'compensation retries 2', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 2, duplicates: 0, drops: 0, operatorRetries: 0 } },
+  { what: 'an operator aborts the running saga: two hosts, a retry, a lost message', exhaustive: true, options: { hosts: 2, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 0, operatorAborts: 1 } },
   { what: 'an operator retry, then an operator resolve', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, operatorRetries: 1, operatorResolves: 1 } },
   { what: 'resolve calls that fence the key: a review, then a resolve after it; a call that times out while its fence is on its way', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, operatorRetries: 0, operatorResolves: 3, transportTimeouts: 1 } },
   { what: 'two hosts, one crashes and restarts while the other serves, then an operator resolve', exhaustive: true, options: { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, hostCrashes: 1, operatorRetries: 0, operatorResolves: 1 } },
@@ -133,6 +134,7 @@ describe('one coordinator step x one key on worker hosts sharing a compare-and-s
       expect(c.operatorRetries).toBe(options.operatorRetries ?? 1);
       expect(c.resolved).toBe((options.operatorResolves ?? 0) > 0);
       expect(c.resolvedAfterReview, 'a resolve asked for a review and a later call resolved').toBe((options.operatorResolves ?? 0) > 1);
+      expect(c.abortedThenCompensated, 'an aborted saga ended compensated').toBe((options.operatorAborts ?? 0) > 0);
       expect(c.hostCrashes).toBe(options.hostCrashes ?? 0);
       expect(c.hostRestarts).toBe(options.hostCrashes ?? 0);
       expect(c.coordinatorCrashes).toBe(options.coordinatorCrashes ?? 0);

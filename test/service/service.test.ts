@@ -293,6 +293,29 @@ describe('operating a parked saga with raw NATS requests', () => {
   });
 });
 
+describe('abort', () => {
+  it('abort stops a running saga and answers its compensated outcome with the note; a finished saga is SAGA_NOT_RUNNING; bad fields are refused', async () => {
+    let open!: () => void;
+    const opened = new Promise<void>((r) => (open = r));
+    world.gate = { open, opened };
+    const sagaId = (await svc('start', { v: 1, saga: 'waiting', input: null })).body.result.sagaId as string;
+    await new Promise((r) => setTimeout(r, 100));
+    const aborting = svc('abort', { v: 1, sagaId, note: 'customer cancelled', timeoutMs: 10_000 });
+    // The step's do is still running: its compensate waits for it, then undoes it.
+    await new Promise((r) => setTimeout(r, 100));
+    open();
+    const r = await aborting;
+    expect(r.body.ok).toBe(true);
+    expect(r.body.result).toMatchObject({ sagaId, outcome: { status: 'compensated', abortedByOperator: { note: 'customer cancelled' }, compensated: ['wait'] } });
+    expectError(await svc('abort', { v: 1, sagaId }), 'SAGA_NOT_RUNNING', /compensated, not running/);
+    expect(Number((await svc('abort', { v: 1, sagaId })).msg.headers?.get('Nats-Service-Error-Code'))).toBe(409);
+    expectError(await svc('abort', { v: 1, sagaId: 'no-such-saga' }), 'SAGA_NOT_FOUND');
+    expectError(await svc('abort', { v: 1, sagaId, note: 7 }), 'PROTOCOL_ERROR', /'note'/);
+    expectError(await svc('abort', { v: 1 }), 'PROTOCOL_ERROR', /'sagaId'/);
+    expectError(await svc('abort', { v: 1, sagaId, force: true }), 'PROTOCOL_ERROR', /force/);
+  });
+});
+
 describe('the NATS micro protocol', () => {
   it('$SRV.PING, INFO and STATS answer on all three subject forms and name every endpoint', async () => {
     const ping = (await raw('$SRV.PING', '')).body as unknown as Record<string, unknown>;
@@ -302,7 +325,7 @@ describe('the NATS micro protocol', () => {
     expect(info.type).toBe('io.nats.micro.v1.info_response');
     expect(typeof info.description).toBe('string');
     expect(info.endpoints.map((e) => e.name)).toEqual([...SERVICE_ENDPOINTS]);
-    expect(info.endpoints.map((e) => e.subject)).toEqual(['saga.svc.start', 'saga.svc.status', 'saga.svc.outcome', 'saga.svc.list', 'saga.svc.retry', 'saga.svc.resolve', 'saga.svc.dead-letters']);
+    expect(info.endpoints.map((e) => e.subject)).toEqual(['saga.svc.start', 'saga.svc.status', 'saga.svc.outcome', 'saga.svc.list', 'saga.svc.retry', 'saga.svc.resolve', 'saga.svc.abort', 'saga.svc.dead-letters']);
     for (const e of info.endpoints) expect(e.queue_group).toBe('saga-coordinators');
 
     const stats = async () => (await raw(`$SRV.STATS.scatter-saga.${service.id}`, '')).body as unknown as { type: string; started: string; endpoints: Record<string, any>[] };
