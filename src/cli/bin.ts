@@ -15,6 +15,7 @@ const code = await runCli(process.argv.slice(2), {
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),
   stopped,
+  errIsTerminal: process.stderr.isTTY === true,
 });
 // Every command closes what it opened: the process ends on its own, its output flushed.
 process.exitCode = code;

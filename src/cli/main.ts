@@ -5,6 +5,7 @@
  * resolves with the exit code; a problem the user can fix is one line on stderr (the stack
  * only with `--verbose`), never a stack trace.
  */
+import { randomUUID } from 'node:crypto';
 import { Command, CommanderError, Option } from 'commander';
 import pino from 'pino';
 import { toMermaid } from '../diagram.ts';
@@ -25,6 +26,8 @@ export interface CliIo {
   err(line: string): void;
   /** Resolves when the process is asked to stop (SIGINT or SIGTERM): long-running commands drain then. */
   stopped: Promise<NodeJS.Signals>;
+  /** stderr is a terminal: commands that wait show their saga's progress there unless told not to. Default false. */
+  errIsTerminal?: boolean;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -178,6 +181,32 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
       await nc.close();
     }
   };
+  /**
+   * Runs `f` while printing the saga's step events on stderr, one line each, when asked
+   * (`--progress`, on by default when stderr is a terminal and the output is not JSON).
+   */
+  const withProgress = async <T>(opts: ClientFlags & { progress?: boolean }, c: SagaClient, sagaId: string, f: () => Promise<T>): Promise<T> => {
+    const on = opts.progress ?? (io.errIsTerminal === true && opts.json !== true);
+    if (!on) return f();
+    const watch = c.watch(sagaId);
+    await watch.ready;
+    const t0 = Date.now();
+    const printing = (async () => {
+      for await (const e of watch) {
+        const at = `+${((Date.now() - t0) / 1000).toFixed(1)}s`;
+        if (e.type === 'step') io.err(`${at} ${e.stepId} (${e.worker}): ${e.status}${e.attempt > 1 ? `, attempt ${e.attempt}` : ''}${e.compensationAttempt > 1 ? `, undo attempt ${e.compensationAttempt}` : ''}`);
+        else if (e.type === 'escalation') io.err(`${at} parked: ${e.remaining.map((r) => r.stepId).join(', ')} still held`);
+        else io.err(`${at} ${e.outcome.status}`);
+      }
+    })();
+    try {
+      return await f();
+    } finally {
+      watch.stop();
+      await printing.catch(() => undefined);
+    }
+  };
+  const progressOption = (cmd: Command) => cmd.option('--progress', "print the saga's step events on stderr while waiting (default: when stderr is a terminal)").option('--no-progress', 'do not');
   const show = (opts: { json?: boolean }, value: unknown, text: () => string) => io.out(opts.json === true ? JSON.stringify(value ?? null) : text());
   /** The exit code of an outcome: 0 committed, 5 compensated, 6 parked, 4 none in time. */
   const outcomeCode = (o: SagaOutcome | undefined) => (o === undefined ? EXIT.noOutcome : o.status === 'committed' ? EXIT.ok : o.status === 'compensated' ? EXIT.compensated : EXIT.parked);
@@ -207,13 +236,17 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
     .option('--saga-id <id>', 'a saga id of your own: starting again with it is the same saga')
     .option('--version <n>', 'the saga version')
     .option('--wait', 'wait for the outcome (exit 0 committed, 5 compensated, 6 parked, 4 none within --timeout)')
-    .action(async (saga: string, inputText: string | undefined, opts: ClientFlags & { sagaId?: string; version?: string; wait?: boolean }) => {
+    .option('--progress', "with --wait: print the saga's step events on stderr (default: when stderr is a terminal)")
+    .option('--no-progress', 'do not')
+    .action(async (saga: string, inputText: string | undefined, opts: ClientFlags & { sagaId?: string; version?: string; wait?: boolean; progress?: boolean }) => {
       const input = parseInput(inputText);
       const version = opts.version === undefined ? undefined : positiveInt('--version', opts.version);
       const code = await withClient(opts, async (c, timeoutMs) => {
         const base = { ...(opts.sagaId !== undefined ? { sagaId: opts.sagaId } : {}), ...(version !== undefined ? { version } : {}) };
         if (opts.wait === true) {
-          const r = await c.start(saga, input, { ...base, wait: true, timeoutMs });
+          // A saga id known before the start, so that its events can be watched from the first.
+          const sagaId = opts.sagaId ?? randomUUID();
+          const r = await withProgress(opts, c, sagaId, () => c.start(saga, input, { ...base, sagaId, wait: true, timeoutMs }));
           show(opts, r, () => `${r.sagaId} ${outcomeText(r.outcome)}`);
           return outcomeCode(r.outcome);
         }
@@ -250,19 +283,19 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
       done(EXIT.ok);
     });
 
-  client('retry', "operator: resume a parked saga's compensation with fresh retry budgets, and wait for its next outcome")
+  progressOption(client('retry', "operator: resume a parked saga's compensation with fresh retry budgets, and wait for its next outcome"))
     .argument('<sagaId>')
-    .action(async (sagaId: string, opts: ClientFlags) => {
-      const o = await withClient(opts, (c, timeoutMs) => c.retry(sagaId, { timeoutMs }));
+    .action(async (sagaId: string, opts: ClientFlags & { progress?: boolean }) => {
+      const o = await withClient(opts, (c, timeoutMs) => withProgress(opts, c, sagaId, () => c.retry(sagaId, { timeoutMs })));
       show(opts, o, () => outcomeText(o));
       done(outcomeCode(o));
     });
 
-  client('abort', 'operator: abort a running saga (every step that committed or may have is undone), and wait for its outcome')
+  progressOption(client('abort', 'operator: abort a running saga (every step that committed or may have is undone), and wait for its outcome'))
     .argument('<sagaId>')
     .option('--note <text>', 'why, for the record')
-    .action(async (sagaId: string, opts: ClientFlags & { note?: string }) => {
-      const o = await withClient(opts, (c, timeoutMs) => c.abort(sagaId, opts.note, { timeoutMs }));
+    .action(async (sagaId: string, opts: ClientFlags & { note?: string; progress?: boolean }) => {
+      const o = await withClient(opts, (c, timeoutMs) => withProgress(opts, c, sagaId, () => c.abort(sagaId, opts.note, { timeoutMs })));
       show(opts, o, () => outcomeText(o));
       done(outcomeCode(o));
     });
@@ -272,13 +305,13 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
   const fenceText = (f: FencedEffect) =>
     `  ${f.stepId} (worker ${f.worker}${f.inDoubt ? ', in doubt' : ''}): ${f.verdict}${f.fence !== undefined ? `, the fence found ${f.fence.was}` : ''}${f.error !== undefined ? `, ${f.error.code}: ${f.error.message}` : ''}`;
 
-  client('resolve', "operator: declare a parked saga's remaining effects handled by hand (their keys are fenced first)")
+  progressOption(client('resolve', "operator: declare a parked saga's remaining effects handled by hand (their keys are fenced first)"))
     .argument('<sagaId>')
     .option('--note <text>', 'why, for the record')
     .option('--reviewed <token>', 'the review token a resolve that needed a review printed: you have looked at the system of record again since')
     .option('--force', 'do not fence the keys (their worker is gone for good); unsafe: nothing stops a late do')
     .option('--fence-timeout <seconds>', 'how long each fence may wait for its key, less than --timeout (default: half of --timeout, at most 10)')
-    .action(async (sagaId: string, opts: ClientFlags & { note?: string; reviewed?: string; force?: boolean; fenceTimeout?: string }) => {
+    .action(async (sagaId: string, opts: ClientFlags & { note?: string; reviewed?: string; force?: boolean; fenceTimeout?: string; progress?: boolean }) => {
       let fenceTimeoutMs: number | undefined;
       if (opts.fenceTimeout !== undefined) {
         const seconds = Number(opts.fenceTimeout);
@@ -295,7 +328,7 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
       };
       let o: SagaOutcome | undefined;
       try {
-        o = await withClient(opts, (c, timeoutMs) => c.resolve(sagaId, { ...options, timeoutMs }));
+        o = await withClient(opts, (c, timeoutMs) => withProgress(opts, c, sagaId, () => c.resolve(sagaId, { ...options, timeoutMs })));
       } catch (error) {
         if (!(error instanceof ServiceError) || (error.code !== 'RESOLVE_NEEDS_REVIEW' && error.code !== 'FENCE_FAILED')) throw error;
         const fences = error.fences ?? [];

@@ -175,9 +175,17 @@ describe('scatter-saga coordinator and the service commands, against a nats-serv
       expect(up.code, up.err).toBe(0);
       expect(JSON.parse(up.out)).toEqual({ sagas: [], truncated: false });
 
-      const ok = await ask('start', 'cli-trip', '"Oslo"', '--wait', '--json', '--saga-id', 'trip-1');
+      const ok = await ask('start', 'cli-trip', '"Oslo"', '--wait', '--json', '--saga-id', 'trip-1', '--progress');
       expect(ok.code, ok.err).toBe(0);
       expect(JSON.parse(ok.out)).toMatchObject({ sagaId: 'trip-1', outcome: { status: 'committed' } });
+      // --progress: each step's events on stderr as the saga moves, then its outcome.
+      const progress = lines(ok.err);
+      expect(progress).toContainEqual(expect.stringMatching(/^\+\d+\.\ds flight \(cli-flights\): dispatched$/));
+      expect(progress).toContainEqual(expect.stringMatching(/^\+\d+\.\ds hotel \(cli-hotels\): committed$/));
+      expect(progress.at(-1)).toMatch(/^\+\d+\.\ds committed$/);
+      // Not asked (stderr is not a terminal here): nothing on stderr.
+      const quiet = await ask('start', 'cli-trip', '"Oslo"', '--wait', '--saga-id', 'trip-q');
+      expect([quiet.code, quiet.err]).toEqual([0, '']);
       const again = await ask('start', 'cli-trip', '"Oslo"', '--saga-id', 'trip-1');
       expect([again.code, again.out.trim()]).toEqual([0, 'trip-1']);
       const failed = await ask('start', 'cli-trip', '"Atlantis"', '--wait');
