@@ -7,13 +7,20 @@ import { createRuntime, defineSaga, defineWorker, InvalidOptionError, memorySaga
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls until `cond` holds (at most 5 s): no timing guess on a loaded machine. */
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !cond(); i++) await sleep(10);
+  expect(cond()).toBe(true);
+}
+
 function world() {
   const effects = new Map<string, number>();
-  const worker = (name: string, ms: number, undo: () => boolean = () => true) =>
+  const worker = (name: string, ms: number | Promise<unknown>, undo: () => boolean = () => true) =>
     defineWorker({
       name,
       do: async (_input: unknown, ctx) => {
-        await sleep(ms);
+        if (typeof ms === 'number') await sleep(ms);
+        else await ms;
         effects.set(ctx.idempotencyKey, 1);
         return { name };
       },
@@ -35,11 +42,16 @@ describe('runtime.abort', () => {
   it('undoes a step that committed and one still running (after it lands), and says who aborted', async () => {
     const { effects, worker } = world();
     const saga = defineSaga({ name: 'trip', version: 1, steps: { fast: { worker: 'fast' }, slow: { worker: 'slow', timeoutMs: 5_000 } } });
-    const runtime = createRuntime().host(worker('fast', 0), worker('slow', 150));
+    let land!: () => void;
+    const landed = new Promise<void>((r) => (land = r));
+    const runtime = createRuntime().host(worker('fast', 0), worker('slow', landed));
     const run = runtime.run(saga, {}, { sagaId: 't1' });
-    await sleep(40);
-    expect(effects.size).toBe(1);
-    const outcome = await runtime.abort('t1', 'customer cancelled');
+    await until(() => effects.size === 1);
+    const aborting = runtime.abort('t1', 'customer cancelled');
+    // The slow do lands after the abort: its undo waits for it.
+    await sleep(20);
+    land();
+    const outcome = await aborting;
     expect(outcome).toMatchObject({ sagaId: 't1', status: 'compensated', abortedByOperator: { note: 'customer cancelled' }, failures: [] });
     expect([...(outcome as unknown as { compensated: string[] }).compensated].sort()).toEqual(['fast', 'slow']);
     expect(await run).toEqual(outcome);
@@ -53,12 +65,17 @@ describe('runtime.abort', () => {
     const store = memorySagaStore();
     const transport = memoryTransport();
     const saga = defineSaga({ name: 'trip', version: 1, steps: { fast: { worker: 'fast' }, slow: { worker: 'slow', timeoutMs: 5_000 } } });
-    const a = createRuntime({ store, transport, ownership: { id: 'a' } }).host(worker('fast', 0), worker('slow', 200));
+    let land!: () => void;
+    const landed = new Promise<void>((r) => (land = r));
+    const a = createRuntime({ store, transport, ownership: { id: 'a' } }).host(worker('fast', 0), worker('slow', landed));
     const b = createRuntime({ store, transport, sagas: [saga], ownership: { id: 'b' } });
     const run = a.run(saga, {}, { sagaId: 't2' });
     run.catch(() => undefined);
-    await sleep(50);
-    const outcome = await b.abort('t2');
+    await until(() => effects.size === 1);
+    const aborting = b.abort('t2');
+    await sleep(20);
+    land();
+    const outcome = await aborting;
     expect(outcome).toMatchObject({ status: 'compensated', abortedByOperator: {} });
     await sleep(50);
     expect(effects.size).toBe(0);
@@ -70,13 +87,18 @@ describe('runtime.abort', () => {
   it('a saga whose undo fails parks, listing what remains', async () => {
     const { effects, worker } = world();
     const saga = defineSaga({ name: 'stuck', version: 1, steps: { x: { worker: 'x' }, y: { worker: 'y', timeoutMs: 5_000 } }, compensation: { retries: 0, backoff: { initialMs: 1 } } });
+    let land!: () => void;
+    const landed = new Promise<void>((r) => (land = r));
     const runtime = createRuntime().host(
       worker('x', 0, () => false),
-      worker('y', 100),
+      worker('y', landed),
     );
     const run = runtime.run(saga, {}, { sagaId: 's' });
-    await sleep(30);
-    expect(await runtime.abort('s')).toMatchObject({ status: 'compensation-failed', decision: 'abort', abortedByOperator: {}, remaining: [{ stepId: 'x', inDoubt: false }] });
+    await until(() => effects.size === 1);
+    const aborting = runtime.abort('s');
+    await sleep(20);
+    land();
+    expect(await aborting).toMatchObject({ status: 'compensation-failed', decision: 'abort', abortedByOperator: {}, remaining: [{ stepId: 'x', inDoubt: false }] });
     await run;
     expect(effects.size).toBe(1);
     expect(await code(runtime.abort('s'))).toBe('SAGA_NOT_RUNNING');

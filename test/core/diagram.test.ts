@@ -23,6 +23,7 @@ describe('toMermaid', () => {
       'gathering --> compensating: [joinSatisfied] / decideCommit',
       'gathering --> compensating: [joinImpossible] / decideAbort',
       'gathering --> dispatching: [hasReadySteps]',
+      'gathering --> compensating: OPERATOR.ABORT / abortByOperator',
       'compensating --> committed: [compensationComplete and decidedCommit]',
       'compensating --> compensated: [compensationComplete]',
       'compensating --> compensationFailed: [compensationStuck]',
