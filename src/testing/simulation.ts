@@ -11,12 +11,16 @@
  * over while the `do` still runs and may still apply). The transport fails
  * requests as the NATS one does: its own deadline (STEP_TIMED_OUT, in doubt), no
  * responders and payload-too-large refusals (nothing sent), a connection lost before or
- * after publishing (TRANSPORT_ERROR, `notSent` or in doubt). Every choice is read from a
- * tape of numbers, so a run replays exactly from its tape. A ledger of fake systems of
- * record is the oracle: what each saga's outcome says against what the systems of
- * record hold (again once every message in flight has landed), the order of undos
- * against the definition's `after` edges, and each undo a host acknowledged against what
- * the systems of record did afterwards.
+ * after publishing (TRANSPORT_ERROR, `notSent` or in doubt). Some `do`s get stuck for
+ * seconds, so their saga parks while they still run, and an operator may resolve a saga
+ * as soon as it parks, while the faults go on: it undoes by hand what the ledger holds,
+ * resolves, looks again on a review. Every choice is read from a tape of numbers (the
+ * operator's from a tape of its own), so a run replays exactly from its tapes. A ledger
+ * of fake systems of record is the oracle: what each saga's outcome says against what
+ * the systems of record hold (again once every message in flight has landed), the order
+ * of undos against the definition's `after` edges, each undo a host acknowledged against
+ * what the systems of record did afterwards, and each resolve against what applied after
+ * the operator looked.
  */
 import { ResolveError, SagaError, TerminalError, TransportError } from '../errors.ts';
 import { createWorkerHost } from '../actors/worker-host.ts';
