@@ -783,6 +783,8 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   // over those of the coordinators that died (a write of a dead one may land after its
   // successor recovered) and those it stopped itself when its journal failed.
   await drive(HORIZON_MS);
+  // Every fence has a deadline: a resolve call answers, and the operator is done by now.
+  if (operatorBusy > 0) violations.push({ property: 'operator-resolve-answers', message: `an operator's resolve call has not answered at t=${clock.now()} ms` });
   let outcomes = await settledAll();
   check(def, ids, outcomes, ledger, violations, 'after the faults', clock.now());
   for (const [i, o] of outcomes.entries()) {
