@@ -677,7 +677,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const resolveAsOperator = async (id: string) => {
     const keys = new Set<string>();
     let reviewed: string | undefined;
-    let look: number | undefined;
+    let ended: number | undefined;
     for (let call = 0; call < OPERATOR_CALLS; call++) {
       const rec = await journals.get(id);
       const parked = rec?.status === 'parked' && rec.outcome === undefined ? parkedOutcome(rec) : undefined;
@@ -689,13 +689,12 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
         trace.push(`t=${clock.now()} operator undoes ${key} by hand`);
         ledger.undo(key, 'operator');
       }
-      const lookedAt = ledger.events.length;
       const fenceTimeoutMs = operatorChooser.chance(50) ? 50 + operatorChooser.upTo(950) : undefined;
       trace.push(`t=${clock.now()} operator resolves ${id}${reviewed !== undefined ? ' (reviewed)' : ''}${fenceTimeoutMs !== undefined ? `, fences wait ${fenceTimeoutMs} ms` : ''}`);
       try {
         const o = await runtime.resolve(id, { note: 'simulated operator: undone by hand', ...(reviewed !== undefined ? { reviewed } : {}), ...(fenceTimeoutMs !== undefined ? { fenceTimeoutMs } : {}) });
         trace.push(`t=${clock.now()} operator resolved ${id}: ${o.status}`);
-        look = lookedAt;
+        ended = ledger.events.length;
         break;
       } catch (error) {
         const code = (error as { code?: string }).code;
@@ -707,11 +706,11 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
         }
         // Neither a review nor a failed fence: this call may have ended the saga all the same
         // (its journal write landed, the answer was lost).
-        if (code !== 'FENCE_FAILED') look = lookedAt;
+        if (code !== 'FENCE_FAILED') ended = ledger.events.length;
         await sleep(200 + operatorChooser.upTo(800));
       }
     }
-    if (look !== undefined) resolutions.push({ sagaId: id, look, keys });
+    if (ended !== undefined) resolutions.push({ sagaId: id, ended, keys });
   };
   const operatorLooks = async () => {
     if (!operatorOn) return;
@@ -875,24 +874,27 @@ function check(
   });
 }
 
-/** An operator's resolve of a saga that may have ended it: the ledger's length at the operator's look before that call, and the keys it looked at. */
+/** An operator's resolve call that may have ended a saga: the ledger's length when the call answered, and the keys the operator looked at. */
 interface Resolution {
   readonly sagaId: string;
-  readonly look: number;
+  readonly ended: number;
   readonly keys: ReadonlySet<string>;
 }
 
 /**
  * What an operator's resolve promises, read from the world alone: the ledger's history,
- * the operator's looks and the faults planted, once every message in flight has landed
- * and every running `do` has ended. A resolve declares handled what the operator saw and
- * undid by hand; so once a saga is resolved, no `do` of a key the operator looked at
- * applies after the operator's look before the call that ended it (in particular, no
- * effect the operator undid by hand comes back). The one exception is the one of
- * `checkAcknowledgedUndos`: a `do` whose host was cut off from the store while it ran, whose
- * effect must then be undone again. Which calls may have ended a saga is the operator's
- * own record (a call answered with an outcome, or refused neither for a review nor a
- * failed fence); whether one did, the saga's outcome (`resolvedByOperator`).
+ * the operator's record of its calls and the faults planted, once every message in flight
+ * has landed and every running `do` has ended. A resolve declares handled what the
+ * operator saw and undid by hand; so once a resolve has ended a saga, no key the operator
+ * looked at holds an effect, then or ever after: none when the call answered, and no `do`
+ * applies afterwards (in particular, no effect the operator undid by hand comes back). A
+ * `do` may land between the operator's look and the end, if something undoes it before
+ * the end (a compensate still on its way, say). The one exception is the one of
+ * `checkAcknowledgedUndos`: a `do` whose host was cut off from the store while it ran,
+ * whose effect must then be undone again. The call that may have ended a saga is the
+ * operator's last one answered with an outcome, or refused neither for a review nor for a
+ * failed fence (its journal write may have landed); whether one did, the saga's outcome
+ * (`resolvedByOperator`).
  */
 function checkResolvedStayHandled(
   ids: readonly string[],
@@ -905,7 +907,7 @@ function checkResolvedStayHandled(
   outcomes.forEach((o, i) => {
     const id = ids[i] as string;
     if (o === undefined || o.status === 'compensation-failed' || o.resolvedByOperator.length === 0) return;
-    // The last call that may have ended it: the latest look, the weakest claim.
+    // The last call that may have ended it: the latest moment, the weakest claim.
     const r = resolutions.filter((x) => x.sagaId === id).at(-1);
     if (r === undefined) {
       violations.push({ property: 'resolved-effect-stays-handled', message: `saga ${id} names [${o.resolvedByOperator}] resolved by an operator, but no operator's resolve could have ended it` });
@@ -913,16 +915,19 @@ function checkResolvedStayHandled(
     }
     for (const key of r.keys) {
       const history = ledger.events.filter((e) => e.key === key);
-      const late = history.find((e) => e.seq >= r.look && e.kind === 'apply' && !lapsed.has(e.seq));
-      const lapsedLeft = history.at(-1)?.kind === 'apply' && history.some((e) => e.seq >= r.look && e.kind === 'apply');
-      if (late === undefined && !lapsedLeft) continue;
-      const undone = history.some((e) => e.seq < r.look && e.kind === 'undo' && e.byOperator === true);
+      const before = history.filter((e) => e.seq < r.ended).at(-1);
+      const heldThen = before?.kind === 'apply' && !lapsed.has(before.seq);
+      const late = history.find((e) => e.seq >= r.ended && e.kind === 'apply' && !lapsed.has(e.seq));
+      const lapsedLeft = history.at(-1)?.kind === 'apply' && history.some((e) => lapsed.has(e.seq) && (e.seq >= r.ended || e === before));
+      if (!heldThen && late === undefined && !lapsedLeft) continue;
+      const byHand = history.some((e) => e.seq < r.ended && e.kind === 'undo' && e.byOperator === true) ? ' (the operator had undone it by hand)' : '';
       violations.push({
         property: 'resolved-effect-stays-handled',
-        message:
-          late !== undefined
-            ? `saga ${id} was resolved (${o.status}) after the operator looked${undone ? ' and undid it by hand' : ''}, but a do applied ${key} at t=${late.at} ms, after that look`
-            : `saga ${id} was resolved (${o.status}); a do whose claim lapsed applied ${key} after the operator's look and nothing undid it again`,
+        message: heldThen
+          ? `saga ${id} was resolved (${o.status}) while the systems of record held ${key}, applied at t=${before.at} ms${byHand}`
+          : late !== undefined
+            ? `saga ${id} was resolved (${o.status}), then a do applied ${key} at t=${late.at} ms${byHand}`
+            : `saga ${id} was resolved (${o.status}); a do whose claim lapsed applied ${key} and nothing undid it again`,
       });
     }
   });
