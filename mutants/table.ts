@@ -147,6 +147,30 @@ export const MUTANTS: readonly Mutant[] = [
       },
     ],
   },
+  {
+    name: 'resolve-trusts-an-applied-fence-in-doubt',
+    breaks:
+      'A resolve ends a saga only when nothing can have landed after the operator looked: a fence that finds a do applied is taken as handled even when the step was in doubt, so the effect of a do that was still running when the operator looked stays behind a saga reported compensated.',
+    edits: [
+      {
+        file: 'src/machines/fence-verdict.ts',
+        search: "if (!effect.inDoubt && (answer.was === 'applied' || answer.was === 'undoPending')) return",
+        replace: "if (answer.was === 'applied' || (!effect.inDoubt && answer.was === 'undoPending')) return",
+      },
+    ],
+  },
+  {
+    name: 'resolve-skips-the-fences',
+    breaks:
+      'A resolve fences the keys of the remaining effects before it declares them handled: every resolve goes through as with force, so a do still running when the operator looked applies after the saga reported compensated.',
+    edits: [
+      {
+        file: 'src/runtime/operator.ts',
+        search: 'const o = resolveOptions(options);',
+        replace: 'const o = { ...resolveOptions(options), force: true };',
+      },
+    ],
+  },
 ];
 
 /** A mutant's patch does not apply to the sources (its search string is missing or ambiguous). */

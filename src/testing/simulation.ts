@@ -11,14 +11,18 @@
  * over while the `do` still runs and may still apply). The transport fails
  * requests as the NATS one does: its own deadline (STEP_TIMED_OUT, in doubt), no
  * responders and payload-too-large refusals (nothing sent), a connection lost before or
- * after publishing (TRANSPORT_ERROR, `notSent` or in doubt). Every choice is read from a
- * tape of numbers, so a run replays exactly from its tape. A ledger of fake systems of
- * record is the oracle: what each saga's outcome says against what the systems of
- * record hold (again once every message in flight has landed), the order of undos
- * against the definition's `after` edges, and each undo a host acknowledged against what
- * the systems of record did afterwards.
+ * after publishing (TRANSPORT_ERROR, `notSent` or in doubt). Some `do`s get stuck for
+ * seconds, so their saga parks while they still run, and an operator may resolve a saga
+ * as soon as it parks, while the faults go on: it undoes by hand what the ledger holds,
+ * resolves, looks again on a review. Every choice is read from a tape of numbers (the
+ * operator's from a tape of its own), so a run replays exactly from its tapes. A ledger
+ * of fake systems of record is the oracle: what each saga's outcome says against what
+ * the systems of record hold (again once every message in flight has landed), the order
+ * of undos against the definition's `after` edges, each undo a host acknowledged against
+ * what the systems of record did afterwards, and each resolve against what applied after
+ * the operator looked.
  */
-import { SagaError, TerminalError, TransportError } from '../errors.ts';
+import { ResolveError, SagaError, TerminalError, TransportError } from '../errors.ts';
 import { createWorkerHost } from '../actors/worker-host.ts';
 import { defineWorker } from '../define.ts';
 import { createRuntime } from '../runtime.ts';
@@ -26,7 +30,7 @@ import type { Runtime } from '../runtime.ts';
 import { memoryDedupStore, memorySagaStore } from '../store/memory.ts';
 import { parseReply } from '../transport/protocol.ts';
 import { encodeReply } from '../transport/nats/wire.ts';
-import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, SagaStore, Served, Transport, VersionedKeyRecord, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
+import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, SagaRecord, SagaStore, Served, Transport, VersionedKeyRecord, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
 import { fromPersistedSteps, outcomeOf } from '../machines/saga-logic.ts';
 import type { SagaContext, StepState } from '../machines/saga-logic.ts';
 import { createManualClock } from './clock.ts';
@@ -87,6 +91,12 @@ export interface FaultProfile {
    * published (`notSent`), half after (the request may still reach a host: in doubt). Default 0.
    */
   readonly connectionLoss?: number;
+  /**
+   * A `do` gets stuck: it runs for 2 to 3 s (renewing its lease), far longer than its
+   * step's timeout and its compensations' timeouts, so its saga parks while it still runs
+   * and may still apply. Default 0.
+   */
+  readonly stuck?: number;
 }
 
 /** A fault profile with every fault off. */
@@ -126,14 +136,16 @@ export interface LedgerEvent {
   readonly key: string;
   /** Whether the key's effect was in the world just before the call. */
   readonly wasActive: boolean;
+  /** An undo an operator made by hand (not a worker's compensate). */
+  readonly byOperator?: boolean;
 }
 
 /** Fake systems of record: one effect per key, applied at most once while active. The oracle of `simulate`. */
 export interface Ledger {
   /** Applies the key's effect, unless it is active already. */
   apply(key: string): void;
-  /** Undoes the key's effect (nothing when it is not active). */
-  undo(key: string): void;
+  /** Undoes the key's effect (nothing when it is not active); `by: 'operator'` records an undo made by hand. */
+  undo(key: string, by?: 'operator'): void;
   /** Whether the key's effect is in the world now. */
   active(key: string): boolean;
   /** Effects applied, in total (a re-application after an undo counts again). */
@@ -147,15 +159,16 @@ export function createLedger(now: () => number = () => 0): Ledger {
   const state = new Map<string, { active: boolean; applies: number }>();
   const events: LedgerEvent[] = [];
   const get = (k: string) => state.get(k) ?? { active: false, applies: 0 };
-  const log = (kind: LedgerEvent['kind'], key: string) => events.push({ seq: events.length, at: now(), kind, key, wasActive: get(key).active });
+  const log = (kind: LedgerEvent['kind'], key: string, byOperator = false) =>
+    events.push({ seq: events.length, at: now(), kind, key, wasActive: get(key).active, ...(byOperator ? { byOperator } : {}) });
   return {
     apply(key) {
       log('apply', key);
       const s = get(key);
       if (!s.active) state.set(key, { active: true, applies: s.applies + 1 });
     },
-    undo(key) {
-      log('undo', key);
+    undo(key, by) {
+      log('undo', key, by === 'operator');
       state.set(key, { ...get(key), active: false });
     },
     events,
@@ -250,7 +263,8 @@ export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTrans
         trace(`t=${sentAt} no responders to ${what} (+${d} ms)`);
         return new Promise<WorkerReply>((_, reject) => later(d, () => reject(new TransportError('NO_RESPONDERS', `no responders on the ${req.op} subject of ${req.worker}`))));
       }
-      const enforcesDeadline = chooser.chance(faults.requestTimeout ?? 0);
+      // An operator's fence relies on the transport's deadline, as on NATS, which always enforces it.
+      const enforcesDeadline = chooser.chance(faults.requestTimeout ?? 0) || req.op === 'fence';
       const deliver = (onReply: (r: WorkerReply) => void) => {
         const h = pick(req.worker);
         if (h === undefined) return; // every host died while the message travelled: it is lost
@@ -345,6 +359,16 @@ export interface SimulationScenario {
   readonly faultWindowMs?: number;
   /** The input of each saga. Default `{ n: sagaId }`. */
   readonly input?: (sagaId: string) => unknown;
+  /**
+   * Odds, in percent, that an operator resolves a saga as soon as it parks, while the
+   * faults go on and its `do`s may still run: the operator undoes by hand what the ledger
+   * holds for its remaining effects and calls `runtime.resolve`; on a review it looks and
+   * undoes again and resolves naming the review; on a fence failure (or a coordinator
+   * crash under the call) it tries again later, a few times. Default 0.
+   */
+  readonly resolve?: number;
+  /** The operator's own choice tape (which parked sagas it resolves, its fence timeouts and waits); it never heals. Default empty: no resolve. */
+  readonly operatorTape?: readonly number[];
 }
 
 /** A property of the guarantee that a simulated run broke. */
@@ -359,6 +383,9 @@ export interface SimulationResult {
   readonly violations: readonly SimulationViolation[];
   /** Sagas that parked in compensation-failed before the operator retry. */
   readonly parked: number;
+  /** Sagas an operator resolved while the run went on, and the reviews its resolve calls asked for. */
+  readonly resolved: number;
+  readonly reviews: number;
   /** What happened, one line per fault and outcome: the path of the run. */
   readonly trace: readonly string[];
 }
@@ -372,6 +399,10 @@ const SIM_COORDINATOR_LEASE_MS = 1_000;
 const SETTLE_MS = 2_000;
 /** Largest reply of simulated hosts: an oversized result is bigger. */
 const SIM_MAX_PAYLOAD = 2_048;
+/** How long a stuck `do` runs at least, in ms: longer than any simulated step timeout with its retries and compensations. */
+const SIM_STUCK_MS = 2_000;
+/** Resolve calls an operator makes for one saga before leaving it to the retry at the end. */
+const OPERATOR_CALLS = 6;
 
 /** Runs `def` on the real runtime in a simulated world and checks the ledger against the outcomes. */
 export async function simulate(def: SagaDefinition, scenario: SimulationScenario): Promise<SimulationResult> {
@@ -392,6 +423,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     noResponders: 0,
     requestTooLarge: 0,
     connectionLoss: 0,
+    stuck: 0,
     ...scenario.faults,
   };
   const sleep = (ms: number) => (ms <= 0 ? Promise.resolve() : new Promise<void>((r) => clock.setTimeout(r, ms)));
@@ -446,6 +478,8 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const lapsedApplies = new Set<number>();
   const served: (Served[] | undefined)[] = Array.from({ length: slots }, () => undefined);
   let gens = 0;
+  /** Stuck `do`s still running: the world is not healed before they end. */
+  let stuckDos = 0;
 
   /**
    * The shared store as one host sees it: a round trip takes time, a dead host's calls
@@ -512,7 +546,14 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
             cuts[slot]?.push([clock.now(), cutOffUntil[slot] as number]);
             trace.push(`t=${clock.now()} host ${slot} is cut off from the dedup store until t=${cutOffUntil[slot]} while do #${ctx.attempt} of ${key} runs`);
           }
-          await sleep(slow ? SIM_LEASE_MS * 3 : chooser.upTo(faults.maxDelayMs));
+          // Stuck: the saga parks while it runs (read from the tape only when the fault is on).
+          const stuck = !slow && !early && faults.stuck > 0 && chooser.chance(faults.stuck);
+          if (stuck) {
+            stuckDos++;
+            trace.push(`t=${clock.now()} host ${slot}: do #${ctx.attempt} of ${key} is stuck`);
+          }
+          await sleep(slow ? SIM_LEASE_MS * 3 : stuck ? SIM_STUCK_MS + chooser.upTo(1_000) : chooser.upTo(faults.maxDelayMs));
+          if (stuck) stuckDos--;
           if (!alive()) return hang();
           if (!early && chooser.chance(faults.doFail)) {
             if (chooser.chance(50)) throw new TerminalError(`simulated terminal failure of ${ctx.stepId}`);
@@ -602,26 +643,92 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     });
   }
 
+  /** A parked saga's outcome, as its journal holds it (the dead letter an operator reads). */
+  const parkedOutcome = (rec: SagaRecord): SagaOutcome | undefined => {
+    // A journaled snapshot holds the steps by id.
+    const snap = rec.snapshot as { value?: string; context?: Omit<SagaContext, 'steps'> & { steps: Record<string, StepState> } } | undefined;
+    return snap?.value === 'compensationFailed' && snap.context ? outcomeOf(def, { ...snap.context, steps: fromPersistedSteps(def, snap.context.steps) }, 'compensationFailed') : undefined;
+  };
   const settledAll = async () => {
     const out: (SagaOutcome | undefined)[] = [];
     for (const id of ids) {
       const rec = await store.get(id);
       if (rec?.outcome !== undefined) out.push(rec.outcome);
-      else if (rec?.status === 'parked') {
-        // A journaled snapshot holds the steps by id.
-        const snap = rec.snapshot as { value?: string; context?: Omit<SagaContext, 'steps'> & { steps: Record<string, StepState> } } | undefined;
-        out.push(
-          snap?.value === 'compensationFailed' && snap.context
-            ? outcomeOf(def, { ...snap.context, steps: fromPersistedSteps(def, snap.context.steps) }, 'compensationFailed')
-            : undefined,
-        );
-      } else out.push(undefined);
+      else if (rec?.status === 'parked') out.push(parkedOutcome(rec));
+      else out.push(undefined);
     }
     return out;
   };
+
+  // The operator: resolves a share of the sagas as soon as they park, while the run goes on.
+  const operatorChooser = new Chooser(scenario.operatorTape ?? []);
+  const resolveOdds = scenario.resolve ?? 0;
+  let operatorOn = resolveOdds > 0;
+  let operatorBusy = 0;
+  let reviews = 0;
+  /** Sagas the operator has seen parked (it decides once for each). */
+  const operatorSeen = new Set<string>();
+  const resolutions: Resolution[] = [];
+  /**
+   * Looks at the ledger, undoes by hand each remaining effect it holds, resolves; on a
+   * review looks and undoes again and resolves naming the review; on any other refusal
+   * (a fence failed, its coordinator crashed under the call) waits and tries again.
+   */
+  const resolveAsOperator = async (id: string) => {
+    const keys = new Set<string>();
+    let reviewed: string | undefined;
+    let ended: number | undefined;
+    for (let call = 0; call < OPERATOR_CALLS; call++) {
+      const rec = await journals.get(id);
+      const parked = rec?.status === 'parked' && rec.outcome === undefined ? parkedOutcome(rec) : undefined;
+      if (parked?.status !== 'compensation-failed') break;
+      for (const e of parked.remaining) {
+        const key = `${id}/${e.stepId}`;
+        keys.add(key);
+        if (!ledger.active(key)) continue;
+        trace.push(`t=${clock.now()} operator undoes ${key} by hand`);
+        ledger.undo(key, 'operator');
+      }
+      const fenceTimeoutMs = operatorChooser.chance(50) ? 50 + operatorChooser.upTo(950) : undefined;
+      trace.push(`t=${clock.now()} operator resolves ${id}${reviewed !== undefined ? ' (reviewed)' : ''}${fenceTimeoutMs !== undefined ? `, fences wait ${fenceTimeoutMs} ms` : ''}`);
+      try {
+        const o = await runtime.resolve(id, { note: 'simulated operator: undone by hand', ...(reviewed !== undefined ? { reviewed } : {}), ...(fenceTimeoutMs !== undefined ? { fenceTimeoutMs } : {}) });
+        trace.push(`t=${clock.now()} operator resolved ${id}: ${o.status}`);
+        ended = ledger.events.length;
+        break;
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        trace.push(`t=${clock.now()} operator's resolve of ${id} refused: ${code ?? String(error)}`);
+        if (error instanceof ResolveError && code === 'RESOLVE_NEEDS_REVIEW') {
+          reviews++;
+          reviewed = error.review;
+          continue;
+        }
+        // Neither a review nor a failed fence: this call may have ended the saga all the same
+        // (its journal write landed, the answer was lost).
+        if (code !== 'FENCE_FAILED') ended = ledger.events.length;
+        await sleep(200 + operatorChooser.upTo(800));
+      }
+    }
+    if (ended !== undefined) resolutions.push({ sagaId: id, ended, keys });
+  };
+  const operatorLooks = async () => {
+    if (!operatorOn) return;
+    for (const id of ids) {
+      if (operatorSeen.has(id)) continue;
+      const rec = await journals.get(id);
+      if (rec?.status !== 'parked' || rec.outcome !== undefined) continue;
+      operatorSeen.add(id);
+      if (!operatorChooser.chance(resolveOdds)) continue;
+      operatorBusy++;
+      void resolveAsOperator(id)
+        .catch((e: unknown) => violations.push({ property: 'operator-can-resolve', message: `resolving ${id}: ${String(e)}` }))
+        .finally(() => operatorBusy--);
+    }
+  };
   const quiet = async () => {
     const outs = await settledAll();
-    return outs.every((x) => x !== undefined) && transport.inFlight === 0;
+    return outs.every((x) => x !== undefined) && transport.inFlight === 0 && operatorBusy === 0 && stuckDos === 0;
   };
   const crashCoordinator = async () => {
     await runtime.close();
@@ -664,6 +771,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
         continue;
       }
       await clock.advance(clock.now() < window ? 25 : 100);
+      await operatorLooks();
       if (clock.now() >= window && crashes.length === 0 && restarts.length === 0 && (await quiet())) return;
     }
   };
@@ -674,6 +782,8 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   // over those of the coordinators that died (a write of a dead one may land after its
   // successor recovered) and those it stopped itself when its journal failed.
   await drive(HORIZON_MS);
+  // Every fence has a deadline: a resolve call answers, and the operator is done by now.
+  if (operatorBusy > 0) violations.push({ property: 'operator-resolve-answers', message: `an operator's resolve call has not answered at t=${clock.now()} ms` });
   let outcomes = await settledAll();
   check(def, ids, outcomes, ledger, violations, 'after the faults', clock.now());
   for (const [i, o] of outcomes.entries()) {
@@ -687,6 +797,8 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   }
 
   // An operator retries every parked saga in a healed world: it must then end cleanly.
+  // What is still parked now is left to the operator's retry in a healed world.
+  operatorOn = false;
   const parked = outcomes.filter((o) => o?.status === 'compensation-failed');
   if (parked.length > 0) {
     compensateFailOdds = 0;
@@ -707,9 +819,11 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   check(def, ids, outcomes, ledger, violations, `${SETTLE_MS} ms after the end, every message in flight delivered`, clock.now());
   checkUndoOrder(def, ledger, violations);
   checkAcknowledgedUndos(ledger, undoAcks, lapsedApplies, violations);
+  checkResolvedStayHandled(ids, outcomes, ledger, resolutions, lapsedApplies, violations);
   await runtime.close();
-  for (const o of outcomes) trace.push(`outcome ${o?.sagaId}: ${o?.status ?? 'none'}`);
-  return { outcomes, violations, trace, parked: parked.length };
+  for (const o of outcomes) trace.push(`outcome ${o?.sagaId}: ${o?.status ?? 'none'}${o?.status === 'compensated' || o?.status === 'committed' ? (o.resolvedByOperator.length > 0 ? ` (resolved by the operator: [${o.resolvedByOperator}])` : '') : ''}`);
+  const resolved = outcomes.filter((o) => (o?.status === 'compensated' || o?.status === 'committed') && o.resolvedByOperator.length > 0).length;
+  return { outcomes, violations, trace, parked: parked.length, resolved, reviews };
 }
 
 /** How many steps a committed saga keeps, from its join policy: all of them, one (any), or n (quorum). */
@@ -756,6 +870,65 @@ function check(
       }
       // Listing a step that left no effect is conservative (an in-doubt step), not unsafe: the operator
       // retry below (in a healed world) must then end the saga with no effect at all.
+    }
+  });
+}
+
+/** An operator's resolve call that may have ended a saga: the ledger's length when the call answered, and the keys the operator looked at. */
+interface Resolution {
+  readonly sagaId: string;
+  readonly ended: number;
+  readonly keys: ReadonlySet<string>;
+}
+
+/**
+ * What an operator's resolve promises, read from the world alone: the ledger's history,
+ * the operator's record of its calls and the faults planted, once every message in flight
+ * has landed and every running `do` has ended. A resolve declares handled what the
+ * operator saw and undid by hand; so once a resolve has ended a saga, no key the operator
+ * looked at holds an effect, then or ever after: none when the call answered, and no `do`
+ * applies afterwards (in particular, no effect the operator undid by hand comes back). A
+ * `do` may land between the operator's look and the end, if something undoes it before
+ * the end (a compensate still on its way, say). The one exception is the one of
+ * `checkAcknowledgedUndos`: a `do` whose host was cut off from the store while it ran,
+ * whose effect must then be undone again. The call that may have ended a saga is the
+ * operator's last one answered with an outcome, or refused neither for a review nor for a
+ * failed fence (its journal write may have landed); whether one did, the saga's outcome
+ * (`resolvedByOperator`).
+ */
+function checkResolvedStayHandled(
+  ids: readonly string[],
+  outcomes: readonly (SagaOutcome | undefined)[],
+  ledger: Ledger,
+  resolutions: readonly Resolution[],
+  lapsed: ReadonlySet<number>,
+  violations: SimulationViolation[],
+): void {
+  outcomes.forEach((o, i) => {
+    const id = ids[i] as string;
+    if (o === undefined || o.status === 'compensation-failed' || o.resolvedByOperator.length === 0) return;
+    // The last call that may have ended it: the latest moment, the weakest claim.
+    const r = resolutions.filter((x) => x.sagaId === id).at(-1);
+    if (r === undefined) {
+      violations.push({ property: 'resolved-effect-stays-handled', message: `saga ${id} names [${o.resolvedByOperator}] resolved by an operator, but no operator's resolve could have ended it` });
+      return;
+    }
+    for (const key of r.keys) {
+      const history = ledger.events.filter((e) => e.key === key);
+      const before = history.filter((e) => e.seq < r.ended).at(-1);
+      const heldThen = before?.kind === 'apply' && !lapsed.has(before.seq);
+      const late = history.find((e) => e.seq >= r.ended && e.kind === 'apply' && !lapsed.has(e.seq));
+      const lapsedLeft = history.at(-1)?.kind === 'apply' && history.some((e) => lapsed.has(e.seq) && (e.seq >= r.ended || e === before));
+      if (!heldThen && late === undefined && !lapsedLeft) continue;
+      const byHand = history.some((e) => e.seq < r.ended && e.kind === 'undo' && e.byOperator === true) ? ' (the operator had undone it by hand)' : '';
+      violations.push({
+        property: 'resolved-effect-stays-handled',
+        message: heldThen
+          ? `saga ${id} was resolved (${o.status}) while the systems of record held ${key}, applied at t=${before.at} ms${byHand}`
+          : late !== undefined
+            ? `saga ${id} was resolved (${o.status}), then a do applied ${key} at t=${late.at} ms${byHand}`
+            : `saga ${id} was resolved (${o.status}); a do whose claim lapsed applied ${key} and nothing undid it again`,
+      });
     }
   });
 }
@@ -814,7 +987,8 @@ function checkUndoOrder(def: SagaDefinition, ledger: Ledger, violations: Simulat
     const cut = e.key.lastIndexOf('/');
     const sagaId = e.key.slice(0, cut);
     const stepId = e.key.slice(cut + 1);
-    if (e.kind === 'undo' && !reported.has(sagaId)) {
+    // An operator undoing by hand is not a compensation: it may undo in any order.
+    if (e.kind === 'undo' && e.byOperator !== true && !reported.has(sagaId)) {
       const holding = (dependentsOf.get(stepId) ?? []).filter((d) => active.has(`${sagaId}/${d}`));
       if (holding.length > 0) {
         reported.add(sagaId);

@@ -157,6 +157,7 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     noResponders: 10,
     requestTooLarge: 5,
     connectionLoss: 10,
+    stuck: 0,
     ...max,
   };
   return fc.record({
@@ -179,6 +180,8 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     noResponders: fc.integer({ min: 0, max: m.noResponders }),
     requestTooLarge: fc.integer({ min: 0, max: m.requestTooLarge }),
     connectionLoss: fc.integer({ min: 0, max: m.connectionLoss }),
+    // Only when asked for: the profiles drawn without it stay what they were.
+    ...(m.stuck > 0 ? { stuck: fc.integer({ min: 0, max: m.stuck }) } : {}),
   });
 }
 
@@ -333,6 +336,7 @@ const FAULT_RANGES: Readonly<Record<keyof FaultProfile, readonly [number, number
   noResponders: [0, 100, 'a percentage'],
   requestTooLarge: [0, 100, 'a percentage'],
   connectionLoss: [0, 100, 'a percentage'],
+  stuck: [0, 100, 'a percentage'],
 };
 
 /** How a wrong value reads in an error: `got -1`, `got "5"`, `got a function`. */

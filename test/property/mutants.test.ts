@@ -12,9 +12,14 @@ import type { WorkerActorEvent, WorkerActorInput } from '../../src/actors/worker
 import type { SagaEvent } from '../../src/machines/saga-logic.ts';
 import { simulate } from '../../src/testing/simulation.ts';
 import { faultProfileArbitrary, tapeArbitrary } from '../../src/testing/verify.ts';
-import { sagaOf, shapeArb } from './saga-shapes.ts';
+import { operatorArb, sagaOf, shapeArb } from './saga-shapes.ts';
 
-type Mutant = 'transport-timeout-is-a-clean-failure' | 'undo-ignores-dependency-order' | 'compensate-takes-over-a-running-do';
+type Mutant =
+  | 'transport-timeout-is-a-clean-failure'
+  | 'undo-ignores-dependency-order'
+  | 'compensate-takes-over-a-running-do'
+  | 'resolve-trusts-an-applied-fence-in-doubt'
+  | 'resolve-skips-the-fences';
 const planted: { mutant: Mutant | undefined } = vi.hoisted(() => ({ mutant: undefined }));
 
 vi.mock('../../src/actors/worker-actor.ts', async (importOriginal) => {
@@ -67,6 +72,22 @@ vi.mock('../../src/machines/host-protocol.ts', async (importOriginal) => {
   return { ...real, stepRequest };
 });
 
+vi.mock('../../src/machines/fence-verdict.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../src/machines/fence-verdict.ts')>();
+  /** The real verdict, except that a fence that found a do applied is handled even when the step was in doubt. */
+  const fenceVerdict: typeof real.fenceVerdict = (effect, answer, reviewed) =>
+    planted.mutant === 'resolve-trusts-an-applied-fence-in-doubt' && 'by' in answer && answer.was === 'applied' ? { kind: 'handled', fence: answer } : real.fenceVerdict(effect, answer, reviewed);
+  return { ...real, fenceVerdict };
+});
+
+vi.mock('../../src/runtime/operator.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../src/runtime/operator.ts')>();
+  /** The real resolve, always with force: no key is fenced. */
+  const resolveParked: typeof real.resolveParked = (driver, sagaId, options) =>
+    planted.mutant === 'resolve-skips-the-fences' ? real.resolveParked(driver, sagaId, { ...(typeof options === 'string' ? { note: options } : options), force: true }) : real.resolveParked(driver, sagaId, options);
+  return { ...real, resolveParked };
+});
+
 afterEach(() => {
   planted.mutant = undefined;
 });
@@ -76,9 +97,9 @@ async function firstViolations(mutant: Mutant): Promise<{ properties: string[]; 
   planted.mutant = mutant;
   let found: string[] = [];
   let run = 0;
-  const property = fc.asyncProperty(shapeArb, faultProfileArbitrary({ duplicate: 20, coordinatorCrashes: 2 }), tapeArbitrary, fc.integer({ min: 1, max: 2 }), async (shape, faults, tape, sagas) => {
+  const property = fc.asyncProperty(shapeArb, faultProfileArbitrary({ duplicate: 20, coordinatorCrashes: 2 }), tapeArbitrary, fc.integer({ min: 1, max: 2 }), operatorArb, async (shape, faults, tape, sagas, operator) => {
     run++;
-    const r = await simulate(sagaOf(shape), { tape, faults, sagas, faultWindowMs: 800 });
+    const r = await simulate(sagaOf(shape), { tape, faults: { ...faults, stuck: operator.stuck }, sagas, faultWindowMs: 800, resolve: operator.resolve, operatorTape: operator.tape });
     if (r.violations.length === 0) return true;
     found = [...new Set(r.violations.map((v) => v.property))];
     return false;
@@ -94,6 +115,10 @@ test.each([
   { mutant: 'undo-ignores-dependency-order' as const, breaks: ['undo-in-dependency-order'] },
   // A compensate that meets a running do takes the key over and answers ok; the do then applies (and its host undoes it again).
   { mutant: 'compensate-takes-over-a-running-do' as const, breaks: ['acknowledged-undo-stays-undone'] },
+  // A resolve takes a fence that found a do applied as handled although the step was in doubt: the do may have applied after the operator looked.
+  { mutant: 'resolve-trusts-an-applied-fence-in-doubt' as const, breaks: ['resolved-effect-stays-handled', 'compensated-has-no-effect'] },
+  // A resolve fences nothing: a do still running when the operator looked applies after the saga reported compensated.
+  { mutant: 'resolve-skips-the-fences' as const, breaks: ['resolved-effect-stays-handled', 'compensated-has-no-effect'] },
 ])('the simulation catches the mutant $mutant', async ({ mutant, breaks }) => {
   const found = await firstViolations(mutant);
   console.log(`[mutants] ${mutant}: ${found === undefined ? 'not caught' : `caught at run ${found.run}: ${found.properties.join(', ')}`}`);

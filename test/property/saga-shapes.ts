@@ -44,3 +44,20 @@ export function sagaOf(s: Shape): SagaDefinition {
   const join: JoinSpec = s.join === 'all' ? { kind: 'all' } : s.join === 'any' ? { kind: 'any' } : { kind: 'quorum', n: s.quorum };
   return defineSaga({ name: 'sim', version: 1, steps, join, compensation: { retries: s.compRetries, timeoutMs: 150, backoff: { initialMs: 10, maxMs: 80 } } });
 }
+
+/**
+ * The operator of a run and the fault that makes its resolves dangerous: odds of a stuck
+ * `do` (it runs for seconds, so its saga parks while it still runs), the share of parked
+ * sagas the operator resolves at once, and the operator's own choice tape.
+ */
+export interface Operator {
+  stuck: number;
+  resolve: number;
+  tape: number[];
+}
+
+export const operatorArb: fc.Arbitrary<Operator> = fc.record({
+  stuck: fc.integer({ min: 0, max: 15 }),
+  resolve: fc.integer({ min: 0, max: 100 }),
+  tape: fc.array(fc.nat({ max: 0xffff }), { maxLength: 24 }),
+});

@@ -1,7 +1,8 @@
 /**
  * Deterministic simulation of the real runtime: random saga shapes (1 to 8 steps,
  * stages, join policies, timeouts and budgets), a faulty simulated transport, worker
- * host and coordinator crashes, failing compensations. The oracle is the ledger of the
+ * host and coordinator crashes, failing compensations, stuck `do`s, and an operator who
+ * resolves a share of the sagas that park while the run goes on. The oracle is the ledger of the
  * fake systems of record. Every failure prints its seed and path (fast-check) and the
  * faults of the run; rerun with `seed` and `path` to replay it.
  */
@@ -9,7 +10,7 @@ import fc from 'fast-check';
 import { expect, test } from 'vitest';
 import { simulate } from '../../src/testing/simulation.ts';
 import { faultProfileArbitrary, tapeArbitrary } from '../../src/testing/verify.ts';
-import { sagaOf, shapeArb } from './saga-shapes.ts';
+import { operatorArb, sagaOf, shapeArb } from './saga-shapes.ts';
 
 const DEEP = process.env.SCATTER_SAGA_DEEP === '1';
 const RUNS = DEEP ? 20_000 : 2_000;
@@ -22,16 +23,19 @@ const SEED = process.env.SCATTER_SAGA_SEED !== undefined ? Number(process.env.SC
 test(`the runtime keeps the guarantee under faults (${RUNS} simulated runs)`, async () => {
   const t0 = performance.now();
   let runs = 0;
-  const outcomes = { committed: 0, compensated: 0, 'compensation-failed': 0, parkedThenRetried: 0 };
+  const outcomes = { committed: 0, compensated: 0, 'compensation-failed': 0, parkedThenRetried: 0, resolvedByOperator: 0, reviews: 0 };
   let lastExplanation = '';
-  const property = fc.asyncProperty(shapeArb, faultProfileArbitrary({ duplicate: 20, coordinatorCrashes: 2 }), tapeArbitrary, fc.integer({ min: 1, max: 2 }), async (shape, faults, tape, sagas) => {
+  // The operator comes last, so that the other arbitraries draw what they drew without it.
+  const property = fc.asyncProperty(shapeArb, faultProfileArbitrary({ duplicate: 20, coordinatorCrashes: 2 }), tapeArbitrary, fc.integer({ min: 1, max: 2 }), operatorArb, async (shape, faults, tape, sagas, operator) => {
     runs++;
     const def = sagaOf(shape);
-    const r = await simulate(def, { tape, faults, sagas, faultWindowMs: 800 });
+    const r = await simulate(def, { tape, faults: { ...faults, stuck: operator.stuck }, sagas, faultWindowMs: 800, resolve: operator.resolve, operatorTape: operator.tape });
     for (const o of r.outcomes) if (o) outcomes[o.status]++;
     outcomes.parkedThenRetried += r.parked;
+    outcomes.resolvedByOperator += r.resolved;
+    outcomes.reviews += r.reviews;
     if (r.violations.length > 0) {
-      lastExplanation = [...r.violations.map((v) => `${v.property}: ${v.message}`), `shape: ${JSON.stringify(shape)}`, `faults: ${JSON.stringify(faults)}`, ...r.trace].join('\n');
+      lastExplanation = [...r.violations.map((v) => `${v.property}: ${v.message}`), `shape: ${JSON.stringify(shape)}`, `faults: ${JSON.stringify({ ...faults, stuck: operator.stuck })}`, `operator: ${JSON.stringify(operator)}`, ...r.trace].join('\n');
       return false;
     }
     return true;
@@ -58,5 +62,7 @@ test(`the runtime keeps the guarantee under faults (${RUNS} simulated runs)`, as
     expect(outcomes.committed).toBeGreaterThan(0);
     expect(outcomes.compensated).toBeGreaterThan(0);
     expect(outcomes.parkedThenRetried).toBeGreaterThan(0);
+    expect(outcomes.resolvedByOperator).toBeGreaterThan(0);
+    expect(outcomes.reviews).toBeGreaterThan(0);
   }
 }, DEEP ? 3_600_000 : 300_000);
