@@ -6,10 +6,11 @@
 import { TransportError } from '../errors.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
 import type { SagaStatus, SagaSummary, StepEvent } from '../runtime/api.ts';
+import type { SagaGraph } from '../diagram.ts';
 import type { DeadLetter, RemainingEffect, SagaOutcome, StepFailure } from '../types.ts';
 
 /** The endpoints of the coordinator service: `<prefix>.svc.<endpoint>`. */
-export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'dead-letters'] as const;
+export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'dead-letters', 'graph'] as const;
 /** The name of one endpoint of the coordinator service. */
 export type ServiceEndpoint = (typeof SERVICE_ENDPOINTS)[number];
 
@@ -58,6 +59,8 @@ export interface WaitRequest extends SagaIdRequest {
 export interface ResolveRequest extends WaitRequest {
   readonly note: string | undefined;
 }
+/** A `graph` request names a saga definition (`saga`, optional `version`) or a saga by id (`sagaId`). */
+export type GraphRequest = { readonly sagaId: string; readonly saga?: undefined; readonly version?: undefined } | { readonly sagaId?: undefined; readonly saga: string; readonly version: number | undefined };
 export interface ListRequest {
   readonly status: 'running' | 'parked' | undefined;
   readonly limit: number;
@@ -72,6 +75,7 @@ export interface ServiceRequests {
   retry: WaitRequest;
   resolve: ResolveRequest;
   'dead-letters': Record<string, never>;
+  graph: GraphRequest;
 }
 
 /** What each endpoint answers in `result`. */
@@ -83,6 +87,7 @@ export interface ServiceResults {
   retry: { sagaId: string; outcome: SagaOutcome | null };
   resolve: { sagaId: string; outcome: SagaOutcome | null };
   'dead-letters': { deadLetters: DeadLetter[] };
+  graph: SagaGraph;
 }
 
 /** An event the service publishes on `<prefix>.svc.events.<sagaId>`. */
@@ -116,6 +121,7 @@ const FIELDS: { readonly [E in ServiceEndpoint]: readonly string[] } = {
   retry: ['v', 'sagaId', 'timeoutMs'],
   resolve: ['v', 'sagaId', 'note', 'timeoutMs'],
   'dead-letters': ['v'],
+  graph: ['v', 'sagaId', 'saga', 'version'],
 };
 
 function sagaIdOf(o: Record<string, unknown>, required: true): string;
@@ -187,6 +193,17 @@ export function parseServiceRequest<E extends ServiceEndpoint>(endpoint: E, body
     case 'dead-letters':
       out = {};
       break;
+    case 'graph': {
+      if (body.sagaId !== undefined) {
+        if (body.saga !== undefined || body.version !== undefined) throw bad("give 'sagaId', or 'saga' (and 'version'), not both");
+        out = { sagaId: sagaIdOf(body, true) };
+        break;
+      }
+      const saga = body.saga;
+      if (typeof saga !== 'string' || !SAGA_NAME.test(saga)) throw bad(`'saga' must be a saga name (1-128 characters of A-Z a-z 0-9 _ . -), or give 'sagaId' instead, got ${describe(saga)}`);
+      out = { saga, version: body.version === undefined ? undefined : wholeNumber(body, 'version', 1, Number.MAX_SAFE_INTEGER, 1) };
+      break;
+    }
   }
   return out as ServiceRequests[E];
 }
