@@ -179,6 +179,7 @@ describe.skipIf(!haveChromium)('the console in Chromium', () => {
     await client.start('trip', { to: 'ROM', nights: 3, slow: true }, { sagaId: 'trip-running' });
     const parked = await client.start('trip', { to: 'NYC', nights: 4, full: true }, { sagaId: 'trip-parked', wait: true });
     expect(parked.outcome?.status).toBe('compensation-failed');
+    expect((await client.start('trip', { to: 'SFO', nights: 1, full: true }, { sagaId: 'trip-review', wait: true })).outcome?.status).toBe('compensation-failed');
 
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
     try {
@@ -194,7 +195,7 @@ describe.skipIf(!haveChromium)('the console in Chromium', () => {
 
       // Parked only, then the saga.
       await page.click('#tabs button[data-tab="parked"]');
-      await expect.poll(() => page.locator('#saga-list tr.saga-row').count()).toBe(1);
+      await expect.poll(() => page.locator('#saga-list tr.saga-row').count()).toBe(2);
       await page.click('tr.saga-row[data-saga-id="trip-parked"]');
       await page.locator('#saga-state [data-status="compensationFailed"]').waitFor();
       await page.locator('#remaining tr[data-step="car"]').waitFor({ timeout: 5_000 });
@@ -237,7 +238,40 @@ describe.skipIf(!haveChromium)('the console in Chromium', () => {
       expect(await page.locator('#retry').isDisabled()).toBe(true);
       // It left the parked list.
       await page.click('#tabs button[data-tab="parked"]');
-      await expect.poll(() => page.locator('#saga-list tr.saga-row').count()).toBe(0);
+      await expect.poll(() => page.locator('#saga-list tr.saga-row').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-saga-id')))).toEqual(['trip-review']);
+
+      // Resolve, asked for a review: the page shows the fences and confirms with the token.
+      // The review is played by the route (nothing in this scenario can land after a look):
+      // the first resolve is answered RESOLVE_NEEDS_REVIEW; the second must carry the token,
+      // and goes to the service.
+      const bodies: Record<string, unknown>[] = [];
+      const key = (await client.deadLetters()).find((d) => d.sagaId === 'trip-review')?.remaining[0]?.idempotencyKey;
+      await page.route('**/api/sagas/trip-review/resolve', async (route) => {
+        const body = JSON.parse(route.request().postData() ?? '{}') as Record<string, unknown>;
+        bodies.push(body);
+        if (bodies.length === 1) {
+          const fences = [{ stepId: 'car', worker: 'car', idempotencyKey: key, inDoubt: false, verdict: 'review', fence: { by: 'resolve-1', was: 'applied' } }];
+          await route.fulfill({ status: 409, contentType: 'application/json', body: JSON.stringify({ sagaId: 'trip-review', review: { code: 'RESOLVE_NEEDS_REVIEW', message: "saga 'trip-review' was not resolved: look again", review: 'tok-42', fences } }) });
+        } else {
+          await route.continue({ postData: JSON.stringify({ note: body.note }) });
+        }
+      });
+      await page.click('tr.saga-row[data-saga-id="trip-review"]');
+      await page.locator('#saga-id', { hasText: 'trip-review' }).waitFor();
+      await page.locator('#saga-state [data-status="compensationFailed"]').waitFor();
+      await page.click('#resolve');
+      await page.locator('#confirm[open]').waitFor();
+      await page.fill('#confirm-note', 'car returned at the desk');
+      await page.click('#confirm-ok');
+      await page.locator('#review-token', { hasText: 'tok-42' }).waitFor();
+      expect(await page.locator('#fences tr[data-step="car"] td').allTextContents()).toEqual(['car', 'car', key, 'review', 'applied', '']);
+      expect(await page.locator('#saga-message').textContent()).toContain('RESOLVE_NEEDS_REVIEW');
+      if (SCREENSHOTS) await page.screenshot({ path: new URL('console-review.png', DOCS).pathname });
+      await page.fill('#confirm-note', 'looked again: car returned');
+      await page.click('#confirm-ok');
+      await page.locator('#saga-message', { hasText: 'resolved: the saga is compensated' }).waitFor();
+      expect(bodies).toEqual([{ note: 'car returned at the desk' }, { note: 'looked again: car returned', reviewed: 'tok-42' }]);
+      expect((await client.status('trip-review'))?.outcome).toMatchObject({ status: 'compensated', resolvedByOperator: ['car'] });
 
       // Search by id: a finished saga too.
       await page.fill('#q', 'trip-ok');
@@ -251,6 +285,8 @@ describe.skipIf(!haveChromium)('the console in Chromium', () => {
       await page.click('tr.saga-row[data-saga-id="trip-running"]');
       await page.locator('#saga-state [data-status="gathering"]').waitFor();
       expect(await statusOf('hotel')).toBe('dispatched');
+      expect(await page.locator('#saga-message').count()).toBe(0); // the answer to the resolve stayed with its saga
+      expect(await page.locator('#retry').isDisabled()).toBe(true);
       if (SCREENSHOTS) await page.screenshot({ path: new URL('console-list.png', DOCS).pathname, fullPage: true });
       world.gate?.open();
       await page.locator('#saga-state [data-status="committed"]').waitFor();

@@ -144,8 +144,9 @@ async function loadSaga(sagaId, message) {
     section.replaceChildren(h('p', { class: 'msg bad' }, errText(data.error)));
     return;
   }
-  ui.view = { ...data, fetchedAt: Date.now(), message: message ?? ui.view?.message };
-  if (message === null) ui.view.message = undefined;
+  // A message (the answer to a command) stays with its saga until the next command.
+  const kept = ui.view?.status.sagaId === sagaId ? ui.view.message : undefined;
+  ui.view = { ...data, fetchedAt: Date.now(), message: message === undefined ? kept : message };
   render();
 }
 
@@ -185,7 +186,7 @@ function render() {
         h('button', { class: 'act danger', id: 'resolve', disabled: !parked, onclick: () => confirmResolve(st.sagaId) }, 'Resolve…'),
       ),
     ),
-    v.message ? h('p', { class: `msg${v.message.bad ? ' bad' : ''}`, id: 'saga-message' }, v.message.text) : null,
+    v.message ? h('div', { class: `msg${v.message.bad ? ' bad' : ''}`, id: 'saga-message' }, v.message.text, v.message.extra) : null,
     h('h3', {}, 'Statechart'),
     v.graph ? h('div', { class: 'chart', id: 'statechart' }, drawMachine(v.graph, st.state), drawSteps(v.graph, statuses, v.events), legend()) : h('p', { class: 'note' }, 'No coordinator serves this saga version: its statechart cannot be drawn.'),
     h('h3', {}, 'Steps'),
@@ -314,7 +315,8 @@ function timeline(view, statuses) {
     const evs = view.events.filter((e) => e.stepId === id);
     const cells = evs.map((e, i) => {
       const next = evs[i + 1];
-      const took = next ? ` for ${ms(next.at - e.at)}` : '';
+      const open = !next && (e.status === 'dispatched' || e.status === 'compensating');
+      const took = next ? ` for ${ms(next.at - e.at)}` : open ? ` (${ms(Date.now() - e.at)} so far)` : '';
       return h('div', { class: 'tl-event' }, badge(e.status), ` attempt ${e.attempt}${e.compensationAttempt > 0 ? `, undo ${e.compensationAttempt}` : ''} at +${ms(e.at - start)}${took}`);
     });
     const total = evs.length > 1 ? ms(evs[evs.length - 1].at - evs[0].at) : '';
@@ -415,8 +417,12 @@ async function review(sagaId, note, r) {
     h('tr', {}, h('th', {}, 'step'), h('th', {}, 'worker'), h('th', {}, 'key'), h('th', {}, 'verdict'), h('th', {}, 'a do left'), h('th', {}, 'error')),
     r.fences.map((f) => h('tr', { 'data-step': f.stepId }, h('td', { class: 'mono' }, f.stepId), h('td', {}, f.worker), h('td', { class: 'mono' }, f.idempotencyKey), h('td', {}, badge(f.verdict)), h('td', {}, f.fence?.was ?? '?'), h('td', { class: 'error' }, errText(f.error)))),
   );
+  if (r.code !== 'RESOLVE_NEEDS_REVIEW' || !r.review) {
+    // Could not fence (or no token to confirm with): show the fences; resolve again later.
+    await loadSaga(sagaId, { text: `${r.code}: ${r.message}`, bad: true, extra: r.fences.length > 0 ? fences : undefined });
+    return;
+  }
   await loadSaga(sagaId, { text: `${r.code}: ${r.message}`, bad: true });
-  if (r.code !== 'RESOLVE_NEEDS_REVIEW' || !r.review) return;
   const again = await ask(
     'Look again before you resolve',
     [h('p', {}, 'The keys are fenced now: no do of them can apply any more. But the effects marked review may have landed after you looked. Look at their systems of record again, undo by hand what is there, then confirm.'), fences, h('p', { class: 'note' }, 'review token ', h('code', { id: 'review-token' }, r.review))],
