@@ -233,7 +233,13 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
     if (method === 'POST') {
       // A page of another site may not command the console: same origin only.
       const origin = req.headers.origin;
-      if (origin !== undefined && origin !== `http://${req.headers.host ?? ''}`) throw new HttpError(403, 'FORBIDDEN', `requests from ${origin} are refused: use the console's own page`);
+      let from: string | undefined;
+      try {
+        from = origin === undefined ? undefined : new URL(origin).host;
+      } catch {
+        from = '';
+      }
+      if (origin !== undefined && from !== req.headers.host) throw new HttpError(403, 'FORBIDDEN', `requests from ${origin.slice(0, 200)} are refused: use the console's own page`);
     }
     if (method === 'GET' && path === '/api/events') {
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive' });

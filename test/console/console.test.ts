@@ -27,6 +27,8 @@ const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium && process.env.CI) throw new Error(`${CHROMIUM} is missing: the console's browser test needs Debian's chromium (apt-get install -y chromium); .ci/run installs it`);
 if (!haveChromium) console.warn(`skipping the console's browser test: ${CHROMIUM} is missing (apt-get install -y chromium)`);
 const SCREENSHOTS = process.env.SCATTER_SAGA_SCREENSHOTS === '1';
+/** What a page or a process may take to show a change, on a busy machine. */
+const POLL = { timeout: 10_000 };
 const DOCS = new URL('../../docs/', import.meta.url);
 
 /** Switches the workers share with the test. */
@@ -163,7 +165,7 @@ describe('the console API', () => {
     let stop: (s: NodeJS.Signals) => void = () => {};
     const stopped = new Promise<NodeJS.Signals>((r) => (stop = r));
     const running = runCli(['console', '--port', '0', '--server', server.url], { out: (l) => (out += l), err: () => {}, stopped });
-    await expect.poll(() => out, { timeout: 10_000 }).toMatch(/console on http:\/\/127\.0\.0\.1:\d+\//);
+    await expect.poll(() => out, POLL).toMatch(/console on http:\/\/127\.0\.0\.1:\d+\//);
     const url = /(http:\/\/\S+\/)/.exec(out)?.[1] as string;
     expect((await fetch(new URL('/api/sagas', url))).status).toBe(200);
     stop('SIGTERM');
@@ -189,13 +191,13 @@ describe.skipIf(!haveChromium)('the console in Chromium', () => {
       await page.goto(web.url);
       await page.locator('#live.on').waitFor();
       await page.locator('tr.saga-row[data-saga-id="trip-parked"]').waitFor();
-      await expect.poll(() => page.locator('#saga-list tr.saga-row').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-saga-id')))).toEqual(expect.arrayContaining(['trip-running', 'trip-parked']));
+      await expect.poll(() => page.locator('#saga-list tr.saga-row').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-saga-id'))), POLL).toEqual(expect.arrayContaining(['trip-running', 'trip-parked']));
       expect(await page.locator('tr.saga-row[data-saga-id="trip-parked"] [data-status]').textContent()).toBe('parked');
       expect(await page.locator('tr.saga-row[data-saga-id="trip-running"] [data-status]').textContent()).toBe('running');
 
       // Parked only, then the saga.
       await page.click('#tabs button[data-tab="parked"]');
-      await expect.poll(() => page.locator('#saga-list tr.saga-row').count()).toBe(2);
+      await expect.poll(() => page.locator('#saga-list tr.saga-row').count(), POLL).toBe(2);
       await page.click('tr.saga-row[data-saga-id="trip-parked"]');
       await page.locator('#saga-state [data-status="compensationFailed"]').waitFor();
       await page.locator('#remaining tr[data-step="car"]').waitFor({ timeout: 5_000 });
@@ -233,12 +235,12 @@ describe.skipIf(!haveChromium)('the console in Chromium', () => {
       await page.click('#confirm-ok');
       await page.locator('#saga-message', { hasText: 'retry: the saga is compensated' }).waitFor();
       await page.locator('#saga-state [data-status="compensated"]').waitFor();
-      await expect.poll(() => statusOf('car')).toBe('compensated');
+      await expect.poll(() => statusOf('car'), POLL).toBe('compensated');
       expect(await page.locator('#machine g.state.current').getAttribute('data-state')).toBe('compensated');
       expect(await page.locator('#retry').isDisabled()).toBe(true);
       // It left the parked list.
       await page.click('#tabs button[data-tab="parked"]');
-      await expect.poll(() => page.locator('#saga-list tr.saga-row').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-saga-id')))).toEqual(['trip-review']);
+      await expect.poll(() => page.locator('#saga-list tr.saga-row').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-saga-id'))), POLL).toEqual(['trip-review']);
 
       // Resolve, asked for a review: the page shows the fences and confirms with the token.
       // The review is played by the route (nothing in this scenario can land after a look):
@@ -290,7 +292,7 @@ describe.skipIf(!haveChromium)('the console in Chromium', () => {
       if (SCREENSHOTS) await page.screenshot({ path: new URL('console-list.png', DOCS).pathname, fullPage: true });
       world.gate?.open();
       await page.locator('#saga-state [data-status="committed"]').waitFor();
-      await expect.poll(() => statusOf('hotel')).toBe('committed');
+      await expect.poll(() => statusOf('hotel'), POLL).toBe('committed');
       expect(await page.locator('#timeline tr[data-step="hotel"]').textContent()).toMatch(/committed attempt 1/);
       expect(errors).toEqual([]);
     } finally {
