@@ -7,6 +7,8 @@
  * the JSON API's refusals, the review a resolve can ask for, the graph endpoint, and the
  * CLI's flags. With SCATTER_SAGA_SCREENSHOTS=1 it writes docs/console-*.png.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
@@ -171,6 +173,32 @@ describe('the console API', () => {
     stop('SIGTERM');
     expect(await running).toBe(0);
     await expect(fetch(url)).rejects.toThrow();
+  });
+});
+
+describe('scatter-saga console, the executable', () => {
+  it('serves until SIGTERM, then ends on its own with an event stream still open', async () => {
+    const bin = new URL('../../src/cli/bin.ts', import.meta.url).pathname;
+    const child = spawn(process.execPath, ['--import', 'tsx', bin, 'console', '--port', '0', '--server', server.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += String(d)));
+    child.stderr.on('data', (d) => (err += String(d)));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+    await expect.poll(() => out, { timeout: 20_000 }).toMatch(/console on http:\/\/127\.0\.0\.1:\d+\//);
+    const url = /(http:\/\/\S+\/)/.exec(out)?.[1] as string;
+    const stream = await fetch(new URL('/api/events', url));
+    expect(stream.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const reader = stream.body?.getReader();
+    await reader?.read();
+    child.kill('SIGTERM');
+    const [code, signal] = await exited;
+    clearTimeout(killer);
+    expect(signal, `killed: it did not end on its own\n${out}\n${err}`).toBeNull();
+    expect(code).toBe(0);
+    expect(err).toContain('SIGTERM: stopping');
+    await reader?.cancel().catch(() => undefined);
   });
 });
 
