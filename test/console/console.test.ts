@@ -202,7 +202,7 @@ describe('scatter-saga console, the executable', () => {
   });
 });
 
-describe.skipIf(!haveChromium)('the console in Chromium', () => {
+describe.skipIf(!haveChromium)(haveChromium ? 'the console in Chromium' : `the console in Chromium (skipped: ${CHROMIUM} is missing)`, () => {
   it('lists the sagas, shows the parked one, and a confirmed retry ends it compensated', async () => {
     const { chromium } = await import('playwright-core');
     await client.start('trip', { to: 'OSL', nights: 2 }, { sagaId: 'trip-ok', wait: true });
