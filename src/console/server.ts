@@ -212,18 +212,20 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
   });
   await nc.flush();
 
-  /** The graph of a saga's definition, asked once per name@version. */
-  const graphOf = async (sagaId: string, saga: string, version: number): Promise<SagaGraph | undefined> => {
+  /**
+   * The graph of a saga's definition, asked once per name@version; else why there is none
+   * (no coordinator serves that version, or none answers `graph`): the saga is shown without it.
+   */
+  const graphOf = async (sagaId: string, saga: string, version: number): Promise<{ graph: SagaGraph } | { why: string }> => {
     const key = `${saga}@${version}`;
     const known = graphs.get(key);
-    if (known !== undefined) return known;
+    if (known !== undefined) return { graph: known };
     try {
-      const g = await client.graph({ sagaId });
-      graphs.set(key, g);
-      return g;
+      const graph = await client.graph({ sagaId });
+      graphs.set(key, graph);
+      return { graph };
     } catch (error) {
-      if (error instanceof SagaError && (error.code === 'UNKNOWN_SAGA' || error.code === 'PROTOCOL_ERROR')) return undefined;
-      throw error;
+      return { why: error instanceof SagaError ? `${error.code}: ${error.message}` : String((error as Error)?.message ?? error) };
     }
   };
 
@@ -276,9 +278,10 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
       if (action === undefined && method === 'GET') {
         const status = await client.status(sagaId);
         if (status === undefined) throw new HttpError(404, 'SAGA_NOT_FOUND', `no saga '${sagaId}' is in the store`);
-        const graph = await graphOf(sagaId, status.saga, status.version);
+        const drawn = await graphOf(sagaId, status.saga, status.version);
         const deadLetter = status.state === 'compensationFailed' ? (await client.deadLetters()).find((d) => d.sagaId === sagaId) : undefined;
-        return send(res, 200, { status, graph: graph ?? null, deadLetter: deadLetter ?? null, events: steps.get(sagaId) ?? [], now: Date.now() });
+        const graph = 'graph' in drawn ? { graph: drawn.graph } : { graph: null, graphError: drawn.why };
+        return send(res, 200, { status, ...graph, deadLetter: deadLetter ?? null, events: steps.get(sagaId) ?? [], now: Date.now() });
       }
       if (action === 'retry' && method === 'POST') {
         await readJson(req);

@@ -70,6 +70,9 @@ const trip = defineSaga({
   compensation: { retries: 0 },
 });
 
+/** A saga the runtime knows but the service does not serve: no graph for it. */
+const errand = defineSaga({ name: 'errand', version: 1, steps: { flight: { worker: 'flight', input: () => ({ to: 'BER' }) } } });
+
 let server: NatsServer;
 let workerNc: NatsConnection;
 let coordNc: NatsConnection;
@@ -84,8 +87,8 @@ beforeAll(async () => {
   server = await startNatsServer();
   [workerNc, coordNc, consoleNc] = await Promise.all([connect({ servers: server.url }), connect({ servers: server.url }), connect({ servers: server.url })]);
   workers = await serveWorkers(workerNc, [flight, car, hotel], { signals: [] });
-  runtime = createRuntime({ transport: natsTransport(coordNc), store: jetstreamSagaStore(coordNc, { bucketPrefix: 'console' }), sagas: [trip] });
-  service = await serveCoordinator(coordNc, runtime);
+  runtime = createRuntime({ transport: natsTransport(coordNc), store: jetstreamSagaStore(coordNc, { bucketPrefix: 'console' }), sagas: [trip, errand] });
+  service = await serveCoordinator(coordNc, runtime, { sagas: [trip] });
   web = await serveConsole(consoleNc, { port: 0 });
   client = sagaClient(consoleNc);
   world.gate = opened();
@@ -138,6 +141,13 @@ describe('the console API', () => {
     const page = await fetch(web.url);
     expect(page.headers.get('content-type')).toMatch(/text\/html/);
     expect(await page.text()).toContain('scatter-saga console');
+  });
+
+  it('shows a saga without its statechart when no coordinator gives its graph', async () => {
+    await runtime.run(errand, undefined as never, { sagaId: 'errand-1' });
+    const { status, body } = await get('/api/sagas/errand-1');
+    expect(status).toBe(200);
+    expect(body).toMatchObject({ status: { sagaId: 'errand-1', state: 'committed' }, graph: null, graphError: expect.stringContaining('UNKNOWN_SAGA') });
   });
 
   it('names the bad option', async () => {

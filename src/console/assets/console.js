@@ -188,7 +188,7 @@ function render() {
     ),
     v.message ? h('div', { class: `msg${v.message.bad ? ' bad' : ''}`, id: 'saga-message' }, v.message.text, v.message.extra) : null,
     h('h3', {}, 'Statechart'),
-    v.graph ? h('div', { class: 'chart', id: 'statechart' }, drawMachine(v.graph, st.state), drawSteps(v.graph, statuses, v.events), legend()) : h('p', { class: 'note' }, 'No coordinator serves this saga version: its statechart cannot be drawn.'),
+    v.graph ? h('div', { class: 'chart', id: 'statechart' }, drawMachine(v.graph, st.state), drawSteps(v.graph, statuses, v.events), legend()) : h('p', { class: 'note', id: 'graph-error' }, `The statechart cannot be drawn: ${v.graphError ?? 'no coordinator gave its graph'}`),
     h('h3', {}, 'Steps'),
     timeline(v, statuses),
     failuresOf(v).length > 0 ? [h('h3', {}, 'Errors'), failuresTable(failuresOf(v))] : null,
