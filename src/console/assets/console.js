@@ -213,16 +213,16 @@ function drawMachine(graph, current) {
   }
   let extra = Math.max(0, ...Object.values(depth)) + 1;
   for (const x of graph.states) if (depth[x.id] === undefined) depth[x.id] = extra++;
-  const W = 150, H = 40, GX = 70, GY = 28, PAD = 20;
+  const W = 150, H = 40, GX = 70, GY = 28, PAD = 20, TOP = 44;
   const rows = {};
   const pos = {};
   for (const x of graph.states) {
     const col = depth[x.id];
     const row = (rows[col] = (rows[col] ?? -1) + 1);
-    pos[x.id] = { x: PAD + col * (W + GX), y: PAD + row * (H + GY) };
+    pos[x.id] = { x: PAD + col * (W + GX), y: TOP + row * (H + GY) };
   }
   const width = PAD * 2 + (Math.max(...Object.values(depth)) + 1) * (W + GX) - GX;
-  const height = PAD * 2 + (Math.max(...Object.values(rows)) + 1) * (H + GY) - GY + 20;
+  const height = TOP + PAD + (Math.max(...Object.values(rows)) + 1) * (H + GY) - GY;
   const svg = s('svg', { width, height, viewBox: `0 0 ${width} ${height}`, id: 'machine', role: 'img', 'aria-label': `machine state ${current}` });
   svg.append(s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, s('path', { d: 'M0,0 L10,5 L0,10 z', fill: '#6b7280' }))));
   const pairs = new Map();
@@ -241,6 +241,9 @@ function drawMachine(graph, current) {
     } else if (b.x < a.x) {
       const x1 = a.x + W / 2, y1 = a.y, x2 = b.x + W / 2, y2 = b.y;
       d = `M${x1},${y1} C${x1},${y1 - 26} ${x2},${y2 - 26} ${x2},${y2}`;
+      // A way back names its events (an operator's retry and resolve among them).
+      const events = [...new Set(labels.map((l) => l.split(' ')[0]).filter((e) => /^[A-Z][A-Z0-9_.]*$/.test(e)).map((e) => e.split('.').pop().toLowerCase()))];
+      if (events.length > 0) svg.append(s('text', { x: (x1 + x2) / 2, y: Math.min(y1, y2) - 24, 'text-anchor': 'middle', fill: '#4b5563', class: 'edge-label' }, events.join(' · ')));
     } else {
       const down = b.y > a.y;
       const x1 = a.x + W * 0.7, y1 = down ? a.y + H : a.y, x2 = b.x + W * 0.7, y2 = down ? b.y : b.y + H;
@@ -266,7 +269,7 @@ function drawMachine(graph, current) {
 
 /** The steps in columns by stage, colored by status, with their `after` dependencies. */
 function drawSteps(graph, statuses, events) {
-  const W = 190, H = 58, GX = 60, GY = 14, PAD = 20;
+  const W = 230, H = 58, GX = 60, GY = 14, PAD = 20;
   const byStage = {};
   for (const st of graph.steps) (byStage[st.stage] ??= []).push(st);
   const pos = {};
