@@ -158,3 +158,67 @@ export function toMermaid(definition: SagaDefinition, options: MermaidOptions = 
   }
   return `${lines.join('\n')}\n`;
 }
+
+/** A state of the saga machine in a {@link SagaGraph}. */
+export interface SagaGraphState {
+  readonly id: string;
+  /** `final` for committed and compensated. */
+  readonly type: 'normal' | 'final';
+  readonly initial: boolean;
+}
+
+/** A step of the saga in a {@link SagaGraph}. */
+export interface SagaGraphStep {
+  readonly id: string;
+  readonly worker: string;
+  /** The steps it runs after. */
+  readonly after: readonly string[];
+  /** 1 for steps without `after`, else one more than the latest of its `after`. */
+  readonly stage: number;
+  readonly timeoutMs: number;
+  readonly retries: number;
+  readonly compensationRetries: number;
+}
+
+/**
+ * What a picture of a saga needs, as plain JSON: the states and state-changing transitions
+ * of its machine (read from the same machine as {@link toMermaid}), its steps with their
+ * workers, dependencies and stages, its join policy, and the Mermaid text itself.
+ */
+export interface SagaGraph {
+  readonly saga: string;
+  readonly version: number;
+  readonly join: { readonly kind: 'all' | 'any' | 'quorum'; readonly n?: number };
+  readonly states: readonly SagaGraphState[];
+  readonly transitions: readonly { readonly from: string; readonly to: string; readonly label: string }[];
+  readonly steps: readonly SagaGraphStep[];
+  readonly mermaid: string;
+}
+
+/** The graph of a saga's machine and steps, for a drawing made elsewhere (the console). Pure. */
+export function toGraph(definition: SagaDefinition): SagaGraph {
+  if (!isDefinedSaga(definition)) throw new SagaDefinitionError('toGraph needs a saga made with defineSaga(...)');
+  const machine = createSagaMachine(definition);
+  const root = machine.root as unknown as { states: Record<string, NodeView>; initial?: { target?: readonly { key: string }[] } };
+  const initial = new Set((root.initial?.target ?? []).map((t) => t.key));
+  const states: SagaGraphState[] = [];
+  const transitions: { from: string; to: string; label: string }[] = [];
+  const seen = new Set<string>();
+  const add = (from: string, to: string, text: string) => {
+    const k = `${from}\u0000${to}\u0000${text}`;
+    if (!seen.has(k)) transitions.push({ from, to, label: text }), seen.add(k);
+  };
+  for (const node of Object.values(root.states)) {
+    states.push({ id: node.key, type: node.type === 'final' ? 'final' : 'normal', initial: initial.has(node.key) });
+    for (const t of node.always ?? []) for (const to of t.target ?? []) add(node.key, to.key, label('', t));
+    for (const [event, ts] of node.transitions) for (const t of ts) for (const to of t.target ?? []) add(node.key, to.key, label(event, t));
+  }
+  const steps: SagaGraphStep[] = [];
+  stages(definition).forEach((ps, i) => {
+    for (const p of ps) steps.push({ id: p.id, worker: p.worker, after: [...p.after], stage: i + 1, timeoutMs: p.timeoutMs, retries: p.retries, compensationRetries: p.compensation.retries });
+  });
+  const order = new Map(definition.steps.map((p, i) => [p.id, i]));
+  steps.sort((a, b) => a.stage - b.stage || (order.get(a.id) ?? 0) - (order.get(b.id) ?? 0));
+  const join = definition.join.kind === 'quorum' ? { kind: 'quorum' as const, n: definition.join.n } : { kind: definition.join.kind };
+  return { saga: definition.name, version: definition.version, join, states, transitions, steps, mermaid: toMermaid(definition) };
+}

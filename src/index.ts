@@ -16,6 +16,8 @@ export {
 export { createRuntime, DEFAULT_JOURNAL_RETRY_MS } from './runtime.ts';
 export { toMermaid } from './diagram.ts';
 export type { MermaidOptions } from './diagram.ts';
+export { toGraph } from './diagram.ts';
+export type { SagaGraph, SagaGraphState, SagaGraphStep } from './diagram.ts';
 export { createWorkerHost, DEFAULT_LEASE_MS } from './actors/worker-host.ts';
 export { memoryTransport } from './transport/memory.ts';
 export { memoryDedupStore, memorySagaStore, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_DEDUP_MAX_RECORDS } from './store/memory.ts';

@@ -9,6 +9,7 @@
  * - `serveCoordinator(nc, runtime)` offers a runtime as a NATS micro service (start,
  *   status, outcome, list, retry, resolve, dead letters; `$SRV` discovery), and
  *   `sagaClient(nc)` is its client for other TypeScript services.
+ * - `serveConsole(nc)` is the operator's web console over that service (docs/console.md).
  *
  * The wire protocol is documented in docs/protocol.md.
  */
@@ -30,6 +31,9 @@ export { sagaClient, DEFAULT_CLIENT_TIMEOUT_MS } from './service/client.ts';
 export type { ClientResolveOptions, ClientStartOptions, SagaClient, SagaClientOptions, SagaList, SagaWatch } from './service/client.ts';
 export { DEFAULT_SERVICE_WAIT_MS, MAX_SERVICE_WAIT_MS, SERVICE_ENDPOINTS } from './service/protocol.ts';
 export type { SagaEvent, ServiceEndpoint } from './service/protocol.ts';
+export type { SagaGraph, SagaGraphState, SagaGraphStep } from './diagram.ts';
+export { serveConsole, DEFAULT_CONSOLE_HOST, DEFAULT_CONSOLE_PORT } from './console/server.ts';
+export type { ConsoleServer, ResolveReview, SeenStepEvent, ServeConsoleOptions } from './console/server.ts';
 export type { MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats } from './service/micro.ts';
 export { ServiceError } from './errors.ts';
 

@@ -19,6 +19,7 @@ import { memoryDedupStore } from '../store/memory.ts';
 import { CliError, connectFromFlags, EXIT } from './connection.ts';
 import type { ConnectionFlags } from './connection.ts';
 import { loadDefinitions } from './modules.ts';
+import { addConsoleCommand } from './console-command.ts';
 
 /** Where a command writes; the process's stdout and stderr by default. */
 export interface CliIo {
@@ -353,6 +354,8 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
       show(opts, o, () => outcomeText(o));
       done(outcomeCode(o));
     });
+
+  addConsoleCommand(program, io, done, connectionOptions);
 
   return program;
 }

@@ -15,6 +15,7 @@ import { RequestFailed, Requester } from '../transport/nats/requester.ts';
 import { DEFAULT_PREFIX, H, protocolHeaders, validPrefix } from '../transport/nats/wire.ts';
 import { DEFAULT_SERVICE_WAIT_MS, eventSubject, parseEvent, serviceSubject } from './protocol.ts';
 import type { SagaEvent, ServiceEndpoint } from './protocol.ts';
+import type { SagaGraph } from '../diagram.ts';
 
 /** Default time a client waits for a reply to a request that does not wait for an outcome: 5000 ms. */
 export const DEFAULT_CLIENT_TIMEOUT_MS = 5_000;
@@ -103,6 +104,8 @@ export interface SagaClient {
   resolve(sagaId: string, noteOrOptions?: string | ClientResolveOptions, options?: { timeoutMs?: number }): Promise<SagaOutcome | undefined>;
   /** The dead letters of the parked sagas. */
   deadLetters(): Promise<DeadLetter[]>;
+  /** The states and steps of a saga's machine, to draw it: of a saga by id, or of a definition by name (its highest version, unless `version`). `UNKNOWN_SAGA` when no coordinator serves it. */
+  graph(of: { sagaId: string } | { saga: string; version?: number }): Promise<SagaGraph>;
   /** The step, outcome and escalation events of one saga, or of every saga when no id is given. */
   watch(sagaId?: string): SagaWatch;
 }
@@ -225,6 +228,10 @@ export function sagaClient(nc: NatsConnection, options: SagaClientOptions = {}):
     },
     async deadLetters() {
       return (await call<{ deadLetters: DeadLetter[] }>('dead-letters', {})).deadLetters;
+    },
+    async graph(of) {
+      if (of === null || typeof of !== 'object') throw new InvalidOptionError('of', 'must be { sagaId } or { saga, version? }');
+      return call<SagaGraph>('graph', 'sagaId' in of ? { sagaId: of.sagaId } : { saga: of.saga, ...(of.version !== undefined ? { version: of.version } : {}) });
     },
     watch(sagaId) {
       if (sagaId !== undefined && (typeof sagaId !== 'string' || sagaId.length === 0)) throw new InvalidOptionError('sagaId', 'must be a non-empty string, or left out to watch every saga');

@@ -14,6 +14,7 @@ import type { Runtime } from '../runtime/api.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
 import type { Logger, SagaDefinition, SagaOutcome } from '../types.ts';
 import { parseTraceparent } from '../tracing.ts';
+import { toGraph } from '../diagram.ts';
 import { byteLength, decoder, DEFAULT_MAX_PAYLOAD, DEFAULT_PREFIX, H, header, validPrefix } from '../transport/nats/wire.ts';
 import { EndpointCounter, microErrorHeaders, microId, microResponses, MICRO_NAME, SEMVER, serveDiscovery } from './micro.ts';
 import type { MicroInfo, MicroStats } from './micro.ts';
@@ -250,6 +251,12 @@ export async function serveCoordinator(nc: NatsConnection, runtime: Runtime, opt
     },
     async 'dead-letters'() {
       return { deadLetters: await runtime.deadLetters() };
+    },
+    async graph(req) {
+      if (req.sagaId === undefined) return toGraph(definitionOf(req.saga, req.version));
+      const status = await runtime.status(req.sagaId);
+      if (status === undefined) throw new SagaError('SAGA_NOT_FOUND', `no saga '${req.sagaId}' is in the store`);
+      return toGraph(definitionOf(status.saga, status.version));
     },
   };
 

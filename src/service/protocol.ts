@@ -7,10 +7,11 @@ import { TransportError } from '../errors.ts';
 import { parseReviewToken } from '../machines/fence-verdict.ts';
 import { PROTOCOL_VERSION } from '../types.ts';
 import type { SagaStatus, SagaSummary, StepEvent } from '../runtime/api.ts';
+import type { SagaGraph } from '../diagram.ts';
 import type { DeadLetter, RemainingEffect, SagaOutcome, StepFailure } from '../types.ts';
 
 /** The endpoints of the coordinator service: `<prefix>.svc.<endpoint>`. */
-export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'abort', 'dead-letters'] as const;
+export const SERVICE_ENDPOINTS = ['start', 'status', 'outcome', 'list', 'retry', 'resolve', 'abort', 'dead-letters', 'graph'] as const;
 /** The name of one endpoint of the coordinator service. */
 export type ServiceEndpoint = (typeof SERVICE_ENDPOINTS)[number];
 
@@ -77,6 +78,8 @@ export interface ResolveRequest extends WaitRequest {
 export interface AbortRequest extends WaitRequest {
   readonly note: string | undefined;
 }
+/** A `graph` request names a saga definition (`saga`, optional `version`) or a saga by id (`sagaId`). */
+export type GraphRequest = { readonly sagaId: string; readonly saga?: undefined; readonly version?: undefined } | { readonly sagaId?: undefined; readonly saga: string; readonly version: number | undefined };
 export interface ListRequest {
   readonly status: 'running' | 'parked' | undefined;
   readonly limit: number;
@@ -92,6 +95,7 @@ export interface ServiceRequests {
   resolve: ResolveRequest;
   abort: AbortRequest;
   'dead-letters': Record<string, never>;
+  graph: GraphRequest;
 }
 
 /** What each endpoint answers in `result`. */
@@ -104,6 +108,7 @@ export interface ServiceResults {
   resolve: { sagaId: string; outcome: SagaOutcome | null };
   abort: { sagaId: string; outcome: SagaOutcome | null };
   'dead-letters': { deadLetters: DeadLetter[] };
+  graph: SagaGraph;
 }
 
 /** An event the service publishes on `<prefix>.svc.events.<sagaId>`. */
@@ -138,6 +143,7 @@ const FIELDS: { readonly [E in ServiceEndpoint]: readonly string[] } = {
   resolve: ['v', 'sagaId', 'note', 'reviewed', 'force', 'fenceTimeoutMs', 'timeoutMs'],
   abort: ['v', 'sagaId', 'note', 'timeoutMs'],
   'dead-letters': ['v'],
+  graph: ['v', 'sagaId', 'saga', 'version'],
 };
 
 /** The optional operator's note of a resolve or an abort. */
@@ -231,6 +237,17 @@ export function parseServiceRequest<E extends ServiceEndpoint>(endpoint: E, body
     case 'dead-letters':
       out = {};
       break;
+    case 'graph': {
+      if (body.sagaId !== undefined) {
+        if (body.saga !== undefined || body.version !== undefined) throw bad("give 'sagaId', or 'saga' (and 'version'), not both");
+        out = { sagaId: sagaIdOf(body, true) };
+        break;
+      }
+      const saga = body.saga;
+      if (typeof saga !== 'string' || !SAGA_NAME.test(saga)) throw bad(`'saga' must be a saga name (1-128 characters of A-Z a-z 0-9 _ . -), or give 'sagaId' instead, got ${describe(saga)}`);
+      out = { saga, version: body.version === undefined ? undefined : wholeNumber(body, 'version', 1, Number.MAX_SAFE_INTEGER, 1) };
+      break;
+    }
   }
   return out as ServiceRequests[E];
 }

@@ -83,3 +83,24 @@ describe('toMermaid', () => {
     expect(readFileSync(DIAGRAMS_PAGE, 'utf8')).toBe(diagramsPage());
   });
 });
+
+describe('toGraph', () => {
+  test('the machine of toMermaid as data: states, state-changing transitions, steps by stage', async () => {
+    const { toGraph } = await import('../../src/index.ts');
+    const g = toGraph(order);
+    expect(g).toMatchObject({ saga: 'order', version: 2, join: { kind: 'all' }, mermaid: toMermaid(order) });
+    expect(g.states.filter((s) => s.type === 'final').map((s) => s.id).sort()).toEqual(['committed', 'compensated']);
+    expect(g.states.filter((s) => s.initial).map((s) => s.id)).toEqual(['dispatching']);
+    const mermaidArrows = arrows(toMermaid(order)).filter((a) => !a.includes('[*]'));
+    expect(g.transitions.map((t) => `${t.from} --> ${t.to}${t.label === '' ? '' : `: ${t.label}`}`)).toEqual(mermaidArrows);
+    expect(g.steps).toEqual([
+      { id: 'pay', worker: 'payments', after: [], stage: 1, timeoutMs: expect.any(Number), retries: 0, compensationRetries: expect.any(Number) },
+      { id: 'ship', worker: 'shipping', after: ['pay'], stage: 2, timeoutMs: 500, retries: 0, compensationRetries: expect.any(Number) },
+      { id: 'mail', worker: 'mailer', after: ['pay'], stage: 2, timeoutMs: expect.any(Number), retries: 2, compensationRetries: expect.any(Number) },
+    ]);
+    const quorum = defineSaga({ name: 'q', version: 1, join: { kind: 'quorum', n: 2 }, steps: { a: { worker: 'w' }, b: { worker: 'w' }, c: { worker: 'w' } } });
+    expect(toGraph(quorum).join).toEqual({ kind: 'quorum', n: 2 });
+    expect(JSON.parse(JSON.stringify(g))).toEqual(g);
+    expect(() => toGraph({} as SagaDefinition)).toThrow(SagaDefinitionError);
+  });
+});

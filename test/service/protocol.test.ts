@@ -106,3 +106,16 @@ describe('runtime.start and runtime.list', () => {
     await runtime.close();
   });
 });
+
+describe('the graph request', () => {
+  it('names a saga by id, or a definition by name and version', () => {
+    expect(parseServiceRequest('graph', { v: 1, sagaId: 's-1' })).toEqual({ sagaId: 's-1' });
+    expect(parseServiceRequest('graph', { v: 1, saga: 'trip' })).toEqual({ saga: 'trip', version: undefined });
+    expect(parseServiceRequest('graph', { v: 1, saga: 'trip', version: 2 })).toEqual({ saga: 'trip', version: 2 });
+    expect(() => parseServiceRequest('graph', { v: 1 })).toThrow(/'saga' must be a saga name .*or give 'sagaId'/);
+    expect(() => parseServiceRequest('graph', { v: 1, sagaId: 's', saga: 'trip' })).toThrow(/not both/);
+    expect(() => parseServiceRequest('graph', { v: 1, saga: 'trip', version: 0 })).toThrow(/'version' must be a whole number/);
+    expect(() => parseServiceRequest('graph', { v: 1, saga: 'trip', steps: true })).toThrow(/unknown field 'steps'/);
+    expect(() => parseServiceRequest('graph', { v: 1, sagaId: '' })).toThrow(TransportError);
+  });
+});

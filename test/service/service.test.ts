@@ -325,7 +325,7 @@ describe('the NATS micro protocol', () => {
     expect(info.type).toBe('io.nats.micro.v1.info_response');
     expect(typeof info.description).toBe('string');
     expect(info.endpoints.map((e) => e.name)).toEqual([...SERVICE_ENDPOINTS]);
-    expect(info.endpoints.map((e) => e.subject)).toEqual(['saga.svc.start', 'saga.svc.status', 'saga.svc.outcome', 'saga.svc.list', 'saga.svc.retry', 'saga.svc.resolve', 'saga.svc.abort', 'saga.svc.dead-letters']);
+    expect(info.endpoints.map((e) => e.subject)).toEqual(['saga.svc.start', 'saga.svc.status', 'saga.svc.outcome', 'saga.svc.list', 'saga.svc.retry', 'saga.svc.resolve', 'saga.svc.abort', 'saga.svc.dead-letters', 'saga.svc.graph']);
     for (const e of info.endpoints) expect(e.queue_group).toBe('saga-coordinators');
 
     const stats = async () => (await raw(`$SRV.STATS.scatter-saga.${service.id}`, '')).body as unknown as { type: string; started: string; endpoints: Record<string, any>[] };
