@@ -54,6 +54,8 @@ export type {
   DedupStore,
   JoinSpec,
   KeyRecord,
+  FenceRecord,
+  FenceWas,
   KeyState,
   Logger,
   RemainingEffect,
