@@ -32,7 +32,7 @@ export type { ClientResolveOptions, ClientStartOptions, SagaClient, SagaClientOp
 export { DEFAULT_SERVICE_WAIT_MS, MAX_SERVICE_WAIT_MS, SERVICE_ENDPOINTS } from './service/protocol.ts';
 export type { SagaEvent, ServiceEndpoint } from './service/protocol.ts';
 export type { SagaGraph, SagaGraphState, SagaGraphStep } from './diagram.ts';
-export { serveConsole, DEFAULT_CONSOLE_HOST, DEFAULT_CONSOLE_PORT } from './console/server.ts';
+export { serveConsole, serveRuntimeConsole, DEFAULT_CONSOLE_HOST, DEFAULT_CONSOLE_PORT } from './console/server.ts';
 export type { ConsoleServer, ResolveReview, SeenStepEvent, ServeConsoleOptions } from './console/server.ts';
 export type { MicroEndpointInfo, MicroEndpointStats, MicroInfo, MicroPing, MicroStats } from './service/micro.ts';
 export { ServiceError } from './errors.ts';

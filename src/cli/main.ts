@@ -65,7 +65,18 @@ export function buildProgram(io: CliIo, done: (code: number) => void): Command {
     .command('demo')
     .description('run the trip-booking demo on the embedded runtime: a flight, a hotel and a car, three scenarios')
     .option('--json', 'print the outcomes as one JSON line')
-    .action(async (opts: { json?: boolean }) => {
+    .option('--console', 'instead: keep running trips and serve the web console for them (no server needed), until Ctrl-C')
+    .option('--port <port>', 'with --console: the console port', '8080')
+    .option('--host <host>', 'with --console: the address to listen on', '127.0.0.1')
+    .action(async (opts: { json?: boolean; console?: boolean; port: string; host: string }) => {
+      if (opts.console === true) {
+        const port = Number(opts.port);
+        if (!Number.isSafeInteger(port) || port < 0 || port > 65_535) throw new CliError(`--port must be a whole number from 0 to 65535, got '${opts.port}'`, EXIT.usage);
+        const { runConsoleDemo } = await import('../demo/trip.ts');
+        await runConsoleDemo({ port, host: opts.host, say: (line) => io.out(line), stopped: io.stopped });
+        done(EXIT.ok);
+        return;
+      }
       const { runScenario } = await import('../demo/trip.ts');
       const scenarios = [
         ['everything succeeds', 'ok'],

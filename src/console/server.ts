@@ -1,7 +1,8 @@
 /**
  * serveConsole: the operator's web console, a local HTTP server (node:http) that talks to
  * the coordinators only over NATS, through `sagaClient` and a subscription to
- * `<prefix>.svc.events.>`. It serves one static page (assets/ next to this file), a JSON
+ * `<prefix>.svc.events.>`; `serveRuntimeConsole` serves the same console for an embedded
+ * runtime in the same process (the demo's). It serves one static page (assets/ next to this file), a JSON
  * API the page uses (sagas by state, one saga's status, graph and timeline, dead letters,
  * retry, resolve with its review) and the saga events as Server-Sent Events. It keeps the
  * step events it saw, with the time each arrived, so that the page can show durations.
@@ -12,9 +13,12 @@ import { readFile } from 'node:fs/promises';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { InvalidOptionError, SagaError, ServiceError } from '../errors.ts';
 import type { FencedEffect } from '../errors.ts';
+import { toGraph } from '../diagram.ts';
 import type { SagaGraph } from '../diagram.ts';
+import type { Runtime, SagaStatus, SagaSummary } from '../runtime/api.ts';
 import { sagaClient } from '../service/client.ts';
-import type { SagaClient } from '../service/client.ts';
+import type { DeadLetter, SagaDefinition, SagaOutcome } from '../types.ts';
+import { PROTOCOL_VERSION } from '../types.ts';
 import { parseEvent } from '../service/protocol.ts';
 import type { SagaEvent } from '../service/protocol.ts';
 import { DEFAULT_PREFIX, validPrefix } from '../transport/nats/wire.ts';
@@ -87,10 +91,91 @@ class HttpError extends Error {
   }
 }
 
-function checkOptions(nc: NatsConnection, options: ServeConsoleOptions) {
+/** Where the console gets what it shows, and sends what the operator does. */
+interface ConsoleSource {
+  status(sagaId: string): Promise<SagaStatus | undefined>;
+  list(options: { status?: 'running' | 'parked' }): Promise<{ sagas: readonly SagaSummary[]; truncated: boolean }>;
+  deadLetters(): Promise<DeadLetter[]>;
+  retry(sagaId: string, timeoutMs: number): Promise<SagaOutcome | undefined>;
+  resolve(sagaId: string, r: { note?: string; reviewed?: string }, timeoutMs: number): Promise<SagaOutcome | undefined>;
+  graph(sagaId: string): Promise<SagaGraph>;
+  /** Starts delivering the saga events; resolves with how to stop. */
+  subscribe(listener: (event: SagaEvent) => void): Promise<() => void>;
+}
+
+/** Resolves with `p`, or undefined after `ms` (the saga goes on). */
+function upTo<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([p, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** The console's source for an embedded runtime: its operator API and its events, in this process. */
+function runtimeSource(runtime: Runtime, sagas: readonly SagaDefinition[]): ConsoleSource {
+  const defs = new Map(sagas.map((d) => [`${d.name}@${d.version}`, d]));
+  return {
+    status: (sagaId) => runtime.status(sagaId),
+    list: async (o) => ({ sagas: await runtime.list(o), truncated: false }),
+    deadLetters: () => runtime.deadLetters(),
+    retry: (sagaId, ms) => upTo(runtime.retry(sagaId), ms),
+    resolve: (sagaId, r, ms) => upTo(runtime.resolve(sagaId, r), ms),
+    async graph(sagaId) {
+      const s = await runtime.status(sagaId);
+      const def = s === undefined ? undefined : defs.get(`${s.saga}@${s.version}`);
+      if (def === undefined) throw new SagaError('UNKNOWN_SAGA', `the console was not given the definition of saga '${sagaId}'`);
+      return toGraph(def);
+    },
+    async subscribe(listener) {
+      const v = PROTOCOL_VERSION;
+      const offs = [
+        runtime.on('step', (e) => listener({ v, type: 'step', ...e })),
+        runtime.on('outcome', ({ saga, version, ...outcome }) => listener({ v, type: 'outcome', sagaId: outcome.sagaId, saga, version, outcome: outcome as SagaOutcome })),
+        runtime.on('escalation', (e) => listener({ v, type: 'escalation', sagaId: e.sagaId, saga: e.saga, version: e.version, remaining: e.remaining, failures: e.failures, timesParked: e.timesParked })),
+      ];
+      return () => {
+        for (const off of offs) off();
+      };
+    },
+  };
+}
+
+/** The console's source over NATS: the coordinator service, and its events. */
+function natsSource(nc: NatsConnection, prefix: string): ConsoleSource {
+  const client = sagaClient(nc, { prefix, timeoutMs: 5_000 });
+  return {
+    status: (sagaId) => client.status(sagaId),
+    list: (o) => client.list(o),
+    deadLetters: () => client.deadLetters(),
+    retry: (sagaId, timeoutMs) => client.retry(sagaId, { timeoutMs }),
+    resolve: (sagaId, r, timeoutMs) => client.resolve(sagaId, { ...r, timeoutMs }),
+    graph: (sagaId) => client.graph({ sagaId }),
+    async subscribe(listener) {
+      const sub: Subscription = nc.subscribe(`${prefix}.svc.events.>`, {
+        callback: (err, msg) => {
+          if (err !== null) return;
+          let event: SagaEvent | undefined;
+          try {
+            event = parseEvent(JSON.parse(msg.string()));
+          } catch {
+            return; // not an event of this protocol
+          }
+          if (event !== undefined) listener(event);
+        },
+      });
+      await nc.flush();
+      return () => {
+        if (!sub.isClosed()) sub.unsubscribe();
+      };
+    },
+  };
+}
+
+function checkConnection(nc: NatsConnection): void {
   if (nc === null || typeof nc !== 'object' || typeof (nc as NatsConnection).subscribe !== 'function') {
     throw new InvalidOptionError('nc', 'must be a NatsConnection from connect() of @nats-io/transport-node');
   }
+}
+
+function checkOptions(options: ServeConsoleOptions) {
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
   const allowed = ['prefix', 'port', 'host', 'timeoutMs'];
   for (const k of Object.keys(options)) if (!allowed.includes(k)) throw new InvalidOptionError(k, `unknown option (allowed: ${allowed.join(', ')})`);
@@ -177,8 +262,26 @@ function statusOf(error: unknown): number {
  * // open console.url; later: await console.close(); await nc.close();
  */
 export async function serveConsole(nc: NatsConnection, options: ServeConsoleOptions = {}): Promise<ConsoleServer> {
-  const o = checkOptions(nc, options);
-  const client: SagaClient = sagaClient(nc, { prefix: o.prefix, timeoutMs: 5_000 });
+  checkConnection(nc);
+  const o = checkOptions(options);
+  return serveSource(natsSource(nc, o.prefix), o);
+}
+
+/**
+ * Serves the same console for an embedded runtime in this process (no NATS): its sagas,
+ * events and operator actions, and the statecharts of the `sagas` given.
+ *
+ * @example
+ * const runtime = createRuntime().host(...workers);
+ * const console = await serveRuntimeConsole(runtime, [trip], { port: 8080 });
+ */
+export async function serveRuntimeConsole(runtime: Runtime, sagas: readonly SagaDefinition[], options: Omit<ServeConsoleOptions, 'prefix'> = {}): Promise<ConsoleServer> {
+  if (runtime === null || typeof runtime !== 'object' || typeof (runtime as Runtime).on !== 'function') throw new InvalidOptionError('runtime', 'must be a Runtime from createRuntime()');
+  if (!Array.isArray(sagas)) throw new InvalidOptionError('sagas', 'must be an array of saga definitions');
+  return serveSource(runtimeSource(runtime, sagas), checkOptions(options));
+}
+
+async function serveSource(source: ConsoleSource, o: ReturnType<typeof checkOptions>): Promise<ConsoleServer> {
   const assets = new URL('./assets/', import.meta.url);
   const steps = new Map<string, SeenStepEvent[]>();
   const graphs = new Map<string, SagaGraph>();
@@ -195,22 +298,11 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
     list.push({ at: Date.now(), stepId: event.stepId, worker: event.worker, status: event.status, attempt: event.attempt, compensationAttempt: event.compensationAttempt });
     if (list.length > CONSOLE_EVENTS_PER_SAGA) list.splice(0, list.length - CONSOLE_EVENTS_PER_SAGA);
   };
-  const sub: Subscription = nc.subscribe(`${o.prefix}.svc.events.>`, {
-    callback: (err, msg) => {
-      if (err !== null) return;
-      let event: SagaEvent | undefined;
-      try {
-        event = parseEvent(JSON.parse(msg.string()));
-      } catch {
-        return; // not an event of this protocol
-      }
-      if (event === undefined) return;
-      remember(event);
-      const line = `data: ${JSON.stringify({ ...event, at: Date.now() })}\n\n`;
-      for (const res of streams) res.write(line);
-    },
+  const unsubscribe = await source.subscribe((event) => {
+    remember(event);
+    const line = `data: ${JSON.stringify({ ...event, at: Date.now() })}\n\n`;
+    for (const res of streams) res.write(line);
   });
-  await nc.flush();
 
   /**
    * The graph of a saga's definition, asked once per name@version; else why there is none
@@ -221,7 +313,7 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
     const known = graphs.get(key);
     if (known !== undefined) return { graph: known };
     try {
-      const graph = await client.graph({ sagaId });
+      const graph = await source.graph(sagaId);
       graphs.set(key, graph);
       return { graph };
     } catch (error) {
@@ -257,15 +349,15 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
     if (method === 'GET' && path === '/api/sagas') {
       const q = (url.searchParams.get('q') ?? '').trim();
       if (q !== '') {
-        const s = await client.status(q);
+        const s = await source.status(q);
         return send(res, 200, { sagas: s === undefined ? [] : [{ sagaId: s.sagaId, saga: s.saga, version: s.version, state: s.state, status: s.state === 'compensationFailed' ? 'parked' : s.outcome === undefined ? 'running' : s.outcome.status }], truncated: false });
       }
       const status = url.searchParams.get('status') ?? '';
       if (status !== '' && status !== 'running' && status !== 'parked') throw new HttpError(400, 'BAD_REQUEST', `'status' must be running or parked, got '${status.slice(0, 40)}'`);
-      const list = await client.list(status === '' ? {} : { status });
+      const list = await source.list(status === '' ? {} : { status });
       return send(res, 200, list);
     }
-    if (method === 'GET' && path === '/api/dead-letters') return send(res, 200, { deadLetters: await client.deadLetters() });
+    if (method === 'GET' && path === '/api/dead-letters') return send(res, 200, { deadLetters: await source.deadLetters() });
     const m = /^\/api\/sagas\/([^/]+)(?:\/(retry|resolve))?$/.exec(path);
     if (m !== null) {
       let sagaId: string;
@@ -276,16 +368,16 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
       }
       const action = m[2];
       if (action === undefined && method === 'GET') {
-        const status = await client.status(sagaId);
+        const status = await source.status(sagaId);
         if (status === undefined) throw new HttpError(404, 'SAGA_NOT_FOUND', `no saga '${sagaId}' is in the store`);
         const drawn = await graphOf(sagaId, status.saga, status.version);
-        const deadLetter = status.state === 'compensationFailed' ? (await client.deadLetters()).find((d) => d.sagaId === sagaId) : undefined;
+        const deadLetter = status.state === 'compensationFailed' ? (await source.deadLetters()).find((d) => d.sagaId === sagaId) : undefined;
         const graph = 'graph' in drawn ? { graph: drawn.graph } : { graph: null, graphError: drawn.why };
         return send(res, 200, { status, ...graph, deadLetter: deadLetter ?? null, events: steps.get(sagaId) ?? [], now: Date.now() });
       }
       if (action === 'retry' && method === 'POST') {
         await readJson(req);
-        const outcome = await client.retry(sagaId, { timeoutMs: o.timeoutMs });
+        const outcome = await source.retry(sagaId, o.timeoutMs);
         return send(res, 200, { sagaId, outcome: outcome ?? null });
       }
       if (action === 'resolve' && method === 'POST') {
@@ -293,10 +385,7 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
         const note = optionalString(body, 'note');
         const reviewed = optionalString(body, 'reviewed');
         try {
-          const outcome =
-            reviewed === undefined
-              ? await client.resolve(sagaId, note, { timeoutMs: o.timeoutMs })
-              : await (client.resolve as unknown as (id: string, r: { note?: string; reviewed: string; timeoutMs: number }) => ReturnType<SagaClient['resolve']>)(sagaId, { ...(note !== undefined ? { note } : {}), reviewed, timeoutMs: o.timeoutMs });
+          const outcome = await source.resolve(sagaId, { ...(note !== undefined ? { note } : {}), ...(reviewed !== undefined ? { reviewed } : {}) }, o.timeoutMs);
           return send(res, 200, { sagaId, outcome: outcome ?? null });
         } catch (error) {
           const review = reviewOf(error);
@@ -337,7 +426,7 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
       resolve();
     });
   }).catch((error: NodeJS.ErrnoException) => {
-    sub.unsubscribe();
+    unsubscribe();
     throw new InvalidOptionError('port', `cannot listen on ${o.host}:${o.port}: ${error.code ?? error.message}`);
   });
   const address = server.address();
@@ -350,7 +439,7 @@ export async function serveConsole(nc: NatsConnection, options: ServeConsoleOpti
       closing ??= (async () => {
         for (const res of streams) res.end();
         streams.clear();
-        if (!sub.isClosed()) sub.unsubscribe();
+        unsubscribe();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();

@@ -29,8 +29,11 @@ export interface ScenarioResult {
   held: { flights: number; hotels: number; cars: number };
 }
 
-/** Builds the three workers against fresh systems of record, and the saga. */
-export function buildTrip(hotelBehaviour: () => HotelBehaviour) {
+/**
+ * Builds the three workers against fresh systems of record, and the saga. `carCancel`, when
+ * given, is asked before each car cancellation and may throw (the rental's line is down).
+ */
+export function buildTrip(hotelBehaviour: (req: Trip['hotel']) => HotelBehaviour, carCancel?: (key: string, city: string) => void) {
   const airline = new SystemOfRecord('airline');
   const hotelChain = new SystemOfRecord('hotel');
   const carRental = new SystemOfRecord('cars');
@@ -48,7 +51,7 @@ export function buildTrip(hotelBehaviour: () => HotelBehaviour) {
   const hotels = defineWorker({
     name: 'hotels',
     async do(req: Trip['hotel'], ctx) {
-      const behaviour = hotelBehaviour();
+      const behaviour = hotelBehaviour(req);
       if (behaviour === 'fails') throw new TerminalError(`no rooms left in ${req.city}`);
       if (behaviour === 'slow') await sleep(300); // longer than the step's 100 ms timeout
       return hotelChain.reserve(ctx.idempotencyKey, `${req.nights} nights in ${req.city}`);
@@ -63,7 +66,8 @@ export function buildTrip(hotelBehaviour: () => HotelBehaviour) {
     async do(req: Trip['car'], ctx) {
       return carRental.reserve(ctx.idempotencyKey, `car in ${req.city}`);
     },
-    async compensate(_req, _res, ctx) {
+    async compensate(req, _res, ctx) {
+      carCancel?.(ctx.idempotencyKey, req.city);
       carRental.cancel(ctx.idempotencyKey);
     },
   });
@@ -142,4 +146,61 @@ export async function main(): Promise<ScenarioResult[]> {
   }
   console.log('');
   return results;
+}
+
+/** The options of `runConsoleDemo`. */
+export interface ConsoleDemoOptions {
+  port?: number;
+  host?: string;
+  /** A line for the user. */
+  say(line: string): void;
+  /** Resolves when the demo must stop (Ctrl-C). */
+  stopped: Promise<unknown>;
+}
+
+/** Where the demo's trips go, in turn: most commit, some are compensated, one in six parks. */
+const CONSOLE_TRIPS: readonly { traveller: string; city: string }[] = [
+  { traveller: 'Ada', city: 'Oslo' },
+  { traveller: 'Grace', city: 'Lisbon' },
+  { traveller: 'Alan', city: 'Atlantis' }, // no hotel there: flight and car are cancelled
+  { traveller: 'Edsger', city: 'Oslo' },
+  { traveller: 'Barbara', city: 'Slowtown' }, // the hotel answers too late: in doubt, undone
+  { traveller: 'Leslie', city: 'Reykjavik' }, // no hotel, and the car rental's cancellations are down: parks
+];
+
+/**
+ * The demo with the web console: trips keep coming on the embedded runtime, one every
+ * 1.5 s, and the console (served in this process) shows them commit, compensate and park.
+ * A parked trip's car cancellation works again once the saga has given up: an operator's
+ * retry from the console then ends it compensated.
+ */
+export async function runConsoleDemo(o: ConsoleDemoOptions): Promise<void> {
+  const { serveRuntimeConsole } = await import('../console/server.ts');
+  /** Car cancellation attempts per key for trips to Reykjavik: the first six fail (the saga's 1 + 5 retries). */
+  const attempts = new Map<string, number>();
+  const { trip, workers } = buildTrip(
+    (req) => (req.city === 'Atlantis' || req.city === 'Reykjavik' ? 'fails' : req.city === 'Slowtown' ? 'slow' : 'ok'),
+    (key, city) => {
+      if (city !== 'Reykjavik') return;
+      const n = (attempts.get(key) ?? 0) + 1;
+      attempts.set(key, n);
+      if (n <= 6) throw new Error('the car rental cannot take cancellations right now');
+    },
+  );
+  const runtime = createRuntime().host(...workers);
+  const server = await serveRuntimeConsole(runtime, [trip], { ...(o.port !== undefined ? { port: o.port } : {}), ...(o.host !== undefined ? { host: o.host } : {}) });
+  o.say(`scatter-saga demo: the console is at ${server.url}`);
+  o.say('A trip every 1.5 s: most commit; Atlantis has no hotel (compensated); Slowtown answers too late (compensated); Reykjavik parks (its car cannot be cancelled): retry it from the console. Ctrl-C stops.');
+  let n = 0;
+  let stop = false;
+  void o.stopped.then(() => (stop = true));
+  while (!stop) {
+    const t = CONSOLE_TRIPS[n % CONSOLE_TRIPS.length] as { traveller: string; city: string };
+    n++;
+    const input: Trip = { traveller: t.traveller, flight: { from: 'LIS', to: t.city }, hotel: { city: t.city, nights: 2 }, car: { city: t.city } };
+    runtime.run(trip, input, { sagaId: `trip-${n}-${t.city.toLowerCase()}` }).catch(() => undefined);
+    await Promise.race([sleep(1_500), o.stopped]);
+  }
+  await server.close();
+  await runtime.close({ drainMs: 1_000 });
 }
