@@ -29,6 +29,8 @@ export const DEFAULT_CONSOLE_PORT = 8080;
 export const DEFAULT_CONSOLE_HOST = '127.0.0.1';
 /** How many sagas the console remembers step events of (the oldest are forgotten first). */
 export const CONSOLE_SAGAS_KEPT = 2_000;
+/** How many ended sagas the console lists beside the running and parked ones (the ones it saw end). */
+export const CONSOLE_ENDED_KEPT = 50;
 /** How many step events the console keeps of one saga. */
 export const CONSOLE_EVENTS_PER_SAGA = 500;
 
@@ -287,7 +289,14 @@ async function serveSource(source: ConsoleSource, o: ReturnType<typeof checkOpti
   const graphs = new Map<string, SagaGraph>();
   const streams = new Set<ServerResponse>();
 
+  /** Sagas whose end the console saw, newest last: the "all" list shows them beside the running and parked ones. */
+  const ended = new Map<string, { sagaId: string; saga: string; version: number; status: string; endedAt: number }>();
   const remember = (event: SagaEvent): void => {
+    if (event.type === 'outcome') {
+      ended.delete(event.sagaId);
+      ended.set(event.sagaId, { sagaId: event.sagaId, saga: event.saga, version: event.version, status: event.outcome.status, endedAt: Date.now() });
+      if (ended.size > CONSOLE_ENDED_KEPT) ended.delete(ended.keys().next().value as string);
+    }
     if (event.type !== 'step') return;
     let list = steps.get(event.sagaId);
     if (list === undefined) {
@@ -355,7 +364,11 @@ async function serveSource(source: ConsoleSource, o: ReturnType<typeof checkOpti
       const status = url.searchParams.get('status') ?? '';
       if (status !== '' && status !== 'running' && status !== 'parked') throw new HttpError(400, 'BAD_REQUEST', `'status' must be running or parked, got '${status.slice(0, 40)}'`);
       const list = await source.list(status === '' ? {} : { status });
-      return send(res, 200, list);
+      if (status !== '') return send(res, 200, list);
+      // Every saga: the running and parked ones, then the ones that ended lately, newest first.
+      const listed = new Set(list.sagas.map((x) => x.sagaId));
+      const recent = [...ended.values()].filter((x) => !listed.has(x.sagaId)).reverse();
+      return send(res, 200, { sagas: [...list.sagas, ...recent], truncated: list.truncated });
     }
     if (method === 'GET' && path === '/api/dead-letters') return send(res, 200, { deadLetters: await source.deadLetters() });
     const m = /^\/api\/sagas\/([^/]+)(?:\/(retry|resolve))?$/.exec(path);

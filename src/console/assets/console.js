@@ -73,7 +73,7 @@ async function loadList() {
     return;
   }
   note.className = 'note';
-  note.textContent = q !== '' ? (data.sagas.length === 0 ? `no saga '${q}'` : `saga '${q}'`) : `${data.sagas.length}${data.truncated ? '+' : ''} ${ui.tab === 'all' ? 'running or parked' : ui.tab} saga(s)`;
+  note.textContent = q !== '' ? (data.sagas.length === 0 ? `no saga '${q}'` : `saga '${q}'`) : `${data.sagas.length}${data.truncated ? '+' : ''} ${ui.tab === 'all' ? 'running, parked or lately ended' : ui.tab} saga(s)`;
   const rows = data.sagas.map((x) =>
     h(
       'tr',
