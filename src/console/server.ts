@@ -99,6 +99,7 @@ interface ConsoleSource {
   list(options: { status?: 'running' | 'parked' }): Promise<{ sagas: readonly SagaSummary[]; truncated: boolean }>;
   deadLetters(): Promise<DeadLetter[]>;
   retry(sagaId: string, timeoutMs: number): Promise<SagaOutcome | undefined>;
+  abort(sagaId: string, note: string | undefined, timeoutMs: number): Promise<SagaOutcome | undefined>;
   resolve(sagaId: string, r: { note?: string; reviewed?: string }, timeoutMs: number): Promise<SagaOutcome | undefined>;
   graph(sagaId: string): Promise<SagaGraph>;
   /** Starts delivering the saga events; resolves with how to stop. */
@@ -119,6 +120,7 @@ function runtimeSource(runtime: Runtime, sagas: readonly SagaDefinition[]): Cons
     list: async (o) => ({ sagas: await runtime.list(o), truncated: false }),
     deadLetters: () => runtime.deadLetters(),
     retry: (sagaId, ms) => upTo(runtime.retry(sagaId), ms),
+    abort: (sagaId, note, ms) => upTo(runtime.abort(sagaId, note), ms),
     resolve: (sagaId, r, ms) => upTo(runtime.resolve(sagaId, r), ms),
     async graph(sagaId) {
       const s = await runtime.status(sagaId);
@@ -148,6 +150,7 @@ function natsSource(nc: NatsConnection, prefix: string): ConsoleSource {
     list: (o) => client.list(o),
     deadLetters: () => client.deadLetters(),
     retry: (sagaId, timeoutMs) => client.retry(sagaId, { timeoutMs }),
+    abort: (sagaId, note, timeoutMs) => client.abort(sagaId, note, { timeoutMs }),
     resolve: (sagaId, r, timeoutMs) => client.resolve(sagaId, { ...r, timeoutMs }),
     graph: (sagaId) => client.graph({ sagaId }),
     async subscribe(listener) {
@@ -244,6 +247,7 @@ function statusOf(error: unknown): number {
     case 'UNKNOWN_SAGA':
       return 404;
     case 'SAGA_NOT_PARKED':
+    case 'SAGA_NOT_RUNNING':
     case 'RESOLVE_NEEDS_REVIEW':
     case 'FENCE_FAILED':
       return 409;
@@ -371,7 +375,7 @@ async function serveSource(source: ConsoleSource, o: ReturnType<typeof checkOpti
       return send(res, 200, { sagas: [...list.sagas, ...recent], truncated: list.truncated });
     }
     if (method === 'GET' && path === '/api/dead-letters') return send(res, 200, { deadLetters: await source.deadLetters() });
-    const m = /^\/api\/sagas\/([^/]+)(?:\/(retry|resolve))?$/.exec(path);
+    const m = /^\/api\/sagas\/([^/]+)(?:\/(retry|resolve|abort))?$/.exec(path);
     if (m !== null) {
       let sagaId: string;
       try {
@@ -391,6 +395,11 @@ async function serveSource(source: ConsoleSource, o: ReturnType<typeof checkOpti
       if (action === 'retry' && method === 'POST') {
         await readJson(req);
         const outcome = await source.retry(sagaId, o.timeoutMs);
+        return send(res, 200, { sagaId, outcome: outcome ?? null });
+      }
+      if (action === 'abort' && method === 'POST') {
+        const note = optionalString(await readJson(req), 'note');
+        const outcome = await source.abort(sagaId, note, o.timeoutMs);
         return send(res, 200, { sagaId, outcome: outcome ?? null });
       }
       if (action === 'resolve' && method === 'POST') {

@@ -5,7 +5,9 @@
  */
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { serveRuntimeConsole } from '../../src/console/server.ts';
 import { runConsoleDemo } from '../../src/demo/trip.ts';
+import { createRuntime, defineSaga, defineWorker } from '../../src/index.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
@@ -52,12 +54,49 @@ describe('the demo with the console', () => {
       expect(parked.graph.states.map((s: { id: string }) => s.id)).toContain('compensationFailed');
       expect(parked.deadLetter.remaining).toEqual([expect.objectContaining({ stepId: 'car', worker: 'cars', inDoubt: false })]);
 
+      // Abort is for running sagas only.
+      const refused = await fetch(new URL(`api/sagas/${PARKED}/abort`, url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      expect(refused.status).toBe(409);
+      expect(await refused.json()).toMatchObject({ error: { code: 'SAGA_NOT_RUNNING' } });
       const retried = await fetch(new URL(`api/sagas/${PARKED}/retry`, url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
       expect(retried.status).toBe(200);
       expect(await retried.json()).toMatchObject({ sagaId: PARKED, outcome: { status: 'compensated' } });
       expect((await get(`api/sagas/${PARKED}`)).status.state).toBe('compensated');
     });
   }, 60_000);
+
+  it('abort from the console: a running saga is undone, its outcome says who aborted it and why', async () => {
+    let land!: () => void;
+    const landed = new Promise<void>((r) => (land = r));
+    const held = new Set<string>();
+    const slow = defineWorker({
+      name: 'slow',
+      do: async (_i: unknown, ctx) => {
+        await landed;
+        held.add(ctx.idempotencyKey);
+        return {};
+      },
+      compensate: async (_i: unknown, _r: unknown, ctx) => void held.delete(ctx.idempotencyKey),
+    });
+    const saga = defineSaga({ name: 'long', version: 1, steps: { s: { worker: slow, timeoutMs: 10_000 } } });
+    const runtime = createRuntime().host(slow);
+    const web = await serveRuntimeConsole(runtime, [saga], { port: 0 });
+    try {
+      const run = runtime.run(saga, {}, { sagaId: 'long-1' });
+      await expect.poll(async () => (await runtime.status('long-1'))?.state).toBe('gathering');
+      const aborting = fetch(new URL('api/sagas/long-1/abort', web.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ note: 'ordered by mistake' }) });
+      await new Promise((r) => setTimeout(r, 50));
+      land();
+      const r = await aborting;
+      expect(r.status).toBe(200);
+      expect(await r.json()).toMatchObject({ sagaId: 'long-1', outcome: { status: 'compensated', abortedByOperator: { note: 'ordered by mistake' } } });
+      expect(await run).toMatchObject({ status: 'compensated' });
+      expect(held.size).toBe(0);
+    } finally {
+      await web.close();
+      await runtime.close();
+    }
+  });
 
   it.skipIf(!haveChromium)(`in Chromium: a person watches trips commit, compensate and park, and retries the parked one${haveChromium ? '' : ` (skipped: ${CHROMIUM} is missing)`}`, async () => {
     const { chromium } = await import('playwright-core');
@@ -79,6 +118,7 @@ describe('the demo with the console', () => {
         await page.click(`tr.saga-row[data-saga-id="${PARKED}"]`);
         await page.locator('#saga-state [data-status="compensationFailed"]').waitFor();
         expect(await page.locator('#remaining tr[data-step="car"] td').first().textContent()).toBe('car');
+        expect(await page.locator('#abort').isDisabled()).toBe(true);
         await page.click('#retry');
         await page.locator('#confirm[open]').waitFor();
         await page.click('#confirm-ok');

@@ -184,6 +184,7 @@ function render() {
         { class: 'actions' },
         h('button', { class: 'act', id: 'retry', disabled: !parked, onclick: () => confirmRetry(st.sagaId) }, 'Retry'),
         h('button', { class: 'act danger', id: 'resolve', disabled: !parked, onclick: () => confirmResolve(st.sagaId) }, 'Resolve…'),
+        h('button', { class: 'act danger', id: 'abort', disabled: st.state !== 'gathering' && st.state !== 'dispatching', onclick: () => confirmAbort(st.sagaId) }, 'Abort…'),
       ),
     ),
     v.message ? h('div', { class: `msg${v.message.bad ? ' bad' : ''}`, id: 'saga-message' }, v.message.text, v.message.extra) : null,
@@ -388,6 +389,16 @@ async function confirmRetry(sagaId) {
   say('retrying…');
   const { status, data } = await api(`/api/sagas/${encodeURIComponent(sagaId)}/retry`, {});
   const text = status === 200 ? (data.outcome ? `retry: the saga is ${data.outcome.status}` : 'retry: no outcome yet (the saga goes on)') : `retry failed: ${errText(data.error)}`;
+  await loadSaga(sagaId, { text, bad: status !== 200 || data.outcome?.status === 'compensation-failed' });
+  scheduleList();
+}
+
+async function confirmAbort(sagaId) {
+  const note = await ask(`Abort saga ${sagaId}?`, [h('p', {}, 'It dispatches nothing more, and every step that committed or may have is undone, as after a failure.')], { note: true, ok: 'Abort' });
+  if (note === undefined) return;
+  say('aborting…');
+  const { status, data } = await api(`/api/sagas/${encodeURIComponent(sagaId)}/abort`, note === '' ? {} : { note });
+  const text = status === 200 ? (data.outcome ? `abort: the saga is ${data.outcome.status}` : 'abort: no outcome yet (the saga is being undone)') : `abort failed: ${errText(data.error)}`;
   await loadSaga(sagaId, { text, bad: status !== 200 || data.outcome?.status === 'compensation-failed' });
   scheduleList();
 }
