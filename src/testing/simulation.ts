@@ -97,6 +97,14 @@ export interface FaultProfile {
    * and may still apply. Default 0.
    */
   readonly stuck?: number;
+  /**
+   * A host's write to the dedup store fails (the store unreachable for that call) before it
+   * lands: a claim that cannot be written refuses the request (nothing ran), an outcome that
+   * cannot be written after the `do` applied is answered OUTCOME_UNKNOWN and leaves the
+   * key's claim to lapse (another request then takes the key over). Read from the tape only
+   * when on. Default 0.
+   */
+  readonly storeFail?: number;
 }
 
 /** A fault profile with every fault off. */
@@ -424,6 +432,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     requestTooLarge: 0,
     connectionLoss: 0,
     stuck: 0,
+    storeFail: 0,
     ...scenario.faults,
   };
   const sleep = (ms: number) => (ms <= 0 ? Promise.resolve() : new Promise<void>((r) => clock.setTimeout(r, ms)));
@@ -480,6 +489,8 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   let gens = 0;
   /** Stuck `do`s still running: the world is not healed before they end. */
   let stuckDos = 0;
+  /** Slow `do`s still running (several leases long): neither is the world quiet before they end, so the operator's last retry never meets one. */
+  let slowDos = 0;
 
   /**
    * The shared store as one host sees it: a round trip takes time, a dead host's calls
@@ -487,6 +498,13 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
    */
   const viewOf = (alive: () => boolean, slot: number): DedupStore => {
     const cut = () => clock.now() < (cutOffUntil[slot] as number);
+    /** Whether this write fails before it lands (the tape is read only when the fault is on). */
+    const failsNow = (k: string): boolean => {
+      if (faults.storeFail <= 0 || !chooser.chance(faults.storeFail)) return false;
+      trace.push(`t=${clock.now()} host ${slot}: its write of ${k} to the dedup store fails`);
+      return true;
+    };
+    const storeDown = () => Promise.reject(new TransportError('TRANSPORT_ERROR', 'simulated dedup store: the write failed before it landed'));
     const afterCut = async () => {
       while (cut()) await sleep((cutOffUntil[slot] as number) - clock.now());
       if (!alive()) await hang();
@@ -494,7 +512,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     if (faults.storeDelayMs <= 0) {
       return {
         read: (w, k) => (!alive() ? hang() : cut() ? afterCut().then(() => shared.read(w, k)) : shared.read(w, k)),
-        write: (w, k, r, rev) => (!alive() ? hang() : cut() ? afterCut().then(() => shared.write(w, k, r, rev)) : shared.write(w, k, r, rev)),
+        write: (w, k, r, rev) => (!alive() ? hang() : cut() ? afterCut().then(() => (failsNow(k) ? storeDown() : shared.write(w, k, r, rev))) : failsNow(k) ? storeDown() : shared.write(w, k, r, rev)),
       };
     }
     const hop = async () => {
@@ -511,6 +529,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
       },
       async write(w: string, k: string, r: KeyRecord, rev: number): Promise<number | undefined> {
         await hop();
+        if (failsNow(k)) return storeDown();
         const v = shared.write(w, k, r, rev) as number | undefined;
         await hop();
         return v;
@@ -540,6 +559,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
           };
           if (early) apply(', before its host may die');
           const slow = chooser.chance(faults.slow);
+          if (slow) slowDos++;
           if (slow && !early && chooser.chance(50)) {
             // Cut off from the store while the do runs: renewals cannot land, claims lapse, another host may take their keys over.
             cutOffUntil[slot] = Math.max(cutOffUntil[slot] as number, clock.now() + SIM_LEASE_MS * 3);
@@ -554,6 +574,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
           }
           await sleep(slow ? SIM_LEASE_MS * 3 : stuck ? SIM_STUCK_MS + chooser.upTo(1_000) : chooser.upTo(faults.maxDelayMs));
           if (stuck) stuckDos--;
+          if (slow) slowDos--;
           if (!alive()) return hang();
           if (!early && chooser.chance(faults.doFail)) {
             if (chooser.chance(50)) throw new TerminalError(`simulated terminal failure of ${ctx.stepId}`);
@@ -728,7 +749,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   };
   const quiet = async () => {
     const outs = await settledAll();
-    return outs.every((x) => x !== undefined) && transport.inFlight === 0 && operatorBusy === 0 && stuckDos === 0;
+    return outs.every((x) => x !== undefined) && transport.inFlight === 0 && operatorBusy === 0 && stuckDos === 0 && slowDos === 0;
   };
   const crashCoordinator = async () => {
     await runtime.close();

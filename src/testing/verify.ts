@@ -158,6 +158,7 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     requestTooLarge: 5,
     connectionLoss: 10,
     stuck: 0,
+    storeFail: 0,
     ...max,
   };
   return fc.record({
@@ -182,6 +183,7 @@ export function faultProfileArbitrary(max: Partial<FaultProfile> = {}): fc.Arbit
     connectionLoss: fc.integer({ min: 0, max: m.connectionLoss }),
     // Only when asked for: the profiles drawn without it stay what they were.
     ...(m.stuck > 0 ? { stuck: fc.integer({ min: 0, max: m.stuck }) } : {}),
+    ...(m.storeFail > 0 ? { storeFail: fc.integer({ min: 0, max: m.storeFail }) } : {}),
   });
 }
 
@@ -337,6 +339,7 @@ const FAULT_RANGES: Readonly<Record<keyof FaultProfile, readonly [number, number
   requestTooLarge: [0, 100, 'a percentage'],
   connectionLoss: [0, 100, 'a percentage'],
   stuck: [0, 100, 'a percentage'],
+  storeFail: [0, 100, 'a percentage'],
 };
 
 /** How a wrong value reads in an error: `got -1`, `got "5"`, `got a function`. */

@@ -29,16 +29,41 @@ export const shapeArb: fc.Arbitrary<Shape> = fc.integer({ min: 1, max: 8 }).chai
   }),
 );
 
-export function sagaOf(s: Shape): SagaDefinition {
+/**
+ * Steps that wait longer than a host's lease (200 ms in the simulation) for their answer:
+ * for each step, 0 keeps the shape's timeout, any other value replaces it. A `do` whose
+ * host lost its claim mid-run can then be taken over by another request of the same step
+ * (a duplicate, a retry) while the saga still waits, and the takeover's answer (its
+ * re-run failing, the key left uncertain) reaches the saga instead of a timeout. Drawn
+ * last, after the other arbitraries, so that they draw what they drew without it.
+ */
+export interface Pace {
+  timeouts: number[];
+  /** Odds (percent) of a slow `do` at least: half of them lose their claim while they run. */
+  lapse: number;
+  /** First retry backoff of every step in ms (10 in the shape): a long one leaves a step waiting to retry while its saga settles. */
+  backoffMs: number;
+  /** Odds (percent) that a host's write to the dedup store fails (0 in most runs). */
+  storeFail: number;
+}
+
+export const paceArb: fc.Arbitrary<Pace> = fc.record({
+  timeouts: fc.array(fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 300, max: 1_200 })), { minLength: 8, maxLength: 8 }),
+  lapse: fc.integer({ min: 0, max: 40 }),
+  backoffMs: fc.oneof(fc.constant(10), fc.constant(10), fc.integer({ min: 100, max: 600 })),
+  storeFail: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 25 })),
+});
+
+export function sagaOf(s: Shape, pace?: Pace): SagaDefinition {
   const parallelOnly = s.join !== 'all';
   const steps: Record<string, StepSpec> = {};
   for (let i = 0; i < s.n; i++) {
     steps[`s${i}`] = {
       worker: `w${i % 3}`,
       after: parallelOnly ? [] : (s.after[i] ?? []).map((j) => `s${j}`),
-      timeoutMs: s.timeouts[i] ?? 100,
+      timeoutMs: pace?.timeouts[i] || (s.timeouts[i] ?? 100),
       retries: s.retries[i] ?? 0,
-      backoff: { initialMs: 10, maxMs: 80 },
+      backoff: { initialMs: pace?.backoffMs ?? 10, maxMs: Math.max(80, pace?.backoffMs ?? 10) },
     };
   }
   const join: JoinSpec = s.join === 'all' ? { kind: 'all' } : s.join === 'any' ? { kind: 'any' } : { kind: 'quorum', n: s.quorum };

@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { expect, test } from 'vitest';
 import { simulate } from '../../src/testing/simulation.ts';
 import { faultProfileArbitrary, tapeArbitrary } from '../../src/testing/verify.ts';
-import { operatorArb, sagaOf, shapeArb } from './saga-shapes.ts';
+import { operatorArb, paceArb, sagaOf, shapeArb } from './saga-shapes.ts';
 
 const DEEP = process.env.SCATTER_SAGA_DEEP === '1';
 const RUNS = DEEP ? 20_000 : 2_000;
@@ -26,16 +26,16 @@ test(`the runtime keeps the guarantee under faults (${RUNS} simulated runs)`, as
   const outcomes = { committed: 0, compensated: 0, 'compensation-failed': 0, parkedThenRetried: 0, resolvedByOperator: 0, reviews: 0 };
   let lastExplanation = '';
   // The operator comes last, so that the other arbitraries draw what they drew without it.
-  const property = fc.asyncProperty(shapeArb, faultProfileArbitrary({ duplicate: 20, coordinatorCrashes: 2 }), tapeArbitrary, fc.integer({ min: 1, max: 2 }), operatorArb, async (shape, faults, tape, sagas, operator) => {
+  const property = fc.asyncProperty(shapeArb, faultProfileArbitrary({ duplicate: 20, coordinatorCrashes: 2 }), tapeArbitrary, fc.integer({ min: 1, max: 2 }), operatorArb, paceArb, async (shape, faults, tape, sagas, operator, pace) => {
     runs++;
-    const def = sagaOf(shape);
-    const r = await simulate(def, { tape, faults: { ...faults, stuck: operator.stuck }, sagas, faultWindowMs: 800, resolve: operator.resolve, operatorTape: operator.tape });
+    const def = sagaOf(shape, pace);
+    const r = await simulate(def, { tape, faults: { ...faults, stuck: operator.stuck, slow: Math.max(faults.slow ?? 0, pace.lapse), storeFail: pace.storeFail }, sagas, faultWindowMs: 800, resolve: operator.resolve, operatorTape: operator.tape });
     for (const o of r.outcomes) if (o) outcomes[o.status]++;
     outcomes.parkedThenRetried += r.parked;
     outcomes.resolvedByOperator += r.resolved;
     outcomes.reviews += r.reviews;
     if (r.violations.length > 0) {
-      lastExplanation = [...r.violations.map((v) => `${v.property}: ${v.message}`), `shape: ${JSON.stringify(shape)}`, `faults: ${JSON.stringify({ ...faults, stuck: operator.stuck })}`, `operator: ${JSON.stringify(operator)}`, ...r.trace].join('\n');
+      lastExplanation = [...r.violations.map((v) => `${v.property}: ${v.message}`), `shape: ${JSON.stringify(shape)}`, `faults: ${JSON.stringify({ ...faults, stuck: operator.stuck })}`, `operator: ${JSON.stringify(operator)}`, `pace: ${JSON.stringify(pace)}`, ...r.trace].join('\n');
       return false;
     }
     return true;
