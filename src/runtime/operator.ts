@@ -32,6 +32,22 @@ async function currentParked(driver: SagaDriver, entry: Live): Promise<{ entry: 
   return { entry: undefined, found };
 }
 
+/**
+ * Takes a saga over from its journal so that an operator command can act on it here: it
+ * needs the saga's definition, and fails when another coordinator took it meanwhile.
+ */
+async function takeOverForOperator(driver: SagaDriver, found: VersionedSagaRecord): Promise<Live> {
+  const r = found.record;
+  const def = driver.definitionOf(r);
+  if (def === undefined) {
+    throw new SagaError('SAGA_NOT_FOUND', `saga '${r.sagaId}' is ${r.status}, but this runtime has no definition of '${r.saga}' version ${r.version}: pass it in the sagas option`);
+  }
+  driver.ensureOpen();
+  const entry = await driver.takeOver(def, found);
+  if (entry === undefined) throw new SagaError('SAGA_FENCED', `saga '${r.sagaId}' was taken by another coordinator meanwhile`);
+  return entry;
+}
+
 /** The parked saga an operator acts on: driven here, or taken over from the store (another coordinator parked it). */
 async function parkedEntry(driver: SagaDriver, sagaId: string): Promise<Live> {
   if (typeof sagaId !== 'string') throw new InvalidOptionError('sagaId', 'must be a string');
@@ -43,13 +59,7 @@ async function parkedEntry(driver: SagaDriver, sagaId: string): Promise<Live> {
   const found = await driver.store.load(sagaId);
   if (found === undefined) throw new SagaNotFoundError(sagaId);
   if (found.record.status !== 'parked') throw notParked(sagaId);
-  const def = driver.definitionOf(found.record);
-  if (def === undefined) {
-    throw new SagaError('SAGA_NOT_FOUND', `saga '${sagaId}' is parked, but this runtime has no definition of '${found.record.saga}' version ${found.record.version}: pass it in the sagas option`);
-  }
-  driver.ensureOpen();
-  const entry = await driver.takeOver(def, found);
-  if (entry === undefined) throw new SagaError('SAGA_FENCED', `saga '${sagaId}' was taken by another coordinator meanwhile`);
+  const entry = await takeOverForOperator(driver, found);
   // Restored parked: it is parked again (dead letter re-established) once that is journaled.
   await driver.attach(entry);
   if (!entry.parked) throw notParked(sagaId);
@@ -90,11 +100,7 @@ export async function abortRunning(driver: SagaDriver, sagaId: string, note?: st
     const r = found.record;
     if (r.outcome !== undefined) throw notRunning(r.outcome.status);
     if (r.status !== 'running') throw notRunning(r.status);
-    const def = driver.definitionOf(r);
-    if (def === undefined) throw new SagaError('SAGA_NOT_FOUND', `saga '${sagaId}' runs, but this runtime has no definition of '${r.saga}' version ${r.version}: pass it in the sagas option`);
-    driver.ensureOpen();
-    entry = await driver.takeOver(def, found);
-    if (entry === undefined) throw new SagaError('SAGA_FENCED', `saga '${sagaId}' was taken by another coordinator meanwhile, or ended`);
+    entry = await takeOverForOperator(driver, found);
   }
   const state = entry.actor.getSnapshot().value as MachineStateName;
   if (entry.parked || state === 'compensationFailed') throw notRunning('parked');
@@ -119,7 +125,7 @@ function remainingOf(entry: Live): readonly RemainingEffect[] {
 function resolveOptions(options: ResolveOptions | string | undefined): ResolveOptions {
   if (options === undefined) return {};
   if (typeof options === 'string') return { note: options };
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object { note?, reviewed?, force? } or a note string');
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object { note?, reviewed?, force?, fenceTimeoutMs? } or a note string');
   for (const k of Object.keys(options)) if (k !== 'note' && k !== 'reviewed' && k !== 'force' && k !== 'fenceTimeoutMs') throw new InvalidOptionError(k, 'unknown option (allowed: note, reviewed, force, fenceTimeoutMs)');
   const t = options.fenceTimeoutMs;
   if (t !== undefined && (typeof t !== 'number' || !Number.isFinite(t) || t < 1)) throw new InvalidOptionError('fenceTimeoutMs', 'must be a number of milliseconds >= 1');
