@@ -506,14 +506,14 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     if (call?.n !== m.attempt) return; // a call that already ended (timed out), or died with its coordinator
     w.calling = undefined;
     if (w.saga.value !== 'compensationFailed') return;
-    let verdict: 'handled' | 'review' | 'failed' = 'handled';
-    if (m.kind !== 'rep' || m.reply.ok || m.reply.error.code !== 'NOT_LISTED') {
-      const answer = m.kind === 'rep' ? fenceOfReply(m.reply) : { code: m.code, message: 'model', retryable: true };
-      const v = fenceVerdict({ stepId: p.id, inDoubt: call.inDoubt }, answer, new Set(w.reviewed === undefined ? [] : [w.reviewed]));
-      verdict = v.kind;
-      if (v.kind === 'review') w.reviewed = reviewKey(p.id, v.fence.by);
-    }
-    if (verdict !== 'handled') return;
+    const answer = m.kind === 'rep' ? fenceOfReply(m.reply) : { code: m.code, message: 'model', retryable: true };
+    const v = fenceVerdict({ stepId: p.id, inDoubt: call.inDoubt }, answer, new Set(w.reviewed === undefined ? [] : [w.reviewed]));
+    if (v.kind === 'review') w.reviewed = reviewKey(p.id, v.fence.by);
+    if (v.kind === 'handled') endByResolve(w);
+  };
+
+  /** The resolve ends the saga: the operator declared its remaining effects handled. */
+  const endByResolve = (w: World) => {
     w.resolved = true;
     sagaSend(w, { type: 'OPERATOR.RESOLVE', note: 'model' });
   };
@@ -787,10 +787,10 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       const parked = outcomeOf(def, w.saga.context, 'compensationFailed');
       const listed = parked?.status === 'compensation-failed' ? parked.remaining.find((e) => e.stepId === p.id) : undefined;
       if (listed !== undefined) n.effect = 0;
-      n.calling = { n: call, inDoubt: listed?.inDoubt ?? false };
-      if (listed !== undefined) n.channel.push({ kind: 'req', op: 'fence', attempt: call, coord: n.coord });
-      // Nothing listed: nothing to fence.
-      else answerResolve(n, { kind: 'rep', op: 'fence', attempt: call, coord: n.coord, reply: { ok: false, error: { code: 'NOT_LISTED', message: 'model', retryable: false } } });
+      if (listed !== undefined) {
+        n.calling = { n: call, inDoubt: listed.inDoubt };
+        n.channel.push({ kind: 'req', op: 'fence', attempt: call, coord: n.coord });
+      } else endByResolve(n); // nothing listed: nothing to fence
       out.push({ label: `operator resolve #${call} (undoes by hand what the system of record holds, then fences the key)`, next: n, bad: [] });
     }
     return out;
