@@ -77,9 +77,13 @@ export type RequestState =
       readonly outcome: RunOutcome | undefined;
       readonly lost: boolean;
     }
-  | { readonly phase: 'completing'; readonly claim: Claim; readonly outcome: RunOutcome; readonly record: KeyRecord }
-  /** The completion lost its compare-and-set: reading whose the key is now. */
-  | { readonly phase: 'rechecking'; readonly claim: Claim; readonly outcome: RunOutcome }
+  /** `answered`: the request was answered already (OUTCOME_UNKNOWN, while the store failed); no second answer follows. */
+  | { readonly phase: 'completing'; readonly claim: Claim; readonly outcome: RunOutcome; readonly record: KeyRecord; readonly answered?: true }
+  /**
+   * The completion lost its compare-and-set, or the store failed under it: reading whose
+   * the key is now. `failures`: reads or writes of this recheck that the store failed.
+   */
+  | { readonly phase: 'rechecking'; readonly claim: Claim; readonly outcome: RunOutcome; readonly answered?: true; readonly failures?: number }
   /**
    * Our do applied after the key was taken over and undone or refused: this host undoes
    * it itself, again and again until it succeeds (nobody else will ask). `writing`: the
@@ -227,10 +231,34 @@ function completionReply(setup: RequestSetup, claim: Claim, outcome: RunOutcome,
 }
 
 /** User code ended (or a renewal finished after it did): write the outcome under the claim. */
-function complete(claim: Claim, outcome: RunOutcome, now: number): Transition {
+function complete(claim: Claim, outcome: RunOutcome, now: number, answered?: true): Transition {
   const stepped = stepKey(claim.record, outcome.event, now).record;
   const record = outcome.unsendable !== undefined ? { ...stepped, error: outcome.unsendable } : stepped;
-  return { state: { phase: 'completing', claim, outcome, record }, commands: [{ type: 'write', record, revision: claim.revision }] };
+  return { state: { phase: 'completing', claim, outcome, record, ...(answered ? { answered } : {}) }, commands: [{ type: 'write', record, revision: claim.revision }] };
+}
+
+/** Leaves out the answer of a request that was answered already. */
+function unanswered(t: Transition, answered: true | undefined): Transition {
+  return answered ? { state: t.state, commands: t.commands.filter((c) => c.type !== 'reply') } : t;
+}
+
+/**
+ * The store failed under the outcome of a \`do\` that applied (its write, or the read of a
+ * recheck): whether the key is still this claim's is unknown. Another host may have taken
+ * it over and undone or refused it, and then nobody but this host knows of the effect. The
+ * request is answered OUTCOME_UNKNOWN at once (in doubt: the saga compensates), and the
+ * host keeps reading the key, with backoff, until it can tell: still its own, it records
+ * the outcome; taken over, it undoes the effect itself when it must (recheck).
+ */
+function recheckLater(claim: Claim, outcome: RunOutcome, failures: number, answered: true | undefined, reply: WorkerReply, now: number): Transition {
+  return {
+    state: { phase: 'rechecking', claim, outcome, answered: true, failures },
+    commands: [
+      { type: 'release', owner: claim.owner },
+      ...(answered ? [] : [{ type: 'reply' as const, reply }]),
+      { type: 'wait', until: now + selfUndoBackoff(failures - 1), owner: undefined },
+    ],
+  };
 }
 
 /** Pause before a host tries its own undo again: 100 ms doubling, at most 30 s. */
@@ -244,20 +272,20 @@ export function selfUndoBackoff(failures: number): number {
  * whoever re-runs or ran the same key; if the key was undone or refused instead, the
  * effect may have landed after that undo, and this host undoes it itself.
  */
-function recheck(setup: RequestSetup, claim: Claim, outcome: RunOutcome, ev: Extract<HostEvent, { type: 'READ' }>): Transition {
+function recheck(setup: RequestSetup, claim: Claim, outcome: RunOutcome, ev: Extract<HostEvent, { type: 'READ' }>, answered?: true): Transition {
   const { req } = setup;
   const rec = ev.record;
   if (rec === undefined || rec.owner === claim.owner) {
     // Still ours (a write of ours landed after all), or forgotten by a bounded store with
     // nobody writing it since: complete on the fresh revision.
-    return complete({ ...claim, record: rec ?? claim.record, revision: ev.revision }, outcome, ev.now);
+    return complete({ ...claim, record: rec ?? claim.record, revision: ev.revision }, outcome, ev.now, answered);
   }
   const lost = { type: 'release' as const, owner: claim.owner };
   const unknown = replies.outcomeUnknown(req, 'another host took the key over while this one ran it');
-  if (claim.selfUndo > 0 || outcome.event.type !== 'DO.OK' || rec.state === 'doing' || rec.state === 'done' || rec.state === 'uncertain') return done(unknown, lost);
+  if (claim.selfUndo > 0 || outcome.event.type !== 'DO.OK' || rec.state === 'doing' || rec.state === 'done' || rec.state === 'uncertain') return unanswered(done(unknown, lost), answered);
   const undoing: RequestState = { phase: 'undoing', owner: `${claim.owner}+undo`, result: outcome.event.result, failures: 0, writing: undefined };
   const next = undo(setup, undoing, ev);
-  return { state: next.state, commands: [lost, { type: 'reply', reply: unknown }, ...next.commands] };
+  return { state: next.state, commands: [lost, ...(answered ? [] : [{ type: 'reply' as const, reply: unknown }]), ...next.commands] };
 }
 
 /** The host's own undo, from a fresh read: wait for a live claim, else claim the key and run compensate. */
@@ -347,17 +375,32 @@ export function stepRequest(setup: RequestSetup, state: RequestState, ev: HostEv
             commands: [release, { type: 'wait', until: ev.now + selfUndoBackoff(failures), owner: undefined }],
           };
         }
-        return done(completionReply(setup, state.claim, state.outcome, state.record), release);
+        return unanswered(done(completionReply(setup, state.claim, state.outcome, state.record), release), state.answered);
       }
-      if (ev.type === 'CONFLICT') return { state: { phase: 'rechecking', claim: state.claim, outcome: state.outcome }, commands: [{ type: 'read' }] };
+      if (ev.type === 'CONFLICT') return { state: { phase: 'rechecking', claim: state.claim, outcome: state.outcome, ...(state.answered ? { answered: state.answered } : {}) }, commands: [{ type: 'read' }] };
       if (ev.type === 'STORE_FAILED') {
-        return done(replies.outcomeUnknown(req, `the dedup store failed: ${ev.error.message}`), { type: 'release', owner: state.claim.owner });
+        const unknown = replies.outcomeUnknown(req, `the dedup store failed: ${ev.error.message}`);
+        if (state.claim.selfUndo > 0) {
+          // This host's own undo (answered already): done when it undid the effect; failed and
+          // not recorded, it is tried again, as nobody else will ask for it.
+          if (state.outcome.event.type === 'COMPENSATION.OK') return { state: { phase: 'done' }, commands: [{ type: 'release', owner: state.claim.owner }] };
+          const failures = state.claim.selfUndo;
+          return {
+            state: { phase: 'undoing', owner: state.claim.owner, result: state.claim.record.result, failures, writing: undefined },
+            commands: [{ type: 'release', owner: state.claim.owner }, { type: 'wait', until: ev.now + selfUndoBackoff(failures), owner: undefined }],
+          };
+        }
+        if (state.claim.selfUndo === 0 && state.outcome.event.type === 'DO.OK') return recheckLater(state.claim, state.outcome, 1, state.answered, unknown, ev.now);
+        return unanswered(done(unknown, { type: 'release', owner: state.claim.owner }), state.answered);
       }
       break;
     case 'rechecking':
-      if (ev.type === 'READ') return recheck(setup, state.claim, state.outcome, ev);
+      if (ev.type === 'READ') return recheck(setup, state.claim, state.outcome, ev, state.answered);
+      if (ev.type === 'WAITED') return { state, commands: [{ type: 'read' }] };
       if (ev.type === 'STORE_FAILED') {
-        return done(replies.outcomeUnknown(req, `the dedup store failed: ${ev.error.message}`), { type: 'release', owner: state.claim.owner });
+        const unknown = replies.outcomeUnknown(req, `the dedup store failed: ${ev.error.message}`);
+        if (state.claim.selfUndo === 0 && state.outcome.event.type === 'DO.OK') return recheckLater(state.claim, state.outcome, (state.failures ?? 0) + 1, state.answered, unknown, ev.now);
+        return unanswered(done(unknown, { type: 'release', owner: state.claim.owner }), state.answered);
       }
       break;
     case 'undoing':

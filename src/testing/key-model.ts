@@ -271,7 +271,13 @@ interface World {
    * hosts take the key over; the holder still runs, and learns of it when it completes.
    */
   expired: readonly string[];
-  budget: { leaseExpiries: number; dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; transportTimeouts: number; operator: number; resolves: number; aborts: number };
+  /**
+   * Claims left in the store by a request that no longer runs or renews them (its write of
+   * the claim, or of the outcome, failed or lost its answer): nobody holds them, and every
+   * host may take the key over (the lease passes; the holder's own host knows at once).
+   */
+  abandoned: readonly string[];
+  budget: { storeFailures: number; leaseExpiries: number; dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; transportTimeouts: number; operator: number; resolves: number; aborts: number };
 }
 
 /** The options of `exploreProduct`: the bounds of each fault. */
@@ -305,6 +311,11 @@ export interface ProductOptions {
   transportTimeouts?: number;
   /** Leases that pass while a host's user code runs (the host stalls, cannot renew, and lives on). Default 0. */
   leaseExpiries?: number;
+  /**
+   * Calls of a host to the shared store that fail (STORE_FAILED): a read, a write that
+   * fails before it lands, or a write that lands with its answer lost. Default 0.
+   */
+  storeFailures?: number;
   /** How many operator retries a parked saga may get (OPERATOR.RETRY). Default 1. */
   operatorRetries?: number;
   /**
@@ -369,6 +380,7 @@ const PRODUCT_RANGES: Readonly<Record<Exclude<keyof ProductOptions, 'ignore'>, r
   operatorAborts: [0, 1, 'operator aborts; an aborted saga does not run again'],
   transportTimeouts: [0, 3, 'transport deadlines passing with the request or its reply in flight'],
   leaseExpiries: [0, 3, 'leases passing while a do runs'],
+  storeFailures: [0, 3, 'store calls of a host that fail (a read, a write before it lands, a write whose answer is lost)'],
   maxStates: [1, Number.MAX_SAFE_INTEGER, 'states before the exploration stops'],
 };
 
@@ -419,7 +431,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   /** A fence is sent by resolve call `attempt`, with id `f<attempt>`. */
   const baseReq = (op: WorkerOp, attempt: number): WorkerRequest => ({ v: 1, op, worker: p.worker, sagaId: 'model', stepId: p.id, key: 'k', attempt, deadline: REQ_DEADLINE, input: null, ...(op === 'fence' ? { fence: `f${attempt}` } : {}) });
 
-  const clone = (w: World): World => ({ ...w, expired: w.expired.slice(), hosts: w.hosts.slice(), procs: w.procs.slice(), channel: w.channel.slice(), timers: { ...w.timers }, store: { ...w.store }, budget: { ...w.budget } });
+  const clone = (w: World): World => ({ ...w, expired: w.expired.slice(), abandoned: w.abandoned.slice(), hosts: w.hosts.slice(), procs: w.procs.slice(), channel: w.channel.slice(), timers: { ...w.timers }, store: { ...w.store }, budget: { ...w.budget } });
 
   const hostOf = (owner: string) => Number(owner.split('.')[0]);
   const genOf = (owner: string) => Number(owner.split('.')[1]?.split('/')[0]);
@@ -493,6 +505,27 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const next = perform(w, proc, t.state, t.commands, keep);
     w.procs = w.procs.filter((q) => q !== proc);
     if (next !== undefined) w.procs.push(next);
+  };
+
+  /**
+   * A store call of a host fails (STORE_FAILED); `lands`: a write that landed all the same.
+   * A claim of the request left in the store that nothing runs under any more is abandoned.
+   */
+  const storeFails = (w: World, pi: number, keep: readonly HostCommand[], label: string, lands: boolean, write?: Extract<HostCommand, { type: 'write' }>): Edge<World> => {
+    const n = clone(w);
+    const bad: [string, string][] = [];
+    n.budget.storeFailures--;
+    if (lands && write !== undefined) n.store = { record: write.record, revision: n.store.revision + 1 };
+    const proc = n.procs[pi] as Proc;
+    hostEvent(n, proc, { type: 'STORE_FAILED', error: { code: 'TRANSPORT_ERROR', message: 'the dedup store failed', retryable: true }, now: proc.late ? REQ_DEADLINE + 1 : 0 }, keep, bad);
+    const rec = n.store.record;
+    const owner = rec?.owner;
+    if (owner !== undefined && (rec?.state === 'doing' || rec?.state === 'compensating') && !n.abandoned.includes(owner)) {
+      const holder = n.procs.find((q) => q.setup.owner === owner || `${q.setup.owner}+undo` === owner);
+      const runs = holder !== undefined && (holder.pending.some((c) => c.type === 'run') || holder.state.phase === 'running');
+      if (!runs) n.abandoned = [...n.abandoned, owner];
+    }
+    return { label, next: n, bad };
   };
 
   /**
@@ -633,9 +666,10 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           const rec = n.store.record;
           // A claim whose lease passed is dead to other hosts; its own host knows it still runs.
           const expired = rec?.owner !== undefined && n.expired.includes(rec.owner) && hostOf(rec.owner) !== proc.host;
-          const live = rec !== undefined && rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(n, rec.owner) && !expired;
+          const live = rec !== undefined && rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(n, rec.owner) && !expired && !n.abandoned.includes(rec.owner);
           hostEvent(n, at(n), { type: 'READ', record: rec, revision: n.store.revision, live, now }, keep, bad);
           out.push({ label: `${who} reads ${rec?.state ?? 'nothing'}`, next: n, bad });
+          if (w.budget.storeFailures > 0) out.push(storeFails(w, pi, keep, `${who}: its read fails`, false));
         } else if (cmd.type === 'write') {
           const n = clone(w);
           const bad: [string, string][] = [];
@@ -646,6 +680,10 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           } else {
             hostEvent(n, at(n), { type: 'CONFLICT', now }, keep, bad);
             out.push({ label: `${who} loses its write of ${cmd.record.state}`, next: n, bad });
+          }
+          if (w.budget.storeFailures > 0) {
+            out.push(storeFails(w, pi, keep, `${who}: its write of ${cmd.record.state} fails before it lands`, false));
+            if (w.store.revision === cmd.revision) out.push(storeFails(w, pi, keep, `${who}: its write of ${cmd.record.state} lands, its answer is lost`, true, cmd));
           }
         } else if (cmd.type === 'wait') {
           const n = clone(w);
@@ -850,7 +888,9 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     reviewed: undefined,
     requests: 0,
     expired: [],
+    abandoned: [],
     budget: {
+      storeFailures: options.storeFailures ?? 0,
       dups: options.duplicates ?? 1,
       drops: options.drops ?? 1,
       hostCrashes: options.hostCrashes ?? 0,
@@ -869,7 +909,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const serialize = (w: World): string => {
     const owner = w.store.record?.owner;
     const rev = (r: number) => (r === w.store.revision ? 'c' : 'o');
-    const mine = (o: string | undefined) => (o === undefined ? '' : `${o === owner ? 'M' : ownerAlive(w, o) ? 'a' : 'd'}${w.expired.includes(o) ? 'e' : ''}`);
+    const mine = (o: string | undefined) => (o === undefined ? '' : `${o === owner ? 'M' : ownerAlive(w, o) ? 'a' : 'd'}${w.expired.includes(o) ? 'e' : ''}${w.abandoned.includes(o) ? 'x' : ''}`);
     const rec = (r: KeyRecord | undefined) =>
       r === undefined ? '-' : `${r.state}${r.interrupted ? 'i' : ''}${r.attempt ?? 0}${r.result === undefined ? '' : 'r'}${r.error?.code ?? ''}${r.owner === undefined ? '' : `@${mine(r.owner)}${hostOf(r.owner)}`}`;
     const claim = (c: { op: string; revision: number; selfUndo: number; owner: string }) => `${c.op}${rev(c.revision)}${c.selfUndo}${mine(c.owner)}`;
@@ -947,6 +987,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     options.transportTimeouts ? `${options.transportTimeouts} transport timeout(s)` : '',
     options.operatorAborts ? `${options.operatorAborts} operator abort` : '',
     options.leaseExpiries ? `${options.leaseExpiries} lease(s) passing while a do runs` : '',
+    options.storeFailures ? `${options.storeFailures} failed store call(s)` : '',
   ].filter(Boolean);
   return { ...r, exhaustive: !r.truncated, coverage: { ...seen }, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${faults.join(', ')}` };
 }

@@ -176,6 +176,42 @@ describe('host protocol (pure): claim before effect', () => {
     });
     expect(rechecking.commands).toMatchObject([{ type: 'release' }, { type: 'reply', reply: { ok: false, error: { code: 'OUTCOME_UNKNOWN' } } }]);
   });
+
+  it('a do that applied and whose outcome the store failed to take answers OUTCOME_UNKNOWN at once, then reads the key until it can tell, and undoes a late effect itself', () => {
+    const storeFailed = (now: number) => ({ type: 'STORE_FAILED' as const, error: { code: 'TRANSPORT_ERROR', message: 'no answer', retryable: true }, now });
+    const t1 = stepRequest(setup, deciding, { type: 'READ', record: undefined, revision: 0, live: false, now: 0 });
+    const running = stepRequest(setup, t1.state, { type: 'WRITTEN', revision: 1, now: 0 });
+    const ran = stepRequest(setup, running.state, { type: 'RAN', outcome: { event: { type: 'DO.OK', result: 'r' } }, now: 5_000 });
+    const failedWrite = stepRequest(setup, ran.state, storeFailed(5_001));
+    expect(failedWrite.state.phase).toBe('rechecking');
+    expect(failedWrite.commands).toMatchObject([
+      { type: 'release', owner: 'h/1' },
+      { type: 'reply', reply: { ok: false, error: { code: 'OUTCOME_UNKNOWN' } } },
+      { type: 'wait', until: 5_101, owner: undefined },
+    ]);
+    // The store still fails: read again later, with a longer pause, and no second answer.
+    const read1 = stepRequest(setup, failedWrite.state, { type: 'WAITED', now: 5_101 });
+    expect(read1.commands).toEqual([{ type: 'read' }]);
+    const failedRead = stepRequest(setup, read1.state, storeFailed(5_102));
+    expect(failedRead.commands).toEqual([{ type: 'release', owner: 'h/1' }, { type: 'wait', until: 5_302, owner: undefined }]);
+    // The store answers: another host undid the key meanwhile, so this host undoes its late effect itself (answered already).
+    const tomb = { state: 'compensated' as const, inputHash: '1', updatedAt: 4_000 };
+    const read2 = stepRequest(setup, stepRequest(setup, failedRead.state, { type: 'WAITED', now: 5_302 }).state, { type: 'READ', record: tomb, revision: 3, live: false, now: 5_303 });
+    expect(read2.commands).toMatchObject([{ type: 'release', owner: 'h/1' }, { type: 'write', revision: 3, record: { state: 'compensating', result: 'r', owner: 'h/1+undo' } }]);
+    expect(read2.commands.some((c) => c.type === 'reply')).toBe(false);
+    // Still its own claim instead: it records the outcome, and answers nothing more.
+    const own = stepRequest(setup, failedWrite.state, { type: 'WAITED', now: 5_101 });
+    const mine = stepRequest(setup, own.state, { type: 'READ', record: { state: 'doing', inputHash: '1', owner: 'h/1', leaseUntil: 5_500, updatedAt: 4_900 }, revision: 2, live: false, now: 5_102 });
+    expect(mine.commands).toMatchObject([{ type: 'write', revision: 2, record: { state: 'done', result: 'r' } }]);
+    const recorded = stepRequest(setup, mine.state, { type: 'WRITTEN', revision: 3, now: 5_103 });
+    expect(recorded.state.phase).toBe('done');
+    expect(recorded.commands).toEqual([{ type: 'release', owner: 'h/1' }]);
+    // A do that failed has no effect to look after: the store failing under its outcome ends the request.
+    const failedDo = stepRequest(setup, running.state, { type: 'RAN', outcome: { event: { type: 'DO.FAILED', error: { code: 'WORKER_ERROR', message: 'x', retryable: false } } }, now: 5_000 });
+    const gaveUp = stepRequest(setup, failedDo.state, storeFailed(5_001));
+    expect(gaveUp.state.phase).toBe('done');
+    expect(gaveUp.commands).toMatchObject([{ type: 'release' }, { type: 'reply', reply: { ok: false, error: { code: 'OUTCOME_UNKNOWN' } } }]);
+  });
 });
 
 function deferred<T>() {

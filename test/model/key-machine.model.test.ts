@@ -90,6 +90,7 @@ const configs: Config[] = [
   { what: 'garbled, oversized and lost replies', exhaustive: true, options: { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 1, garbles: 1, oversizes: 1, operatorRetries: 0 } },
   { what: 'the transport gives up (STEP_TIMED_OUT) while a request or its reply is in flight, two hosts', exhaustive: true, options: { hosts: 2, stepRetries: 1, compensationRetries: 0, duplicates: 0, drops: 0, transportTimeouts: 1, operatorRetries: 0 } },
   { what: "a host's lease passes while its do runs: another host takes the key over, the do may still apply", exhaustive: true, options: { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, leaseExpiries: 1, operatorRetries: 0 } },
+  { what: "the store fails under a host's calls: a stalled host's do applies late and the write of its outcome fails", exhaustive: true, options: { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, leaseExpiries: 1, storeFailures: 2, operatorRetries: 0 } },
   { what: 'a parked saga retried by an operator, a lost message', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 1 } },
   { what: 'step retries 2 on two hosts, a lost message', exhaustive: true, options: { hosts: 2, stepRetries: 2, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 0 } },
   { what: 'compensation retries 2', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 2, duplicates: 0, drops: 0, operatorRetries: 0 } },
@@ -106,6 +107,7 @@ if (DEEP) {
     { what: 'deep: step and compensation retries 2', exhaustive: true, options: { hosts: 1, stepRetries: 2, compensationRetries: 2, duplicates: 0, drops: 0, operatorRetries: 0 } },
     { what: 'deep: an operator retry and two resolve calls, a lost message', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 1, operatorResolves: 2 } },
     { what: 'deep: resolves that fence the key while a stalled host\'s do may still apply', exhaustive: true, options: { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, operatorRetries: 0, operatorResolves: 2, leaseExpiries: 1 } },
+    { what: 'deep: a failed store call on one host, a step retry and a duplicated message', exhaustive: true, options: { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 1, drops: 0, storeFailures: 1, operatorRetries: 0 } },
     { what: 'deep: two operator retries, then a resolve', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, operatorRetries: 2, operatorResolves: 1, maxStates: 3_000_000 } },
   );
 }
