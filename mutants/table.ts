@@ -171,6 +171,30 @@ export const MUTANTS: readonly Mutant[] = [
       },
     ],
   },
+  {
+    name: 'store-failure-after-a-late-do-forgets-the-effect',
+    breaks:
+      'A compensated key holds no effect, now or later: when the dedup store fails under the outcome of a do that applied (its host may have lost its claim meanwhile, and the key been undone), the host answers OUTCOME_UNKNOWN and forgets the effect instead of reading the key again until it can tell whether to undo it itself.',
+    edits: [
+      {
+        file: 'src/machines/host-protocol.ts',
+        search: "if (state.claim.selfUndo === 0 && state.outcome.event.type === 'DO.OK') return recheckLater(state.claim, state.outcome, 1, state.answered, unknown, ev.now);",
+        replace: '',
+      },
+    ],
+  },
+  {
+    name: 'takeover-with-a-lost-answer-strands-the-saga',
+    breaks:
+      'Every saga ends: a coordinator whose write taking a saga over landed with its answer lost gives the saga up, although the journal now names it as the owner, so no other coordinator takes the saga and it never ends.',
+    edits: [
+      {
+        file: 'src/runtime/driver.ts',
+        search: "const settled = await this.landed(claim, current.revision);\n          if (settled === 'retry') {\n            this.stranded.add(sagaId);\n            throw error;\n          }\n          revision = settled;",
+        replace: 'throw error;',
+      },
+    ],
+  },
 ];
 
 /** A mutant's patch does not apply to the sources (its search string is missing or ambiguous). */

@@ -560,7 +560,21 @@ export class SagaDriver {
       for (let tries = 0; current !== undefined && current.revision > 0 && current.record.outcome === undefined && tries < TAKEOVER_TRIES; tries++) {
         // Closed meanwhile: the saga stays with its journal, for the next coordinator.
         if (this.closed) return undefined;
-        const revision = await this.store.write({ ...current.record, owner: this.ownerId, updatedAt: this.clock.now() }, current.revision);
+        const claim: SagaRecord = { ...current.record, owner: this.ownerId, updatedAt: this.clock.now() };
+        let revision: number | undefined;
+        try {
+          revision = await this.store.write(claim, current.revision);
+        } catch (error) {
+          // The claim may have landed with its answer lost: the journal then names this
+          // coordinator, which no other takes a saga from while it beats. Read it back; when
+          // that cannot tell, the ownership watch looks at the saga again (strays).
+          const settled = await this.landed(claim, current.revision);
+          if (settled === 'retry') {
+            this.stranded.add(sagaId);
+            throw error;
+          }
+          revision = settled;
+        }
         if (this.closed) return undefined;
         if (revision !== undefined) return this.restore(def, current.record, revision);
         await this.sleep(TAKEOVER_PAUSE_MS * (tries + 1));

@@ -377,6 +377,13 @@ export interface SimulationScenario {
   readonly resolve?: number;
   /** The operator's own choice tape (which parked sagas it resolves, its fence timeouts and waits); it never heals. Default empty: no resolve. */
   readonly operatorTape?: readonly number[];
+  /**
+   * How long a coordinator's heartbeat goes unchanged before another coordinator takes its
+   * sagas over, in ms (at least 40). Shorter than the fault window, a crashed coordinator's
+   * sagas are recovered while the faults still go on: their steps' requests are sent again
+   * to hosts that may be down, refusing or slow. Default 1_000.
+   */
+  readonly coordinatorLeaseMs?: number;
 }
 
 /** A property of the guarantee that a simulated run broke. */
@@ -401,7 +408,7 @@ export interface SimulationResult {
 const HORIZON_MS = 60_000;
 /** The lease of simulated hosts: a slow `do` runs for several of them. */
 const SIM_LEASE_MS = 200;
-/** How long a crashed coordinator's heartbeat goes unchanged before its sagas are taken over. */
+/** How long a crashed coordinator's heartbeat goes unchanged before its sagas are taken over, unless the scenario says. */
 const SIM_COORDINATOR_LEASE_MS = 1_000;
 /** How long the world runs on after the last check, so that every message and `do` still under way lands. */
 const SETTLE_MS = 2_000;
@@ -485,6 +492,23 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const arrivals = new Map<string, number[]>();
   /** Ledger positions of applies made by a `do` whose host was cut off while it ran (its claim lapsed). */
   const lapsedApplies = new Set<number>();
+  /**
+   * Late effects a host still owes an undo of: its `do` applied after it was cut off from
+   * the store, and the key was meanwhile taken over and undone or refused. docs/guarantees.md
+   * assumes such a host "lives long enough to undo its late effect" (or honours
+   * `ctx.signal`, which the simulated `do`s do not): a crash of the host (or an outage of
+   * every host) waits until it has undone them.
+   */
+  const owedUndos: { slot: number; key: string; worker: string; idem: string }[] = [];
+  /** When each host's writes of a key to the dedup store failed, by `<slot>|<key>`: a failed renewal lets a running claim lapse, as a cut does. */
+  const failedWrites = new Map<string, number[]>();
+  const owes = (slot: number): boolean =>
+    owedUndos.some((o) => {
+      if (o.slot !== slot || !ledger.active(o.key)) return false;
+      // Still the host's to undo while its key's record says the effect was undone or refused.
+      const state = (shared.read(o.worker, o.idem) as VersionedKeyRecord).record?.state;
+      return state === 'compensating' || state === 'undoPending' || state === 'compensated';
+    });
   const served: (Served[] | undefined)[] = Array.from({ length: slots }, () => undefined);
   let gens = 0;
   /** Stuck `do`s still running: the world is not healed before they end. */
@@ -502,6 +526,8 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     const failsNow = (k: string): boolean => {
       if (faults.storeFail <= 0 || !chooser.chance(faults.storeFail)) return false;
       trace.push(`t=${clock.now()} host ${slot}: its write of ${k} to the dedup store fails`);
+      const at = `${slot}|${k}`;
+      failedWrites.set(at, [...(failedWrites.get(at) ?? []), clock.now()]);
       return true;
     };
     const storeDown = () => Promise.reject(new TransportError('TRANSPORT_ERROR', 'simulated dedup store: the write failed before it landed'));
@@ -551,10 +577,16 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
           // The claim this do runs under was made after the earliest request of its key this host is handling arrived.
           const started = Math.min(clock.now(), ...(arrivals.get(`${slot}|${key}`) ?? []));
           const apply = (how: string) => {
-            const lapsed = cuts[slot]?.some(([from, until]) => from <= clock.now() && until > started) === true;
-            if (lapsed) how += ', its host was cut off from the store while it ran: its claim may have lapsed';
+            const cutOff = cuts[slot]?.some(([from, until]) => from <= clock.now() && until > started) === true;
+            const renewalFailed = failedWrites.get(`${slot}|${ctx.idempotencyKey}`)?.some((t) => t >= started) === true;
+            const lapsed = cutOff || renewalFailed;
+            if (cutOff) how += ', its host was cut off from the store while it ran: its claim may have lapsed';
+            else if (renewalFailed) how += ', a write of its claim failed while it ran: its claim may have lapsed';
             trace.push(`t=${clock.now()} host ${slot} applies ${key} (do #${ctx.attempt}${how}, claim ${ctx.fencingToken})`);
-            if (lapsed) lapsedApplies.add(ledger.events.length);
+            if (lapsed) {
+              lapsedApplies.add(ledger.events.length);
+              owedUndos.push({ slot, key, worker: name, idem: ctx.idempotencyKey });
+            }
             ledger.apply(key);
           };
           if (early) apply(', before its host may die');
@@ -629,13 +661,15 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
 
   const random = () => (chooser.next() % 1000) / 1000;
   let coordinators = 0;
+  const coordinatorLeaseMs = scenario.coordinatorLeaseMs ?? SIM_COORDINATOR_LEASE_MS;
+  if (!Number.isFinite(coordinatorLeaseMs) || coordinatorLeaseMs < 40) throw new RangeError(`simulate: coordinatorLeaseMs must be a number of ms of at least 40, got ${String(scenario.coordinatorLeaseMs)}`);
   const newRuntime = () =>
-    createRuntime({ transport, store, dedup: shared, clock, random, sagas: [def], ownership: { id: `coordinator-${coordinators++}`, leaseMs: SIM_COORDINATOR_LEASE_MS } });
+    createRuntime({ transport, store, dedup: shared, clock, random, sagas: [def], ownership: { id: `coordinator-${coordinators++}`, leaseMs: coordinatorLeaseMs } });
   let runtime: Runtime = newRuntime();
 
   const n = scenario.sagas ?? 1;
   let ids = Array.from({ length: n }, (_, i) => `saga-${i}`);
-  type Crash = { at: number; what: 'host' | 'coordinator' | 'blackout'; slot: number; downMs: number };
+  type Crash = { at: number; what: 'host' | 'coordinator' | 'blackout'; slot: number; downMs: number; deferred?: boolean };
   const crashes: Crash[] = [];
   for (let i = 0; i < faults.hostCrashes; i++) crashes.push({ at: chooser.upTo(window), what: 'host', slot: chooser.upTo(slots - 1), downMs: chooser.upTo(300) });
   for (let i = 0; i < faults.coordinatorCrashes; i++) crashes.push({ at: chooser.upTo(window), what: 'coordinator', slot: 0, downMs: 0 });
@@ -752,7 +786,12 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     return outs.every((x) => x !== undefined) && transport.inFlight === 0 && operatorBusy === 0 && stuckDos === 0 && slowDos === 0;
   };
   const crashCoordinator = async () => {
-    await runtime.close();
+    // The coordinator stops at once; a call of it still under way (a journal read of a
+    // takeover) finishes on the clock, which goes on meanwhile.
+    let closed = false;
+    const closing = runtime.close().finally(() => (closed = true));
+    while (!closed) await clock.advance(5);
+    await closing;
     runtime = newRuntime();
     // Recovery reads and writes journals, which takes simulated time: it runs while the clock moves.
     void runtime.recover().catch((e: unknown) => {
@@ -772,6 +811,15 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
       const next = crashes[0];
       if (next !== undefined && next.at <= clock.now()) {
         crashes.shift();
+        // A host that owes the undo of a late effect lives until it has undone it.
+        const owing = next.what === 'host' ? (owes(next.slot) ? [next.slot] : []) : next.what === 'blackout' ? Array.from({ length: slots }, (_, s) => s).filter(owes) : [];
+        if (owing.length > 0) {
+          if (!next.deferred) trace.push(`t=${clock.now()} ${next.what === 'host' ? `worker host ${next.slot} crashes` : 'every worker host crashes'} once host${owing.length > 1 ? 's' : ''} ${owing.join(', ')} ha${owing.length > 1 ? 've' : 's'} undone a late effect`);
+          crashes.push({ ...next, at: clock.now() + 25, deferred: true });
+          crashes.sort((x, y) => x.at - y.at);
+          await clock.advance(25);
+          continue;
+        }
         if (next.what === 'host') {
           if (generation[next.slot] === -1) continue;
           trace.push(`t=${clock.now()} worker host ${next.slot} crashes, back in ${next.downMs} ms`);
