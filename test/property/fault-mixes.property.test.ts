@@ -15,40 +15,14 @@
  *   under the late `do`'s writes (the host must still undo the late effect itself).
  */
 import { expect, test } from 'vitest';
-import { checkSimulation } from './simulation-check.ts';
-import type { FaultMix } from './simulation-check.ts';
-import type { Shape } from './saga-shapes.ts';
+import { checkSimulation, FAULT_MIXES } from './simulation-check.ts';
 
 const DEEP = process.env.SCATTER_SAGA_DEEP === '1';
-const RUNS = DEEP ? 20_000 : 3_000;
+/** Mutation testing (vitest.mutate.config.ts) runs the first 1 000 runs of each seeded sequence: a mutant they kill, the full suite kills. */
+const RUNS = DEEP ? 20_000 : process.env.SCATTER_SAGA_MUTATE === '1' ? 1_000 : 3_000;
 const SEED = process.env.SCATTER_SAGA_SEED !== undefined ? Number(process.env.SCATTER_SAGA_SEED) : DEEP || process.env.SCATTER_SAGA_RANDOM === '1' ? undefined : 20_261_202;
 
-/** Every saga staged: join all, and each step after the one before it unless it names others. */
-const staged = (s: Shape): Shape => ({ ...s, join: 'all', after: s.after.map((a, i) => (i === 0 ? [] : a.length > 0 ? a : [i - 1])) });
-/** No retries: the first failure a step meets decides it. */
-const noRetries = (s: Shape): Shape => ({ ...s, retries: s.retries.map(() => 0) });
-
-const MIXES: Record<string, FaultMix> = {
-  'coordinators recover while the faults go on': {
-    max: { coordinatorCrashes: 3, blackouts: 2, duplicate: 20, noResponders: 30, requestTooLarge: 20, connectionLoss: 30 },
-    shape: staged,
-    shortCoordinatorLeases: true,
-  },
-  'claims lapse and keys are taken over while dos run': {
-    max: { duplicate: 60, doFail: 80 },
-    min: { duplicate: 40, doFail: 50, storeFail: 30 },
-    shape: noRetries,
-    // Every step waits longer than a host's lease for its answer: the answer of a takeover reaches the saga.
-    pace: (p, s) => ({ ...p, timeouts: p.timeouts.map((t, i) => t || 300 + 4 * (s.timeouts[i % s.timeouts.length] ?? 100)) }),
-  },
-  'hosts are cut off from the store while their dos run': {
-    max: {},
-    min: { slow: 40, storeFail: 50 },
-    shape: noRetries,
-  },
-};
-
-for (const [name, mix] of Object.entries(MIXES)) {
+for (const [name, mix] of Object.entries(FAULT_MIXES)) {
   test(`the runtime keeps the guarantee when ${name} (${RUNS} simulated runs)`, async () => {
     const t0 = performance.now();
     const r = await checkSimulation(mix, { numRuns: RUNS, seed: SEED, timeLimitMs: DEEP ? 3_300_000 : 240_000 });

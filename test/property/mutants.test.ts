@@ -1,18 +1,17 @@
 /**
  * Mutants the simulation must catch: each row plants one bug in the runtime (by replacing
  * one export of its module) and runs the simulation property of
- * simulation.property.test.ts, with its seed and arbitraries, until the first violation.
- * The row passes when a run breaks the property the bug is about. Without the mutants
- * the same runs hold (simulation.property.test.ts), so each failure here is the bug's.
+ * simulation.property.test.ts or fault-mixes.property.test.ts, with its mix, seed and
+ * arbitraries, until the first violation. The row passes when a run breaks the property
+ * the bug is about. Without the mutants the same runs hold (those two files), so each
+ * failure here is the bug's.
  */
-import fc from 'fast-check';
 import { fromCallback } from 'xstate';
 import { afterEach, expect, test, vi } from 'vitest';
 import type { WorkerActorEvent, WorkerActorInput } from '../../src/actors/worker-actor.ts';
 import type { SagaEvent } from '../../src/machines/saga-logic.ts';
-import { simulate } from '../../src/testing/simulation.ts';
-import { faultProfileArbitrary, tapeArbitrary } from '../../src/testing/verify.ts';
-import { operatorArb, paceArb, sagaOf, shapeArb } from './saga-shapes.ts';
+import { BROAD_MIX, checkSimulation, FAULT_MIXES } from './simulation-check.ts';
+import type { FaultMix } from './simulation-check.ts';
 
 type Mutant =
   | 'transport-timeout-is-a-clean-failure'
@@ -22,7 +21,8 @@ type Mutant =
   | 'resolve-skips-the-fences'
   | 'retry-forgets-an-attempt-in-doubt'
   | 'expired-do-claim-not-marked-interrupted'
-  | 'uncertain-key-acknowledges-compensate-without-undo';
+  | 'uncertain-key-acknowledges-compensate-without-undo'
+  | 'store-failure-after-a-late-do-forgets-the-effect';
 const planted: { mutant: Mutant | undefined } = vi.hoisted(() => ({ mutant: undefined }));
 
 vi.mock('../../src/actors/worker-actor.ts', async (importOriginal) => {
@@ -101,11 +101,22 @@ vi.mock('../../src/machines/key-machine.ts', async (importOriginal) => {
 
 vi.mock('../../src/machines/host-protocol.ts', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../src/machines/host-protocol.ts')>();
-  /** The real protocol, except that a compensate reading a `doing` key under a live claim decides as if that claim had expired, instead of waiting for it. */
-  const stepRequest: typeof real.stepRequest = (setup, state, ev) =>
-    planted.mutant === 'compensate-takes-over-a-running-do' && state.phase === 'deciding' && ev.type === 'READ' && ev.live && setup.req.op === 'compensate' && ev.record?.state === 'doing'
-      ? real.stepRequest(setup, state, { ...ev, live: false })
-      : real.stepRequest(setup, state, ev);
+  /**
+   * The real protocol, except that a compensate reading a `doing` key under a live claim
+   * decides as if that claim had expired, instead of waiting for it; or that a do that
+   * applied and whose outcome the store failed to take answers OUTCOME_UNKNOWN and forgets
+   * the effect, instead of reading its key until it can tell whether to undo it itself.
+   */
+  const stepRequest: typeof real.stepRequest = (setup, state, ev) => {
+    if (planted.mutant === 'compensate-takes-over-a-running-do' && state.phase === 'deciding' && ev.type === 'READ' && ev.live && setup.req.op === 'compensate' && ev.record?.state === 'doing') {
+      return real.stepRequest(setup, state, { ...ev, live: false });
+    }
+    if (planted.mutant === 'store-failure-after-a-late-do-forgets-the-effect' && state.phase === 'completing' && ev.type === 'STORE_FAILED' && state.claim.selfUndo === 0 && state.outcome.event.type === 'DO.OK') {
+      const unknown = real.replies.outcomeUnknown(setup.req, `the dedup store failed: ${ev.error.message}`);
+      return { state: { phase: 'done' }, commands: [{ type: 'release', owner: state.claim.owner }, ...(state.answered ? [] : [{ type: 'reply' as const, reply: unknown }])] };
+    }
+    return real.stepRequest(setup, state, ev);
+  };
   return { ...real, stepRequest };
 });
 
@@ -129,48 +140,44 @@ afterEach(() => {
   planted.mutant = undefined;
 });
 
-/** The first violations the simulation property finds with `mutant` planted, or undefined when all runs hold. */
-async function firstViolations(mutant: Mutant): Promise<{ properties: string[]; run: number } | undefined> {
+const BROAD_SEED = 20_261_122;
+const MIXES_SEED = 20_261_202;
+
+/** The first violations the simulation property finds with `mutant` planted, under `mix`, or undefined when all runs hold. */
+async function firstViolations(mutant: Mutant, mix: FaultMix, seed: number, numRuns: number): Promise<{ properties: readonly string[]; run: number } | undefined> {
   planted.mutant = mutant;
-  let found: string[] = [];
-  let run = 0;
-  const property = fc.asyncProperty(shapeArb, faultProfileArbitrary({ duplicate: 20, coordinatorCrashes: 2 }), tapeArbitrary, fc.integer({ min: 1, max: 2 }), operatorArb, paceArb, async (shape, faults, tape, sagas, operator, pace) => {
-    run++;
-    const r = await simulate(sagaOf(shape, pace), { tape, faults: { ...faults, stuck: operator.stuck, slow: Math.max(faults.slow ?? 0, pace.lapse), storeFail: pace.storeFail }, sagas, faultWindowMs: 800, resolve: operator.resolve, operatorTape: operator.tape });
-    if (r.violations.length === 0) return true;
-    found = [...new Set(r.violations.map((v) => v.property))];
-    return false;
-  });
-  const details = await fc.check(property, { numRuns: 2_000, seed: 20_261_122, endOnFailure: true });
-  return details.failed ? { properties: found, run } : undefined;
+  const r = await checkSimulation(mix, { numRuns, seed, timeLimitMs: 240_000, endOnFailure: true });
+  return r.failed ? { properties: r.violated, run: r.runs } : undefined;
 }
 
-const DEEP = process.env.SCATTER_SAGA_DEEP === '1';
-const DEEP_ROWS = [
-  // A do applied but its outcome could not be written; its claim lapses, another request takes the key over without marking it interrupted, and the failing re-run proves "nothing applied".
-  { mutant: 'expired-do-claim-not-marked-interrupted' as const, breaks: ['compensated-has-no-effect', 'compensation-failed-lists-every-effect', 'committed-has-each-kept-effect-once', 'acknowledged-undo-stays-undone'] },
-  // The same run: the key left uncertain by the failing re-run answers the compensate ok without undoing the first run's effect.
-  { mutant: 'uncertain-key-acknowledges-compensate-without-undo' as const, breaks: ['compensated-has-no-effect', 'compensation-failed-lists-every-effect', 'committed-has-each-kept-effect-once', 'acknowledged-undo-stays-undone'] },
-];
+const LEAKS = ['compensated-has-no-effect', 'compensation-failed-lists-every-effect', 'committed-has-each-kept-effect-once', 'acknowledged-undo-stays-undone'];
+const LAPSE = 'claims lapse and keys are taken over while dos run';
+const CUT = 'hosts are cut off from the store while their dos run';
 
 test.each([
   // A `do` whose transport gave up may have reached a host: counted as a clean failure, its effect is never undone.
-  { mutant: 'transport-timeout-is-a-clean-failure' as const, breaks: ['compensated-has-no-effect', 'compensation-failed-lists-every-effect', 'committed-has-each-kept-effect-once'] },
+  { mutant: 'transport-timeout-is-a-clean-failure' as const, mix: 'broad', breaks: ['compensated-has-no-effect', 'compensation-failed-lists-every-effect', 'committed-has-each-kept-effect-once'] },
   // Compensations started without waiting for the steps that ran after them.
-  { mutant: 'undo-ignores-dependency-order' as const, breaks: ['undo-in-dependency-order'] },
+  { mutant: 'undo-ignores-dependency-order' as const, mix: 'broad', breaks: ['undo-in-dependency-order'] },
   // A compensate that meets a running do takes the key over and answers ok; the do then applies (and its host undoes it again).
-  { mutant: 'compensate-takes-over-a-running-do' as const, breaks: ['acknowledged-undo-stays-undone'] },
+  { mutant: 'compensate-takes-over-a-running-do' as const, mix: 'broad', breaks: ['acknowledged-undo-stays-undone'] },
   // A resolve takes a fence that found a do applied as handled although the step was in doubt: the do may have applied after the operator looked.
-  { mutant: 'resolve-trusts-an-applied-fence-in-doubt' as const, breaks: ['resolved-effect-stays-handled', 'compensated-has-no-effect'] },
+  { mutant: 'resolve-trusts-an-applied-fence-in-doubt' as const, mix: 'broad', breaks: ['resolved-effect-stays-handled', 'compensated-has-no-effect'] },
   // A resolve fences nothing: a do still running when the operator looked applies after the saga reported compensated.
-  { mutant: 'resolve-skips-the-fences' as const, breaks: ['resolved-effect-stays-handled', 'compensated-has-no-effect'] },
+  { mutant: 'resolve-skips-the-fences' as const, mix: 'broad', breaks: ['resolved-effect-stays-handled', 'compensated-has-no-effect'] },
   // A retried attempt whose failure proves nothing (OUTCOME_UNKNOWN: its do applied, its outcome could not be written) leaves the step untainted; the saga settles during the backoff and abandons the step as failed.
-  { mutant: 'retry-forgets-an-attempt-in-doubt' as const, breaks: ['compensated-has-no-effect', 'compensation-failed-lists-every-effect', 'committed-has-each-kept-effect-once'] },
-  // Found only at run 1815 of the 2000 (about 20 s each): checked with SCATTER_SAGA_DEEP=1 only, so the normal suite stays fast.
-  ...(DEEP ? DEEP_ROWS : []),
-])('the simulation catches the mutant $mutant', async ({ mutant, breaks }) => {
-  const found = await firstViolations(mutant);
-  console.log(`[mutants] ${mutant}: ${found === undefined ? 'not caught' : `caught at run ${found.run}: ${found.properties.join(', ')}`}`);
-  expect(found, `${mutant} survived 2000 simulated runs`).toBeDefined();
+  { mutant: 'retry-forgets-an-attempt-in-doubt' as const, mix: 'broad', breaks: ['compensated-has-no-effect', 'compensation-failed-lists-every-effect', 'committed-has-each-kept-effect-once'] },
+  // A do applied but its outcome could not be written; a copy of the request takes the key over without marking it interrupted, and the failing re-run proves "nothing applied".
+  { mutant: 'expired-do-claim-not-marked-interrupted' as const, mix: LAPSE, breaks: LEAKS },
+  // The same runs: the key left uncertain by the failing re-run answers the compensate ok without undoing the first run's effect.
+  { mutant: 'uncertain-key-acknowledges-compensate-without-undo' as const, mix: LAPSE, breaks: LEAKS },
+  // A host cut off from the store while its do ran: the key is undone by another host, the do applies late, the store fails under its outcome, and the host forgets the late effect.
+  { mutant: 'store-failure-after-a-late-do-forgets-the-effect' as const, mix: CUT, breaks: LEAKS },
+])('the simulation catches the mutant $mutant ($mix mix)', async ({ mutant, mix, breaks }) => {
+  const broad = mix === 'broad';
+  const runs = broad ? 2_000 : 3_000;
+  const found = await firstViolations(mutant, broad ? BROAD_MIX : FAULT_MIXES[mix as keyof typeof FAULT_MIXES], broad ? BROAD_SEED : MIXES_SEED, runs);
+  console.log(`[mutants] ${mutant} (${mix} mix): ${found === undefined ? 'not caught' : `caught at run ${found.run}: ${found.properties.join(', ')}`}`);
+  expect(found, `${mutant} survived ${runs} simulated runs of the ${mix} mix`).toBeDefined();
   expect(found?.properties.some((p) => breaks.includes(p)), `${mutant} broke ${found?.properties.join(', ')}`).toBe(true);
 });

@@ -36,6 +36,8 @@ export interface SimulationCheck {
   readonly path: string | undefined;
   /** The violations of the failing run, the shape, the faults and the run's trace. */
   readonly explanation: string;
+  /** The properties the failing run broke (the first failing run when `endOnFailure`). */
+  readonly violated: readonly string[];
   readonly outcomes: { committed: number; compensated: number; 'compensation-failed': number; parkedThenRetried: number; resolvedByOperator: number; reviews: number };
 }
 
@@ -44,8 +46,9 @@ export interface SimulationCheck {
  * same runs; SCATTER_SAGA_END_ON_FAILURE=1 reports the first failing run unshrunk;
  * SCATTER_SAGA_PATH replays one run.
  */
-export async function checkSimulation(mix: FaultMix, options: { numRuns: number; seed: number | undefined; timeLimitMs: number }): Promise<SimulationCheck> {
+export async function checkSimulation(mix: FaultMix, options: { numRuns: number; seed: number | undefined; timeLimitMs: number; endOnFailure?: boolean }): Promise<SimulationCheck> {
   let runs = 0;
+  let violated: string[] = [];
   const outcomes = { committed: 0, compensated: 0, 'compensation-failed': 0, parkedThenRetried: 0, resolvedByOperator: 0, reviews: 0 };
   let explanation = '';
   const leaseArb = mix.shortCoordinatorLeases ? fc.oneof(fc.constant(1_000), fc.integer({ min: 100, max: 600 }), fc.integer({ min: 100, max: 600 })) : fc.constant(undefined);
@@ -64,6 +67,7 @@ export async function checkSimulation(mix: FaultMix, options: { numRuns: number;
     outcomes.resolvedByOperator += r.resolved;
     outcomes.reviews += r.reviews;
     if (r.violations.length > 0) {
+      violated = [...new Set(r.violations.map((v) => v.property))];
       explanation = [
         ...r.violations.map((v) => `${v.property}: ${v.message}`),
         `shape: ${JSON.stringify(shape)}`,
@@ -83,9 +87,38 @@ export async function checkSimulation(mix: FaultMix, options: { numRuns: number;
     // a run that has not finished by then fails too.
     interruptAfterTimeLimit: options.timeLimitMs,
     markInterruptAsFailure: true,
-    endOnFailure: process.env.SCATTER_SAGA_END_ON_FAILURE === '1',
+    endOnFailure: options.endOnFailure === true || process.env.SCATTER_SAGA_END_ON_FAILURE === '1',
     ...(options.seed !== undefined ? { seed: options.seed } : {}),
     ...(process.env.SCATTER_SAGA_PATH !== undefined ? { path: process.env.SCATTER_SAGA_PATH } : {}),
   });
-  return { runs, failed: details.failed, seed: details.seed, path: details.counterexamplePath ?? undefined, explanation, outcomes };
+  return { runs, failed: details.failed, seed: details.seed, path: details.counterexamplePath ?? undefined, explanation, violated, outcomes };
 }
+
+/** The broad mix of simulation.property.test.ts: every fault on, at a low rate. */
+export const BROAD_MIX: FaultMix = { max: { duplicate: 20, coordinatorCrashes: 2 } };
+
+/** Every saga staged: join all, and each step after the one before it unless it names others. */
+const staged = (s: Shape): Shape => ({ ...s, join: 'all', after: s.after.map((a, i) => (i === 0 ? [] : a.length > 0 ? a : [i - 1])) });
+/** No retries: the first failure a step meets decides it. */
+const noRetries = (s: Shape): Shape => ({ ...s, retries: s.retries.map(() => 0) });
+
+/** The narrow mixes of fault-mixes.property.test.ts, by what each makes common. */
+export const FAULT_MIXES = {
+  'coordinators recover while the faults go on': {
+    max: { coordinatorCrashes: 3, blackouts: 2, duplicate: 20, noResponders: 30, requestTooLarge: 20, connectionLoss: 30 },
+    shape: staged,
+    shortCoordinatorLeases: true,
+  },
+  'claims lapse and keys are taken over while dos run': {
+    max: { duplicate: 60, doFail: 80 },
+    min: { duplicate: 40, doFail: 50, storeFail: 30 },
+    shape: noRetries,
+    // Every step waits longer than a host's lease for its answer: the answer of a takeover reaches the saga.
+    pace: (p, s) => ({ ...p, timeouts: p.timeouts.map((t, i) => t || 300 + 4 * (s.timeouts[i % s.timeouts.length] ?? 100)) }),
+  },
+  'hosts are cut off from the store while their dos run': {
+    max: {},
+    min: { slow: 40, storeFail: 50 },
+    shape: noRetries,
+  },
+} satisfies Record<string, FaultMix>;

@@ -7,10 +7,11 @@
  * faults of the run; rerun with `seed` and `path` to replay it.
  */
 import { expect, test } from 'vitest';
-import { checkSimulation } from './simulation-check.ts';
+import { BROAD_MIX, checkSimulation } from './simulation-check.ts';
 
 const DEEP = process.env.SCATTER_SAGA_DEEP === '1';
-const RUNS = DEEP ? 20_000 : 2_000;
+/** Mutation testing (vitest.mutate.config.ts) runs the first 500 runs of the same seeded sequence: a mutant they kill, the full suite kills. */
+const RUNS = DEEP ? 20_000 : process.env.SCATTER_SAGA_MUTATE === '1' ? 500 : 2_000;
 /**
  * The default suite replays the same runs every time (a fixed seed), so CI is
  * deterministic; `npm run verify:deep` and SCATTER_SAGA_RANDOM=1 explore new seeds.
@@ -19,7 +20,7 @@ const SEED = process.env.SCATTER_SAGA_SEED !== undefined ? Number(process.env.SC
 
 test(`the runtime keeps the guarantee under faults (${RUNS} simulated runs)`, async () => {
   const t0 = performance.now();
-  const r = await checkSimulation({ max: { duplicate: 20, coordinatorCrashes: 2 } }, { numRuns: RUNS, seed: SEED, timeLimitMs: DEEP ? 3_300_000 : 240_000 });
+  const r = await checkSimulation(BROAD_MIX, { numRuns: RUNS, seed: SEED, timeLimitMs: DEEP ? 3_300_000 : 240_000 });
   console.log(`[property] ${r.runs} simulated runs (${RUNS} planned) in ${Math.round(performance.now() - t0)} ms; outcomes ${JSON.stringify(r.outcomes)}`);
   if (r.failed) {
     console.log(`[property] FAILED: seed ${r.seed}, path ${r.path}\n${r.explanation}\nreplay: SCATTER_SAGA_SEED=${r.seed} SCATTER_SAGA_PATH=${r.path} npx vitest run test/property`);
