@@ -243,7 +243,7 @@ function unanswered(t: Transition, answered: true | undefined): Transition {
 }
 
 /**
- * The store failed under the outcome of a \`do\` that applied (its write, or the read of a
+ * The store failed under the outcome of a `do` that applied (its write, or the read of a
  * recheck): whether the key is still this claim's is unknown. Another host may have taken
  * it over and undone or refused it, and then nobody but this host knows of the effect. The
  * request is answered OUTCOME_UNKNOWN at once (in doubt: the saga compensates), and the

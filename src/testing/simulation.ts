@@ -22,7 +22,7 @@
  * what the systems of record did afterwards, and each resolve against what applied after
  * the operator looked.
  */
-import { ResolveError, SagaError, TerminalError, TransportError } from '../errors.ts';
+import { InvalidOptionError, ResolveError, SagaError, TerminalError, TransportError } from '../errors.ts';
 import { createWorkerHost } from '../actors/worker-host.ts';
 import { defineWorker } from '../define.ts';
 import { createRuntime } from '../runtime.ts';
@@ -421,6 +421,8 @@ const OPERATOR_CALLS = 6;
 
 /** Runs `def` on the real runtime in a simulated world and checks the ledger against the outcomes. */
 export async function simulate(def: SagaDefinition, scenario: SimulationScenario): Promise<SimulationResult> {
+  const coordinatorLeaseMs = scenario.coordinatorLeaseMs ?? SIM_COORDINATOR_LEASE_MS;
+  if (typeof coordinatorLeaseMs !== 'number' || !Number.isFinite(coordinatorLeaseMs) || coordinatorLeaseMs < 40) throw new InvalidOptionError('coordinatorLeaseMs', `must be a number of milliseconds >= 40, got ${String(scenario.coordinatorLeaseMs)}`);
   const trace: string[] = [];
   const violations: SimulationViolation[] = [];
   const clock = createManualClock(0);
@@ -661,8 +663,6 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
 
   const random = () => (chooser.next() % 1000) / 1000;
   let coordinators = 0;
-  const coordinatorLeaseMs = scenario.coordinatorLeaseMs ?? SIM_COORDINATOR_LEASE_MS;
-  if (!Number.isFinite(coordinatorLeaseMs) || coordinatorLeaseMs < 40) throw new RangeError(`simulate: coordinatorLeaseMs must be a number of ms of at least 40, got ${String(scenario.coordinatorLeaseMs)}`);
   const newRuntime = () =>
     createRuntime({ transport, store, dedup: shared, clock, random, sagas: [def], ownership: { id: `coordinator-${coordinators++}`, leaseMs: coordinatorLeaseMs } });
   let runtime: Runtime = newRuntime();

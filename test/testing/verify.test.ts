@@ -221,6 +221,14 @@ describe('model check and simulation primitives', () => {
     expect(r.outcomes.map((o) => o?.status)).toEqual(['committed', 'committed']);
   });
 
+  test('simulate refuses a coordinator lease that is not a number of at least 40 ms, before running anything', async () => {
+    for (const bad of [10, Number.NaN, '500' as unknown as number]) {
+      await expect(simulate(saga, { tape: [], faults: NO_FAULTS, coordinatorLeaseMs: bad })).rejects.toMatchObject({ code: 'OPTION_INVALID', option: 'coordinatorLeaseMs' });
+    }
+    const r = await simulate(saga, { tape: [], faults: NO_FAULTS, coordinatorLeaseMs: 100 });
+    expect(r.outcomes.map((o) => o?.status)).toEqual(['committed']);
+  });
+
   test('the manual clock is re-exported', async () => {
     const clock = createManualClock(10);
     let fired = 0;
