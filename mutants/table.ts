@@ -178,8 +178,8 @@ export const MUTANTS: readonly Mutant[] = [
     edits: [
       {
         file: 'src/machines/host-protocol.ts',
-        search: "if (state.claim.selfUndo === 0 && state.outcome.event.type === 'DO.OK') return recheckLater(state.claim, state.outcome, 1, state.answered, unknown, ev.now);",
-        replace: '',
+        search: "if (outcome.event.type !== 'DO.OK' || claim.selfUndo > 0) return unanswered(done(unknown,",
+        replace: 'return unanswered(done(unknown,',
       },
     ],
   },

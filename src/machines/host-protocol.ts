@@ -243,21 +243,35 @@ function unanswered(t: Transition, answered: true | undefined): Transition {
 }
 
 /**
- * The store failed under the outcome of a `do` that applied (its write, or the read of a
- * recheck): whether the key is still this claim's is unknown. Another host may have taken
+ * The store failed under an outcome (its write, or the read of a recheck). A failure or an
+ * undo has no effect to look after: the answer is OUTCOME_UNKNOWN, and the request ends.
+ * A `do` that applied is another matter: whether the key is still this claim's is unknown. Another host may have taken
  * it over and undone or refused it, and then nobody but this host knows of the effect. The
  * request is answered OUTCOME_UNKNOWN at once (in doubt: the saga compensates), and the
  * host keeps reading the key, with backoff, until it can tell: still its own, it records
  * the outcome; taken over, it undoes the effect itself when it must (recheck).
  */
-function recheckLater(claim: Claim, outcome: RunOutcome, failures: number, answered: true | undefined, reply: WorkerReply, now: number): Transition {
+function storeFailedUnder(setup: RequestSetup, claim: Claim, outcome: RunOutcome, failures: number, answered: true | undefined, ev: Extract<HostEvent, { type: 'STORE_FAILED' }>): Transition {
+  const unknown = replies.outcomeUnknown(setup.req, `the dedup store failed: ${ev.error.message}`);
+  if (outcome.event.type !== 'DO.OK' || claim.selfUndo > 0) return unanswered(done(unknown, { type: 'release', owner: claim.owner }), answered);
   return {
     state: { phase: 'rechecking', claim, outcome, answered: true, failures },
     commands: [
       { type: 'release', owner: claim.owner },
-      ...(answered ? [] : [{ type: 'reply' as const, reply }]),
-      { type: 'wait', until: now + selfUndoBackoff(failures - 1), owner: undefined },
+      ...(answered ? [] : [{ type: 'reply' as const, reply: unknown }]),
+      { type: 'wait', until: ev.now + selfUndoBackoff(failures - 1), owner: undefined },
     ],
+  };
+}
+
+/** This host's own undo ended and was written, or the store failed under it: done when it undid the effect, else tried again after a pause. */
+function ownUndoEnded(claim: Claim, outcome: RunOutcome, now: number): Transition {
+  const release = { type: 'release' as const, owner: claim.owner };
+  if (outcome.event.type === 'COMPENSATION.OK') return { state: { phase: 'done' }, commands: [release] };
+  const failures = claim.selfUndo;
+  return {
+    state: { phase: 'undoing', owner: claim.owner, result: claim.record.result, failures, writing: undefined },
+    commands: [release, { type: 'wait', until: now + selfUndoBackoff(failures), owner: undefined }],
   };
 }
 
@@ -364,44 +378,16 @@ export function stepRequest(setup: RequestSetup, state: RequestState, ev: HostEv
       }
       break;
     case 'completing':
-      if (ev.type === 'WRITTEN') {
-        const release = { type: 'release' as const, owner: state.claim.owner };
-        if (state.claim.selfUndo > 0) {
-          if (state.outcome.event.type === 'COMPENSATION.OK') return { state: { phase: 'done' }, commands: [release] };
-          // Nobody else will ask for this undo: try again after a pause.
-          const failures = state.claim.selfUndo;
-          return {
-            state: { phase: 'undoing', owner: state.claim.owner, result: state.claim.record.result, failures, writing: undefined },
-            commands: [release, { type: 'wait', until: ev.now + selfUndoBackoff(failures), owner: undefined }],
-          };
-        }
-        return unanswered(done(completionReply(setup, state.claim, state.outcome, state.record), release), state.answered);
-      }
+      // This host's own undo (answered already), written or not: nobody else will ask for it.
+      if ((ev.type === 'WRITTEN' || ev.type === 'STORE_FAILED') && state.claim.selfUndo > 0) return ownUndoEnded(state.claim, state.outcome, ev.now);
+      if (ev.type === 'WRITTEN') return unanswered(done(completionReply(setup, state.claim, state.outcome, state.record), { type: 'release', owner: state.claim.owner }), state.answered);
       if (ev.type === 'CONFLICT') return { state: { phase: 'rechecking', claim: state.claim, outcome: state.outcome, ...(state.answered ? { answered: state.answered } : {}) }, commands: [{ type: 'read' }] };
-      if (ev.type === 'STORE_FAILED') {
-        const unknown = replies.outcomeUnknown(req, `the dedup store failed: ${ev.error.message}`);
-        if (state.claim.selfUndo > 0) {
-          // This host's own undo (answered already): done when it undid the effect; failed and
-          // not recorded, it is tried again, as nobody else will ask for it.
-          if (state.outcome.event.type === 'COMPENSATION.OK') return { state: { phase: 'done' }, commands: [{ type: 'release', owner: state.claim.owner }] };
-          const failures = state.claim.selfUndo;
-          return {
-            state: { phase: 'undoing', owner: state.claim.owner, result: state.claim.record.result, failures, writing: undefined },
-            commands: [{ type: 'release', owner: state.claim.owner }, { type: 'wait', until: ev.now + selfUndoBackoff(failures), owner: undefined }],
-          };
-        }
-        if (state.claim.selfUndo === 0 && state.outcome.event.type === 'DO.OK') return recheckLater(state.claim, state.outcome, 1, state.answered, unknown, ev.now);
-        return unanswered(done(unknown, { type: 'release', owner: state.claim.owner }), state.answered);
-      }
+      if (ev.type === 'STORE_FAILED') return storeFailedUnder(setup, state.claim, state.outcome, 1, state.answered, ev);
       break;
     case 'rechecking':
       if (ev.type === 'READ') return recheck(setup, state.claim, state.outcome, ev, state.answered);
       if (ev.type === 'WAITED') return { state, commands: [{ type: 'read' }] };
-      if (ev.type === 'STORE_FAILED') {
-        const unknown = replies.outcomeUnknown(req, `the dedup store failed: ${ev.error.message}`);
-        if (state.claim.selfUndo === 0 && state.outcome.event.type === 'DO.OK') return recheckLater(state.claim, state.outcome, (state.failures ?? 0) + 1, state.answered, unknown, ev.now);
-        return unanswered(done(unknown, { type: 'release', owner: state.claim.owner }), state.answered);
-      }
+      if (ev.type === 'STORE_FAILED') return storeFailedUnder(setup, state.claim, state.outcome, (state.failures ?? 0) + 1, state.answered, ev);
       break;
     case 'undoing':
       if (ev.type === 'READ') return undo(setup, state, ev);

@@ -511,13 +511,13 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
    * A store call of a host fails (STORE_FAILED); `lands`: a write that landed all the same.
    * A claim of the request left in the store that nothing runs under any more is abandoned.
    */
-  const storeFails = (w: World, pi: number, keep: readonly HostCommand[], label: string, lands: boolean, write?: Extract<HostCommand, { type: 'write' }>): Edge<World> => {
+  const storeFails = (w: World, pi: number, keep: readonly HostCommand[], now: number, label: string, lands: boolean, write?: Extract<HostCommand, { type: 'write' }>): Edge<World> => {
     const n = clone(w);
     const bad: [string, string][] = [];
     n.budget.storeFailures--;
     if (lands && write !== undefined) n.store = { record: write.record, revision: n.store.revision + 1 };
     const proc = n.procs[pi] as Proc;
-    hostEvent(n, proc, { type: 'STORE_FAILED', error: { code: 'TRANSPORT_ERROR', message: 'the dedup store failed', retryable: true }, now: proc.late ? REQ_DEADLINE + 1 : 0 }, keep, bad);
+    hostEvent(n, proc, { type: 'STORE_FAILED', error: { code: 'TRANSPORT_ERROR', message: 'the dedup store failed', retryable: true }, now }, keep, bad);
     const rec = n.store.record;
     const owner = rec?.owner;
     if (owner !== undefined && (rec?.state === 'doing' || rec?.state === 'compensating') && !n.abandoned.includes(owner)) {
@@ -669,7 +669,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           const live = rec !== undefined && rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(n, rec.owner) && !expired && !n.abandoned.includes(rec.owner);
           hostEvent(n, at(n), { type: 'READ', record: rec, revision: n.store.revision, live, now }, keep, bad);
           out.push({ label: `${who} reads ${rec?.state ?? 'nothing'}`, next: n, bad });
-          if (w.budget.storeFailures > 0) out.push(storeFails(w, pi, keep, `${who}: its read fails`, false));
+          if (w.budget.storeFailures > 0) out.push(storeFails(w, pi, keep, now, `${who}: its read fails`, false));
         } else if (cmd.type === 'write') {
           const n = clone(w);
           const bad: [string, string][] = [];
@@ -682,8 +682,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
             out.push({ label: `${who} loses its write of ${cmd.record.state}`, next: n, bad });
           }
           if (w.budget.storeFailures > 0) {
-            out.push(storeFails(w, pi, keep, `${who}: its write of ${cmd.record.state} fails before it lands`, false));
-            if (w.store.revision === cmd.revision) out.push(storeFails(w, pi, keep, `${who}: its write of ${cmd.record.state} lands, its answer is lost`, true, cmd));
+            out.push(storeFails(w, pi, keep, now, `${who}: its write of ${cmd.record.state} fails before it lands`, false));
+            if (w.store.revision === cmd.revision) out.push(storeFails(w, pi, keep, now, `${who}: its write of ${cmd.record.state} lands, its answer is lost`, true, cmd));
           }
         } else if (cmd.type === 'wait') {
           const n = clone(w);
