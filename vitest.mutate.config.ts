@@ -11,6 +11,8 @@ export default defineConfig({
     exclude: ['node_modules/**', 'test/property/mutants.test.ts'],
     // The property files run the first runs of their seeded sequences only (see docs/testing.md).
     env: { SCATTER_SAGA_MUTATE: '1' },
+    // Hands StrykerJS its per-test coverage under vitest 4 (see the file).
+    setupFiles: ['test/helpers/stryker-coverage.ts'],
     testTimeout: 300_000,
     hookTimeout: 60_000,
     typecheck: { enabled: false },

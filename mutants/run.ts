@@ -10,17 +10,14 @@
  * writes the results as JSON with --json, and exits 1 unless every suite caught every
  * mutant.
  */
-import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { MutantsArgumentError, parseArgs, USAGE } from './args.ts';
 import type { MutantsOptions, Suite } from './args.ts';
+import { command, copyRepo, current, env, ROOT, run } from './scratch.ts';
 import { applyMutant, checkTable, MUTANTS, MutantPatchError, patchedFiles } from './table.ts';
 import type { Mutant } from './table.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const LOGS = join(ROOT, 'reports', 'mutants');
 
 export type Verdict = 'caught' | 'missed' | 'error';
@@ -46,69 +43,6 @@ interface VitestJson {
   numTotalTests: number;
   testResults: { name: string; status: string; message?: string; assertionResults: { fullName: string; status: string; failureMessages: string[] }[] }[];
 }
-
-/** The command running now (its process group) and the scratch copy in use: ended and removed if this process is interrupted. */
-const current: { pid: number | undefined; dir: string | undefined } = { pid: undefined, dir: undefined };
-
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (current.pid !== undefined) {
-      try {
-        process.kill(-current.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    if (current.dir !== undefined) rmSync(current.dir, { recursive: true, force: true });
-    console.error(`interrupted (${signal})`);
-    process.exit(130);
-  });
-}
-
-/** Runs a command in its own process group, killed (with its children) at the bound. */
-function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; out: string; timedOut: boolean }> {
-  return new Promise((done) => {
-    const child = spawn(cmd, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    current.pid = child.pid;
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      try {
-        process.kill(-(child.pid as number), 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }, timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      current.pid = undefined;
-      done({ code, out, timedOut });
-    });
-  });
-}
-
-/** A scratch copy of what the suites need, with node_modules linked. */
-function copyRepo(label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `scatter-saga-mutant-${label}-`));
-  for (const d of ['src', 'test']) cpSync(join(ROOT, d), join(dir, d), { recursive: true });
-  for (const f of readdirSync(ROOT)) {
-    if (f === 'package.json' || /^tsconfig.*\.json$/.test(f) || /^vitest.*\.config\.ts$/.test(f)) cpSync(join(ROOT, f), join(dir, f));
-  }
-  symlinkSync(realpathSync(join(ROOT, 'node_modules')), join(dir, 'node_modules'), 'dir');
-  // The sources and the two suites (with what they import) are type-checked.
-  writeFileSync(join(dir, 'tsconfig.mutants.json'), JSON.stringify({ extends: './tsconfig.json', include: ['src', 'test/model', 'test/property'] }));
-  return dir;
-}
-
-const env = (): NodeJS.ProcessEnv => {
-  const e: NodeJS.ProcessEnv = { ...process.env, SCATTER_SAGA_END_ON_FAILURE: '1', FORCE_COLOR: '0', NO_COLOR: '1' };
-  // Deep runs, random seeds and replays change what the suites run: each suite runs as CI runs it.
-  for (const k of ['SCATTER_SAGA_DEEP', 'SCATTER_SAGA_SEED', 'SCATTER_SAGA_PATH', 'SCATTER_SAGA_RANDOM']) delete e[k];
-  return e;
-};
 
 /** What a failure says: the first property it names (`name-of-property: ...`, as both suites report them), else its first line. */
 const firstLine = (s: string) => {
@@ -178,21 +112,7 @@ function table(results: readonly MutantResult[], suites: readonly Suite[]): stri
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
-async function main(): Promise<number> {
-  let options: MutantsOptions;
-  try {
-    options = parseArgs(process.argv.slice(2));
-  } catch (error) {
-    if (error instanceof MutantsArgumentError) {
-      console.error(`${error.name}: ${error.message}\n\n${USAGE}`);
-      return 2;
-    }
-    throw error;
-  }
-  if (options.help) {
-    console.log(USAGE);
-    return 0;
-  }
+async function main(options: MutantsOptions): Promise<number> {
   checkTable();
   mkdirSync(LOGS, { recursive: true });
   const chosen = MUTANTS.filter((m) => options.only.includes(m.name));
@@ -231,10 +151,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    console.error(error instanceof Error ? `${error.name}: ${error.message}` : error);
-    process.exit(1);
-  },
-);
+command(parseArgs, USAGE, (e) => e instanceof MutantsArgumentError, main);
