@@ -10,7 +10,7 @@
  */
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { CATALOGUE, command, copyRepo, current, env, run } from './scratch.ts';
+import { CATALOGUE, command, copyRepo, current, env, judge, run } from './scratch.ts';
 import { draw, flags, MutationArgumentError, seedOf, StrykerReportError, wholeNumber } from './stryker-report.ts';
 import type { CatalogueEntry } from './stryker-report.ts';
 import { applyMutant, MutantPatchError } from './table.ts';
@@ -50,12 +50,13 @@ function catalogue(): CatalogueEntry[] {
   return entries;
 }
 
-type Verdict = 'killed' | 'survived' | 'error';
+/** A mutant the tests caught was killed; one they missed survived. */
+const KILLED = { caught: 'killed', missed: 'survived', error: 'error' } as const;
 
 /** A vitest name pattern (-t) matching exactly the tests named, and no other test of their files. */
 const namePattern = (names: readonly string[]): string => `^(?:${names.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})$`;
 
-async function check(entry: CatalogueEntry, label: string, timeoutSeconds: number): Promise<{ verdict: Verdict; detail: string; seconds: number }> {
+async function check(entry: CatalogueEntry, label: string, timeoutSeconds: number): Promise<{ verdict: (typeof KILLED)[keyof typeof KILLED]; detail: string; seconds: number }> {
   const dir = copyRepo(label);
   current.dir = dir;
   const t0 = performance.now();
@@ -75,13 +76,9 @@ async function check(entry: CatalogueEntry, label: string, timeoutSeconds: numbe
       env(),
       timeoutSeconds * 1000,
     );
-    if (r.timedOut) return { verdict: 'error', detail: `no result within ${timeoutSeconds} s`, seconds: seconds() };
-    if (!existsSync(report)) return { verdict: 'error', detail: `vitest exited with ${r.code} and wrote no report:\n${r.out.slice(-2000)}`, seconds: seconds() };
-    const json = JSON.parse(readFileSync(report, 'utf8')) as { numFailedTests: number; numPassedTests: number; testResults: { status: string; message?: string }[] };
-    if (json.numFailedTests > 0) return { verdict: 'killed', detail: `${json.numFailedTests} test(s) failed`, seconds: seconds() };
-    if (r.code !== 0 || json.testResults.some((f) => f.status === 'failed')) return { verdict: 'error', detail: `vitest exited with ${r.code} and no failed test:\n${r.out.slice(-2000)}`, seconds: seconds() };
-    if (json.numPassedTests === 0) return { verdict: 'error', detail: 'no test ran', seconds: seconds() };
-    return { verdict: 'survived', detail: `${json.numPassedTests} test(s) passed`, seconds: seconds() };
+    const { verdict, detail } = judge(r, report, `${timeoutSeconds} s`);
+    // An error shows the end of vitest's output, where its reason is.
+    return { verdict: KILLED[verdict], detail: verdict === 'error' ? `${detail.join('; ')}\n${r.out.slice(-2000)}` : detail.join('; '), seconds: seconds() };
   } finally {
     rmSync(dir, { recursive: true, force: true });
     current.dir = undefined;

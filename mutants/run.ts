@@ -10,17 +10,16 @@
  * writes the results as JSON with --json, and exits 1 unless every suite caught every
  * mutant.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MutantsArgumentError, parseArgs, USAGE } from './args.ts';
 import type { MutantsOptions, Suite } from './args.ts';
-import { command, copyRepo, current, env, ROOT, run } from './scratch.ts';
+import { command, copyRepo, current, env, firstLine, judge, ROOT, run } from './scratch.ts';
+import type { Verdict } from './scratch.ts';
 import { applyMutant, checkTable, MUTANTS, MutantPatchError, patchedFiles } from './table.ts';
 import type { Mutant } from './table.ts';
 
 const LOGS = join(ROOT, 'reports', 'mutants');
-
-export type Verdict = 'caught' | 'missed' | 'error';
 
 export interface SuiteResult {
   readonly suite: Suite;
@@ -37,20 +36,6 @@ export interface MutantResult {
   readonly suites: readonly SuiteResult[];
 }
 
-interface VitestJson {
-  numFailedTests: number;
-  numPassedTests: number;
-  numTotalTests: number;
-  testResults: { name: string; status: string; message?: string; assertionResults: { fullName: string; status: string; failureMessages: string[] }[] }[];
-}
-
-/** What a failure says: the first property it names (`name-of-property: ...`, as both suites report them), else its first line. */
-const firstLine = (s: string) => {
-  const lines = s.split('\n');
-  const named = lines.map((l) => /^[\s+"-]*([a-z]+(?:-[a-z]+)+: .*)$/.exec(l)?.[1]).find((l) => l !== undefined);
-  return (named ?? lines.find((l) => l.trim() !== '') ?? s).trim().replace(/",?$/, '').slice(0, 200);
-};
-
 async function runSuite(dir: string, label: string, suite: Suite, timeoutSeconds: number): Promise<SuiteResult> {
   const report = join(dir, `vitest-${suite}.json`);
   const log = join(LOGS, `${label}.${suite}.log`);
@@ -58,15 +43,8 @@ async function runSuite(dir: string, label: string, suite: Suite, timeoutSeconds
   const r = await run('npx', ['vitest', 'run', `test/${suite}`, '--bail=1', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`], dir, env(), timeoutSeconds * 1000);
   const seconds = Math.round((performance.now() - t0) / 100) / 10;
   writeFileSync(log, r.out);
-  if (r.timedOut) return { suite, verdict: 'error', seconds, detail: [`no result within ${timeoutSeconds} s (--timeout)`], log };
-  if (!existsSync(report)) return { suite, verdict: 'error', seconds, detail: [`vitest exited with ${r.code} and wrote no report`], log };
-  const json = JSON.parse(readFileSync(report, 'utf8')) as VitestJson;
-  const failed = json.testResults.flatMap((f) => f.assertionResults.filter((a) => a.status === 'failed').map((a) => `${a.fullName}: ${firstLine(a.failureMessages[0] ?? '')}`));
-  if (failed.length > 0) return { suite, verdict: 'caught', seconds, detail: failed, log };
-  const broken = json.testResults.filter((f) => f.status === 'failed').map((f) => `${f.name}: ${firstLine(f.message ?? 'failed')}`);
-  if (r.code !== 0 || broken.length > 0) return { suite, verdict: 'error', seconds, detail: broken.length > 0 ? broken : [`vitest exited with ${r.code} and no failed test`], log };
-  if (json.numPassedTests === 0) return { suite, verdict: 'error', seconds, detail: ['no test ran'], log };
-  return { suite, verdict: 'missed', seconds, detail: [`${json.numPassedTests} test(s) passed`], log };
+  const { verdict, detail } = judge(r, report, `${timeoutSeconds} s (--timeout)`);
+  return { suite, verdict, seconds, detail, log };
 }
 
 async function runOne(label: string, mutant: Mutant | undefined, options: MutantsOptions): Promise<SuiteResult[]> {

@@ -53,6 +53,14 @@ function options(argv: readonly string[]): SampleOptions {
 
 const readJson = <T>(file: string): T => JSON.parse(readFileSync(file, 'utf8')) as T;
 
+/** The text of a file of the repository, read once. */
+const sources = new Map<string, string>();
+const sourceOf = (file: string): string => {
+  let text = sources.get(file);
+  if (text === undefined) sources.set(file, (text = readFileSync(join(ROOT, file), 'utf8')));
+  return text;
+};
+
 /** The project's StrykerJS configuration, changed for one step of the sample. */
 function config(base: Record<string, unknown>, changes: Record<string, unknown>): Record<string, unknown> {
   // With every test file in one process and every mutant instrumented, the first test run takes minutes.
@@ -78,12 +86,12 @@ function incremental(boot: Report, all: readonly MutantRef[], sample: ReadonlySe
   // The first run's results, where the file is still as it ran.
   const decided = new Map(
     mutantsOf(boot)
-      .filter((m) => m.result.status !== 'Pending' && boot.files[m.file]?.source === readFileSync(join(ROOT, m.file), 'utf8'))
+      .filter((m) => m.result.status !== 'Pending' && boot.files[m.file]?.source === sourceOf(m.file))
       .map((m) => [mutantKey(m), m.result]),
   );
   const files: Record<string, { language: string; source: string; mutants: ReportMutant[] }> = {};
   all.forEach((m, i) => {
-    const file = (files[m.file] ??= { language: 'typescript', source: readFileSync(join(ROOT, m.file), 'utf8'), mutants: [] });
+    const file = (files[m.file] ??= { language: 'typescript', source: sourceOf(m.file), mutants: [] });
     const key = mutantKey(m);
     const known = decided.get(key);
     if (known !== undefined) file.mutants.push(known);
@@ -99,7 +107,7 @@ function testsUnchanged(file: string): boolean {
   if (!existsSync(file)) return false;
   const testFiles = readJson<Report>(file).testFiles ?? {};
   const names = Object.keys(testFiles);
-  return names.length > 0 && names.every((f) => existsSync(join(ROOT, f)) && testFiles[f]?.source === readFileSync(join(ROOT, f), 'utf8'));
+  return names.length > 0 && names.every((f) => existsSync(join(ROOT, f)) && testFiles[f]?.source === sourceOf(f));
 }
 
 interface SampledResult extends MutantSummary {
@@ -193,13 +201,12 @@ async function main(opts: SampleOptions): Promise<number> {
     const results: SampledResult[] = sample.map((m) => {
       const r = byKey.get(mutantKey(m));
       if (r === undefined) throw new StrykerReportError(`the sample run did not report ${mutantKey(m)}`);
-      const source = readFileSync(join(ROOT, m.file), 'utf8');
       return {
         key: mutantKey(m),
         file: m.file,
         line: m.location.start.line,
         mutatorName: m.mutatorName,
-        original: originalText(source, m),
+        original: originalText(sourceOf(m.file), m),
         replacement: m.replacement,
         status: r.status,
         ...(r.statusReason !== undefined ? { statusReason: r.statusReason } : {}),
@@ -209,8 +216,10 @@ async function main(opts: SampleOptions): Promise<number> {
         }),
       };
     });
-    const detected = results.filter((r) => (DETECTED as readonly string[]).includes(r.status));
-    const undetected = results.filter((r) => (UNDETECTED as readonly string[]).includes(r.status));
+    const isDetected = (r: SampledResult) => (DETECTED as readonly string[]).includes(r.status);
+    const isUndetected = (r: SampledResult) => (UNDETECTED as readonly string[]).includes(r.status);
+    const detected = results.filter(isDetected);
+    const undetected = results.filter(isUndetected);
     const valid = detected.length + undetected.length;
     const { low, high } = wilson(detected.length, valid);
     const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
@@ -226,8 +235,8 @@ async function main(opts: SampleOptions): Promise<number> {
     for (const r of results) {
       const f = byFile.get(r.file) as { drawn: number; detected: number; valid: number };
       f.drawn++;
-      if (detected.includes(r)) f.detected++;
-      if (detected.includes(r) || undetected.includes(r)) f.valid++;
+      if (isDetected(r)) f.detected++;
+      if (isDetected(r) || isUndetected(r)) f.valid++;
     }
     for (const [file, f] of byFile) console.log(`  ${file}: ${f.all} mutants, ${f.drawn} drawn, ${f.detected} of ${f.valid} detected`);
     const statuses = new Map<string, number>();
@@ -245,7 +254,7 @@ async function main(opts: SampleOptions): Promise<number> {
         .filter((r) => r.status === 'Killed' && r.killedBy.length > 0)
         .map((r) => {
           const m = sample.find((s) => mutantKey(s) === r.key) as MutantRef;
-          const { search, replace } = uniquePatch(readFileSync(join(ROOT, m.file), 'utf8'), m);
+          const { search, replace } = uniquePatch(sourceOf(m.file), m);
           return {
             key: r.key,
             file: r.file,

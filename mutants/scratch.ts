@@ -6,7 +6,7 @@
  * and `npm run mutate:check` (mutants/check.ts), with the way each runs as a command.
  */
 import { spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -112,4 +112,36 @@ export function command<O extends { readonly help: boolean }>(parse: (argv: read
       process.exit(1);
     },
   );
+}
+
+/** What a suite run did to a mutant: it failed a test (caught), passed every test (missed), or could not be judged (error). */
+export type Verdict = 'caught' | 'missed' | 'error';
+
+interface VitestJson {
+  numPassedTests: number;
+  testResults: { name: string; status: string; message?: string; assertionResults: { fullName: string; status: string; failureMessages: string[] }[] }[];
+}
+
+/** What a failure says: the first property it names (`name-of-property: ...`, as both suites report them), else its first line. */
+export const firstLine = (s: string) => {
+  const lines = s.split('\n');
+  const named = lines.map((l) => /^[\s+"-]*([a-z]+(?:-[a-z]+)+: .*)$/.exec(l)?.[1]).find((l) => l !== undefined);
+  return (named ?? lines.find((l) => l.trim() !== '') ?? s).trim().replace(/",?$/, '').slice(0, 200);
+};
+
+/**
+ * The verdict of a vitest run (`run`'s result, and the JSON report it was told to write):
+ * caught when a test failed (the failed tests), an error when it timed out, wrote no
+ * report, failed without a failed test or ran no test (why), missed otherwise.
+ */
+export function judge(r: { code: number | null; timedOut: boolean }, report: string, bound: string): { verdict: Verdict; detail: string[] } {
+  if (r.timedOut) return { verdict: 'error', detail: [`no result within ${bound}`] };
+  if (!existsSync(report)) return { verdict: 'error', detail: [`vitest exited with ${r.code} and wrote no report`] };
+  const json = JSON.parse(readFileSync(report, 'utf8')) as VitestJson;
+  const failed = json.testResults.flatMap((f) => f.assertionResults.filter((a) => a.status === 'failed').map((a) => `${a.fullName}: ${firstLine(a.failureMessages[0] ?? '')}`));
+  if (failed.length > 0) return { verdict: 'caught', detail: failed };
+  const broken = json.testResults.filter((f) => f.status === 'failed').map((f) => `${f.name}: ${firstLine(f.message ?? 'failed')}`);
+  if (r.code !== 0 || broken.length > 0) return { verdict: 'error', detail: broken.length > 0 ? broken : [`vitest exited with ${r.code} and no failed test`] };
+  if (json.numPassedTests === 0) return { verdict: 'error', detail: ['no test ran'] };
+  return { verdict: 'missed', detail: [`${json.numPassedTests} test(s) passed`] };
 }

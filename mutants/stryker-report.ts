@@ -7,6 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { prng } from '../test/helpers/random.ts';
+import { occurrences } from './table.ts';
 
 export interface Position {
   /** 1-based. */
@@ -151,12 +152,6 @@ export interface CatalogueEntry extends MutantSummary {
   readonly testFiles: readonly string[];
   /** Names of the tests that killed it. */
   readonly killedBy: readonly string[];
-}
-
-function occurrences(text: string, search: string): number {
-  let n = 0;
-  for (let i = text.indexOf(search); i !== -1; i = text.indexOf(search, i + 1)) n++;
-  return n;
 }
 
 /** The smallest search string around a mutant that occurs exactly once in `source`, widened a character at a time on each side, and its mutated form. */

@@ -214,7 +214,8 @@ export class MutantTableError extends Error {
   override readonly name = 'MutantTableError';
 }
 
-function occurrences(text: string, search: string): number {
+/** How many times `search` occurs in `text` (overlapping counted; none for an empty search). */
+export function occurrences(text: string, search: string): number {
   if (search.length === 0) return 0;
   let n = 0;
   for (let i = text.indexOf(search); i !== -1; i = text.indexOf(search, i + 1)) n++;
