@@ -630,10 +630,14 @@ export function isCompensationRetryDue(def: SagaDefinition, ctx: SagaContext, ev
   return s !== undefined && s.status === 'compensating' && s.waiting && s.compAttempt + 1 === ev.attempt;
 }
 
-/** Guard: a late `do` reply for a step already being undone; its result helps the compensation. */
+/**
+ * Guard: a late `do` reply for a step that timed out or is already being undone. It does
+ * not count for the join (a timed-out step is compensated), but its result helps the
+ * compensation and proves the effect exists, so the step is no longer in doubt.
+ */
 export function isLateResult(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string }): boolean {
   const s = stepOf(def, ctx, ev.stepId);
-  return s !== undefined && s.undo && s.result === undefined && (s.status === 'compensating' || s.status === 'compensationFailed');
+  return s !== undefined && s.result === undefined && (s.status === 'inDoubt' || (s.undo && (s.status === 'compensating' || s.status === 'compensationFailed')));
 }
 
 export function recordLateResult(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; result: unknown }): SagaContext {

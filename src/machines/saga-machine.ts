@@ -115,7 +115,10 @@ export function createSagaMachine(def: SagaDefinition, options: SagaMachineOptio
           { guard: 'hasReadySteps', target: 'dispatching' },
         ],
         on: {
-          'STEP.COMMITTED': { guard: 'isCurrentAttempt', actions: 'recordCommit' },
+          'STEP.COMMITTED': [
+            { guard: 'isCurrentAttempt', actions: 'recordCommit' },
+            { guard: 'isLateResult', actions: 'recordLateResult' },
+          ],
           'STEP.FAILED': { guard: 'isCurrentAttempt', actions: 'recordFailure' },
           'STEP.TIMED_OUT': { guard: 'isCurrentAttempt', actions: 'recordTimeout' },
           'STEP.RETRY_DUE': { guard: 'isRetryDue', actions: 'redispatch' },

@@ -218,6 +218,12 @@ function nextGhost(
       case 'COMPENSATION.TIMED_OUT':
         g[ev.stepId] = { ...cur, compUnknown: true };
         break;
+      case 'COMPENSATION.FAILED':
+        // A clean failure means the host ran the compensation and it failed; any other
+        // (a refusal at capacity) proves only that this copy ran nothing: a duplicate of the
+        // same request may reach a host that takes it.
+        if (ev.error.code !== 'COMPENSATION_FAILED') g[ev.stepId] = { ...cur, compUnknown: true };
+        break;
       default:
         break;
     }
@@ -323,6 +329,7 @@ export function checkSagaState(
   def: SagaDefinition,
   snap: Snap,
   ghost: Readonly<Record<string, GhostStep>>,
+  afterCrash = false,
 ): [string, string][] {
   const bad: [string, string][] = [];
   const state = snap.value as MachineStateName;
@@ -373,6 +380,20 @@ export function checkSagaState(
     if (missing.length > 0) bad.push(['compensation-failed-lists-every-remaining-effect', `${what}; missing ${missing.join(', ')}`]);
     if (extra.length > 0) bad.push(['compensation-failed-lists-only-remaining-effects', `${what}; listed without an effect: ${extra.join(', ')}`]);
     if (def.steps.some((p) => st(p.id) === 'compensating')) bad.push(['parked-only-when-compensations-ended', 'saga parked while a compensation is still running']);
+    // The in-doubt flag tells the operator whether to look before acting, so it must be
+    // true to the world: an entry not in doubt certainly holds its effect, and an entry in
+    // doubt is one the coordinator could not be sure of (a request may have applied
+    // unheard, a compensation may have landed unheard, or a coordinator died meanwhile).
+    for (const r of outcome?.status === 'compensation-failed' ? outcome.remaining : []) {
+      const g = gh(r.stepId);
+      if (!r.inDoubt && (g.effect !== 'yes' || g.compUnknown)) {
+        bad.push(['in-doubt-when-unsure', `remaining step '${r.stepId}' is listed as certainly holding its effect, but in the world its effect ${g.effect === 'yes' ? 'exists and a compensation of it may still land' : g.effect === 'maybe' ? 'may or may not exist' : `is ${g.effect}`}`]);
+      }
+      // Listing in doubt a step that certainly has no effect is conservative (see above).
+      if (r.inDoubt && g.effect === 'yes' && !g.unsure && !g.compUnknown && !afterCrash) {
+        bad.push(['in-doubt-only-when-unsure', `remaining step '${r.stepId}' is listed in doubt, but its effect certainly exists and the coordinator heard every answer`]);
+      }
+    }
   }
   return bad;
 }
@@ -482,7 +503,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
     const key = queue[qi] as string;
     const node = seen.get(key) as Node;
     const state = node.snap.value as MachineStateName;
-    report(checkSagaState(def, node.snap, node.ghost), key);
+    report(checkSagaState(def, node.snap, node.ghost, node.journal.crashesLeft < crashes), key);
     if (state === 'committed') finals.committed++;
     else if (state === 'compensated') finals.compensated++;
     else if (state === 'compensationFailed') finals.compensationFailed++;

@@ -938,7 +938,10 @@ function check(
         say('compensation-failed-lists-every-effect', `decided to commit, lists remaining [${remaining}], and the systems of record hold [${unlisted}] besides, but join ${def.join.kind} keeps exactly ${joinSize(def)} step(s)`);
       }
       // Listing a step that left no effect is conservative (an in-doubt step), not unsafe: the operator
-      // retry below (in a healed world) must then end the saga with no effect at all.
+      // retry below (in a healed world) must then end the saga with no effect at all. An entry not
+      // marked in doubt tells the operator the effect is certainly there, with everything delivered.
+      const gone = o.remaining.filter((r) => !r.inDoubt && !active.includes(r.stepId)).map((r) => r.stepId);
+      if (gone.length > 0) say('in-doubt-when-unsure', `lists [${gone}] as certainly holding their effects, but the systems of record do not hold them`);
     }
   });
 }

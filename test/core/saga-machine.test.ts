@@ -85,6 +85,33 @@ describe('saga machine: parallel steps', () => {
     expect(m.outcome()).toMatchObject({ status: 'compensated', compensated: ['flight', 'hotel', 'car'] });
   });
 
+  it('keeps the result of a late success that arrives while the saga still gathers: the undo gets it, and the step is no longer in doubt', () => {
+    const def = defineSaga({
+      name: 'late',
+      version: 1,
+      steps: { a: { worker: 'wa' }, b: { worker: 'wb' } },
+      join: { kind: 'any' },
+      compensation: { retries: 0 },
+    });
+    const m = drive(def);
+    m.take();
+    m.send({ type: 'STEP.TIMED_OUT', stepId: 'a', attempt: 1 });
+    // Under join any, b may still carry the saga, so it gathers; a's do answers late.
+    expect(m.state()).toBe('gathering');
+    m.send(commit('a'));
+    expect(m.steps().a).toBe('inDoubt');
+    expect(stepOf(m.def, m.actor.getSnapshot().context, 'a')?.result).toEqual({ id: 'a' });
+    expect(m.actor.getSnapshot().context.commitSeq).toBe(0);
+    // b commits and is kept; a is released, and its undo gets the late result.
+    m.take();
+    m.send(commit('b'));
+    const undo = m.take().filter((c) => c.type === 'compensate');
+    expect(undo.map((c) => [c.stepId, c.type === 'compensate' ? c.result : undefined])).toEqual([['a', { id: 'a' }]]);
+    m.send({ type: 'COMPENSATION.FAILED', stepId: 'a', attempt: 1, error: { code: 'COMPENSATION_FAILED', message: 'no', retryable: true } });
+    // The host said the effect exists and its undo failed cleanly: the operator is told so.
+    expect(m.outcome()).toMatchObject({ status: 'compensation-failed', decision: 'commit', remaining: [{ stepId: 'a', inDoubt: false, result: { id: 'a' } }] });
+  });
+
   it('ignores stale and unknown events', () => {
     const m = drive(trip);
     m.take();
