@@ -81,11 +81,12 @@ const INSTEAD: Readonly<Record<string, string>> = {
 
 function instanceOf(obj: object, path: string): NotJson {
   const name = (obj as { constructor?: { name?: unknown } }).constructor?.name;
-  const kind = typeof name === 'string' && name !== '' ? name : undefined;
+  // An object made with another prototype still inherits Object's constructor: no class to name.
+  const kind = typeof name === 'string' && name !== '' && name !== 'Object' ? name : undefined;
   if (kind !== undefined && Object.prototype.hasOwnProperty.call(INSTEAD, kind)) return { path, what: `a ${kind}`, fix: INSTEAD[kind] as string };
   if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer) return { path, what: `a ${kind ?? 'binary buffer'}`, fix: 'pass its bytes as a base64 string' };
   if (obj instanceof Error) return { path, what: `an ${kind ?? 'Error'}`, fix: 'pass { code, message } as a plain object' };
-  return { path, what: kind !== undefined ? `a ${kind} instance` : 'an object with a prototype', fix: 'pass a plain object (JSON would drop its class and methods)' };
+  return { path, what: kind !== undefined ? `${/^[AEIOU]/.test(kind) ? 'an' : 'a'} ${kind} instance` : 'an object with a prototype', fix: 'pass a plain object (JSON would drop its class and methods)' };
 }
 
 function walk(obj: object, path: string, seen: Set<object>): NotJson | undefined {

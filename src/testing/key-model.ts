@@ -225,6 +225,8 @@ interface Proc {
   readonly pending: readonly HostCommand[];
   /** The request's deadline has passed. */
   readonly late: boolean;
+  /** The host has answered the request. */
+  readonly replied: boolean;
 }
 
 interface Host {
@@ -266,6 +268,8 @@ interface World {
   /** The fence the operator reviewed (as `reviewKey`), after a resolve asked for a review. */
   reviewed: string | undefined;
   requests: number;
+  /** A host has claimed the key for a do (a claim written, its user code may run): until then no do applied or may have. */
+  doClaimed: boolean;
   /**
    * Claims whose lease passed while their user code ran (the host could not renew): other
    * hosts take the key over; the holder still runs, and learns of it when it completes.
@@ -476,17 +480,36 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     if (w.saga.value === 'committed' || w.saga.value === 'compensated') w.timers = {};
   };
 
-  /** Runs a process's commands: replies go out, one store, wait or run command stays pending. */
-  const perform = (w: World, proc: Proc, state: RequestState, cmds: readonly HostCommand[], keep: readonly HostCommand[] = []): Proc | undefined => {
+  /**
+   * Runs a process's commands: replies go out, one store, wait or run command stays
+   * pending. A host answers each request exactly once (a request whose host lives on is
+   * never left unanswered), and a request still under way always waits on something: a
+   * store call, a timer or its user code.
+   */
+  const perform = (w: World, proc: Proc, state: RequestState, cmds: readonly HostCommand[], bad: [string, string][], keep: readonly HostCommand[] = []): Proc | undefined => {
     const pending = keep.slice();
+    let replied = proc.replied;
+    const req = proc.setup.req;
     for (const c of cmds) {
       if (c.type === 'reply') {
-        const req = proc.setup.req;
+        if (replied) bad.push(['one-reply-per-request', `the host answered its ${req.op} (attempt ${req.attempt}) a second time`]);
+        // Every do of the model applies the same result: each answer of success carries it, repeated or not.
+        if (req.op === 'do' && c.reply.ok && JSON.stringify(c.reply.result) !== JSON.stringify(RESULT)) bad.push(['do-answers-the-applied-result', `the host answered a do (attempt ${req.attempt}) with result ${JSON.stringify(c.reply.result)}, not the result its do applied`]);
+        // Every request of the model carries the same input: no key can be in conflict.
+        if (!c.reply.ok && c.reply.error.code === 'KEY_CONFLICT') bad.push(['key-conflict-only-for-another-input', `the host refused a ${req.op} (attempt ${req.attempt}) with KEY_CONFLICT, but every request of the key had the same input`]);
+        replied = true;
         w.channel.push({ kind: 'rep', op: req.op, attempt: req.attempt, coord: proc.coord, reply: c.reply });
-      } else if (c.type === 'read' || c.type === 'write' || c.type === 'wait' || c.type === 'run') pending.push(c);
+      } else if (c.type === 'read' || c.type === 'write' || c.type === 'wait' || c.type === 'run') {
+        if (c.type === 'write' && c.record.state === 'doing') w.doClaimed = true;
+        pending.push(c);
+      }
     }
-    if (state.phase === 'done' && pending.length === 0) return undefined;
-    return { ...proc, state, pending };
+    if (state.phase === 'done' && pending.length === 0) {
+      if (!replied) bad.push(['every-request-answered', `the host ended its ${req.op} (attempt ${req.attempt}) without answering it`]);
+      return undefined;
+    }
+    if (pending.length === 0) bad.push(['a-request-never-stalls', `the host's ${req.op} (attempt ${req.attempt}) is in phase ${state.phase} with nothing to wait on`]);
+    return { ...proc, state, pending, replied };
   };
 
   const hostEvent = (w: World, proc: Proc, ev: HostEvent, keep: readonly HostCommand[], bad: [string, string][]): void => {
@@ -497,12 +520,17 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         const doRuns = w.procs.some((q) => q !== proc && !w.expired.includes(q.setup.owner) && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
         if (doRuns) bad.push(['compensate-acked-only-when-no-do-may-apply', 'a compensate was acknowledged while a do of the key was still running']);
       }
+      if (c.type === 'reply' && proc.setup.req.op === 'fence' && c.reply.ok && !w.doClaimed) {
+        // A fence reports what it found of the key's do: with none ever claimed, none applied or may have.
+        const found = fenceOfReply(c.reply);
+        if ('was' in found && (found.was === 'applied' || found.was === 'unknown')) bad.push(['fence-reports-only-what-ran', `a fence answered '${found.was}' for a key no do ever claimed`]);
+      }
       if (c.type === 'reply' && proc.setup.req.op === 'fence' && c.reply.ok) {
         const doRuns = w.procs.some((q) => q !== proc && !w.expired.includes(q.setup.owner) && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
         if (doRuns) bad.push(['fence-answers-only-when-no-do-may-apply', 'a fence was answered while a do of the key was still running']);
       }
     }
-    const next = perform(w, proc, t.state, t.commands, keep);
+    const next = perform(w, proc, t.state, t.commands, bad, keep);
     w.procs = w.procs.filter((q) => q !== proc);
     if (next !== undefined) w.procs.push(next);
   };
@@ -599,9 +627,13 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           const host = n.hosts[slot] as Host;
           const setup: RequestSetup = { req: baseReq(m.op, m.attempt), inputHash: 'null', owner: `${slot}.${host.gen}/${++n.requests}`, leaseMs: 1_000 };
           const first = startRequest(setup, 0);
-          const proc = perform(n, { host: slot, coord: m.coord, setup, state: first.state, pending: [], late: false }, first.state, first.commands);
+          const bad: [string, string][] = [];
+          // The reference host's first attempt of a do expects a new key: it claims with one
+          // write (a create) and no read, a store round trip less per step (docs/protocol.md).
+          if (m.op === 'do' && m.attempt === 1 && first.commands[0]?.type !== 'write') bad.push(['first-do-claims-without-a-read', `the first attempt of a do began with ${first.commands[0]?.type ?? 'nothing'}, not a claim`]);
+          const proc = perform(n, { host: slot, coord: m.coord, setup, state: first.state, pending: [], late: false, replied: false }, first.state, first.commands, bad);
           if (proc !== undefined) n.procs.push(proc);
-          out.push({ label: `deliver ${mk} to host ${slot}`, next: n, bad: [] });
+          out.push({ label: `deliver ${mk} to host ${slot}`, next: n, bad });
         }
         if (w.budget.transportTimeouts > 0) {
           // The transport gives up on the request; the request itself stays in flight.
@@ -887,6 +919,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     calling: undefined,
     reviewed: undefined,
     requests: 0,
+    doClaimed: false,
     expired: [],
     abandoned: [],
     budget: {

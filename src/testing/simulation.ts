@@ -513,6 +513,8 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     });
   const served: (Served[] | undefined)[] = Array.from({ length: slots }, () => undefined);
   let gens = 0;
+  /** Requests each host incarnation took and has not answered yet: a live host answers every one. */
+  const unanswered = new Map<number, number>();
   /** Stuck `do`s still running: the world is not healed before they end. */
   let stuckDos = 0;
   /** Slow `do`s still running (several leases long): neither is the world quiet before they end, so the operator's last retry never meets one. */
@@ -642,7 +644,9 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
       const handling = `${slot}|${req.sagaId}/${req.stepId}`;
       const arrived = clock.now();
       arrivals.set(handling, [...(arrivals.get(handling) ?? []), arrived]);
+      unanswered.set(gen, (unanswered.get(gen) ?? 0) + 1);
       return host.handle(req).then((reply) => {
+        unanswered.set(gen, (unanswered.get(gen) ?? 0) - 1);
         const left = (arrivals.get(handling) ?? []).slice();
         left.splice(left.indexOf(arrived), 1);
         if (left.length > 0) arrivals.set(handling, left);
@@ -886,6 +890,11 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   // arrives now: an ended saga's effects must not change any more.
   await clock.advance(SETTLE_MS);
   check(def, ids, outcomes, ledger, violations, `${SETTLE_MS} ms after the end, every message in flight delivered`, clock.now());
+  // A host that lives answers every request it took (a dead one's calls to the store never return).
+  generation.forEach((gen, slot) => {
+    const open = gen === -1 ? 0 : (unanswered.get(gen) ?? 0);
+    if (open > 0) violations.push({ property: 'every-request-answered', message: `worker host ${slot} took ${open} request(s) it has not answered at t=${clock.now()} ms` });
+  });
   checkUndoOrder(def, ledger, violations);
   checkAcknowledgedUndos(ledger, undoAcks, lapsedApplies, violations);
   checkResolvedStayHandled(ids, outcomes, ledger, resolutions, lapsedApplies, violations);

@@ -260,6 +260,12 @@ function harness(opts: { doImpl?: () => Promise<unknown>; compImpl?: () => Promi
 }
 
 describe('worker host', () => {
+  it('reports the workers it serves, in the order given (what serveWorkers logs and the CLI prints)', () => {
+    const a = defineWorker({ name: 'flights', do: async () => 1, compensate: async () => {} });
+    const b = defineWorker({ name: 'hotels', do: async () => 1, compensate: async () => {} });
+    expect(createWorkerHost([a, b], { dedup: memoryDedupStore() }).workers).toEqual(['flights', 'hotels']);
+  });
+
   it('applies a duplicated do once', async () => {
     const h = harness();
     const replies = await Promise.all([h.host.handle(h.req('do')), h.host.handle(h.req('do', { attempt: 2 })), h.host.handle(h.req('do'))]);
