@@ -39,6 +39,8 @@ import { encodeReply } from '../transport/nats/wire.ts';
 import type { KeyRecord, SagaDefinition, WorkerOp, WorkerReply, WorkerRequest } from '../types.ts';
 import type { ModelViolation } from './model.ts';
 
+/** The commands of the host protocol (src/machines/host-protocol.ts). */
+const HOST_COMMANDS: ReadonlySet<string> = new Set<HostCommand['type']>(['read', 'write', 'wait', 'run', 'abort', 'release', 'reply']);
 const RETRYABLE: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: retryable', retryable: true };
 const TERMINAL: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: terminal', retryable: false };
 const COMP_ERR: ErrorInfo = { code: 'COMPENSATION_FAILED', message: 'model: compensation failed', retryable: true };
@@ -495,10 +497,16 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         if (replied) bad.push(['one-reply-per-request', `the host answered its ${req.op} (attempt ${req.attempt}) a second time`]);
         // Every do of the model applies the same result: each answer of success carries it, repeated or not.
         if (req.op === 'do' && c.reply.ok && JSON.stringify(c.reply.result) !== JSON.stringify(RESULT)) bad.push(['do-answers-the-applied-result', `the host answered a do (attempt ${req.attempt}) with result ${JSON.stringify(c.reply.result)}, not the result its do applied`]);
+        // A do that failed in user code is answered with its own error, first or repeated.
+        if (req.op === 'do' && !c.reply.ok && c.reply.error.code === 'WORKER_ERROR' && JSON.stringify(c.reply.error) !== JSON.stringify(RETRYABLE) && JSON.stringify(c.reply.error) !== JSON.stringify(TERMINAL)) {
+          bad.push(['do-answers-the-error-it-failed-with', `the host answered a do (attempt ${req.attempt}) with ${JSON.stringify(c.reply.error)}, not the error its user code failed with`]);
+        }
         // Every request of the model carries the same input: no key can be in conflict.
         if (!c.reply.ok && c.reply.error.code === 'KEY_CONFLICT') bad.push(['key-conflict-only-for-another-input', `the host refused a ${req.op} (attempt ${req.attempt}) with KEY_CONFLICT, but every request of the key had the same input`]);
         replied = true;
         w.channel.push({ kind: 'rep', op: req.op, attempt: req.attempt, coord: proc.coord, reply: c.reply });
+      } else if (!HOST_COMMANDS.has((c as { type?: unknown }).type as string)) {
+        bad.push(['host-commands-are-known', `the host's ${req.op} (attempt ${req.attempt}) emitted ${JSON.stringify(c)}, no command of the protocol`]);
       } else if (c.type === 'read' || c.type === 'write' || c.type === 'wait' || c.type === 'run') {
         if (c.type === 'write' && c.record.state === 'doing') w.doClaimed = true;
         pending.push(c);
@@ -631,6 +639,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           // The reference host's first attempt of a do expects a new key: it claims with one
           // write (a create) and no read, a store round trip less per step (docs/protocol.md).
           if (m.op === 'do' && m.attempt === 1 && first.commands[0]?.type !== 'write') bad.push(['first-do-claims-without-a-read', `the first attempt of a do began with ${first.commands[0]?.type ?? 'nothing'}, not a claim`]);
+          // Every other request reads first: its key is expected to hold a record.
+          if ((m.op !== 'do' || m.attempt > 1) && first.commands[0]?.type !== 'read') bad.push(['other-requests-read-first', `a ${m.op} (attempt ${m.attempt}) began with ${first.commands[0]?.type ?? 'nothing'}, not a read`]);
           const proc = perform(n, { host: slot, coord: m.coord, setup, state: first.state, pending: [], late: false, replied: false }, first.state, first.commands, bad);
           if (proc !== undefined) n.procs.push(proc);
           out.push({ label: `deliver ${mk} to host ${slot}`, next: n, bad });

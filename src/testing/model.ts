@@ -358,6 +358,14 @@ export function checkSagaState(
       if (st(p.id) === 'compensating') bad.push(['compensated-only-when-compensations-ended', `saga is compensated while step '${p.id}' is still compensating`]);
     }
   }
+  if (state === 'committed' || state === 'compensated' || state === 'compensationFailed') {
+    // An outcome's optional fields (abortedByOperator, ...) are absent when they do not
+    // apply, never present and undefined: so what run() returns in-process is what a journal
+    // gives back after a restart (JSON drops them). Fields of remaining entries that the
+    // type declares (`result`, `lastError`) may hold undefined.
+    const dropped = Object.entries(outcomeOf(def, ctx, state) ?? {}).find(([, v]) => v === undefined);
+    if (dropped !== undefined) bad.push(['outcome-is-plain-json', `outcome.${dropped[0]} is present and undefined: the outcome read back from a journal would not have it`]);
+  }
   if (state === 'committed' || state === 'compensated') {
     for (const p of def.steps) {
       const s = st(p.id);

@@ -111,6 +111,18 @@ describe('host protocol (pure): claim before effect', () => {
     expect(startRequest({ ...setup, req: { ...req, op: 'compensate' } }, 5).commands).toEqual([{ type: 'read' }]);
   });
 
+  it('tells user code to stop when a renewal finds the claim taken over, but not when the store only failed', () => {
+    const running = stepRequest(setup, startRequest(setup, 5).state, { type: 'WRITTEN', revision: 1, now: 6 }).state;
+    const renewing = stepRequest(setup, running, { type: 'RENEW', now: 500 });
+    expect(renewing.commands).toMatchObject([{ type: 'write', record: { owner: 'h/1', leaseUntil: 1_500 }, revision: 1 }]);
+    const taken = stepRequest(setup, renewing.state, { type: 'CONFLICT', now: 501 });
+    expect(taken.commands).toEqual([{ type: 'abort', owner: 'h/1' }]);
+    expect(taken.state).toMatchObject({ phase: 'running', lost: true });
+    const failed = stepRequest(setup, renewing.state, { type: 'STORE_FAILED', error: { code: 'TRANSPORT_ERROR', message: 'down', retryable: true }, now: 501 });
+    expect(failed.commands).toEqual([]);
+    expect(failed.state).toMatchObject({ phase: 'running', lost: false, renewing: undefined });
+  });
+
   it('writes the claim before it runs user code, and runs it only once the claim holds', () => {
     const retry = { ...setup, req: { ...req, attempt: 2 } };
     const t0 = startRequest(retry, 5);

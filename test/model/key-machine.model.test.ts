@@ -108,6 +108,8 @@ if (DEEP) {
     { what: 'deep: an operator retry and two resolve calls, a lost message', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 1, operatorRetries: 1, operatorResolves: 2 } },
     { what: 'deep: resolves that fence the key while a stalled host\'s do may still apply', exhaustive: true, options: { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, operatorRetries: 0, operatorResolves: 2, leaseExpiries: 1 } },
     { what: 'deep: a failed store call on one host, a step retry and a duplicated message', exhaustive: true, options: { hosts: 1, stepRetries: 1, compensationRetries: 0, duplicates: 1, drops: 0, storeFailures: 1, operatorRetries: 0 } },
+    // An interrupted do's record answered to a third copy of the request: 1 500 000 states without exhausting the space (about 4 minutes).
+    { what: 'deep: two hosts, a host crash mid-do and two duplicates of the request (bounded)', exhaustive: false, options: { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 2, drops: 0, hostCrashes: 1, operatorRetries: 0, maxStates: 1_500_000 } },
     { what: 'deep: two operator retries, then a resolve', exhaustive: true, options: { hosts: 1, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, operatorRetries: 2, operatorResolves: 1, maxStates: 3_000_000 } },
   );
 }
