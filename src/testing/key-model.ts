@@ -43,6 +43,8 @@ import type { ModelViolation } from './model.ts';
 const HOST_COMMANDS: ReadonlySet<string> = new Set<HostCommand['type']>(['read', 'write', 'wait', 'run', 'abort', 'release', 'reply']);
 const RETRYABLE: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: retryable', retryable: true };
 const TERMINAL: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: terminal', retryable: false };
+/** The errors the model's user code fails with, as a host's reply carries them. */
+const USER_ERRORS: ReadonlySet<string> = new Set([JSON.stringify(RETRYABLE), JSON.stringify(TERMINAL)]);
 const COMP_ERR: ErrorInfo = { code: 'COMPENSATION_FAILED', message: 'model: compensation failed', retryable: true };
 
 /** What `exploreKeyMachine` or `exploreProduct` explored and found. */
@@ -498,9 +500,8 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         // Every do of the model applies the same result: each answer of success carries it, repeated or not.
         if (req.op === 'do' && c.reply.ok && JSON.stringify(c.reply.result) !== JSON.stringify(RESULT)) bad.push(['do-answers-the-applied-result', `the host answered a do (attempt ${req.attempt}) with result ${JSON.stringify(c.reply.result)}, not the result its do applied`]);
         // A do that failed in user code is answered with its own error, first or repeated.
-        if (req.op === 'do' && !c.reply.ok && c.reply.error.code === 'WORKER_ERROR' && JSON.stringify(c.reply.error) !== JSON.stringify(RETRYABLE) && JSON.stringify(c.reply.error) !== JSON.stringify(TERMINAL)) {
-          bad.push(['do-answers-the-error-it-failed-with', `the host answered a do (attempt ${req.attempt}) with ${JSON.stringify(c.reply.error)}, not the error its user code failed with`]);
-        }
+        const said = !c.reply.ok && c.reply.error.code === 'WORKER_ERROR' ? JSON.stringify(c.reply.error) : undefined;
+        if (req.op === 'do' && said !== undefined && !USER_ERRORS.has(said)) bad.push(['do-answers-the-error-it-failed-with', `the host answered a do (attempt ${req.attempt}) with ${said}, not the error its user code failed with`]);
         // Every request of the model carries the same input: no key can be in conflict.
         if (!c.reply.ok && c.reply.error.code === 'KEY_CONFLICT') bad.push(['key-conflict-only-for-another-input', `the host refused a ${req.op} (attempt ${req.attempt}) with KEY_CONFLICT, but every request of the key had the same input`]);
         replied = true;
@@ -528,12 +529,10 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         const doRuns = w.procs.some((q) => q !== proc && !w.expired.includes(q.setup.owner) && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
         if (doRuns) bad.push(['compensate-acked-only-when-no-do-may-apply', 'a compensate was acknowledged while a do of the key was still running']);
       }
-      if (c.type === 'reply' && proc.setup.req.op === 'fence' && c.reply.ok && !w.doClaimed) {
-        // A fence reports what it found of the key's do: with none ever claimed, none applied or may have.
-        const found = fenceOfReply(c.reply);
-        if ('was' in found && (found.was === 'applied' || found.was === 'unknown')) bad.push(['fence-reports-only-what-ran', `a fence answered '${found.was}' for a key no do ever claimed`]);
-      }
       if (c.type === 'reply' && proc.setup.req.op === 'fence' && c.reply.ok) {
+        // A fence reports what it found of the key's do: with none ever claimed, none applied or may have.
+        const found = w.doClaimed ? undefined : fenceOfReply(c.reply);
+        if (found !== undefined && 'was' in found && (found.was === 'applied' || found.was === 'unknown')) bad.push(['fence-reports-only-what-ran', `a fence answered '${found.was}' for a key no do ever claimed`]);
         const doRuns = w.procs.some((q) => q !== proc && !w.expired.includes(q.setup.owner) && q.pending.some((x) => x.type === 'run' && x.op === 'do'));
         if (doRuns) bad.push(['fence-answers-only-when-no-do-may-apply', 'a fence was answered while a do of the key was still running']);
       }
