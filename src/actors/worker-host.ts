@@ -58,6 +58,17 @@ function isThenable<T>(v: T | PromiseLike<T>): v is PromiseLike<T> {
 const POLL_MIN_MS = 5;
 const POLL_MAX_MS = 250;
 
+/**
+ * How long a request waiting on a busy key pauses before it reads the key again: 5 ms
+ * doubling to 250 ms (`polls` is how many pauses it took before), never past the claim's
+ * `leaseUntil` (`untilMs` from now), at least 1 ms. A claim this host runs itself wakes
+ * the request when it ends, so that pause lasts until the lease.
+ */
+export function keyPollMs(untilMs: number, polls: number, runsHere: boolean): number {
+  if (runsHere) return Math.max(1, untilMs);
+  return Math.max(1, Math.min(untilMs, POLL_MAX_MS, POLL_MIN_MS * 2 ** polls));
+}
+
 /** What every request of one host shares. */
 interface Host {
   readonly dedup: DedupStore;
@@ -223,8 +234,7 @@ class RequestRun {
       case 'wait': {
         const local = cmd.owner !== undefined ? host.running.get(cmd.owner) : undefined;
         const now = host.clock.now();
-        const poll = Math.min(POLL_MAX_MS, POLL_MIN_MS * 2 ** Math.min(this.polls++, 6));
-        const ms = local !== undefined ? Math.max(1, cmd.until - now) : Math.max(1, Math.min(cmd.until - now, poll));
+        const ms = keyPollMs(cmd.until - now, this.polls++, local !== undefined);
         let woken = false;
         const wake = () => {
           if (woken) return;

@@ -13,7 +13,7 @@ import type { ErrorInfo } from '../errors.ts';
 import { outcomeOf, stepOf } from '../machines/saga-logic.ts';
 import type { MachineStateName, SagaCommand, SagaContext, SagaEvent, StepState } from '../machines/saga-logic.ts';
 import { createSagaMachine } from '../machines/saga-machine.ts';
-import type { SagaDefinition } from '../types.ts';
+import type { SagaDefinition, SagaOutcome } from '../types.ts';
 import { pureStepper } from '../machines/pure-transition.ts';
 
 /** The world, per step, as the coordinator could know it. */
@@ -31,6 +31,18 @@ interface GhostStep {
   readonly compUnknown: boolean;
   /** Its last attempt failed and the saga was aborted while it waited to retry: no effect, yet undone. */
   readonly abandoned: boolean;
+  /**
+   * Compensate requests the coordinators sent for it, counted from their commands. Not
+   * part of a state's key: a stored state keeps the count of the path that reached it.
+   */
+  readonly compSent: number;
+  /**
+   * The coordinator holds proof that the step's requests took no effect: its current
+   * request failed in user code under the host's claim, or found no responder as the key's
+   * first request, with no earlier request unaccounted for (the in-doubt rule of
+   * docs/protocol.md). Cleared again when a request is sent. Not part of a state's key.
+   */
+  readonly proven: boolean;
 }
 
 type Snap = { value: unknown; context: SagaContext };
@@ -150,8 +162,9 @@ function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
         { type: 'STEP.FAILED', stepId, attempt: a, error: UNKNOWN },
         { type: 'STEP.TIMED_OUT', stepId, attempt: a },
       );
-      // On a first, untainted attempt "no responders" is proof, as a retryable worker error is: the same transitions.
-      if (a > 1 || s.tainted) out.push({ type: 'STEP.FAILED', stepId, attempt: a, error: NO_RESPONDERS });
+      // On a first, untainted attempt "no responders" is proof, as a retryable worker error
+      // is; later, or after a request unaccounted for, it proves nothing.
+      out.push({ type: 'STEP.FAILED', stepId, attempt: a, error: NO_RESPONDERS });
       if (a > 1) out.push({ type: 'STEP.FAILED', stepId, attempt: a - 1, error: RETRYABLE }); // a duplicate of an old reply
       // Refused at capacity (once per step, to keep the space finite): sent again, no budget spent.
       if (overload && (s.refused ?? 0) === 0) out.push({ type: 'STEP.FAILED', stepId, attempt: a, error: OVERLOADED });
@@ -208,7 +221,7 @@ function nextGhost(
         // A refusal at capacity proves only that the refused copy ran nothing: another copy
         // of the same request (a duplicate) may reach a host that takes it. Unsure.
         if (ev.error.code === 'WORKER_ERROR' || ev.error.code === 'NO_RESPONDERS') {
-          if (cur.effect === 'maybe' && !cur.unsure) g[ev.stepId] = { ...cur, effect: 'none' };
+          if (cur.effect === 'maybe' && !cur.unsure) g[ev.stepId] = { ...cur, effect: 'none', proven: ev.error.code === 'WORKER_ERROR' || ev.attempt === 1 };
         } else if (ev.error.code !== 'COMPENSATED') g[ev.stepId] = { ...cur, unsure: true };
         break;
       }
@@ -243,7 +256,10 @@ function nextGhost(
   for (const c of commands) {
     if (c.type === 'do') {
       const cur = g[c.stepId] as GhostStep;
-      if (cur.effect === 'none') g[c.stepId] = { ...cur, effect: 'maybe' };
+      g[c.stepId] = { ...cur, effect: cur.effect === 'none' ? 'maybe' : cur.effect, proven: false };
+    } else if (c.type === 'compensate') {
+      const cur = g[c.stepId] as GhostStep;
+      g[c.stepId] = { ...cur, compSent: cur.compSent + 1 };
     }
   }
   return g;
@@ -366,6 +382,8 @@ export function checkSagaState(
     const dropped = Object.entries(outcomeOf(def, ctx, state) ?? {}).find(([, v]) => v === undefined);
     if (dropped !== undefined) bad.push(['outcome-is-plain-json', `outcome.${dropped[0]} is present and undefined: the outcome read back from a journal would not have it`]);
   }
+  const outcome = outcomeOf(def, ctx, state);
+  if (outcome !== undefined) bad.push(...checkOutcomeReport(def, outcome, ghost, afterCrash));
   if (state === 'committed' || state === 'compensated') {
     for (const p of def.steps) {
       const s = st(p.id);
@@ -401,6 +419,64 @@ export function checkSagaState(
       if (r.inDoubt && g.effect === 'yes' && !g.unsure && !g.compUnknown && !afterCrash) {
         bad.push(['in-doubt-only-when-unsure', `remaining step '${r.stepId}' is listed in doubt, but its effect certainly exists and the coordinator heard every answer`]);
       }
+    }
+  }
+  return bad;
+}
+
+/**
+ * The report fields of a final or parked outcome, read against the world and the
+ * definition only: which steps it says were undone, whether each failure left an effect,
+ * why each remaining effect remains and how many undo attempts it got.
+ */
+function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Readonly<Record<string, GhostStep>>, afterCrash: boolean): [string, string][] {
+  const bad: [string, string][] = [];
+  const gh = (id: string) => ghost[id] as GhostStep;
+  // The steps it says were undone (released by the join, or compensated) are exactly the
+  // steps whose effect was undone in the world, by a compensation or by an operator. A
+  // parked saga may not have heard of an undo that landed: that step is listed remaining,
+  // in doubt.
+  const undone = outcome.status === 'committed' ? outcome.released : outcome.compensated;
+  const field = outcome.status === 'committed' ? 'released' : 'compensated';
+  const world = def.steps.filter((p) => gh(p.id).effect === 'undone').map((p) => p.id);
+  const unheard = (id: string) => outcome.status === 'compensation-failed' && outcome.remaining.some((r) => r.stepId === id && r.inDoubt);
+  if (undone.some((id) => !world.includes(id)) || world.some((id) => !undone.includes(id) && !unheard(id))) {
+    bad.push(['outcome-lists-what-was-undone', `outcome.${field} is [${undone.join(', ')}], but the effects undone in the world are [${world.join(', ')}]`]);
+  }
+  if (outcome.status === 'committed') return bad;
+  // A failure not in doubt says its step left no effect: the coordinator must hold proof
+  // of it (its request failed in user code under a claim, or found no responder as the
+  // key's first request, nothing earlier unaccounted for); a failure in doubt says it
+  // holds none.
+  const last = new Map(outcome.failures.map((f) => [f.stepId, f] as const));
+  for (const f of last.values()) {
+    const g = gh(f.stepId);
+    if (!f.inDoubt && g.effect !== 'none') {
+      bad.push(['failure-in-doubt-when-unsure', `failure of step '${f.stepId}' (${f.error.code}) says it left no effect, but in the world its effect ${g.effect === 'undone' ? 'existed or may have, and was undone' : g.effect === 'yes' ? 'exists' : 'may exist'}`]);
+    }
+    if (f.inDoubt && g.proven && !afterCrash) {
+      bad.push(['failure-in-doubt-only-when-unsure', `failure of step '${f.stepId}' (${f.error.code}) is reported in doubt, but the coordinator holds proof that it left no effect`]);
+    }
+  }
+  if (outcome.status !== 'compensation-failed') return bad;
+  const listed = new Set(outcome.remaining.map((r) => r.stepId));
+  for (const r of outcome.remaining) {
+    const p = def.stepsById.get(r.stepId);
+    if (p === undefined) continue;
+    // Dependency order: an undo waits for the undo of every step that ran after it.
+    const behind = p.dependents.filter((d) => listed.has(d));
+    const why = behind.length > 0 ? 'blocked' : 'compensation-failed';
+    if (r.why !== why) {
+      bad.push(['remaining-says-why', `remaining step '${r.stepId}' says why '${r.why}', but ${behind.length > 0 ? `it waits behind ${behind.join(', ')}, whose effects remain` : 'nothing after it remains, so its own undo gave up'}`]);
+    }
+    // Every compensate request sent counts one attempt (a recovered coordinator re-sends
+    // the one in flight, and may have lost count of the last ones: then at most as many).
+    const sent = gh(r.stepId).compSent;
+    if (afterCrash ? r.attempts > sent : r.attempts !== sent) {
+      bad.push(['remaining-counts-attempts', `remaining step '${r.stepId}' reports ${r.attempts} undo attempt(s), but ${sent} compensate request(s) were sent`]);
+    }
+    if (why === 'compensation-failed' && r.attempts < 1) {
+      bad.push(['remaining-counts-attempts', `remaining step '${r.stepId}' gave up its undo after ${r.attempts} attempts`]);
     }
   }
   return bad;
@@ -480,7 +556,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
   const crashes = options.crashes ?? 0;
   const [s0, a0] = stepper.initial({ sagaId: 'model', input });
   const blank: Record<string, GhostStep> = {};
-  for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false };
+  for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false, compSent: 0, proven: false };
   const snap0 = s0 as unknown as Snap;
   const g0 = nextGhost(def, snap0, snap0, blank, undefined, cmdsOf(a0));
   const classIds = options.symmetry !== false && crashes === 0 ? symmetryClasses(def) : [];

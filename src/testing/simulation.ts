@@ -951,6 +951,19 @@ function check(
       // marked in doubt tells the operator the effect is certainly there, with everything delivered.
       const gone = o.remaining.filter((r) => !r.inDoubt && !active.includes(r.stepId)).map((r) => r.stepId);
       if (gone.length > 0) say('in-doubt-when-unsure', `lists [${gone}] as certainly holding their effects, but the systems of record do not hold them`);
+      // An effect remains either because its own undo gave up (after at least one attempt)
+      // or because it waits behind the undo of a step that ran after it, which remains too.
+      for (const r of o.remaining) {
+        const behind = (def.stepsById.get(r.stepId)?.dependents ?? []).filter((d) => remaining.includes(d));
+        const why = behind.length > 0 ? 'blocked' : 'compensation-failed';
+        if (r.why !== why) say('remaining-says-why', `lists step ${r.stepId} as '${r.why}', but ${behind.length > 0 ? `it waits behind [${behind}]` : 'nothing after it remains'}`);
+        if (r.why === 'compensation-failed' && r.attempts < 1) say('remaining-counts-attempts', `lists step ${r.stepId} as a failed undo after ${r.attempts} attempts`);
+      }
+    }
+    // A failure not in doubt says its step left no effect: no request of it ever applied.
+    if (o.status !== 'committed') {
+      const applied = o.failures.filter((f) => !f.inDoubt && ledger.applies(keys.get(f.stepId) as string) > 0).map((f) => f.stepId);
+      if (applied.length > 0) say('failure-in-doubt-when-unsure', `reports failures of [${applied}] as leaving no effect, but the systems of record applied them`);
     }
   });
 }

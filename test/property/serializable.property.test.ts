@@ -81,21 +81,24 @@ class Order {
   readonly id = 1;
 }
 
-/** Values JSON would change or drop, each with what the refusal must call it. */
-const BAD: readonly { make: () => unknown; what: RegExp }[] = [
-  { make: () => new Date(0), what: /a Date/ },
-  { make: () => new Map([[1, 2]]), what: /a Map/ },
-  { make: () => new Set([1]), what: /a Set/ },
-  { make: () => new Uint8Array(2), what: /a Uint8Array/ },
-  { make: () => new ArrayBuffer(2), what: /an? ArrayBuffer/ },
-  { make: () => new Error('x'), what: /an Error/ },
-  { make: () => new Order(), what: /^an Order instance$/ },
-  { make: () => Object.create({ inherited: 1 }) as unknown, what: /^an object with a prototype$/ },
-  { make: () => 10n, what: /BigInt|bigint/i },
-  { make: () => Number.NaN, what: /NaN/ },
-  { make: () => Number.POSITIVE_INFINITY, what: /Infinity/ },
-  { make: () => () => 1, what: /function/ },
-  { make: () => Symbol('s'), what: /symbol/i },
+/** Values JSON would change or drop, each with what the refusal must call it and what it must tell the user to pass instead. */
+const BAD: readonly { make: () => unknown; what: RegExp; fix: RegExp }[] = [
+  { make: () => new Date(0), what: /a Date/, fix: /date\.toISOString\(\)/ },
+  { make: () => new Map([[1, 2]]), what: /a Map/, fix: /Object\.fromEntries\(map\)/ },
+  { make: () => new Set([1]), what: /a Set/, fix: /\[\.\.\.set\]/ },
+  { make: () => Promise.resolve(1), what: /a Promise/, fix: /await it/ },
+  { make: () => /x/, what: /a RegExp/, fix: /source as a string/ },
+  { make: () => new URL('https://example.com/'), what: /a URL/, fix: /url\.href/ },
+  { make: () => new Uint8Array(2), what: /a Uint8Array/, fix: /base64/ },
+  { make: () => new ArrayBuffer(2), what: /an? ArrayBuffer/, fix: /base64/ },
+  { make: () => new Error('x'), what: /an Error/, fix: /\{ code, message \}/ },
+  { make: () => new Order(), what: /^an Order instance$/, fix: /plain object/ },
+  { make: () => Object.create({ inherited: 1 }) as unknown, what: /^an object with a prototype$/, fix: /plain object/ },
+  { make: () => 10n, what: /BigInt|bigint/i, fix: /string/ },
+  { make: () => Number.NaN, what: /NaN/, fix: /null or a string/ },
+  { make: () => Number.POSITIVE_INFINITY, what: /Infinity/, fix: /null or a string/ },
+  { make: () => () => 1, what: /function/, fix: /data, not code/ },
+  { make: () => Symbol('s'), what: /symbol/i, fix: /string/ },
 ];
 
 type Segment = { key: string } | { index: number };
@@ -135,6 +138,7 @@ describe('values that are not plain JSON', () => {
         const found = findNotJson(value, 'input');
         expect(found?.path).toBe(render(path));
         expect(found?.what).toMatch(bad.what);
+        expect(found?.fix).toMatch(bad.fix);
         let thrown: unknown;
         try {
           assertSerializable(value, 'input', 'trip');

@@ -1,0 +1,80 @@
+/**
+ * The runtime's three pause schedules as properties, against their documented statements
+ * rather than their code: each is written here as a recurrence (start, double, cap), the
+ * code as a closed form. A retry that waits too little hammers a failing system; one that
+ * waits too long stalls a saga an operator is watching.
+ *
+ * - a step's retries (`backoff` in src/types.ts and docs/guide.md): `initialMs` before the
+ *   first retry, times `factor` for each next one, never above `maxMs`;
+ * - a refusal at capacity (docs/protocol.md, OVERLOADED): 25 ms doubling, at most 2 s;
+ * - a host undoing an effect it applied after losing its claim (docs/protocol.md, Claims):
+ *   100 ms doubling, at most 30 s;
+ * - a request waiting on a busy key (docs/protocol.md, Claims): 5 ms doubling to 250 ms,
+ *   never past the claim's lease, and until the lease when this host runs the claim
+ *   itself (its end wakes the request).
+ */
+import fc from 'fast-check';
+import { describe, expect, test } from 'vitest';
+import { keyPollMs } from '../../src/actors/worker-host.ts';
+import { selfUndoBackoff } from '../../src/machines/host-protocol.ts';
+import { backoffDelay, overloadDelay } from '../../src/machines/saga-logic.ts';
+
+/** The n-th pause (1-based) of a schedule that starts at `first`, multiplies by `factor` and never passes `cap`. */
+function nth(first: number, factor: number, cap: number, n: number): number {
+  let d = Math.min(first, cap);
+  let raw = first;
+  for (let i = 1; i < n; i++) {
+    raw *= factor;
+    d = Math.min(raw, cap);
+  }
+  return d;
+}
+
+describe('pause schedules follow their documented statements', () => {
+  test("a step's retry backoff: initialMs, times factor per retry, capped at maxMs", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 5_000 }),
+        fc.double({ min: 1, max: 4, noNaN: true }),
+        fc.integer({ min: 0, max: 60_000 }),
+        fc.integer({ min: 1, max: 30 }),
+        (initialMs, factor, maxMs, n) => {
+          const b = { initialMs, factor, maxMs, jitter: false };
+          const d = backoffDelay(b, n);
+          expect(d).toBeCloseTo(nth(initialMs, factor, maxMs, n), 6);
+          expect(d).toBeLessThanOrEqual(maxMs);
+          expect(d).toBeGreaterThanOrEqual(backoffDelay(b, Math.max(1, n - 1)));
+        },
+      ),
+      { seed: 20261203, numRuns: 300 },
+    );
+  });
+
+  test('a refusal at capacity: 25 ms doubling per refusal, at most 2 s', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 200 }), (refusals) => {
+        expect(overloadDelay(refusals)).toBe(nth(25, 2, 2_000, refusals));
+      }),
+      { seed: 20261203, numRuns: 200 },
+    );
+  });
+
+  test("a host's own undo after a failure: 100 ms doubling, at most 30 s", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 200 }), (failures) => {
+        expect(selfUndoBackoff(failures)).toBe(nth(100, 2, 30_000, failures + 1));
+      }),
+      { seed: 20261203, numRuns: 200 },
+    );
+  });
+
+  test('a request waiting on a busy key: 5 ms doubling to 250 ms, never past the lease; its own claim until the lease', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: -1_000, max: 120_000 }), fc.integer({ min: 0, max: 100 }), fc.boolean(), (untilMs, polls, runsHere) => {
+        const lease = Math.max(1, untilMs);
+        expect(keyPollMs(untilMs, polls, runsHere)).toBe(runsHere ? lease : Math.min(lease, nth(5, 2, 250, polls + 1)));
+      }),
+      { seed: 20261203, numRuns: 300 },
+    );
+  });
+});
