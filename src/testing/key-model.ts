@@ -875,8 +875,33 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     return out;
   };
 
+  /**
+   * A \`do\` of another saga that reuses this key with another input (a key function that
+   * maps two sagas to one key) must be refused with KEY_CONFLICT whatever the key's record
+   * holds, touching nothing (docs/protocol.md, section 8): it reads the record as it stands
+   * and decides. Probed on every state without entering the world, so the space does not
+   * grow: had it run, it would have answered another saga with this step's result, or
+   * claimed and run over this step's key.
+   */
+  const foreignDo = (w: World): [string, string][] => {
+    const rec = w.store.record;
+    if (rec === undefined || rec.state === 'new') return [];
+    const req: WorkerRequest = { ...baseReq('do', 2), sagaId: 'other', input: 'another input' };
+    const setup: RequestSetup = { req, inputHash: JSON.stringify('another input'), owner: 'foreign', leaseMs: 1_000 };
+    const start = startRequest(setup, 0);
+    if (start.commands[0]?.type !== 'read') return [];
+    const live = rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(w, rec.owner);
+    const t = stepRequest(setup, start.state, { type: 'READ', record: rec, revision: w.store.revision, live, now: 0 });
+    const reply = t.commands.find((c) => c.type === 'reply');
+    const touches = t.commands.filter((c) => c.type !== 'reply');
+    if (reply === undefined || reply.reply.ok || reply.reply.error.code !== 'KEY_CONFLICT' || touches.length > 0 || t.state.phase !== 'done') {
+      return [['key-conflict-for-another-input', `a do of another saga with another input, reading the key's ${rec.state} record, was answered ${reply === undefined ? 'nothing' : JSON.stringify(reply.reply)}${touches.length > 0 ? ` and went on to ${touches.map((c) => c.type).join(', ')}` : ''}, not KEY_CONFLICT without touching the key`]];
+    }
+    return [];
+  };
+
   const check = (w: World): [string, string][] => {
-    const bad: [string, string][] = [];
+    const bad: [string, string][] = foreignDo(w);
     const state = w.saga.value as MachineStateName;
     if (state === 'committed' && w.effect !== 1) bad.push(['committed-step-keeps-its-effect', 'the saga committed but the step has no effect']);
     if (state === 'committed' && w.aborted) bad.push(['aborted-saga-does-not-commit', 'an operator aborted the saga, yet it committed']);

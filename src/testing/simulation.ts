@@ -635,6 +635,9 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
       }),
     );
     const host = createWorkerHost(workers, { dedup: viewOf(alive, slot), clock, leaseMs: SIM_LEASE_MS });
+    // What a host says it serves (logs, the CLI) is what it was given.
+    const serves = workers.map((w) => w.name);
+    if (host.workers.join() !== serves.join()) violations.push({ property: 'host-reports-its-workers', message: `host ${slot} reports workers [${host.workers}], it serves [${serves}]` });
     const handler: WorkerHandler = (req: WorkerRequest) => {
       if (!alive()) return hang();
       if (chooser.chance(faults.overload)) {
