@@ -285,7 +285,7 @@ interface World {
    * host may take the key over (the lease passes; the holder's own host knows at once).
    */
   abandoned: readonly string[];
-  budget: { storeFailures: number; leaseExpiries: number; dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; transportTimeouts: number; operator: number; resolves: number; aborts: number };
+  budget: { storeFailures: number; leaseExpiries: number; dups: number; drops: number; hostCrashes: number; coordCrashes: number; garbles: number; oversizes: number; transportTimeouts: number; operator: number; resolves: number; aborts: number; forgets: number };
 }
 
 /** The options of `exploreProduct`: the bounds of each fault. */
@@ -335,6 +335,13 @@ export interface ProductOptions {
   operatorResolves?: number;
   /** Operator aborts of the running saga (OPERATOR.ABORT, at any moment it gathers). Default 0. */
   operatorAborts?: number;
+  /**
+   * The store forgets the key's record (its dedup window passed) once the saga has ended
+   * and no request of the key is in flight (docs/durability.md: the window outlasts every
+   * saga): only a host still at work on the key on its own, undoing a late effect of a do
+   * that lost its claim, meets the key gone. Default 0.
+   */
+  forgets?: number;
   /** Stop after this many states (the report is then `truncated`). Default 2_000_000. */
   maxStates?: number;
   /** Properties not to report. */
@@ -361,6 +368,8 @@ export interface ProductCoverage {
   /** The most restarts of one host. */
   readonly hostRestarts: number;
   readonly coordinatorCrashes: number;
+  /** A reachable state where the store forgot the key while a host still undid a late effect of it. */
+  readonly forgottenWhileUndoing: boolean;
 }
 
 /** What `exploreProduct` explored and found. */
@@ -386,6 +395,7 @@ const PRODUCT_RANGES: Readonly<Record<Exclude<keyof ProductOptions, 'ignore'>, r
   operatorRetries: [0, 4, 'operator retries'],
   operatorResolves: [0, 3, 'operator resolve calls, each fencing the key; a review asks for another'],
   operatorAborts: [0, 1, 'operator aborts; an aborted saga does not run again'],
+  forgets: [0, 1, 'times the store forgets the key once the saga ended'],
   transportTimeouts: [0, 3, 'transport deadlines passing with the request or its reply in flight'],
   leaseExpiries: [0, 3, 'leases passing while a do runs'],
   storeFailures: [0, 3, 'store calls of a host that fail (a read, a write before it lands, a write whose answer is lost)'],
@@ -839,6 +849,15 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       }
     }
 
+    // The dedup window passes after the saga ended, with no request of the key in flight:
+    // only hosts undoing a late effect on their own may still be at work on the key.
+    const ended = v === 'committed' || v === 'compensated';
+    if (ended && w.budget.forgets > 0 && w.store.record !== undefined && !w.channel.some((m) => m.kind === 'req') && w.procs.every((q) => q.state.phase === 'undoing' || w.expired.includes(q.setup.owner))) {
+      const n = clone(w);
+      n.budget.forgets--;
+      n.store = { record: undefined, revision: n.store.revision + 1 };
+      out.push({ label: 'the store forgets the key (its dedup window passed)', next: n, bad: [] });
+    }
     if (v === 'gathering' && w.budget.aborts > 0) {
       const n = clone(w);
       n.budget.aborts--;
@@ -969,6 +988,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
       operator: options.operatorRetries ?? 1,
       resolves: options.operatorResolves ?? 0,
       aborts: options.operatorAborts ?? 0,
+      forgets: options.forgets ?? 0,
     },
   };
   sagaCommands(w0, effects(a0));
@@ -1023,7 +1043,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     ].join('|');
   };
   const budget0 = { ...w0.budget };
-  const seen = { committed: false, compensated: false, parked: false, resolved: false, resolvedAfterReview: false, abortedThenCompensated: false, doAttempts: 0, compensationAttempts: 0, operatorRetries: 0, hostCrashes: 0, hostRestarts: 0, coordinatorCrashes: 0 };
+  const seen = { committed: false, compensated: false, parked: false, resolved: false, resolvedAfterReview: false, abortedThenCompensated: false, doAttempts: 0, compensationAttempts: 0, operatorRetries: 0, hostCrashes: 0, hostRestarts: 0, coordinatorCrashes: 0, forgottenWhileUndoing: false };
   const observe = (w: World) => {
     const v = w.saga.value;
     if (v === 'committed') seen.committed = true;
@@ -1039,6 +1059,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     seen.hostCrashes = Math.max(seen.hostCrashes, budget0.hostCrashes - w.budget.hostCrashes);
     seen.coordinatorCrashes = Math.max(seen.coordinatorCrashes, budget0.coordCrashes - w.budget.coordCrashes);
     for (const h of w.hosts) seen.hostRestarts = Math.max(seen.hostRestarts, h.gen);
+    if (w.budget.forgets < budget0.forgets && w.procs.some((q) => q.state.phase === 'undoing')) seen.forgottenWhileUndoing = true;
   };
   const r = bfs(w0, serialize, edges, check, options.maxStates, options.ignore, observe);
   const faults = [
@@ -1055,6 +1076,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     options.operatorAborts ? `${options.operatorAborts} operator abort` : '',
     options.leaseExpiries ? `${options.leaseExpiries} lease(s) passing while a do runs` : '',
     options.storeFailures ? `${options.storeFailures} failed store call(s)` : '',
+    options.forgets ? 'the store forgets the key once the saga ended' : '',
   ].filter(Boolean);
   return { ...r, exhaustive: !r.truncated, coverage: { ...seen }, shape: `1 step x 1 key, retries do/comp ${p.retries}/${p.compensation.retries}, ${faults.join(', ')}` };
 }

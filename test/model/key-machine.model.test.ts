@@ -156,6 +156,23 @@ describe('one coordinator step x one key on worker hosts sharing a compare-and-s
     expect(r.coverage.resolvedAfterReview).toBe(true);
   });
 
+  test('the dedup window must outlast a host cut off while its do runs: a store that forgets the key first leaves its late effect', () => {
+    // docs/guarantees.md: a host that lost its claim comes back to the store within the
+    // dedup window. Without that, the model finds the leak: the key is undone and the saga
+    // compensated, the store forgets the key, and the stalled host's re-check finds no
+    // record, so it cannot tell an undone key from a committed one.
+    const options: ProductOptions = { hosts: 2, stepRetries: 0, compensationRetries: 0, duplicates: 0, drops: 0, leaseExpiries: 1, operatorRetries: 0, forgets: 1 };
+    const r = exploreProduct(oneStep, options);
+    const leak = r.violations.find((v) => v.property === 'compensated-step-leaves-no-effect');
+    expect(leak, r.violations.map(explainModelViolation).join('\n')).toBeDefined();
+    expect(leak?.path).toContain('the store forgets the key (its dedup window passed)');
+    expect(leak?.path.indexOf('the store forgets the key (its dedup window passed)')).toBeGreaterThan(leak?.path.indexOf('host 0 stalls while its do#1 runs: its lease passes') ?? Infinity);
+    // Without the store forgetting, the same configuration is clean.
+    const within = exploreProduct(oneStep, { ...options, forgets: 0 });
+    expect(within.violations.map(explainModelViolation)).toEqual([]);
+    expect(within.exhaustive).toBe(true);
+  });
+
   test('a bound too small is reported: not exhaustive, truncated', () => {
     const r = exploreProduct(oneStep, { hosts: 1, stepRetries: 0, compensationRetries: 0, operatorRetries: 0, maxStates: 50 });
     console.log(line(r.shape, r, 0));
@@ -172,6 +189,7 @@ describe('one coordinator step x one key on worker hosts sharing a compare-and-s
       [{ stepRetries: 1.5 }, 'stepRetries', /integer/],
       [{ drops: '1' }, 'drops', /got "1"/],
       [{ operatorResolves: 4 }, 'operatorResolves', /from 0 to 3/],
+      [{ forgets: 2 }, 'forgets', /from 0 to 1/],
       [{ maxStates: 0 }, 'maxStates', />= 1/],
       [{ hostCrash: 1 }, 'hostCrash', /unknown option of exploreProduct/],
       [{ ignore: 'x' }, 'ignore', /array of property names/],
