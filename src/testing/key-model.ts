@@ -919,8 +919,30 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     return [];
   };
 
+  /**
+   * A host whose claim was taken over while its user code runs must tell that code to stop
+   * (\`ctx.signal\`, docs/guarantees.md) as soon as it learns of it: at its next renewal,
+   * whose write then conflicts. Probed on every state where a request's user code runs
+   * under a claim the store no longer holds (the model's user code ignores the signal, as
+   * user code may, so the guarantee does not rest on it; the probe does not enter the world).
+   */
+  const renewalAfterTakeover = (w: World): [string, string][] => {
+    for (const q of w.procs) {
+      const st = q.state;
+      if (st.phase !== 'running' || st.renewing !== undefined || st.lost || st.outcome !== undefined) continue;
+      if (w.store.record?.owner === st.claim.owner && w.store.revision === st.claim.revision) continue;
+      const renew = stepRequest(q.setup, st, { type: 'RENEW', now: 0 });
+      if (!renew.commands.some((c) => c.type === 'write')) return [['claim-lost-stops-user-code', `host ${q.host}'s renewal of its ${q.setup.req.op} claim wrote nothing`]];
+      const lost = stepRequest(q.setup, renew.state, { type: 'CONFLICT', now: 0 });
+      if (!lost.commands.some((c) => c.type === 'abort' && c.owner === st.claim.owner)) {
+        return [['claim-lost-stops-user-code', `host ${q.host}'s renewal of its ${q.setup.req.op} claim conflicted (another host took the key over), and it did not abort its user code: it answered ${JSON.stringify(lost.commands.map((c) => c.type))}`]];
+      }
+    }
+    return [];
+  };
+
   const check = (w: World): [string, string][] => {
-    const bad: [string, string][] = foreignDo(w);
+    const bad: [string, string][] = [...foreignDo(w), ...renewalAfterTakeover(w)];
     const state = w.saga.value as MachineStateName;
     if (state === 'committed' && w.effect !== 1) bad.push(['committed-step-keeps-its-effect', 'the saga committed but the step has no effect']);
     if (state === 'committed' && w.aborted) bad.push(['aborted-saga-does-not-commit', 'an operator aborted the saga, yet it committed']);
