@@ -403,13 +403,14 @@ export function createWorkerHost(workers: readonly WorkerDefinition[], options: 
       host.logger.warn({ worker: req.worker, sagaId: req.sagaId }, 'request for a worker this host does not serve');
       return Promise.resolve({ ok: false, error: { code: 'UNKNOWN_WORKER', message: `this host does not serve worker '${req.worker}'`, retryable: false } });
     }
-    let inputHash: string;
-    try {
-      inputHash = fingerprint(req.input);
-    } catch (error) {
-      return Promise.resolve({ ok: false, error: { ...toErrorInfo(error), code: 'PROTOCOL_ERROR', retryable: false } });
+    // JSON off the wire always passes; a request handed over in process may hold anything.
+    const notJson = findNotJson(req.input, 'input');
+    if (notJson !== undefined) {
+      const message = `the ${req.op} of worker '${req.worker}' for key ${req.key} carries an input that is not plain JSON: ${describeNotJson(notJson)}`;
+      host.logger.warn({ worker: req.worker, sagaId: req.sagaId, key: req.key }, message);
+      return Promise.resolve({ ok: false, error: { code: 'PROTOCOL_ERROR', message, retryable: false } });
     }
-    return new RequestRun(host, def, { req, inputHash, owner: `${host.claimPrefix}${++claims}`, leaseMs }).answered;
+    return new RequestRun(host, def, { req, inputHash: fingerprint(req.input), owner: `${host.claimPrefix}${++claims}`, leaseMs }).answered;
   };
 
   return {

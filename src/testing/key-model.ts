@@ -520,6 +520,11 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         bad.push(['host-commands-are-known', `the host's ${req.op} (attempt ${req.attempt}) emitted ${JSON.stringify(c)}, no command of the protocol`]);
       } else if (c.type === 'read' || c.type === 'write' || c.type === 'wait' || c.type === 'run') {
         if (c.type === 'write' && c.record.state === 'doing') w.doClaimed = true;
+        // compensate gets the stored result when the record has one (docs/protocol.md), and a
+        // host undoing its own late effect the result its do returned: every do here returns RESULT.
+        if (c.type === 'run' && c.op === 'compensate' && (c.claim.record.result !== undefined || c.claim.selfUndo > 0) && JSON.stringify(c.result) !== JSON.stringify(RESULT)) {
+          bad.push(['compensate-gets-the-result', `a compensate of the key ran with result ${JSON.stringify(c.result)}, not the result its do applied`]);
+        }
         pending.push(c);
       }
     }
@@ -553,6 +558,22 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   };
 
   /**
+   * A record a host writes over another, against the record table of docs/protocol.md: the
+   * result of a \`do\` is kept through the undo, and a failed undo leaves its error stored.
+   */
+  const landing = (prev: KeyRecord | undefined, next: KeyRecord, writer: Proc | undefined): [string, string][] => {
+    const bad: [string, string][] = [];
+    if (prev?.result !== undefined && next.state !== 'new' && JSON.stringify(next.result) !== JSON.stringify(prev.result)) {
+      bad.push(['record-keeps-the-result', `a ${prev.state} record holding the do's result was overwritten by a ${next.state} record with result ${JSON.stringify(next.result)}`]);
+    }
+    const st = writer?.state;
+    if (st?.phase === 'completing' && st.outcome.event.type === 'COMPENSATION.FAILED' && JSON.stringify(next.error) !== JSON.stringify(st.outcome.event.error)) {
+      bad.push(['failed-undo-stores-its-error', `an undo failed with ${JSON.stringify(st.outcome.event.error)}, and the host wrote a ${next.state} record with error ${JSON.stringify(next.error)}`]);
+    }
+    return bad;
+  };
+
+  /**
    * A store call of a host fails (STORE_FAILED); `lands`: a write that landed all the same.
    * A claim of the request left in the store that nothing runs under any more is abandoned.
    */
@@ -560,7 +581,10 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const n = clone(w);
     const bad: [string, string][] = [];
     n.budget.storeFailures--;
-    if (lands && write !== undefined) n.store = { record: write.record, revision: n.store.revision + 1 };
+    if (lands && write !== undefined) {
+      bad.push(...landing(n.store.record, write.record, n.procs[pi]));
+      n.store = { record: write.record, revision: n.store.revision + 1 };
+    }
     const proc = n.procs[pi] as Proc;
     hostEvent(n, proc, { type: 'STORE_FAILED', error: { code: 'TRANSPORT_ERROR', message: 'the dedup store failed', retryable: true }, now }, keep, bad);
     const rec = n.store.record;
@@ -725,6 +749,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           const n = clone(w);
           const bad: [string, string][] = [];
           if (n.store.revision === cmd.revision) {
+            bad.push(...landing(n.store.record, cmd.record, proc));
             n.store = { record: cmd.record, revision: n.store.revision + 1 };
             hostEvent(n, at(n), { type: 'WRITTEN', revision: n.store.revision, now }, keep, bad);
             out.push({ label: `${who} writes ${cmd.record.state}`, next: n, bad });
@@ -814,7 +839,10 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
             if (written) {
               for (const q of writing) {
                 const write = q.pending.find((c) => c.type === 'write') as Extract<HostCommand, { type: 'write' }>;
-                if (n.store.revision === write.revision) n.store = { record: write.record, revision: n.store.revision + 1 };
+                if (n.store.revision === write.revision) {
+                  bad.push(...landing(n.store.record, write.record, q));
+                  n.store = { record: write.record, revision: n.store.revision + 1 };
+                }
               }
             }
             n.hosts[slot] = { alive: false, gen: h.gen, leased: h.gen };
@@ -941,8 +969,33 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     return [];
   };
 
+  /**
+   * The \`do\` rows of the record table (docs/protocol.md, section 8), probed on the record as
+   * it stands: a newer attempt of a key whose last run failed retryably or was interrupted
+   * (\`retryable\`, \`uncertain\`) claims the key and runs again; a repeat of the last attempt,
+   * or any attempt of a key that is \`done\`, \`failed\`, being undone or undone, is answered
+   * from the record without a write.
+   */
+  const doTable = (w: World): [string, string][] => {
+    const rec = w.store.record;
+    if (rec === undefined || rec.state === 'new' || rec.state === 'doing' || rec.state === 'compensating') return [];
+    const last = rec.attempt ?? 1;
+    const probes = [{ attempt: Math.max(2, last + 1), reruns: rec.state === 'retryable' || rec.state === 'uncertain' }, ...(last >= 2 ? [{ attempt: last, reruns: false }] : [])];
+    for (const { attempt, reruns } of probes) {
+      const setup: RequestSetup = { req: baseReq('do', attempt), inputHash: 'null', owner: 'probe', leaseMs: 1_000 };
+      const start = startRequest(setup, 0);
+      const t = stepRequest(setup, start.state, { type: 'READ', record: rec, revision: w.store.revision, live: false, now: 0 });
+      const claims = t.commands.some((c) => c.type === 'write' && c.record.state === 'doing');
+      const writes = t.commands.some((c) => c.type === 'write');
+      const answers = t.commands.some((c) => c.type === 'reply');
+      if (reruns && !claims) return [['a-newer-attempt-runs-again', `a do of attempt ${attempt} reading a ${rec.state} record of attempt ${last} did not claim the key to run again: ${JSON.stringify(t.commands.map((c) => c.type))}`]];
+      if (!reruns && (writes || !answers)) return [['a-repeat-is-answered-from-the-record', `a do of attempt ${attempt} reading a ${rec.state} record of attempt ${last} was not answered from the record alone: ${JSON.stringify(t.commands.map((c) => (c.type === 'write' ? `write ${c.record.state}` : c.type)))}`]];
+    }
+    return [];
+  };
+
   const check = (w: World): [string, string][] => {
-    const bad: [string, string][] = [...foreignDo(w), ...renewalAfterTakeover(w)];
+    const bad: [string, string][] = [...foreignDo(w), ...renewalAfterTakeover(w), ...doTable(w)];
     const state = w.saga.value as MachineStateName;
     if (state === 'committed' && w.effect !== 1) bad.push(['committed-step-keeps-its-effect', 'the saga committed but the step has no effect']);
     if (state === 'committed' && w.aborted) bad.push(['aborted-saga-does-not-commit', 'an operator aborted the saga, yet it committed']);

@@ -43,6 +43,12 @@ interface GhostStep {
    * docs/protocol.md). Cleared again when a request is sent. Not part of a state's key.
    */
   readonly proven: boolean;
+  /**
+   * The error code of the last answer to its current compensation attempt that spent the
+   * budget: STEP_TIMED_OUT for a timeout, else the failure's code (a refusal at capacity
+   * spends none). Not part of a state's key.
+   */
+  readonly lastComp: string | undefined;
 }
 
 type Snap = { value: unknown; context: SagaContext };
@@ -61,6 +67,12 @@ interface Node {
   readonly parent: string | undefined;
   readonly via: string | undefined;
   readonly depth: number;
+  /**
+   * On the path that reached it: how many times the saga entered compensationFailed from
+   * another state, and how many undo acknowledgements reached it while parked (each may
+   * wake it and park it again). Not part of a state's key.
+   */
+  readonly parkings: readonly [entered: number, wakes: number];
 }
 
 /** A property of the guarantee broken on a state reachable by the saga machine. */
@@ -228,15 +240,19 @@ function nextGhost(
       case 'COMPENSATION.DONE':
         g[ev.stepId] = { ...cur, effect: 'undone', compUnknown: false };
         break;
-      case 'COMPENSATION.TIMED_OUT':
-        g[ev.stepId] = { ...cur, compUnknown: true };
+      case 'COMPENSATION.TIMED_OUT': {
+        const current = before.status === 'compensating' && !before.waiting && before.compAttempt === ev.attempt;
+        g[ev.stepId] = { ...cur, compUnknown: true, lastComp: current ? 'STEP_TIMED_OUT' : cur.lastComp };
         break;
-      case 'COMPENSATION.FAILED':
+      }
+      case 'COMPENSATION.FAILED': {
         // A clean failure means the host ran the compensation and it failed; any other
         // (a refusal at capacity) proves only that this copy ran nothing: a duplicate of the
         // same request may reach a host that takes it.
-        if (ev.error.code !== 'COMPENSATION_FAILED') g[ev.stepId] = { ...cur, compUnknown: true };
+        const current = before.status === 'compensating' && !before.waiting && before.compAttempt === ev.attempt && ev.error.code !== 'OVERLOADED';
+        g[ev.stepId] = { ...cur, compUnknown: cur.compUnknown || ev.error.code !== 'COMPENSATION_FAILED', lastComp: current ? ev.error.code : cur.lastComp };
         break;
+      }
       default:
         break;
     }
@@ -346,10 +362,18 @@ export function checkSagaState(
   snap: Snap,
   ghost: Readonly<Record<string, GhostStep>>,
   afterCrash = false,
+  parkings?: readonly [entered: number, wakes: number],
 ): [string, string][] {
   const bad: [string, string][] = [];
   const state = snap.value as MachineStateName;
   const ctx = snap.context;
+  // The dead letter of a parked saga says how many times it parked (operators read it as
+  // "retried N times and still failing"): every parking counts (each operator retry that
+  // parks again adds one), and a late undo acknowledgement that wakes a parked saga may
+  // park it once more.
+  if (state === 'compensationFailed' && parkings !== undefined && !afterCrash && (ctx.timesParked < parkings[0] || ctx.timesParked > parkings[0] + parkings[1])) {
+    bad.push(['parked-counts-its-parkings', `the saga parked ${parkings[0]} time(s) (and was woken by ${parkings[1]} late acknowledgement(s) while parked), its dead letter says ${ctx.timesParked}`]);
+  }
   const st = (id: string) => (stepOf(def, ctx, id) as StepState).status;
   const gh = (id: string) => ghost[id] as GhostStep;
   if (state === 'committed') {
@@ -454,7 +478,7 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
     if (!f.inDoubt && g.effect !== 'none') {
       bad.push(['failure-in-doubt-when-unsure', `failure of step '${f.stepId}' (${f.error.code}) says it left no effect, but in the world its effect ${g.effect === 'undone' ? 'existed or may have, and was undone' : g.effect === 'yes' ? 'exists' : 'may exist'}`]);
     }
-    if (f.inDoubt && g.proven && !afterCrash) {
+    if (f.inDoubt && g.proven) {
       bad.push(['failure-in-doubt-only-when-unsure', `failure of step '${f.stepId}' (${f.error.code}) is reported in doubt, but the coordinator holds proof that it left no effect`]);
     }
   }
@@ -478,6 +502,11 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
     if (why === 'compensation-failed' && r.attempts < 1) {
       bad.push(['remaining-counts-attempts', `remaining step '${r.stepId}' gave up its undo after ${r.attempts} attempts`]);
     }
+    // Its last error is the answer to its last undo attempt: STEP_TIMED_OUT for a timeout.
+    const last = gh(r.stepId).lastComp;
+    if (!afterCrash && r.lastError?.code !== last) {
+      bad.push(['remaining-names-its-last-error', `remaining step '${r.stepId}' reports last error ${r.lastError?.code ?? 'none'}, but its last undo attempt was answered ${last ?? 'never'}`]);
+    }
   }
   return bad;
 }
@@ -493,6 +522,12 @@ function checkCommands(def: SagaDefinition, ghost: Readonly<Record<string, Ghost
           bad.push(['staged-compensation-in-reverse-order', `compensate '${c.stepId}' sent while '${d}', which runs after it, may still hold an effect`]);
         }
       }
+    }
+    // Compensations go to the steps that committed or may have: not to one whose requests
+    // the coordinator holds proof took no effect.
+    if (c.type === 'compensate' && p !== undefined) {
+      const g = ghost[c.stepId] as GhostStep;
+      if (g.proven && g.effect === 'none') bad.push(['compensates-only-what-may-have-applied', `compensate '${c.stepId}' sent although its do failed with proof that it took no effect`]);
     }
     if (c.type === 'do' && p !== undefined) {
       if ((ghost[c.stepId] as GhostStep).effect === 'undone') bad.push(['no-do-after-compensation', `do '${c.stepId}' sent after it was compensated`]);
@@ -556,7 +591,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
   const crashes = options.crashes ?? 0;
   const [s0, a0] = stepper.initial({ sagaId: 'model', input });
   const blank: Record<string, GhostStep> = {};
-  for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false, compSent: 0, proven: false };
+  for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false, compSent: 0, proven: false, lastComp: undefined };
   const snap0 = s0 as unknown as Snap;
   const g0 = nextGhost(def, snap0, snap0, blank, undefined, cmdsOf(a0));
   const classIds = options.symmetry !== false && crashes === 0 ? symmetryClasses(def) : [];
@@ -567,17 +602,20 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
   const keyOf = (snap: Snap, ghost: Readonly<Record<string, GhostStep>>, j: Journal) =>
     crashes === 0 ? serialize(def, snap, ghost, classes) : `${serialize(def, snap, ghost)}#${journalKey(def, j)}`;
   const k0 = keyOf(snap0, g0, j0);
-  seen.set(k0, { snap: snap0, ghost: g0, journal: j0, parent: undefined, via: '(start)', depth: 0 });
+  seen.set(k0, { snap: snap0, ghost: g0, journal: j0, parent: undefined, via: '(start)', depth: 0, parkings: [0, 0] });
   const queue: string[] = [k0];
   let truncated = false;
-  const visit = (key: string, node: Node, snap1: Snap, g1: Record<string, GhostStep>, j1: Journal, via: string): boolean => {
+  const visit = (key: string, node: Node, snap1: Snap, g1: Record<string, GhostStep>, j1: Journal, via: string, ev?: SagaEvent): boolean => {
     const k1 = keyOf(snap1, g1, j1);
     if (!seen.has(k1)) {
       if (seen.size >= maxStates) {
         truncated = true;
         return k1 !== key;
       }
-      seen.set(k1, { snap: snap1, ghost: g1, journal: j1, parent: key, via, depth: node.depth + 1 });
+      const [entered, wakes] = node.parkings;
+      const wasParked = node.snap.value === 'compensationFailed';
+      const parkings = [entered + (snap1.value === 'compensationFailed' && !wasParked ? 1 : 0), wakes + (wasParked && ev?.type === 'COMPENSATION.DONE' ? 1 : 0)] as const;
+      seen.set(k1, { snap: snap1, ghost: g1, journal: j1, parent: key, via, depth: node.depth + 1, parkings });
       queue.push(k1);
     }
     return k1 !== key;
@@ -587,7 +625,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
     const key = queue[qi] as string;
     const node = seen.get(key) as Node;
     const state = node.snap.value as MachineStateName;
-    report(checkSagaState(def, node.snap, node.ghost, node.journal.crashesLeft < crashes), key);
+    report(checkSagaState(def, node.snap, node.ghost, node.journal.crashesLeft < crashes, node.parkings), key);
     if (state === 'committed') finals.committed++;
     else if (state === 'compensated') finals.compensated++;
     else if (state === 'compensationFailed') finals.compensationFailed++;
@@ -602,7 +640,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
       const gEv = nextGhost(def, node.snap, snap1, node.ghost, ev, []);
       report(checkCommands(def, gEv, node.snap, commands), key, label(ev));
       const g1 = nextGhost(def, snap1, snap1, gEv, undefined, commands);
-      if (visit(key, node, snap1, g1, journalAfter(node.journal, snap1, commands), label(ev))) moved = true;
+      if (visit(key, node, snap1, g1, journalAfter(node.journal, snap1, commands), label(ev), ev)) moved = true;
     }
     if (node.journal.crashesLeft > 0) {
       // The coordinator dies; a new one restores the saga from what its journal holds.
@@ -618,7 +656,11 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
           for (const p of def.steps) {
             const cur = node.ghost[p.id] as GhostStep;
             const undone = landed && inFlight.includes(p);
-            g[p.id] = undone ? { ...cur, effect: 'undone', unsure: false, compUnknown: false } : cur.effect === 'maybe' ? { ...cur, unsure: true } : cur;
+            // The new coordinator knows only its journal: no proof the old one heard carries over.
+            // A request it sent (any step with an effect, or with proof of none) is one the new
+            // coordinator cannot account for: a failure of it proves nothing any more.
+            const sent = cur.effect !== 'none' || cur.proven;
+            g[p.id] = undone ? { ...cur, effect: 'undone', unsure: false, compUnknown: false, proven: false } : { ...cur, unsure: cur.unsure || sent, proven: false };
           }
           const [s1, actions] = from === undefined ? stepper.initial({ sagaId: 'model', input, recovered: true }) : stepper.next(from as never, { type: 'RECOVER' });
           transitions++;
