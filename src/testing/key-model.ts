@@ -559,7 +559,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
 
   /**
    * A record a host writes over another, against the record table of docs/protocol.md: the
-   * result of a \`do\` is kept through the undo, and a failed undo leaves its error stored.
+   * result of a `do` is kept through the undo, and a failed undo leaves its error stored.
    */
   const landing = (prev: KeyRecord | undefined, next: KeyRecord, writer: Proc | undefined): [string, string][] => {
     const bad: [string, string][] = [];
@@ -923,7 +923,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   };
 
   /**
-   * A \`do\` of another saga that reuses this key with another input (a key function that
+   * A `do` of another saga that reuses this key with another input (a key function that
    * maps two sagas to one key) must be refused with KEY_CONFLICT whatever the key's record
    * holds, touching nothing (docs/protocol.md, section 8): it reads the record as it stands
    * and decides. Probed on every state without entering the world, so the space does not
@@ -949,7 +949,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
 
   /**
    * A host whose claim was taken over while its user code runs must tell that code to stop
-   * (\`ctx.signal\`, docs/guarantees.md) as soon as it learns of it: at its next renewal,
+   * (`ctx.signal`, docs/guarantees.md) as soon as it learns of it: at its next renewal,
    * whose write then conflicts. Probed on every state where a request's user code runs
    * under a claim the store no longer holds (the model's user code ignores the signal, as
    * user code may, so the guarantee does not rest on it; the probe does not enter the world).
@@ -970,10 +970,10 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   };
 
   /**
-   * The \`do\` rows of the record table (docs/protocol.md, section 8), probed on the record as
+   * The `do` rows of the record table (docs/protocol.md, section 8), probed on the record as
    * it stands: a newer attempt of a key whose last run failed retryably or was interrupted
-   * (\`retryable\`, \`uncertain\`) claims the key and runs again; a repeat of the last attempt,
-   * or any attempt of a key that is \`done\`, \`failed\`, being undone or undone, is answered
+   * (`retryable`, `uncertain`) claims the key and runs again; a repeat of the last attempt,
+   * or any attempt of a key that is `done`, `failed`, being undone or undone, is answered
    * from the record without a write.
    */
   const doTable = (w: World): [string, string][] => {

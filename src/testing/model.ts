@@ -376,8 +376,8 @@ export function checkSagaState(
   }
   const st = (id: string) => (stepOf(def, ctx, id) as StepState).status;
   const gh = (id: string) => ghost[id] as GhostStep;
+  const outcome = outcomeOf(def, ctx, state);
   if (state === 'committed') {
-    const outcome = outcomeOf(def, ctx, state);
     const kept = new Set(outcome?.status === 'committed' ? Object.keys(outcome.results) : []);
     if (kept.size !== quorumOf(def)) bad.push(['committed-keeps-the-join', `committed keeping ${kept.size} step(s) [${[...kept].join(', ')}], the join needs ${quorumOf(def)}`]);
     for (const p of def.steps) {
@@ -403,10 +403,9 @@ export function checkSagaState(
     // apply, never present and undefined: so what run() returns in-process is what a journal
     // gives back after a restart (JSON drops them). Fields of remaining entries that the
     // type declares (`result`, `lastError`) may hold undefined.
-    const dropped = Object.entries(outcomeOf(def, ctx, state) ?? {}).find(([, v]) => v === undefined);
+    const dropped = Object.entries(outcome ?? {}).find(([, v]) => v === undefined);
     if (dropped !== undefined) bad.push(['outcome-is-plain-json', `outcome.${dropped[0]} is present and undefined: the outcome read back from a journal would not have it`]);
   }
-  const outcome = outcomeOf(def, ctx, state);
   if (outcome !== undefined) bad.push(...checkOutcomeReport(def, outcome, ghost, afterCrash));
   if (state === 'committed' || state === 'compensated') {
     for (const p of def.steps) {
@@ -417,7 +416,6 @@ export function checkSagaState(
     }
   }
   if (state === 'compensationFailed') {
-    const outcome = outcomeOf(def, ctx, state);
     const listed = new Set(outcome?.status === 'compensation-failed' ? outcome.remaining.map((r) => r.stepId) : []);
     // Steps the join keeps (decision commit) stay; every other effect must be listed.
     const keptStep = (id: string) => ctx.decision === 'commit' && (stepOf(def, ctx, id) as StepState).kept;
