@@ -46,6 +46,25 @@ const TERMINAL: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: terminal', 
 /** The errors the model's user code fails with, as a host's reply carries them. */
 const USER_ERRORS: ReadonlySet<string> = new Set([JSON.stringify(RETRYABLE), JSON.stringify(TERMINAL)]);
 const COMP_ERR: ErrorInfo = { code: 'COMPENSATION_FAILED', message: 'model: compensation failed', retryable: true };
+/**
+ * The codes a host may answer and their `retryable` flag, from the table of docs/protocol.md
+ * (section 6); `WORKER_ERROR` carries the worker's own choice.
+ */
+const HOST_CODES: Readonly<Record<string, boolean | 'worker'>> = {
+  PROTOCOL_ERROR: false,
+  UNKNOWN_WORKER: false,
+  PAYLOAD_TOO_LARGE: false,
+  KEY_CONFLICT: false,
+  OVERLOADED: true,
+  TRANSPORT_ERROR: true,
+  WORKER_ERROR: 'worker',
+  COMPENSATED: false,
+  RESULT_NOT_SERIALIZABLE: false,
+  RESULT_TOO_LARGE: false,
+  IN_PROGRESS: true,
+  OUTCOME_UNKNOWN: true,
+  COMPENSATION_FAILED: true,
+};
 
 /** What `exploreKeyMachine` or `exploreProduct` explored and found. */
 export interface KeyModelReport {
@@ -512,6 +531,13 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         // A do that failed in user code is answered with its own error, first or repeated.
         const said = !c.reply.ok && c.reply.error.code === 'WORKER_ERROR' ? JSON.stringify(c.reply.error) : undefined;
         if (req.op === 'do' && said !== undefined && !USER_ERRORS.has(said)) bad.push(['do-answers-the-error-it-failed-with', `the host answered a do (attempt ${req.attempt}) with ${said}, not the error its user code failed with`]);
+        // A host answers only the codes of the protocol's table, each with its documented flag.
+        if (!c.reply.ok) {
+          const flag = HOST_CODES[c.reply.error.code];
+          if (flag === undefined || (flag !== 'worker' && flag !== c.reply.error.retryable)) {
+            bad.push(['reply-codes-as-documented', `the host answered a ${req.op} with ${c.reply.error.code}, retryable ${String(c.reply.error.retryable)}: ${flag === undefined ? 'no code of the protocol' : `the protocol says retryable ${String(flag)}`}`]);
+          }
+        }
         // Every request of the model carries the same input: no key can be in conflict.
         if (!c.reply.ok && c.reply.error.code === 'KEY_CONFLICT') bad.push(['key-conflict-only-for-another-input', `the host refused a ${req.op} (attempt ${req.attempt}) with KEY_CONFLICT, but every request of the key had the same input`]);
         replied = true;
