@@ -483,6 +483,17 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const owner = w.store.record?.owner;
     return h.leased !== undefined && owner !== undefined && hostOf(owner) === slot && genOf(owner) === h.leased && (w.store.record?.state === 'doing' || w.store.record?.state === 'compensating');
   };
+  /**
+   * Whether the key's record holds a claim a reader on host `reader` must wait for: one
+   * that runs, and whose lease has not passed for that reader (a claim whose lease passed
+   * while its user code ran is dead to other hosts; its own host knows it still runs),
+   * and that nothing abandoned.
+   */
+  const liveFor = (w: World, rec: KeyRecord | undefined, reader: number): boolean => {
+    if (rec?.owner === undefined || (rec.state !== 'doing' && rec.state !== 'compensating')) return false;
+    const expired = w.expired.includes(rec.owner) && hostOf(rec.owner) !== reader;
+    return ownerAlive(w, rec.owner) && !expired && !w.abandoned.includes(rec.owner);
+  };
   /** A do's user code took effect. After an operator resolved the saga, nothing may bring the effect back. */
   const applyDo = (w: World, bad: [string, string][], owner: string) => {
     if (w.undone && w.effect === 0 && !w.expired.includes(owner)) bad.push(['no-effect-after-undo', 'a do applied its effect after the key was undone']);
@@ -765,10 +776,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
           const n = clone(w);
           const bad: [string, string][] = [];
           const rec = n.store.record;
-          // A claim whose lease passed is dead to other hosts; its own host knows it still runs.
-          const expired = rec?.owner !== undefined && n.expired.includes(rec.owner) && hostOf(rec.owner) !== proc.host;
-          const live = rec !== undefined && rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(n, rec.owner) && !expired && !n.abandoned.includes(rec.owner);
-          hostEvent(n, at(n), { type: 'READ', record: rec, revision: n.store.revision, live, now }, keep, bad);
+          hostEvent(n, at(n), { type: 'READ', record: rec, revision: n.store.revision, live: liveFor(n, rec, proc.host), now }, keep, bad);
           out.push({ label: `${who} reads ${rec?.state ?? 'nothing'}`, next: n, bad });
           if (w.budget.storeFailures > 0) out.push(storeFails(w, pi, keep, now, `${who}: its read fails`, false));
         } else if (cmd.type === 'write') {
@@ -956,15 +964,20 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
    * grow: had it run, it would have answered another saga with this step's result, or
    * claimed and run over this step's key.
    */
+  /**
+   * How a host of the protocol, on none of the model's hosts, decides a request (attempt 2 or
+   * later: it reads first) from the key's record as it stands. The world is not touched.
+   */
+  const probe = (w: World, req: WorkerRequest, inputHash: string) => {
+    const setup: RequestSetup = { req, inputHash, owner: 'probe', leaseMs: 1_000 };
+    const start = startRequest(setup, 0);
+    return stepRequest(setup, start.state, { type: 'READ', record: w.store.record, revision: w.store.revision, live: liveFor(w, w.store.record, -1), now: 0 });
+  };
+
   const foreignDo = (w: World): [string, string][] => {
     const rec = w.store.record;
     if (rec === undefined || rec.state === 'new') return [];
-    const req: WorkerRequest = { ...baseReq('do', 2), sagaId: 'other', input: 'another input' };
-    const setup: RequestSetup = { req, inputHash: JSON.stringify('another input'), owner: 'foreign', leaseMs: 1_000 };
-    const start = startRequest(setup, 0);
-    if (start.commands[0]?.type !== 'read') return [];
-    const live = rec.owner !== undefined && (rec.state === 'doing' || rec.state === 'compensating') && ownerAlive(w, rec.owner);
-    const t = stepRequest(setup, start.state, { type: 'READ', record: rec, revision: w.store.revision, live, now: 0 });
+    const t = probe(w, { ...baseReq('do', 2), sagaId: 'other', input: 'another input' }, JSON.stringify('another input'));
     const reply = t.commands.find((c) => c.type === 'reply');
     const touches = t.commands.filter((c) => c.type !== 'reply');
     if (reply === undefined || reply.reply.ok || reply.reply.error.code !== 'KEY_CONFLICT' || touches.length > 0 || t.state.phase !== 'done') {
@@ -1008,9 +1021,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     const last = rec.attempt ?? 1;
     const probes = [{ attempt: Math.max(2, last + 1), reruns: rec.state === 'retryable' || rec.state === 'uncertain' }, ...(last >= 2 ? [{ attempt: last, reruns: false }] : [])];
     for (const { attempt, reruns } of probes) {
-      const setup: RequestSetup = { req: baseReq('do', attempt), inputHash: 'null', owner: 'probe', leaseMs: 1_000 };
-      const start = startRequest(setup, 0);
-      const t = stepRequest(setup, start.state, { type: 'READ', record: rec, revision: w.store.revision, live: false, now: 0 });
+      const t = probe(w, baseReq('do', attempt), 'null');
       const claims = t.commands.some((c) => c.type === 'write' && c.record.state === 'doing');
       const writes = t.commands.some((c) => c.type === 'write');
       const answers = t.commands.some((c) => c.type === 'reply');

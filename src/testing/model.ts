@@ -470,8 +470,8 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
   // of it (its request failed in user code under a claim, or found no responder as the
   // key's first request, nothing earlier unaccounted for); a failure in doubt says it
   // holds none.
-  const last = new Map(outcome.failures.map((f) => [f.stepId, f] as const));
-  for (const f of last.values()) {
+  const lastFailure = new Map(outcome.failures.map((f) => [f.stepId, f] as const));
+  for (const f of lastFailure.values()) {
     const g = gh(f.stepId);
     if (!f.inDoubt && g.effect !== 'none') {
       bad.push(['failure-in-doubt-when-unsure', `failure of step '${f.stepId}' (${f.error.code}) says it left no effect, but in the world its effect ${g.effect === 'undone' ? 'existed or may have, and was undone' : g.effect === 'yes' ? 'exists' : 'may exist'}`]);
@@ -501,9 +501,9 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
       bad.push(['remaining-counts-attempts', `remaining step '${r.stepId}' gave up its undo after ${r.attempts} attempts`]);
     }
     // Its last error is the answer to its last undo attempt: STEP_TIMED_OUT for a timeout.
-    const last = gh(r.stepId).lastComp;
-    if (!afterCrash && r.lastError?.code !== last) {
-      bad.push(['remaining-names-its-last-error', `remaining step '${r.stepId}' reports last error ${r.lastError?.code ?? 'none'}, but its last undo attempt was answered ${last ?? 'never'}`]);
+    const lastAnswer = gh(r.stepId).lastComp;
+    if (!afterCrash && r.lastError?.code !== lastAnswer) {
+      bad.push(['remaining-names-its-last-error', `remaining step '${r.stepId}' reports last error ${r.lastError?.code ?? 'none'}, but its last undo attempt was answered ${lastAnswer ?? 'never'}`]);
     }
   }
   return bad;

@@ -167,6 +167,8 @@ describe('one coordinator step x one key on worker hosts sharing a compare-and-s
     const leak = r.violations.find((v) => v.property === 'compensated-step-leaves-no-effect');
     expect(leak, r.violations.map(explainModelViolation).join('\n')).toBeDefined();
     expect(leak?.path).toContain('the store forgets the key (its dedup window passed)');
+    // It also reached a host undoing a late effect of a key the store had forgotten.
+    expect(r.coverage.forgottenWhileUndoing).toBe(true);
     expect(leak?.path.indexOf('the store forgets the key (its dedup window passed)')).toBeGreaterThan(leak?.path.indexOf('host 0 stalls while its do#1 runs: its lease passes') ?? Infinity);
     // Without the store forgetting, the same configuration is clean.
     const within = exploreProduct(oneStep, { ...options, forgets: 0 });
