@@ -624,6 +624,13 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     }
     const proc = n.procs[pi] as Proc;
     hostEvent(n, proc, { type: 'STORE_FAILED', error: { code: 'TRANSPORT_ERROR', message: 'the dedup store failed', retryable: true }, now }, keep, bad);
+    // docs/protocol.md: under the outcome of a request that did not apply an effect (a failed
+    // do, an undo asked for), a failed store call ends the request; only a do that applied
+    // keeps reading the key, and a host's own undo tries again.
+    const st = proc.state;
+    if ((st.phase === 'completing' || st.phase === 'rechecking') && st.claim.selfUndo === 0 && st.outcome.event.type !== 'DO.OK' && n.procs.some((q) => q.setup === proc.setup)) {
+      bad.push(['store-failure-ends-what-applied-nothing', `the store failed under the ${st.outcome.event.type} outcome of a ${proc.setup.req.op} (attempt ${proc.setup.req.attempt}), and the host kept the request going`]);
+    }
     const rec = n.store.record;
     const owner = rec?.owner;
     if (owner !== undefined && (rec?.state === 'doing' || rec?.state === 'compensating') && !n.abandoned.includes(owner)) {
