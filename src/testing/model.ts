@@ -510,8 +510,21 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
 }
 
 /** Properties of the commands a transition emitted, against the world before it. */
-function checkCommands(def: SagaDefinition, ghost: Readonly<Record<string, GhostStep>>, prev: Snap, commands: readonly SagaCommand[]): [string, string][] {
+function checkCommands(def: SagaDefinition, ghost: Readonly<Record<string, GhostStep>>, prev: Snap, commands: readonly SagaCommand[], next: Snap): [string, string][] {
   const bad: [string, string][] = [];
+  // docs/durability.md: an undo that settles (acknowledged, or given up) is journaled at
+  // once, so a coordinator restored after a crash neither sends it again nor tries it anew.
+  // A saga that ends or parks in the same transition is written with its outcome or its
+  // dead letter instead.
+  if (next.value !== 'committed' && next.value !== 'compensated' && next.value !== 'compensationFailed' && !commands.some((c) => c.type === 'checkpoint')) {
+    for (const p of def.steps) {
+      const was = (prev.context.steps[p.index] as StepState).status;
+      const now = (next.context.steps[p.index] as StepState).status;
+      if (was !== now && (now === 'compensated' || now === 'compensationFailed')) {
+        bad.push(['settled-undo-is-journaled', `the undo of '${p.id}' settled (${now}) and no journal write followed`]);
+      }
+    }
+  }
   for (const c of commands) {
     const p = c.type === 'do' || c.type === 'compensate' ? def.stepsById.get(c.stepId) : undefined;
     if (c.type === 'compensate' && p !== undefined) {
@@ -636,7 +649,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
       const commands = cmdsOf(actions);
       // The event changes the world first (a reply arrived); then the commands it caused go out.
       const gEv = nextGhost(def, node.snap, snap1, node.ghost, ev, []);
-      report(checkCommands(def, gEv, node.snap, commands), key, label(ev));
+      report(checkCommands(def, gEv, node.snap, commands, snap1), key, label(ev));
       const g1 = nextGhost(def, snap1, snap1, gEv, undefined, commands);
       if (visit(key, node, snap1, g1, journalAfter(node.journal, snap1, commands), label(ev), ev)) moved = true;
     }
