@@ -11,10 +11,13 @@
  *   100 ms doubling, at most 30 s;
  * - a request waiting on a busy key (docs/protocol.md, Claims): 5 ms doubling to 250 ms,
  *   never past the claim's lease, and until the lease when this host runs the claim
- *   itself (its end wakes the request).
+ *   itself (its end wakes the request). Seen from outside: a host takes over another
+ *   host's abandoned claim exactly when its lease passes.
  */
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
+import { createWorkerHost, defineWorker, memoryDedupStore } from '../../src/index.ts';
+import { createManualClock } from '../../src/testing/index.ts';
 import { keyPollMs } from '../../src/actors/worker-host.ts';
 import { selfUndoBackoff } from '../../src/machines/host-protocol.ts';
 import { backoffDelay, overloadDelay } from '../../src/machines/saga-logic.ts';
@@ -75,6 +78,36 @@ describe('pause schedules follow their documented statements', () => {
         expect(keyPollMs(untilMs, polls, runsHere)).toBe(runsHere ? lease : Math.min(lease, nth(5, 2, 250, polls + 1)));
       }),
       { seed: 20261203, numRuns: 300 },
+    );
+  });
+
+  test("a worker host takes over another host's abandoned claim when its lease passes, not before and not later", async () => {
+    // The schedule above, seen from outside: a host waiting on a claim it does not run
+    // reads the key again by the claim's leaseUntil at the latest, so the key is taken
+    // over at that very moment (the holder is presumed dead only then).
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 3_000 }), fc.integer({ min: 0, max: 1_000_000 }), async (leaseMs, start) => {
+        const clock = createManualClock(start);
+        let ranAt: number | undefined;
+        const worker = defineWorker({
+          name: 'pay',
+          do: async () => {
+            ranAt = clock.now();
+            return 'charged';
+          },
+          compensate: async () => {},
+        });
+        const dedup = memoryDedupStore({ clock });
+        const leaseUntil = start + leaseMs;
+        // Another host claimed the key and died: its claim stays until its lease passes.
+        await dedup.write('pay', 'k', { state: 'doing', attempt: 1, inputHash: '', owner: 'gone-host/1', leaseUntil, updatedAt: start }, 0);
+        const host = createWorkerHost([worker], { dedup, clock });
+        const reply = host.handle({ v: 1, op: 'do', worker: 'pay', sagaId: 's', stepId: 'charge', key: 'k', attempt: 1, deadline: start + 60_000, input: { amount: 1 } });
+        await clock.advance(leaseMs + 1_000);
+        expect(await reply).toEqual({ ok: true, result: 'charged' });
+        expect(ranAt).toBe(leaseUntil);
+      }),
+      { seed: 20261203, numRuns: 40 },
     );
   });
 });
