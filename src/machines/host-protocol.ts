@@ -214,10 +214,9 @@ function decide(setup: RequestSetup, ev: Extract<HostEvent, { type: 'READ' }>, c
   return done(fail('PROTOCOL_ERROR', `key ${req.key} in state ${next.state} cannot take ${req.op}`, false));
 }
 
-/** The answer to the request once its claimed operation is recorded. */
-function completionReply(setup: RequestSetup, claim: Claim, outcome: RunOutcome, written: KeyRecord): WorkerReply {
+/** The answer to the request once its claimed operation is recorded (a host's own undo ends in `ownUndoEnded` instead). */
+function completionReply(setup: RequestSetup, outcome: RunOutcome, written: KeyRecord): WorkerReply {
   const { req } = setup;
-  if (claim.selfUndo) return replies.outcomeUnknown(req, 'this host lost its claim while do ran; the effect was undone again');
   switch (outcome.event.type) {
     case 'DO.OK':
       return outcome.unsendable !== undefined ? { ok: false, error: outcome.unsendable } : { ok: true, result: outcome.event.result };
@@ -380,7 +379,7 @@ export function stepRequest(setup: RequestSetup, state: RequestState, ev: HostEv
     case 'completing':
       // This host's own undo (answered already), written or not: nobody else will ask for it.
       if ((ev.type === 'WRITTEN' || ev.type === 'STORE_FAILED') && state.claim.selfUndo > 0) return ownUndoEnded(state.claim, state.outcome, ev.now);
-      if (ev.type === 'WRITTEN') return unanswered(done(completionReply(setup, state.claim, state.outcome, state.record), { type: 'release', owner: state.claim.owner }), state.answered);
+      if (ev.type === 'WRITTEN') return unanswered(done(completionReply(setup, state.outcome, state.record), { type: 'release', owner: state.claim.owner }), state.answered);
       if (ev.type === 'CONFLICT') return { state: { phase: 'rechecking', claim: state.claim, outcome: state.outcome, ...(state.answered ? { answered: state.answered } : {}) }, commands: [{ type: 'read' }] };
       if (ev.type === 'STORE_FAILED') return storeFailedUnder(setup, state.claim, state.outcome, 1, state.answered, ev);
       break;
@@ -403,8 +402,6 @@ export function stepRequest(setup: RequestSetup, state: RequestState, ev: HostEv
       if (ev.type === 'STORE_FAILED') {
         return { state: { ...state, writing: undefined }, commands: [{ type: 'wait', until: ev.now + selfUndoBackoff(state.failures), owner: undefined }] };
       }
-      break;
-    case 'done':
       break;
   }
   // An event this phase does not take (a stray renewal tick, a late wake-up): nothing changes.
