@@ -250,6 +250,8 @@ interface Proc {
   readonly late: boolean;
   /** The host has answered the request. */
   readonly replied: boolean;
+  /** Claims whose user code the request started and has not released yet (its host renews them while listed). */
+  readonly claims?: readonly string[];
 }
 
 interface Host {
@@ -533,6 +535,7 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
   const perform = (w: World, proc: Proc, state: RequestState, cmds: readonly HostCommand[], bad: [string, string][], keep: readonly HostCommand[] = []): Proc | undefined => {
     const pending = keep.slice();
     let replied = proc.replied;
+    let claims = proc.claims ?? [];
     const req = proc.setup.req;
     for (const c of cmds) {
       if (c.type === 'reply') {
@@ -555,7 +558,10 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
         w.channel.push({ kind: 'rep', op: req.op, attempt: req.attempt, coord: proc.coord, reply: c.reply });
       } else if (!HOST_COMMANDS.has((c as { type?: unknown }).type as string)) {
         bad.push(['host-commands-are-known', `the host's ${req.op} (attempt ${req.attempt}) emitted ${JSON.stringify(c)}, no command of the protocol`]);
+      } else if (c.type === 'release') {
+        claims = claims.filter((o) => o !== c.owner);
       } else if (c.type === 'read' || c.type === 'write' || c.type === 'wait' || c.type === 'run') {
+        if (c.type === 'run') claims = [...claims, c.claim.owner];
         if (c.type === 'write' && c.record.state === 'doing') w.doClaimed = true;
         // compensate gets the stored result when the record has one (docs/protocol.md), and a
         // host undoing its own late effect the result its do returned: every do here returns RESULT.
@@ -567,10 +573,13 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
     }
     if (state.phase === 'done' && pending.length === 0) {
       if (!replied) bad.push(['every-request-answered', `the host ended its ${req.op} (attempt ${req.attempt}) without answering it`]);
+      // A claim left listed would be renewed, and waited for by the host's other requests, for ever.
+      if (claims.length > 0) bad.push(['a-request-releases-its-claims', `the host ended its ${req.op} (attempt ${req.attempt}) without releasing claim ${claims.join(', ')}`]);
       return undefined;
     }
     if (pending.length === 0) bad.push(['a-request-never-stalls', `the host's ${req.op} (attempt ${req.attempt}) is in phase ${state.phase} with nothing to wait on`]);
-    return { ...proc, state, pending, replied };
+    const { claims: _, ...rest } = proc;
+    return { ...rest, state, pending, replied, ...(claims.length > 0 ? { claims } : {}) };
   };
 
   const hostEvent = (w: World, proc: Proc, ev: HostEvent, keep: readonly HostCommand[], bad: [string, string][]): void => {

@@ -512,6 +512,11 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
 /** Properties of the commands a transition emitted, against the world before it. */
 function checkCommands(def: SagaDefinition, ghost: Readonly<Record<string, GhostStep>>, prev: Snap, commands: readonly SagaCommand[], next: Snap): [string, string][] {
   const bad: [string, string][] = [];
+  // docs/durability.md: one event costs at most one write-ahead write and one checkpoint (a
+  // second of either would write the same snapshot again).
+  const ahead = commands.filter((c) => c.type === 'checkpoint' && c.writeAhead === true).length;
+  const after = commands.filter((c) => c.type === 'checkpoint' && c.writeAhead !== true).length;
+  if (ahead > 1 || after > 1) bad.push(['one-journal-write-per-event', `one event caused ${ahead} write-ahead and ${after} other journal writes of the same snapshot`]);
   // docs/durability.md: an undo that settles (acknowledged, or given up) is journaled at
   // once, so a coordinator restored after a crash neither sends it again nor tries it anew.
   // A saga that ends or parks in the same transition is written with its outcome or its

@@ -19,7 +19,8 @@ import { describe, expect, test } from 'vitest';
 import { createWorkerHost, defineWorker, memoryDedupStore } from '../../src/index.ts';
 import { createManualClock } from '../../src/testing/index.ts';
 import { keyPollMs } from '../../src/actors/worker-host.ts';
-import { selfUndoBackoff } from '../../src/machines/host-protocol.ts';
+import { selfUndoBackoff, startRequest, stepRequest } from '../../src/machines/host-protocol.ts';
+import type { HostCommand, RequestSetup, RequestState } from '../../src/machines/host-protocol.ts';
 import { backoffDelay, overloadDelay } from '../../src/machines/saga-logic.ts';
 
 /** The n-th pause (1-based) of a schedule that starts at `first`, multiplies by `factor` and never passes `cap`. */
@@ -78,6 +79,42 @@ describe('pause schedules follow their documented statements', () => {
         expect(keyPollMs(untilMs, polls, runsHere)).toBe(runsHere ? lease : Math.min(lease, nth(5, 2, 250, polls + 1)));
       }),
       { seed: 20261203, numRuns: 300 },
+    );
+  });
+
+  test('a host whose store keeps failing under a do that applied reads the key again after 100 ms, doubling, at most 30 s', () => {
+    // docs/protocol.md, Claims, step 5: it cannot tell whether the key is still its own, so it keeps reading.
+    const setup: RequestSetup = {
+      req: { v: 1, op: 'do', worker: 'pay', sagaId: 's', stepId: 'charge', key: 'k', attempt: 1, deadline: Number.MAX_SAFE_INTEGER, input: 1 },
+      inputHash: '1',
+      owner: 'host/1',
+      leaseMs: 1_000,
+    };
+    const failed = { code: 'TRANSPORT_ERROR', message: 'the dedup store failed', retryable: true };
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 100_000 }), { minLength: 1, maxLength: 14 }), (gaps) => {
+        let now = 0;
+        let t = startRequest(setup, now);
+        const step = (ev: Parameters<typeof stepRequest>[2]) => {
+          t = stepRequest(setup, t.state as RequestState, ev);
+          return t.commands;
+        };
+        step({ type: 'WRITTEN', revision: 1, now });
+        step({ type: 'RAN', outcome: { event: { type: 'DO.OK', result: 'charged' } }, now });
+        const pauses: number[] = [];
+        const waitOf = (cmds: readonly HostCommand[]) => cmds.find((c): c is Extract<HostCommand, { type: 'wait' }> => c.type === 'wait');
+        let wait = waitOf(step({ type: 'STORE_FAILED', error: failed, now }));
+        for (const gap of gaps) {
+          expect(wait, `no pause after ${pauses.length + 1} failure(s)`).toBeDefined();
+          pauses.push((wait?.until ?? now) - now);
+          now = wait?.until ?? now;
+          expect(step({ type: 'WAITED', now })).toEqual([{ type: 'read' }]);
+          now += gap % 50; // the read takes a while, then fails too
+          wait = waitOf(step({ type: 'STORE_FAILED', error: failed, now }));
+        }
+        expect(pauses).toEqual(pauses.map((_, i) => nth(100, 2, 30_000, i + 1)));
+      }),
+      { seed: 20261203, numRuns: 100 },
     );
   });
 

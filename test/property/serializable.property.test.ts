@@ -5,10 +5,12 @@
  * refused with the exact path of that part. Idempotency keys hang on the stable text: two
  * requests of a step with equal inputs must get one key, and different inputs two keys.
  */
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { InputNotSerializableError } from '../../src/errors.ts';
-import { assertSerializable, findNotJson, fingerprint, idempotencyKey, stableStringify } from '../../src/machines/serializable.ts';
+import { defineSaga } from '../../src/define.ts';
+import { InputNotSerializableError, SagaDefinitionError } from '../../src/errors.ts';
+import { assertSerializable, findNotJson, fingerprint, idempotencyKey, rootStepInput, stableStringify } from '../../src/machines/serializable.ts';
 
 const RUNS = { numRuns: 300, seed: 20261203 };
 
@@ -62,6 +64,31 @@ describe('plain JSON values', () => {
       }),
       RUNS,
     );
+  });
+
+  test("a key's inputHash is as docs/protocol.md writes it: the canonical JSON, or sha256:<32 hex> of it past 96 characters", () => {
+    // Hosts in other languages compute the same fingerprint to tell KEY_CONFLICT: it is part of the protocol.
+    fc.assert(
+      fc.property(fc.oneof(jsonArb, fc.string({ minLength: 90, maxLength: 200 })), (v) => {
+        const text = sortedJson(v);
+        expect(fingerprint(v)).toBe(text.length <= 96 ? text : `sha256:${createHash('sha256').update(text, 'utf8').digest('hex').slice(0, 32)}`);
+      }),
+      RUNS,
+    );
+  });
+
+  test("a first step's input checked at start is what its input function returns", () => {
+    const saga = defineSaga({ name: 'root', version: 1, steps: { a: { worker: 'w', input: (x: { payload: unknown }) => x.payload } } });
+    const plan = saga.steps[0] as (typeof saga.steps)[number];
+    fc.assert(
+      fc.property(jsonArb, (v) => {
+        expect(rootStepInput('root', plan, { payload: v })).toEqual(v);
+      }),
+      RUNS,
+    );
+    expect(() => rootStepInput('root', plan, { payload: { when: new Date(0) } })).toThrow(InputNotSerializableError);
+    const throwing = defineSaga({ name: 'root', version: 1, steps: { a: { worker: 'w', input: () => { throw new Error('no payload'); } } } });
+    expect(() => rootStepInput('root', throwing.steps[0] as (typeof saga.steps)[number], null)).toThrow(SagaDefinitionError);
   });
 
   test('a property holding undefined is left out, as JSON leaves it out', () => {
