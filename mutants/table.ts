@@ -184,6 +184,28 @@ export const MUTANTS: readonly Mutant[] = [
     ],
   },
   {
+    name: 'gate-ignored',
+    breaks: 'A supervisor gate decides whether a step counts: with no gate ever asked, a committed saga keeps a result its gate rejects.',
+    edits: [
+      {
+        file: 'src/machines/saga-logic.ts',
+        search: 'if (p?.gate === undefined) return undefined;',
+        replace: 'if (p?.gate === undefined || p.gate !== undefined) return undefined;',
+      },
+    ],
+  },
+  {
+    name: 'rejected-step-counted-as-no-effect',
+    breaks: "A step whose gate rejected its result did commit its effect: counted as holding none, it is never compensated, and the saga ends with the rejected effect in the world.",
+    edits: [
+      {
+        file: 'src/machines/saga-logic.ts',
+        search: "s.status === 'inDoubt' || s.status === 'rejected' ||",
+        replace: "s.status === 'inDoubt' ||",
+      },
+    ],
+  },
+  {
     name: 'takeover-with-a-lost-answer-strands-the-saga',
     breaks:
       'Every saga ends: a coordinator whose write taking a saga over landed with its answer lost gives the saga up, although the journal now names it as the owner, so no other coordinator takes the saga and it never ends.',

@@ -136,7 +136,7 @@ export function defineSaga<
     const at = { ...where, step: id };
     if (!NAME.test(id)) throw new SagaDefinitionError('step ids must be 1-64 characters of A-Z a-z 0-9 _ -', at);
     if (step === null || typeof step !== 'object') throw new SagaDefinitionError('a step must be an object { worker, input?, ... }', at);
-    rejectUnknown(step, ['worker', 'input', 'after', 'timeoutMs', 'retries', 'backoff', 'compensation'], at);
+    rejectUnknown(step, ['worker', 'input', 'after', 'timeoutMs', 'retries', 'backoff', 'compensation', 'gate'], at);
     const worker = resolveWorker(step.worker, at);
     const known = workers.get(worker.name);
     if (worker.definition !== undefined && known !== undefined && known !== worker.definition) {
@@ -145,6 +145,9 @@ export function defineSaga<
     workers.set(worker.name, worker.definition ?? known);
     if (step.input !== undefined && typeof step.input !== 'function') {
       throw new SagaDefinitionError('input must be a function (sagaInput, results) => stepInput', { ...at, field: 'input' });
+    }
+    if (step.gate !== undefined && typeof step.gate !== 'function') {
+      throw new SagaDefinitionError('gate must be a function (result, input) => true | reason', { ...at, field: 'gate' });
     }
     const after = step.after ?? [];
     if (!Array.isArray(after) || after.some((a) => typeof a !== 'string')) {
@@ -165,6 +168,7 @@ export function defineSaga<
       retries: count(step.retries, DEFAULT_STEP_RETRIES, { ...at, field: 'retries' }),
       backoff: resolveBackoff(step.backoff, DEFAULT_BACKOFF, { ...at, field: 'backoff' }),
       compensation: resolveCompensation(step.compensation, { ...at, field: 'compensation' }, sagaCompensation),
+      ...(step.gate !== undefined ? { gate: step.gate as NonNullable<StepPlan['gate']> } : {}),
     };
   });
 

@@ -121,6 +121,14 @@ export interface StepSpec<TIn = any> {
   readonly backoff?: BackoffSpec;
   /** Overrides the saga's compensation policy for this step. */
   readonly compensation?: CompensationSpec;
+  /**
+   * A supervisor's check of the step's result before the saga counts it (docs/patterns.md,
+   * "Supervisor gate"): returns `true` to accept it, or a reason (a string) to reject it.
+   * A rejected step fails with `GATE_REJECTED`; its worker did commit, so it is compensated
+   * like any other step with an effect. Must be pure and synchronous: a gate that throws,
+   * or returns anything but `true` or a string, rejects, and the reason says so.
+   */
+  readonly gate?: (result: any, input: any) => true | string;
 }
 
 /** A saga as written by a user. */
@@ -156,6 +164,8 @@ export interface StepPlan {
   readonly retries: number;
   readonly backoff: Backoff;
   readonly compensation: { readonly retries: number; readonly backoff: Backoff; readonly timeoutMs: number };
+  /** The supervisor gate of the step's result, when it has one. */
+  readonly gate?: (result: unknown, input: unknown) => unknown;
 }
 
 /**
@@ -267,6 +277,12 @@ export interface TypedStepOptions<W, A, K extends keyof W> {
   readonly backoff?: BackoffSpec;
   /** Overrides the saga's compensation policy for this step. */
   readonly compensation?: CompensationSpec;
+  /**
+   * A supervisor's check of the step's result before the saga counts it: `true` accepts it,
+   * a string (the reason) rejects it. A rejected step fails with `GATE_REJECTED` and, as its
+   * worker did commit, is compensated. Must be pure and synchronous (see {@link StepSpec}).
+   */
+  gate?(result: WorkerResultOf<W[K]>, input: WorkerInputOf<W[K]>): true | string;
 }
 
 /**
@@ -307,13 +323,15 @@ export interface TypedSagaSpec<TIn, W, A, J extends JoinSpec> {
 export interface StepFailure {
   readonly stepId: string;
   readonly worker: string;
-  readonly reason: 'failed' | 'timed-out' | 'input-failed';
+  /** `rejected`: the step's `do` succeeded and its gate rejected the result (`GATE_REJECTED`). */
+  readonly reason: 'failed' | 'timed-out' | 'input-failed' | 'rejected';
   readonly attempt: number;
   readonly error: ErrorInfo;
   /**
    * The failure does not prove that `do` applied nothing (a timeout, a lost or unreadable
-   * reply, another host still holding the key, a coordinator that restarted): the step is
-   * in doubt and is compensated.
+   * reply, another host still holding the key, a coordinator that restarted, or a result
+   * its gate rejected, whose effect does exist): the step may hold an effect and is
+   * compensated.
    */
   readonly inDoubt: boolean;
 }

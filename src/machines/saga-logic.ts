@@ -16,6 +16,8 @@ export type StepStatus =
   | 'committed'
   | 'failed'
   | 'inDoubt'
+  /** Its `do` succeeded and its gate rejected the result: the effect exists, and is compensated. */
+  | 'rejected'
   | 'compensating'
   | 'compensated'
   | 'compensationFailed';
@@ -415,6 +417,56 @@ export function recordCommit(def: SagaDefinition, ctx: SagaContext, ev: { stepId
 }
 
 /**
+ * The step's supervisor gate on a result: undefined when it accepts (or the step has no
+ * gate), else why it rejects. A gate that throws, or answers anything but `true` or a
+ * string, rejects, and the reason says so: a check that cannot say yes is a no.
+ */
+export function gateRejection(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; result: unknown }): string | undefined {
+  const p = def.stepsById.get(ev.stepId);
+  if (p?.gate === undefined) return undefined;
+  let verdict: unknown;
+  try {
+    verdict = p.gate(ev.result, (ctx.steps[p.index] as StepState).input);
+  } catch (error) {
+    return threwText(error, 'it');
+  }
+  if (verdict === true) return undefined;
+  if (typeof verdict === 'string') return verdict === '' ? 'it gave an empty reason' : verdict;
+  const what =
+    typeof verdict === 'object' && verdict !== null && typeof (verdict as { then?: unknown }).then === 'function'
+      ? 'a Promise (a gate must be synchronous)'
+      : verdict === null || verdict === undefined
+        ? String(verdict)
+        : typeof verdict === 'object'
+          ? 'an object'
+          : `${typeof verdict} ${String(verdict)}`;
+  return `it returned ${what}, not true or a reason`;
+}
+
+/**
+ * The current attempt of a step succeeded: the step commits, unless its gate (asked once)
+ * rejects the result. Then the step fails (it cannot count for the join, and no retry
+ * would change an answered key's result), and because its worker did commit, its effect
+ * is compensated like any other: status `rejected`, with the result kept for the
+ * compensation.
+ */
+export function recordResult(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; result: unknown }): SagaContext {
+  const reason = gateRejection(def, ctx, ev);
+  return reason === undefined ? recordCommit(def, ctx, ev) : recordRejection(def, ctx, ev, reason);
+}
+
+function recordRejection(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; result: unknown }, reason: string): SagaContext {
+  const worker = plan(def, ev.stepId).worker;
+  const error = { code: 'GATE_REJECTED', message: `the gate of step '${ev.stepId}' (worker '${worker}') rejected its result: ${reason}`, retryable: false };
+  return failStep(def, ctx, ev.stepId, { status: 'rejected', result: ev.result }, { reason: 'rejected', attempt: ev.attempt, error, inDoubt: true });
+}
+
+/** Sets a step that failed (`patch`: its new status) and adds the failure to the saga's. */
+function failStep(def: SagaDefinition, ctx: SagaContext, stepId: string, patch: Partial<StepState>, failure: Omit<StepFailure, 'stepId' | 'worker'>): SagaContext {
+  return { ...put(def, ctx, stepId, patch), failures: [...ctx.failures, { stepId, worker: plan(def, stepId).worker, ...failure }] };
+}
+
+/**
  * Codes of a `do` failure that prove the attempt applied nothing: the host refused the
  * request before it touched the key (malformed, too large, unknown worker, a key reused
  * with another input), the user code failed under the host's claim, or the coordinator
@@ -472,22 +524,14 @@ export function recordFailure(def: SagaDefinition, ctx: SagaContext, ev: { stepI
       ],
     };
   }
-  const failure: StepFailure = { stepId: ev.stepId, worker: p.worker, reason: 'failed', attempt: ev.attempt, error: ev.error, inDoubt: !proof };
-  return { context: { ...put(def, ctx, ev.stepId, { status: proof ? 'failed' : 'inDoubt' }), failures: [...ctx.failures, failure] }, commands: [] };
+  return { context: failStep(def, ctx, ev.stepId, { status: proof ? 'failed' : 'inDoubt' }, { reason: 'failed', attempt: ev.attempt, error: ev.error, inDoubt: !proof }), commands: [] };
 }
 
 /** No answer in time: the step may or may not have applied its effect. */
 export function recordTimeout(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): SagaContext {
   const p = plan(def, ev.stepId);
-  const failure: StepFailure = {
-    stepId: ev.stepId,
-    worker: p.worker,
-    reason: 'timed-out',
-    attempt: ev.attempt,
-    error: { code: 'STEP_TIMED_OUT', message: `step '${ev.stepId}' (worker '${p.worker}') did not answer within ${p.timeoutMs} ms (attempt ${ev.attempt})`, retryable: false },
-    inDoubt: true,
-  };
-  return { ...put(def, ctx, ev.stepId, { status: 'inDoubt' }), failures: [...ctx.failures, failure] };
+  const error = { code: 'STEP_TIMED_OUT', message: `step '${ev.stepId}' (worker '${p.worker}') did not answer within ${p.timeoutMs} ms (attempt ${ev.attempt})`, retryable: false };
+  return failStep(def, ctx, ev.stepId, { status: 'inDoubt' }, { reason: 'timed-out', attempt: ev.attempt, error, inDoubt: true });
 }
 
 export function redispatch(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number }): Step {
@@ -524,12 +568,12 @@ function keptSteps(def: SagaDefinition, ctx: SagaContext): Set<string> {
 }
 
 /**
- * Whether a step's effect may exist: it committed, is in doubt, or is in flight. A step
+ * Whether a step's effect may exist: it committed (its gate rejecting the result or not), is in doubt, or is in flight. A step
  * waiting to retry has none: its host reported the last attempt failed (and refuses
  * duplicates of it), unless an attempt left doubt.
  */
 function mayHaveEffect(s: StepState): boolean {
-  return s.status === 'committed' || s.status === 'inDoubt' || (s.status === 'dispatched' && (!s.waiting || s.tainted));
+  return s.status === 'committed' || s.status === 'inDoubt' || s.status === 'rejected' || (s.status === 'dispatched' && (!s.waiting || s.tainted));
 }
 
 /** Guard: the join is satisfied and no other step needs releasing, so the saga commits at once. */

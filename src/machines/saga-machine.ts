@@ -59,7 +59,8 @@ export function createSagaMachine(def: SagaDefinition, options: SagaMachineOptio
       /** Performs one command. Provided by the runtime; a no-op in pure traversal. */
       effect: (_: unknown, _params: SagaCommand) => {},
       dispatchReady: apply((ctx) => L.dispatchReady(def, keyOf, ctx)),
-      recordCommit: update((ctx, ev) => L.recordCommit(def, ctx, ev)),
+      /** The step commits, unless its supervisor gate rejects the result (it is then compensated). */
+      recordResult: update((ctx, ev) => L.recordResult(def, ctx, ev)),
       recordFailure: apply((ctx, ev) => L.recordFailure(def, ctx, ev)),
       recordTimeout: update((ctx, ev) => L.recordTimeout(def, ctx, ev)),
       redispatch: apply((ctx, ev) => L.redispatch(def, ctx, ev)),
@@ -116,7 +117,7 @@ export function createSagaMachine(def: SagaDefinition, options: SagaMachineOptio
         ],
         on: {
           'STEP.COMMITTED': [
-            { guard: 'isCurrentAttempt', actions: 'recordCommit' },
+            { guard: 'isCurrentAttempt', actions: 'recordResult' },
             { guard: 'isLateResult', actions: 'recordLateResult' },
           ],
           'STEP.FAILED': { guard: 'isCurrentAttempt', actions: 'recordFailure' },

@@ -79,14 +79,22 @@ const INSTEAD: Readonly<Record<string, string>> = {
   URL: 'pass url.href',
 };
 
+/** `a Uint8Array`, `an ArrayBuffer`: the article a class name is spoken with (a leading U mostly sounds like "you"). */
+function withArticle(name: string): string {
+  return `${/^[AEIO]/.test(name) ? 'an' : 'a'} ${name}`;
+}
+
 function instanceOf(obj: object, path: string): NotJson {
   const name = (obj as { constructor?: { name?: unknown } }).constructor?.name;
   // An object made with another prototype still inherits Object's constructor: no class to name.
   const kind = typeof name === 'string' && name !== '' && name !== 'Object' ? name : undefined;
   if (kind !== undefined && Object.prototype.hasOwnProperty.call(INSTEAD, kind)) return { path, what: `a ${kind}`, fix: INSTEAD[kind] as string };
-  if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer) return { path, what: `a ${kind ?? 'binary buffer'}`, fix: 'pass its bytes as a base64 string' };
+  if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer) {
+    const buffer = kind ?? 'binary buffer';
+    return { path, what: withArticle(buffer), fix: 'pass its bytes as a base64 string' };
+  }
   if (obj instanceof Error) return { path, what: `an ${kind ?? 'Error'}`, fix: 'pass { code, message } as a plain object' };
-  return { path, what: kind !== undefined ? `${/^[AEIOU]/.test(kind) ? 'an' : 'a'} ${kind} instance` : 'an object with a prototype', fix: 'pass a plain object (JSON would drop its class and methods)' };
+  return { path, what: kind !== undefined ? `${withArticle(kind)} instance` : 'an object with a prototype', fix: 'pass a plain object (JSON would drop its class and methods)' };
 }
 
 function walk(obj: object, path: string, seen: Set<object>): NotJson | undefined {

@@ -131,6 +131,8 @@ export interface ModelOptions {
 }
 
 const RESULT = 'r';
+/** A second result a gated step's do may return: its gate decides whether the saga counts it. */
+const OTHER_RESULT = 'r2';
 const TERMINAL: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: terminal failure', retryable: false };
 const RETRYABLE: ErrorInfo = { code: 'WORKER_ERROR', message: 'model: retryable failure', retryable: true };
 /** A failure that proves nothing (e.g. the host could not record what do did). */
@@ -174,6 +176,7 @@ function eventsFor(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
         { type: 'STEP.FAILED', stepId, attempt: a, error: UNKNOWN },
         { type: 'STEP.TIMED_OUT', stepId, attempt: a },
       );
+      if (p.gate !== undefined) out.push({ type: 'STEP.COMMITTED', stepId, attempt: a, result: OTHER_RESULT });
       // On a first, untainted attempt "no responders" is proof, as a retryable worker error
       // is; later, or after a request unaccounted for, it proves nothing.
       out.push({ type: 'STEP.FAILED', stepId, attempt: a, error: NO_RESPONDERS });
@@ -299,7 +302,7 @@ export function symmetryClasses(def: SagaDefinition): string[][] {
   };
   const groups = new Map<string, string[]>();
   for (const p of def.steps) {
-    const sig = JSON.stringify([fnId(p.input), [...p.after].sort(), [...p.dependents].sort(), p.timeoutMs, p.retries, p.backoff, p.compensation]);
+    const sig = JSON.stringify([fnId(p.input), fnId(p.gate), [...p.after].sort(), [...p.dependents].sort(), p.timeoutMs, p.retries, p.backoff, p.compensation]);
     const g = groups.get(sig);
     if (g === undefined) groups.set(sig, [p.id]);
     else g.push(p.id);
@@ -384,6 +387,11 @@ export function checkSagaState(
       if (kept.has(p.id)) {
         if (st(p.id) !== 'committed' || gh(p.id).effect !== 'yes') {
           bad.push(['committed-keeps-only-committed-steps', `kept step '${p.id}' is ${st(p.id)} with world effect ${gh(p.id).effect}`]);
+        }
+        // A supervisor gate is asked here, from the definition: a result it rejects is never kept.
+        const result = outcome?.status === 'committed' ? outcome.results[p.id] : undefined;
+        if (p.gate !== undefined && !gateAccepts(p.gate, result, (stepOf(def, ctx, p.id) as StepState).input)) {
+          bad.push(['kept-results-pass-their-gates', `kept step '${p.id}' has result ${JSON.stringify(result)}, which its gate rejects`]);
         }
       } else if (holdsEffect(gh(p.id))) {
         bad.push(['committed-releases-the-rest', `step '${p.id}' is not kept but its effect ${gh(p.id).effect === 'yes' ? 'exists' : 'may exist'} (status ${st(p.id)})`]);
@@ -507,6 +515,15 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
     }
   }
   return bad;
+}
+
+/** Whether a gate says `true` to a result (a throw or any other answer is a no). */
+function gateAccepts(gate: (result: unknown, input: unknown) => unknown, result: unknown, input: unknown): boolean {
+  try {
+    return gate(result, input) === true;
+  } catch {
+    return false;
+  }
 }
 
 /** Properties of the commands a transition emitted, against the world before it. */

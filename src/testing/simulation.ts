@@ -30,7 +30,7 @@ import type { Runtime } from '../runtime.ts';
 import { memoryDedupStore, memorySagaStore } from '../store/memory.ts';
 import { parseReply } from '../transport/protocol.ts';
 import { encodeReply } from '../transport/nats/wire.ts';
-import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, SagaRecord, SagaStore, Served, Transport, VersionedKeyRecord, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
+import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, SagaRecord, SagaStore, Served, StepPlan, Transport, VersionedKeyRecord, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
 import { fromPersistedSteps, outcomeOf } from '../machines/saga-logic.ts';
 import type { SagaContext, StepState } from '../machines/saga-logic.ts';
 import { createManualClock } from './clock.ts';
@@ -685,8 +685,9 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const restarts: { at: number; slot: number }[] = [];
 
   const neverStarted: string[] = [];
+  const sagaInput = (id: string): unknown => (scenario.input ? scenario.input(id) : { n: id });
   for (const id of ids) {
-    void runtime.run(def, scenario.input ? scenario.input(id) : { n: id }, { sagaId: id }).catch(async (e: unknown) => {
+    void runtime.run(def, sagaInput(id), { sagaId: id }).catch(async (e: unknown) => {
       // A coordinator that crashes while run() waits rejects it, and run() refuses a saga whose
       // workers nobody serves (every host down); the saga goes on only if its intent was journaled.
       // A journal that cannot be written stops the saga in its coordinator (and one that
@@ -861,7 +862,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   // Every fence has a deadline: a resolve call answers, and the operator is done by now.
   if (operatorBusy > 0) violations.push({ property: 'operator-resolve-answers', message: `an operator's resolve call has not answered at t=${clock.now()} ms` });
   let outcomes = await settledAll();
-  check(def, ids, outcomes, ledger, violations, 'after the faults', clock.now());
+  check(def, ids, sagaInput, outcomes, ledger, violations, 'after the faults', clock.now());
   for (const [i, o] of outcomes.entries()) {
     if (o !== undefined) continue;
     const st = await runtime.status(ids[i] as string);
@@ -887,12 +888,12 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     for (const o of outcomes) {
       if (o?.status === 'compensation-failed') violations.push({ property: 'operator-retry-ends-the-saga', message: `${o.sagaId} is still parked after an operator retry in a healed world` });
     }
-    check(def, ids, outcomes, ledger, violations, 'after the operator retry', clock.now());
+    check(def, ids, sagaInput, outcomes, ledger, violations, 'after the operator retry', clock.now());
   }
   // Whatever is still under way (a slow `do`, a late duplicate, a reply no one waits for)
   // arrives now: an ended saga's effects must not change any more.
   await clock.advance(SETTLE_MS);
-  check(def, ids, outcomes, ledger, violations, `${SETTLE_MS} ms after the end, every message in flight delivered`, clock.now());
+  check(def, ids, sagaInput, outcomes, ledger, violations, `${SETTLE_MS} ms after the end, every message in flight delivered`, clock.now());
   // A host that lives answers every request it took (a dead one's calls to the store never return).
   generation.forEach((gen, slot) => {
     const open = gen === -1 ? 0 : (unanswered.get(gen) ?? 0);
@@ -907,6 +908,26 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   return { outcomes, violations, trace, parked: parked.length, resolved, reviews };
 }
 
+/** Whether the undo that last removed a key's effect was an operator's, by hand. */
+function undoneByHand(ledger: Ledger, key: string): boolean {
+  for (let i = ledger.events.length - 1; i >= 0; i--) {
+    const e = ledger.events[i] as LedgerEvent;
+    if (e.key === key && e.kind === 'undo' && e.wasActive) return e.byOperator === true;
+  }
+  return false;
+}
+
+/** Whether a step's gate accepts its result in `results`, its input derived as the runtime does. */
+function gateSays(p: StepPlan, sagaInput: unknown, results: Readonly<Record<string, unknown>>): boolean {
+  const after: Record<string, unknown> = {};
+  for (const d of p.after) after[d] = results[d];
+  try {
+    return (p.gate as NonNullable<StepPlan['gate']>)(results[p.id], p.input(sagaInput, after)) === true;
+  } catch {
+    return false;
+  }
+}
+
 /** How many steps a committed saga keeps, from its join policy: all of them, one (any), or n (quorum). */
 function joinSize(def: SagaDefinition): number {
   return def.join.kind === 'all' ? def.steps.length : def.join.kind === 'any' ? 1 : def.join.n;
@@ -915,6 +936,7 @@ function joinSize(def: SagaDefinition): number {
 function check(
   def: SagaDefinition,
   ids: readonly string[],
+  sagaInput: (sagaId: string) => unknown,
   outcomes: readonly (SagaOutcome | undefined)[],
   ledger: Ledger,
   violations: SimulationViolation[],
@@ -936,6 +958,13 @@ function check(
       if (kept.length !== joinSize(def)) say('committed-keeps-the-join', `committed keeping [${kept}], but join ${def.join.kind} keeps exactly ${joinSize(def)} step(s)`);
       if (active.slice().sort().join() !== kept.join()) say('committed-has-each-kept-effect-once', `committed keeping [${kept}] but the systems of record hold [${active}]`);
       for (const p of def.steps) if ((ledger.applies(keys.get(p.id) as string) ?? 0) > 1 && kept.includes(p.id)) say('effect-applied-once', `applied step ${p.id} ${ledger.applies(keys.get(p.id) as string)} times`);
+      // A supervisor gate is asked here, from the definition (the step's input derived again
+      // from the saga's input and the results it ran after): a result it rejects is never kept.
+      for (const k of kept) {
+        const p = def.stepsById.get(k);
+        if (p?.gate === undefined) continue;
+        if (!gateSays(p, sagaInput(id), o.results)) say('kept-results-pass-their-gates', `keeps step ${k} with result ${JSON.stringify(o.results[k])}, which its gate rejects`);
+      }
     } else if (o.status === 'compensated') {
       if (active.length > 0) say('compensated-has-no-effect', `is compensated but the systems of record hold [${active}]`);
     } else {
@@ -952,7 +981,9 @@ function check(
       // Listing a step that left no effect is conservative (an in-doubt step), not unsafe: the operator
       // retry below (in a healed world) must then end the saga with no effect at all. An entry not
       // marked in doubt tells the operator the effect is certainly there, with everything delivered.
-      const gone = o.remaining.filter((r) => !r.inDoubt && !active.includes(r.stepId)).map((r) => r.stepId);
+      // (An effect the operator undid by hand while the saga stayed parked, its resolve
+      // refused, is gone without the saga's knowing: not the saga's claim to check.)
+      const gone = o.remaining.filter((r) => !r.inDoubt && !active.includes(r.stepId) && !undoneByHand(ledger, keys.get(r.stepId) as string)).map((r) => r.stepId);
       if (gone.length > 0) say('in-doubt-when-unsure', `lists [${gone}] as certainly holding their effects, but the systems of record do not hold them`);
       // An effect remains either because its own undo gave up (after at least one attempt)
       // or because it waits behind the undo of a step that ran after it, which remains too.

@@ -56,7 +56,7 @@ describe('toMermaid', () => {
 
   test('options: loops draws the transitions that stay in their state; steps: false leaves the notes out; direction', () => {
     const loops = arrows(toMermaid(order, { loops: true }));
-    expect(loops).toContain('gathering --> gathering: STEP.COMMITTED [isCurrentAttempt] / recordCommit');
+    expect(loops).toContain('gathering --> gathering: STEP.COMMITTED [isCurrentAttempt] / recordResult');
     expect(loops).toContain('compensating --> compensating: COMPENSATION.RETRY_DUE [isCompensationRetryDue] / resendCompensation');
     expect(loops).toContain('compensationFailed --> compensationFailed: RECOVER / settle');
     expect(loops.length).toBeGreaterThan(arrows(toMermaid(order)).length);

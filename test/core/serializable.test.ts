@@ -23,6 +23,8 @@ describe('plain JSON values: the rule for what crosses a step', () => {
     ['a symbol', { s: Symbol('s') }, 'input.s', 'a symbol', 'pass a string'],
     ['a class instance', { price: new Money(5) }, 'input.price', 'a Money instance', 'plain object'],
     ['a Uint8Array', { bytes: new Uint8Array(2) }, 'input.bytes', 'a Uint8Array', 'base64'],
+    ['an ArrayBuffer', { bytes: new ArrayBuffer(2) }, 'input.bytes', 'an ArrayBuffer', 'base64'],
+    ['an Int16Array', { bytes: new Int16Array(2) }, 'input.bytes', 'an Int16Array', 'base64'],
     ['a Promise', { later: Promise.resolve(1) }, 'input.later', 'a Promise', 'await it first'],
     ['an Error', { e: new Error('x') }, 'input.e', 'an Error', '{ code, message }'],
     ['NaN', { n: Number.NaN }, 'input.n', 'NaN', 'JSON has no NaN'],

@@ -22,7 +22,9 @@ type Mutant =
   | 'retry-forgets-an-attempt-in-doubt'
   | 'expired-do-claim-not-marked-interrupted'
   | 'uncertain-key-acknowledges-compensate-without-undo'
-  | 'store-failure-after-a-late-do-forgets-the-effect';
+  | 'store-failure-after-a-late-do-forgets-the-effect'
+  | 'gate-ignored'
+  | 'rejected-step-counted-as-no-effect';
 const planted: { mutant: Mutant | undefined } = vi.hoisted(() => ({ mutant: undefined }));
 
 vi.mock('../../src/actors/worker-actor.ts', async (importOriginal) => {
@@ -74,7 +76,21 @@ vi.mock('../../src/machines/saga-logic.ts', async (importOriginal) => {
     const retried = p !== undefined && s !== undefined && ev.error.retryable && ev.attempt - (s.refused ?? 0) <= p.retries;
     return real.recordFailure(def, ctx, retried ? { ...ev, local: false, error: { ...ev.error, code: 'WORKER_ERROR' } } : ev);
   };
-  return { ...real, launchCompensations, recordFailure };
+  /**
+   * The real result record, except that no gate is asked (the definition seen without its
+   * gates), or that a rejected step is marked failed, as if its do had applied nothing.
+   */
+  const recordResult: typeof real.recordResult = (def, ctx, ev) => {
+    if (planted.mutant === 'gate-ignored') {
+      const stepsById = new Map([...def.stepsById].map(([id, p]) => [id, { ...p, gate: undefined }]));
+      return real.recordResult({ ...def, stepsById }, ctx, ev);
+    }
+    const r = real.recordResult(def, ctx, ev);
+    const p = def.stepsById.get(ev.stepId);
+    if (planted.mutant !== 'rejected-step-counted-as-no-effect' || p === undefined || r.steps[p.index]?.status !== 'rejected') return r;
+    return { ...r, steps: r.steps.map((s, i) => (i === p.index ? { ...s, status: 'failed' as const } : s)) };
+  };
+  return { ...real, launchCompensations, recordFailure, recordResult };
 });
 
 vi.mock('../../src/machines/key-machine.ts', async (importOriginal) => {
@@ -173,6 +189,10 @@ test.each([
   { mutant: 'uncertain-key-acknowledges-compensate-without-undo' as const, mix: LAPSE, breaks: LEAKS },
   // A host cut off from the store while its do ran: the key is undone by another host, the do applies late, the store fails under its outcome, and the host forgets the late effect.
   { mutant: 'store-failure-after-a-late-do-forgets-the-effect' as const, mix: CUT, breaks: LEAKS },
+  // A supervisor gate is never asked: a committed saga keeps results its gate rejects.
+  { mutant: 'gate-ignored' as const, mix: 'broad', breaks: ['kept-results-pass-their-gates'] },
+  // A result the gate rejected is taken as a failure with no effect: the effect its worker committed is never undone.
+  { mutant: 'rejected-step-counted-as-no-effect' as const, mix: 'broad', breaks: LEAKS },
 ])('the simulation catches the mutant $mutant ($mix mix)', async ({ mutant, mix, breaks }) => {
   const broad = mix === 'broad';
   const runs = broad ? 2_000 : 3_000;

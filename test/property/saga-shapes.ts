@@ -45,6 +45,13 @@ export interface Pace {
   backoffMs: number;
   /** Odds (percent) that a host's write to the dedup store fails (0 in most runs). */
   storeFail: number;
+  /**
+   * Odds (percent) that the supervisor gate of a gated step (every other step, the first
+   * included) rejects a result its `do` committed: 0 (no gates) in most runs. The verdict
+   * is a function of the result (which names the idempotency key), so every answer of one
+   * key gets the same one, as a pure gate must.
+   */
+  gateOdds: number;
 }
 
 export const paceArb: fc.Arbitrary<Pace> = fc.record({
@@ -52,7 +59,18 @@ export const paceArb: fc.Arbitrary<Pace> = fc.record({
   lapse: fc.integer({ min: 0, max: 40 }),
   backoffMs: fc.oneof(fc.constant(10), fc.constant(10), fc.integer({ min: 100, max: 600 })),
   storeFail: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 25 })),
+  gateOdds: fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 10, max: 60 })),
 });
+
+/** A pure gate that rejects about `odds` percent of results, by a hash of the key each names. */
+function gateOf(odds: number): NonNullable<StepSpec['gate']> {
+  return (result: { applied?: unknown } | undefined) => {
+    const key = typeof result?.applied === 'string' ? result.applied : '';
+    let h = 0;
+    for (let i = 0; i < key.length; i++) h = (h * 31 + key.charCodeAt(i)) >>> 0;
+    return h % 100 >= odds || `simulated supervisor rejects ${key.slice(0, 12)}`;
+  };
+}
 
 export function sagaOf(s: Shape, pace?: Pace): SagaDefinition {
   const parallelOnly = s.join !== 'all';
@@ -64,6 +82,7 @@ export function sagaOf(s: Shape, pace?: Pace): SagaDefinition {
       timeoutMs: pace?.timeouts[i] || (s.timeouts[i] ?? 100),
       retries: s.retries[i] ?? 0,
       backoff: { initialMs: pace?.backoffMs ?? 10, maxMs: Math.max(80, pace?.backoffMs ?? 10) },
+      ...(pace !== undefined && pace.gateOdds > 0 && i % 2 === 0 ? { gate: gateOf(pace.gateOdds) } : {}),
     };
   }
   const join: JoinSpec = s.join === 'all' ? { kind: 'all' } : s.join === 'any' ? { kind: 'any' } : { kind: 'quorum', n: s.quorum };

@@ -12,6 +12,7 @@ const STATUS_COLORS = {
   committed: '#bbf7d0',
   failed: '#fecaca',
   inDoubt: '#fde68a',
+  rejected: '#fca5a5',
   compensating: '#fed7aa',
   compensated: '#ddd6fe',
   compensationFailed: '#f87171',
