@@ -411,7 +411,7 @@ export function isRetryDue(def: SagaDefinition, ctx: SagaContext, ev: { stepId: 
  * A step committed. Its timeout timer is left to fire into a guard that ignores it (or
  * to be cancelled with the saga's other timers when it settles): no command at all.
  */
-export function recordCommit(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; result: unknown }): SagaContext {
+function recordCommit(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; result: unknown }): SagaContext {
   const seq = ctx.commitSeq + 1;
   return { ...put(def, ctx, ev.stepId, { status: 'committed', result: ev.result, committedSeq: seq }), commitSeq: seq };
 }
@@ -421,7 +421,7 @@ export function recordCommit(def: SagaDefinition, ctx: SagaContext, ev: { stepId
  * gate), else why it rejects. A gate that throws, or answers anything but `true` or a
  * string, rejects, and the reason says so: a check that cannot say yes is a no.
  */
-export function gateRejection(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; result: unknown }): string | undefined {
+function gateRejection(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; result: unknown }): string | undefined {
   const p = def.stepsById.get(ev.stepId);
   if (p?.gate === undefined) return undefined;
   let verdict: unknown;
@@ -568,8 +568,8 @@ function keptSteps(def: SagaDefinition, ctx: SagaContext): Set<string> {
 }
 
 /**
- * Whether a step's effect may exist: it committed (its gate rejecting the result or not), is in doubt, or is in flight. A step
- * waiting to retry has none: its host reported the last attempt failed (and refuses
+ * Whether a step's effect may exist: it committed (its gate rejecting the result or not),
+ * is in doubt, or is in flight. A step waiting to retry has none: its host reported the last attempt failed (and refuses
  * duplicates of it), unless an attempt left doubt.
  */
 function mayHaveEffect(s: StepState): boolean {

@@ -390,7 +390,7 @@ export function checkSagaState(
         }
         // A supervisor gate is asked here, from the definition: a result it rejects is never kept.
         const result = outcome?.status === 'committed' ? outcome.results[p.id] : undefined;
-        if (p.gate !== undefined && !gateAccepts(p.gate, result, (stepOf(def, ctx, p.id) as StepState).input)) {
+        if (p.gate !== undefined && !gateAccepts(p.gate, result, () => (stepOf(def, ctx, p.id) as StepState).input)) {
           bad.push(['kept-results-pass-their-gates', `kept step '${p.id}' has result ${JSON.stringify(result)}, which its gate rejects`]);
         }
       } else if (holdsEffect(gh(p.id))) {
@@ -517,10 +517,14 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
   return bad;
 }
 
-/** Whether a gate says `true` to a result (a throw or any other answer is a no). */
-function gateAccepts(gate: (result: unknown, input: unknown) => unknown, result: unknown, input: unknown): boolean {
+/**
+ * Whether a gate says `true` to a result, asked by an oracle from the definition (the
+ * model check and the simulation). `input` gives the step's input; a throw of either, or
+ * any other answer, is a no.
+ */
+export function gateAccepts(gate: (result: unknown, input: unknown) => unknown, result: unknown, input: () => unknown): boolean {
   try {
-    return gate(result, input) === true;
+    return gate(result, input()) === true;
   } catch {
     return false;
   }

@@ -34,6 +34,7 @@ import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, SagaRecord, Sa
 import { fromPersistedSteps, outcomeOf } from '../machines/saga-logic.ts';
 import type { SagaContext, StepState } from '../machines/saga-logic.ts';
 import { createManualClock } from './clock.ts';
+import { gateAccepts } from './model.ts';
 import type { ManualClock } from './clock.ts';
 
 /** Odds of each fault, in percent (0 to 100), and the shape of the simulated deployment. */
@@ -921,11 +922,7 @@ function undoneByHand(ledger: Ledger, key: string): boolean {
 function gateSays(p: StepPlan, sagaInput: unknown, results: Readonly<Record<string, unknown>>): boolean {
   const after: Record<string, unknown> = {};
   for (const d of p.after) after[d] = results[d];
-  try {
-    return (p.gate as NonNullable<StepPlan['gate']>)(results[p.id], p.input(sagaInput, after)) === true;
-  } catch {
-    return false;
-  }
+  return gateAccepts(p.gate as NonNullable<StepPlan['gate']>, results[p.id], () => p.input(sagaInput, after));
 }
 
 /** How many steps a committed saga keeps, from its join policy: all of them, one (any), or n (quorum). */
