@@ -70,7 +70,7 @@ export interface ChaosInput {
 
 const refOf = (r: unknown): string => (r as EffectResult | undefined)?.ref ?? 'none';
 
-/** Fanout of three, every step kept. */
+/** Fanout of three, every step kept; undone one at a time, the last to complete first. */
 export const trip = defineSaga<ChaosInput>({
   name: 'trip',
   version: 1,
@@ -80,7 +80,7 @@ export const trip = defineSaga<ChaosInput>({
     car: { worker: 'cars', timeoutMs: 1_200, retries: 2, backoff: stepBackoff },
   },
   join: { kind: 'all' },
-  compensation,
+  compensation: { ...compensation, order: 'sequential' },
 });
 
 /** A chain of three stages, each fed by the result of the previous one. */
@@ -95,7 +95,7 @@ export const checkout = defineSaga<ChaosInput>({
   compensation,
 });
 
-/** Three parallel quotes, the first two kept. */
+/** Three parallel quotes, the first two kept; the rest undone all at once. */
 export const quote = defineSaga<ChaosInput>({
   name: 'quote',
   version: 1,
@@ -105,7 +105,7 @@ export const quote = defineSaga<ChaosInput>({
     c: { worker: 'flights', timeoutMs: 1_300, retries: 2, backoff: stepBackoff },
   },
   join: { kind: 'quorum', n: 2 },
-  compensation,
+  compensation: { ...compensation, order: 'parallel' },
 });
 
 /** Two parallel offers, the first one kept. */

@@ -69,7 +69,7 @@ export const MUTANTS: readonly Mutant[] = [
     edits: [
       {
         file: 'src/machines/saga-logic.ts',
-        search: 'if (!p.dependents.every((d) => releasesDependency(e.get(d)))) continue;',
+        search: "if (order === 'reverse' && !p.dependents.every((d) => releasesDependency(e.get(d)))) continue;",
         replace: '// Every compensation starts at once.',
       },
     ],
@@ -202,6 +202,28 @@ export const MUTANTS: readonly Mutant[] = [
         file: 'src/machines/saga-logic.ts',
         search: "s.status === 'inDoubt' || s.status === 'rejected' ||",
         replace: "s.status === 'inDoubt' ||",
+      },
+    ],
+  },
+  {
+    name: 'sequential-undo-ignores-completion-order',
+    breaks: 'A sequential saga undoes one step at a time, the last to complete first: undone all at once, the first step to complete is undone while later ones still hold their effects.',
+    edits: [
+      {
+        file: 'src/machines/saga-logic.ts',
+        search: "if (order === 'sequential' && s.committedSeq > 0) {",
+        replace: "if (order === 'parallel' && s.committedSeq > 0) {",
+      },
+    ],
+  },
+  {
+    name: 'parallel-undo-waits-for-dependents',
+    breaks: 'A parallel saga undoes every step at once: undone in reverse instead, a step waits for the undo of each step that ran after it.',
+    edits: [
+      {
+        file: 'src/machines/saga-logic.ts',
+        search: "if (order === 'reverse' && !p.dependents",
+        replace: "if (order !== 'sequential' && !p.dependents",
       },
     ],
   },

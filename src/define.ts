@@ -9,9 +9,11 @@ import type {
   BackoffSpec,
   CommittedResults,
   CompensateFn,
+  CompensationOrder,
   CompensationSpec,
   DefaultJoin,
   JoinSpec,
+  SagaCompensationSpec,
   SagaDefinition,
   SagaSpec,
   StepAfters,
@@ -128,7 +130,8 @@ export function defineSaga<
     retries: DEFAULT_COMPENSATION_RETRIES,
     backoff: DEFAULT_BACKOFF,
     timeoutMs: DEFAULT_COMPENSATION_TIMEOUT_MS,
-  });
+  }, 'saga');
+  const compensationOrder = resolveOrder(spec.compensation, { ...where, field: 'compensation.order' });
 
   const workers = new Map<string, WorkerDefinition | undefined>();
   const drafts = ids.map((id, index) => {
@@ -167,7 +170,7 @@ export function defineSaga<
       timeoutMs: positiveMs(step.timeoutMs, DEFAULT_STEP_TIMEOUT_MS, { ...at, field: 'timeoutMs' }),
       retries: count(step.retries, DEFAULT_STEP_RETRIES, { ...at, field: 'retries' }),
       backoff: resolveBackoff(step.backoff, DEFAULT_BACKOFF, { ...at, field: 'backoff' }),
-      compensation: resolveCompensation(step.compensation, { ...at, field: 'compensation' }, sagaCompensation),
+      compensation: resolveCompensation(step.compensation, { ...at, field: 'compensation' }, sagaCompensation, 'step'),
       ...(step.gate !== undefined ? { gate: step.gate as NonNullable<StepPlan['gate']> } : {}),
     };
   });
@@ -185,6 +188,7 @@ export function defineSaga<
     steps: Object.freeze(steps),
     stepsById: new Map(steps.map((s) => [s.id, s])),
     join,
+    compensationOrder,
     workers,
   });
   DEFINED.add(made);
@@ -264,15 +268,28 @@ function resolveCompensation(
   spec: CompensationSpec | undefined,
   where: Where,
   fallback: StepPlan['compensation'],
+  of: 'saga' | 'step',
 ): StepPlan['compensation'] {
   if (spec === undefined) return fallback;
-  if (spec === null || typeof spec !== 'object') throw new SagaDefinitionError('must be an object { retries, backoff, timeoutMs }', where);
-  rejectUnknown(spec, ['retries', 'backoff', 'timeoutMs'], where);
+  if (spec === null || typeof spec !== 'object') throw new SagaDefinitionError(`must be an object { retries, backoff, timeoutMs${of === 'saga' ? ', order' : ''} }`, where);
+  if (of === 'step' && Object.prototype.hasOwnProperty.call(spec, 'order')) {
+    throw new SagaDefinitionError("the undo order is the saga's: set it in the saga's compensation.order, not a step's", { ...where, field: `${where.field}.order` });
+  }
+  rejectUnknown(spec, of === 'saga' ? ['retries', 'backoff', 'timeoutMs', 'order'] : ['retries', 'backoff', 'timeoutMs'], where);
   return Object.freeze({
     retries: count(spec.retries, fallback.retries, { ...where, field: `${where.field}.retries` }),
     backoff: resolveBackoff(spec.backoff, fallback.backoff, { ...where, field: `${where.field}.backoff` }),
     timeoutMs: positiveMs(spec.timeoutMs, fallback.timeoutMs, { ...where, field: `${where.field}.timeoutMs` }),
   });
+}
+
+const ORDERS: readonly CompensationOrder[] = ['reverse', 'parallel', 'sequential'];
+
+function resolveOrder(spec: SagaCompensationSpec | undefined, where: Where): CompensationOrder {
+  const order = spec?.order;
+  if (order === undefined) return 'reverse';
+  if (!ORDERS.includes(order)) throw new SagaDefinitionError(`unknown compensation order ${JSON.stringify(order)} (allowed: ${ORDERS.join(', ')})`, where);
+  return order;
 }
 
 function resolveJoin(spec: JoinSpec | undefined, steps: readonly StepPlan[], where: Where): JoinSpec {

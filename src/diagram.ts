@@ -87,6 +87,13 @@ function stages(def: SagaDefinition): StepPlan[][] {
   return out;
 }
 
+/** How each compensation order undoes, in the diagram's note on `compensating`. */
+const UNDO_ORDER_TEXT: Readonly<Record<SagaDefinition['compensationOrder'], string>> = {
+  reverse: 'a step is undone only after the steps that ran after it',
+  parallel: 'every step is undone at once (order parallel)',
+  sequential: 'one step at a time, the last to complete first (order sequential)',
+};
+
 function joinText(def: SagaDefinition): string {
   switch (def.join.kind) {
     case 'all':
@@ -152,7 +159,7 @@ export function toMermaid(definition: SagaDefinition, options: MermaidOptions = 
     lines.push(
       '  note right of compensating',
       '    undoes every step that committed or may have (in doubt)',
-      '    a step is undone only after the steps that ran after it',
+      `    ${UNDO_ORDER_TEXT[definition.compensationOrder]}`,
       '  end note',
     );
   }

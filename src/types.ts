@@ -84,6 +84,16 @@ export interface BackoffSpec {
   readonly jitter?: boolean;
 }
 
+/**
+ * In which order a saga undoes its steps (docs/patterns.md, "Compensation order"):
+ * - `reverse` (the default): a step is undone once every step that ran after it (named
+ *   it in `after`) is undone or never took effect; parallel steps are undone at once;
+ * - `parallel`: every step to undo at once, whatever ran after what;
+ * - `sequential`: one step at a time, the last to complete first. Steps whose outcome the
+ *   saga never saw (still running, or timed out) count as the last to complete.
+ */
+export type CompensationOrder = 'reverse' | 'parallel' | 'sequential';
+
 /** How compensations are retried. */
 export interface CompensationSpec {
   /** Retries of one step's compensation after its first attempt fails. Default 5. */
@@ -138,7 +148,14 @@ export interface SagaSpec<TIn = any> {
   readonly steps: Readonly<Record<string, StepSpec<TIn>>>;
   /** Default `{ kind: 'all' }`. */
   readonly join?: JoinSpec;
-  readonly compensation?: CompensationSpec;
+  /** The saga's compensation policy: its steps' retries, backoff and timeout (each step may override them), and the saga's undo `order`. */
+  readonly compensation?: SagaCompensationSpec;
+}
+
+/** The compensation policy of a saga: a {@link CompensationSpec} for its steps, and the order its undos run in. */
+export interface SagaCompensationSpec extends CompensationSpec {
+  /** Default `'reverse'`. */
+  readonly order?: CompensationOrder;
 }
 
 /** A fully resolved backoff. */
@@ -179,6 +196,8 @@ export interface SagaDefinition<TIn = any, TResults = Readonly<Record<string, un
   readonly steps: readonly StepPlan[];
   readonly stepsById: ReadonlyMap<string, StepPlan>;
   readonly join: JoinSpec;
+  /** The order its undos run in (default `'reverse'`). */
+  readonly compensationOrder: CompensationOrder;
   /** Workers this saga uses, by name, when they were given as definitions. */
   readonly workers: ReadonlyMap<string, WorkerDefinition | undefined>;
   /** Phantom: the saga input type. */
@@ -313,7 +332,8 @@ export interface TypedSagaSpec<TIn, W, A, J extends JoinSpec> {
   readonly steps: TypedSteps<TIn, W, A>;
   /** Default `{ kind: 'all' }`. */
   readonly join?: J;
-  readonly compensation?: CompensationSpec;
+  /** The saga's compensation policy: its steps' retries, backoff and timeout (each step may override them), and the saga's undo `order`. */
+  readonly compensation?: SagaCompensationSpec;
 }
 
 // ---------------------------------------------------------------------------

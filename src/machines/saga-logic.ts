@@ -45,7 +45,10 @@ export interface StepState {
   readonly undo: boolean;
   /** Kept by the join policy (only set once the saga decided to commit). */
   readonly kept: boolean;
-  /** Order in which steps committed (1, 2, ...), 0 when not committed. */
+  /**
+   * Order in which the steps' `do` succeeded (1, 2, ...): committed, or rejected by the
+   * step's gate. 0 when the saga never saw the step succeed.
+   */
   readonly committedSeq: number;
   /** Compensation attempts in the current round (reset by an operator retry). */
   readonly compAttempt: number;
@@ -458,7 +461,10 @@ export function recordResult(def: SagaDefinition, ctx: SagaContext, ev: { stepId
 function recordRejection(def: SagaDefinition, ctx: SagaContext, ev: { stepId: string; attempt: number; result: unknown }, reason: string): SagaContext {
   const worker = plan(def, ev.stepId).worker;
   const error = { code: 'GATE_REJECTED', message: `the gate of step '${ev.stepId}' (worker '${worker}') rejected its result: ${reason}`, retryable: false };
-  return failStep(def, ctx, ev.stepId, { status: 'rejected', result: ev.result }, { reason: 'rejected', attempt: ev.attempt, error, inDoubt: true });
+  // Its do succeeded: it takes its place in the order of completion (sequential undo).
+  const seq = ctx.commitSeq + 1;
+  const failed = failStep(def, ctx, ev.stepId, { status: 'rejected', result: ev.result, committedSeq: seq }, { reason: 'rejected', attempt: ev.attempt, error, inDoubt: true });
+  return { ...failed, commitSeq: seq };
 }
 
 /** Sets a step that failed (`patch`: its new status) and adds the failure to the saga's. */
@@ -617,19 +623,37 @@ function releasesDependency(s: StepState): boolean {
 }
 
 /**
- * Starts every compensation that may start now: a step to undo starts once each step
- * that ran after it (its dependents) has been undone or never took effect, so staged
- * sagas are undone in reverse order and parallel steps all at once.
+ * Starts every compensation that may start now, in the saga's compensation order:
+ * - `reverse`: a step to undo starts once each step that ran after it (its dependents)
+ *   has been undone or never took effect, so staged sagas are undone in reverse order and
+ *   parallel steps all at once;
+ * - `parallel`: every step to undo starts at once;
+ * - `sequential`: one at a time, the last step to complete first. A step whose success
+ *   the saga never saw (still running, or in doubt) has no place in that order: all such
+ *   steps start at once, first (no step depends on them, as none committed).
  */
 export function launchCompensations(def: SagaDefinition, ctx: SagaContext): Step {
   const commands: SagaCommand[] = [];
   const e = new StepsEditor(def, ctx);
+  const start = (p: StepPlan, s: StepState) => {
+    const now = e.patchAt(p.index, { status: 'compensating', waiting: false, compAttempt: s.compAttempt + 1, compTotal: s.compTotal + 1 });
+    commands.push(...sendCompensate(p, now));
+  };
+  const order = def.compensationOrder;
+  let last: StepPlan | undefined;
   for (const p of def.steps) {
     const s = e.steps[p.index] as StepState;
     if (!s.undo || !mayHaveEffect(s)) continue;
-    if (!p.dependents.every((d) => releasesDependency(e.get(d)))) continue;
-    const now = e.patchAt(p.index, { status: 'compensating', waiting: false, compAttempt: s.compAttempt + 1, compTotal: s.compTotal + 1 });
-    commands.push(...sendCompensate(p, now));
+    if (order === 'sequential' && s.committedSeq > 0) {
+      if (last === undefined || s.committedSeq > (e.steps[last.index] as StepState).committedSeq) last = p;
+      continue;
+    }
+    if (order === 'reverse' && !p.dependents.every((d) => releasesDependency(e.get(d)))) continue;
+    start(p, s);
+  }
+  // Sequential: the last to complete starts once no other undo is under way or parked.
+  if (last !== undefined && !e.steps.some((s) => s.undo && (s.status === 'compensating' || s.status === 'compensationFailed'))) {
+    start(last, e.steps[last.index] as StepState);
   }
   return { context: e.context(), commands };
 }

@@ -49,6 +49,13 @@ interface GhostStep {
    * spends none). Not part of a state's key.
    */
   readonly lastComp: string | undefined;
+  /**
+   * When the saga heard its `do` succeed (1, 2, ... across the steps, in the order the
+   * replies came), counted from the replies to the latest attempt sent, before the saga
+   * decided; 0 when it never did. The order a sequential undo reverses. Not part of a
+   * state's key (the machine's own order is).
+   */
+  readonly doneAt: number;
 }
 
 type Snap = { value: unknown; context: SagaContext };
@@ -222,9 +229,15 @@ function nextGhost(
     const cur = g[ev.stepId] as GhostStep;
     const before = stepOf(def, prev.context, ev.stepId) as StepState;
     switch (ev.type) {
-      case 'STEP.COMMITTED':
+      case 'STEP.COMMITTED': {
         if (cur.effect !== 'undone') g[ev.stepId] = { ...cur, effect: 'yes' };
+        const current = before.status === 'dispatched' && !before.waiting && before.attempt === ev.attempt;
+        if (current && cur.doneAt === 0 && prev.context.decision === undefined) {
+          const last = Math.max(0, ...Object.values(ghost).map((o) => o.doneAt));
+          g[ev.stepId] = { ...(g[ev.stepId] as GhostStep), doneAt: last + 1 };
+        }
         break;
+      }
       case 'STEP.FAILED': {
         // The current attempt failed. A worker error (the host ran it under its claim, and
         // the key's later attempts are serialized behind it) or no responders (nobody took
@@ -493,11 +506,18 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
   for (const r of outcome.remaining) {
     const p = def.stepsById.get(r.stepId);
     if (p === undefined) continue;
-    // Dependency order: an undo waits for the undo of every step that ran after it.
-    const behind = p.dependents.filter((d) => listed.has(d));
-    const why = behind.length > 0 ? 'blocked' : 'compensation-failed';
-    if (r.why !== why) {
-      bad.push(['remaining-says-why', `remaining step '${r.stepId}' says why '${r.why}', but ${behind.length > 0 ? `it waits behind ${behind.join(', ')}, whose effects remain` : 'nothing after it remains, so its own undo gave up'}`]);
+    // Which undo waits: under `reverse`, one behind every step that ran after it; under
+    // `sequential`, one never started (it waits behind the one that gave up); under
+    // `parallel`, none.
+    // (A coordinator restored from its journal may not know of an undo its predecessor
+    // sent: under `sequential` it may then still wait to send it.)
+    const behind = def.compensationOrder === 'reverse' ? p.dependents.filter((d) => listed.has(d)) : [];
+    const waits = def.compensationOrder === 'reverse' ? behind.length > 0 : def.compensationOrder === 'sequential' && gh(r.stepId).compSent === 0;
+    const why = waits ? 'blocked' : 'compensation-failed';
+    const either = afterCrash && def.compensationOrder === 'sequential';
+    if (r.why !== why && !either) {
+      const because = waits ? (behind.length > 0 ? `it waits behind ${behind.join(', ')}, whose effects remain` : 'its undo never started: it waits behind one that gave up') : 'nothing it waits for remains, so its own undo gave up';
+      bad.push(['remaining-says-why', `remaining step '${r.stepId}' says why '${r.why}', but ${because}`]);
     }
     // Every compensate request sent counts one attempt (a recovered coordinator re-sends
     // the one in flight, and may have lost count of the last ones: then at most as many).
@@ -505,7 +525,7 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
     if (afterCrash ? r.attempts > sent : r.attempts !== sent) {
       bad.push(['remaining-counts-attempts', `remaining step '${r.stepId}' reports ${r.attempts} undo attempt(s), but ${sent} compensate request(s) were sent`]);
     }
-    if (why === 'compensation-failed' && r.attempts < 1) {
+    if (r.why === 'compensation-failed' && r.attempts < 1) {
       bad.push(['remaining-counts-attempts', `remaining step '${r.stepId}' gave up its undo after ${r.attempts} attempts`]);
     }
     // Its last error is the answer to its last undo attempt: STEP_TIMED_OUT for a timeout.
@@ -551,14 +571,34 @@ function checkCommands(def: SagaDefinition, ghost: Readonly<Record<string, Ghost
       }
     }
   }
+  const order = def.compensationOrder;
   for (const c of commands) {
     const p = c.type === 'do' || c.type === 'compensate' ? def.stepsById.get(c.stepId) : undefined;
-    if (c.type === 'compensate' && p !== undefined) {
+    if (c.type === 'compensate' && p !== undefined && order !== 'parallel') {
       for (const d of p.dependents) {
         if (holdsEffect(ghost[d] as GhostStep)) {
           bad.push(['staged-compensation-in-reverse-order', `compensate '${c.stepId}' sent while '${d}', which runs after it, may still hold an effect`]);
         }
       }
+    }
+    // docs/patterns.md, "Compensation order". Sequential: one undo at a time, the last step
+    // to complete first, after every step whose success the saga never heard (the order
+    // read from the replies, in the ghost). Steps the join keeps are not undone at all.
+    if (c.type === 'compensate' && p !== undefined && order === 'sequential') {
+      const mine = (ghost[c.stepId] as GhostStep).doneAt;
+      const kept = (id: string) => next.context.decision === 'commit' && (stepOf(def, next.context, id) as StepState).kept;
+      const ahead = def.steps.filter((o) => {
+        const g = ghost[o.id] as GhostStep;
+        return o.id !== c.stepId && mine > 0 && holdsEffect(g) && !kept(o.id) && (g.doneAt === 0 || g.doneAt > mine);
+      });
+      if (ahead.length > 0) {
+        bad.push(['sequential-undo-last-completed-first', `compensate '${c.stepId}' (completed ${mine}) sent while [${ahead.map((o) => o.id)}], which completed later or never reported, may still hold an effect`]);
+      }
+    }
+    // Parallel: every step to undo gets its compensation when the saga decides; none waits
+    // for another, so no first compensate goes out later.
+    if (c.type === 'compensate' && p !== undefined && order === 'parallel' && prev.context.decision !== undefined && (ghost[c.stepId] as GhostStep).compSent === 0) {
+      bad.push(['parallel-undoes-at-once', `the first compensate of '${c.stepId}' went out after the decision, not with it`]);
     }
     // Compensations go to the steps that committed or may have: not to one whose requests
     // the coordinator holds proof took no effect.
@@ -586,7 +626,8 @@ export function shapeOf(def: SagaDefinition): string {
   const staged = def.steps.some((p) => p.after.length > 0);
   const layout = staged ? def.steps.map((p) => (p.after.length ? `${p.id}<-${p.after.join('+')}` : p.id)).join(' ') : `${def.steps.length} parallel`;
   const retries = [...new Set(def.steps.map((p) => `${p.retries}/${p.compensation.retries}`))].join(',');
-  return `${def.name}: ${layout}, join ${join}, retries do/comp ${retries}`;
+  const order = def.compensationOrder === 'reverse' ? '' : `, undo ${def.compensationOrder}`;
+  return `${def.name}: ${layout}, join ${join}, retries do/comp ${retries}${order}`;
 }
 
 /**
@@ -628,7 +669,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
   const crashes = options.crashes ?? 0;
   const [s0, a0] = stepper.initial({ sagaId: 'model', input });
   const blank: Record<string, GhostStep> = {};
-  for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false, compSent: 0, proven: false, lastComp: undefined };
+  for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false, compSent: 0, proven: false, lastComp: undefined, doneAt: 0 };
   const snap0 = s0 as unknown as Snap;
   const g0 = nextGhost(def, snap0, snap0, blank, undefined, cmdsOf(a0));
   const classIds = options.symmetry !== false && crashes === 0 ? symmetryClasses(def) : [];
@@ -697,7 +738,10 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
             // A request it sent (any step with an effect, or with proof of none) is one the new
             // coordinator cannot account for: a failure of it proves nothing any more.
             const sent = cur.effect !== 'none' || cur.proven;
-            g[p.id] = undone ? { ...cur, effect: 'undone', unsure: false, compUnknown: false, proven: false } : { ...cur, unsure: cur.unsure || sent, proven: false };
+            // Nor does a success it heard and did not journal: the step's place in the order
+            // of completion is what the journal holds.
+            const doneAt = ((from?.context.steps[p.index] as StepState | undefined)?.committedSeq ?? 0) > 0 ? cur.doneAt : 0;
+            g[p.id] = undone ? { ...cur, effect: 'undone', unsure: false, compUnknown: false, proven: false, doneAt } : { ...cur, unsure: cur.unsure || sent, proven: false, doneAt };
           }
           const [s1, actions] = from === undefined ? stepper.initial({ sagaId: 'model', input, recovered: true }) : stepper.next(from as never, { type: 'RECOVER' });
           transitions++;

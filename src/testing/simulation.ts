@@ -18,7 +18,7 @@
  * operator's from a tape of its own), so a run replays exactly from its tapes. A ledger
  * of fake systems of record is the oracle: what each saga's outcome says against what
  * the systems of record hold (again once every message in flight has landed), the order
- * of undos against the definition's `after` edges, each undo a host acknowledged against
+ * of undos against the definition's `after` edges and its compensation order, each undo a host acknowledged against
  * what the systems of record did afterwards, and each resolve against what applied after
  * the operator looked.
  */
@@ -31,6 +31,7 @@ import { memoryDedupStore, memorySagaStore } from '../store/memory.ts';
 import { parseReply } from '../transport/protocol.ts';
 import { encodeReply } from '../transport/nats/wire.ts';
 import type { DedupStore, KeyRecord, SagaDefinition, SagaOutcome, SagaRecord, SagaStore, Served, StepPlan, Transport, VersionedKeyRecord, WorkerHandler, WorkerReply, WorkerRequest } from '../types.ts';
+import type { StepEvent } from '../runtime/api.ts';
 import { fromPersistedSteps, outcomeOf } from '../machines/saga-logic.ts';
 import type { SagaContext, StepState } from '../machines/saga-logic.ts';
 import { createManualClock } from './clock.ts';
@@ -207,6 +208,10 @@ export interface SimulatedTransportOptions {
   trace?: (line: string) => void;
   /** Largest reply body in bytes, as a NATS host enforces it. Default 1 MiB. */
   maxPayload?: number;
+  /** Sees every request a coordinator makes, as it makes it (before any fault is drawn). */
+  onRequest?: (req: WorkerRequest) => void;
+  /** Sees the coordinator's side of a request settle: a reply, or an error. */
+  onSettled?: (req: WorkerRequest) => void;
 }
 
 /**
@@ -251,6 +256,7 @@ export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTrans
   };
   return {
     request(req, timeoutMs) {
+      o.onRequest?.(req);
       const key = `${req.sagaId}/${req.stepId}`;
       const what = `${req.op} ${req.stepId}#${req.attempt} of ${req.sagaId}`;
       const sentAt = clock.now();
@@ -284,6 +290,7 @@ export function simulatedTransport(o: SimulatedTransportOptions): SimulatedTrans
         const settle = (fn: () => void) => {
           if (settled) return; // a reply after the transport gave up on the request is dropped, as NATS drops it
           settled = true;
+          o.onSettled?.(req);
           fn();
         };
         if (enforcesDeadline) {
@@ -450,7 +457,8 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   const ledger = createLedger(() => clock.now());
   /** Every `{ ok: true }` a host gave a compensate: where the ledger stood when it was given. */
   const undoAcks: UndoAck[] = [];
-  const transport = simulatedTransport({ clock, chooser, faults, trace: (l) => trace.push(l), maxPayload: SIM_MAX_PAYLOAD });
+  const order = orderWatch(def, ledger, () => coordinators === 1);
+  const transport = simulatedTransport({ clock, chooser, faults, trace: (l) => trace.push(l), maxPayload: SIM_MAX_PAYLOAD, onRequest: (req) => order.requested(req, clock.now()), onSettled: (req) => order.settled(req) });
   const shared = memoryDedupStore({ clock });
   const journals = memorySagaStore({ clock });
   // Coordinators reach their journal over the network too: a write takes time, and one in
@@ -671,8 +679,11 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
 
   const random = () => (chooser.next() % 1000) / 1000;
   let coordinators = 0;
-  const newRuntime = () =>
-    createRuntime({ transport, store, dedup: shared, clock, random, sagas: [def], ownership: { id: `coordinator-${coordinators++}`, leaseMs: coordinatorLeaseMs } });
+  const newRuntime = () => {
+    const made = createRuntime({ transport, store, dedup: shared, clock, random, sagas: [def], ownership: { id: `coordinator-${coordinators++}`, leaseMs: coordinatorLeaseMs } });
+    made.on('step', order.step);
+    return made;
+  };
   let runtime: Runtime = newRuntime();
 
   const n = scenario.sagas ?? 1;
@@ -863,7 +874,7 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   // Every fence has a deadline: a resolve call answers, and the operator is done by now.
   if (operatorBusy > 0) violations.push({ property: 'operator-resolve-answers', message: `an operator's resolve call has not answered at t=${clock.now()} ms` });
   let outcomes = await settledAll();
-  check(def, ids, sagaInput, outcomes, ledger, violations, 'after the faults', clock.now());
+  check(def, ids, sagaInput, outcomes, ledger, order, violations, 'after the faults', clock.now());
   for (const [i, o] of outcomes.entries()) {
     if (o !== undefined) continue;
     const st = await runtime.status(ids[i] as string);
@@ -889,24 +900,113 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
     for (const o of outcomes) {
       if (o?.status === 'compensation-failed') violations.push({ property: 'operator-retry-ends-the-saga', message: `${o.sagaId} is still parked after an operator retry in a healed world` });
     }
-    check(def, ids, sagaInput, outcomes, ledger, violations, 'after the operator retry', clock.now());
+    check(def, ids, sagaInput, outcomes, ledger, order, violations, 'after the operator retry', clock.now());
   }
   // Whatever is still under way (a slow `do`, a late duplicate, a reply no one waits for)
   // arrives now: an ended saga's effects must not change any more.
   await clock.advance(SETTLE_MS);
-  check(def, ids, sagaInput, outcomes, ledger, violations, `${SETTLE_MS} ms after the end, every message in flight delivered`, clock.now());
+  check(def, ids, sagaInput, outcomes, ledger, order, violations, `${SETTLE_MS} ms after the end, every message in flight delivered`, clock.now());
   // A host that lives answers every request it took (a dead one's calls to the store never return).
   generation.forEach((gen, slot) => {
     const open = gen === -1 ? 0 : (unanswered.get(gen) ?? 0);
     if (open > 0) violations.push({ property: 'every-request-answered', message: `worker host ${slot} took ${open} request(s) it has not answered at t=${clock.now()} ms` });
   });
   checkUndoOrder(def, ledger, violations);
+  // The finer order of each compensation order, read from what one coordinator did.
+  if (order.oneCoordinator()) violations.push(...order.check(ids, outcomes, lapsedApplies));
   checkAcknowledgedUndos(ledger, undoAcks, lapsedApplies, violations);
   checkResolvedStayHandled(ids, outcomes, ledger, resolutions, lapsedApplies, violations);
   await runtime.close();
   for (const o of outcomes) trace.push(`outcome ${o?.sagaId}: ${o?.status ?? 'none'}${o?.status === 'compensated' || o?.status === 'committed' ? (o.resolvedByOperator.length > 0 ? ` (resolved by the operator: [${o.resolvedByOperator}])` : '') : ''}`);
   const resolved = outcomes.filter((o) => (o?.status === 'compensated' || o?.status === 'committed') && o.resolvedByOperator.length > 0).length;
   return { outcomes, violations, trace, parked: parked.length, resolved, reviews };
+}
+
+/** What the coordinators of a run did, as the compensation orders' oracle reads it. */
+interface OrderWatch {
+  /** Each request, as the transport sees it made. */
+  requested(req: WorkerRequest, now: number): void;
+  /** Each request settled on the coordinator's side. */
+  settled(req: WorkerRequest): void;
+  /** Each step event of a coordinator. */
+  step(e: StepEvent): void;
+  /** Whether any coordinator ever sent a compensate for this key (`<sagaId>/<stepId>`). */
+  undoSent(key: string): boolean;
+  /** Whether the run had one coordinator from start to end. */
+  oneCoordinator(): boolean;
+  /** The order violations of a run with one coordinator, given the sagas' outcomes. */
+  check(ids: readonly string[], outcomes: readonly (SagaOutcome | undefined)[], lapsed: ReadonlySet<number>): SimulationViolation[];
+}
+
+/**
+ * The oracle of the compensation orders (docs/patterns.md), read from the world and from
+ * the order in which the coordinator reported its steps' `do` succeeding (its step events
+ * `committed` and `rejected`), never from its plan of what to undo:
+ * - `sequential`: when a compensate goes out for a step whose success was reported, no
+ *   other step of the saga that the join does not keep holds an effect in the systems of
+ *   record if its success was reported later, or never (`sequential-undo-last-completed-first`);
+ * - `parallel`: every step's first compensate of a saga goes out before any compensate
+ *   of the saga is answered (`parallel-undoes-at-once`).
+ * A run where a coordinator took over from another is not judged (its successor knows only
+ * the journal); the guarantee's own checks judge it.
+ */
+function orderWatch(def: SagaDefinition, ledger: Ledger, oneCoordinator: () => boolean): OrderWatch {
+  const completed = new Map<string, number>();
+  /** Per key, when its first compensate went out: how many compensates of its saga had been answered by then. */
+  const firstUndo = new Map<string, number>();
+  const undosAnswered = new Map<string, number>();
+  const suspects: { sagaId: string; stepId: string; at: number; blockers: { stepId: string; applied: number }[] }[] = [];
+  const lastApply = (key: string): number => {
+    for (let i = ledger.events.length - 1; i >= 0; i--) if ((ledger.events[i] as LedgerEvent).key === key && (ledger.events[i] as LedgerEvent).kind === 'apply') return i;
+    return -1;
+  };
+  return {
+    requested(req, now) {
+      if (req.op !== 'compensate') return;
+      const key = `${req.sagaId}/${req.stepId}`;
+      if (!firstUndo.has(key)) firstUndo.set(key, undosAnswered.get(req.sagaId) ?? 0);
+      const mine = completed.get(key);
+      if (def.compensationOrder !== 'sequential' || mine === undefined) return;
+      const blockers = def.steps
+        .filter((p) => p.id !== req.stepId && ledger.active(`${req.sagaId}/${p.id}`))
+        .filter((p) => (completed.get(`${req.sagaId}/${p.id}`) ?? Infinity) > mine)
+        .map((p) => ({ stepId: p.id, applied: lastApply(`${req.sagaId}/${p.id}`) }));
+      if (blockers.length > 0) suspects.push({ sagaId: req.sagaId, stepId: req.stepId, at: now, blockers });
+    },
+    settled(req) {
+      if (req.op === 'compensate') undosAnswered.set(req.sagaId, (undosAnswered.get(req.sagaId) ?? 0) + 1);
+    },
+    step(e) {
+      const key = `${e.sagaId}/${e.stepId}`;
+      if ((e.status === 'committed' || e.status === 'rejected') && !completed.has(key)) completed.set(key, completed.size + 1);
+    },
+    undoSent: (key) => firstUndo.has(key),
+    oneCoordinator,
+    check(ids, outcomes, lapsed) {
+      const out: SimulationViolation[] = [];
+      const kept = new Map<string, ReadonlySet<string>>();
+      outcomes.forEach((o, i) => {
+        const id = ids[i] as string;
+        if (o?.status === 'committed') kept.set(id, new Set(Object.keys(o.results)));
+        else if (o?.status === 'compensation-failed' && o.decision === 'commit') kept.set(id, new Set(def.steps.filter((p) => !o.compensated.includes(p.id) && !o.remaining.some((r) => r.stepId === p.id)).map((p) => p.id)));
+      });
+      const reported = new Set<string>();
+      for (const s of suspects) {
+        // A step the join keeps is never undone; an effect a host applied under a lapsed claim is that host's to undo.
+        const holding = s.blockers.filter((b) => !(kept.get(s.sagaId)?.has(b.stepId) ?? false) && !lapsed.has(b.applied)).map((b) => b.stepId);
+        if (holding.length === 0 || reported.has(s.sagaId)) continue;
+        reported.add(s.sagaId);
+        out.push({ property: 'sequential-undo-last-completed-first', message: `saga ${s.sagaId}: the compensate of step ${s.stepId} went out at t=${s.at} ms while [${holding}], reported done later or never, still held their effects` });
+      }
+      if (def.compensationOrder === 'parallel') {
+        for (const id of ids) {
+          const waited = def.steps.filter((p) => (firstUndo.get(`${id}/${p.id}`) ?? 0) > 0).map((p) => p.id);
+          if (waited.length > 0) out.push({ property: 'parallel-undoes-at-once', message: `saga ${id}: the first compensates of [${waited}] went out after another compensate of the saga was answered` });
+        }
+      }
+      return out;
+    },
+  };
 }
 
 /** Whether the undo that last removed a key's effect was an operator's, by hand. */
@@ -936,6 +1036,7 @@ function check(
   sagaInput: (sagaId: string) => unknown,
   outcomes: readonly (SagaOutcome | undefined)[],
   ledger: Ledger,
+  order: OrderWatch,
   violations: SimulationViolation[],
   when: string,
   now: number,
@@ -983,11 +1084,16 @@ function check(
       const gone = o.remaining.filter((r) => !r.inDoubt && !active.includes(r.stepId) && !undoneByHand(ledger, keys.get(r.stepId) as string)).map((r) => r.stepId);
       if (gone.length > 0) say('in-doubt-when-unsure', `lists [${gone}] as certainly holding their effects, but the systems of record do not hold them`);
       // An effect remains either because its own undo gave up (after at least one attempt)
-      // or because it waits behind the undo of a step that ran after it, which remains too.
+      // or because it waits: under `reverse`, behind the undo of a step that ran after it,
+      // which remains too; under `sequential`, its undo never went out (one coordinator
+      // knows; a successor may not know of an undo its predecessor sent); under `parallel`,
+      // no undo waits.
       for (const r of o.remaining) {
-        const behind = (def.stepsById.get(r.stepId)?.dependents ?? []).filter((d) => remaining.includes(d));
-        const why = behind.length > 0 ? 'blocked' : 'compensation-failed';
-        if (r.why !== why) say('remaining-says-why', `lists step ${r.stepId} as '${r.why}', but ${behind.length > 0 ? `it waits behind [${behind}]` : 'nothing after it remains'}`);
+        const behind = def.compensationOrder === 'reverse' ? (def.stepsById.get(r.stepId)?.dependents ?? []).filter((d) => remaining.includes(d)) : [];
+        const never = def.compensationOrder === 'sequential' && !order.undoSent(keys.get(r.stepId) as string);
+        const why = behind.length > 0 || never ? 'blocked' : 'compensation-failed';
+        const either = def.compensationOrder === 'sequential' && !order.oneCoordinator();
+        if (r.why !== why && !either) say('remaining-says-why', `lists step ${r.stepId} as '${r.why}', but ${behind.length > 0 ? `it waits behind [${behind}]` : never ? 'no undo of it was ever sent' : 'nothing it waits for remains'}`);
         if (r.why === 'compensation-failed' && r.attempts < 1) say('remaining-counts-attempts', `lists step ${r.stepId} as a failed undo after ${r.attempts} attempts`);
       }
     }
@@ -1101,10 +1207,13 @@ function checkAcknowledgedUndos(ledger: Ledger, acks: readonly UndoAck[], lapsed
 
 /**
  * The undo order, read from the world alone: the ledger's history and the definition's
- * `after` edges. A step's compensation may run only once no step that runs after it (one
- * naming it in `after`) holds an effect in the systems of record.
+ * `after` edges. Under the `reverse` and `sequential` orders, a step's compensation may
+ * run only once no step that runs after it (one naming it in `after`) holds an effect in
+ * the systems of record. (`parallel` undoes in any order; the model check holds the
+ * finer properties of each order.)
  */
 function checkUndoOrder(def: SagaDefinition, ledger: Ledger, violations: SimulationViolation[]): void {
+  if (def.compensationOrder === 'parallel') return;
   const dependentsOf = new Map(def.steps.map((p) => [p.id, def.steps.filter((d) => d.after.includes(p.id)).map((d) => d.id)]));
   const active = new Set<string>();
   const reported = new Set<string>();

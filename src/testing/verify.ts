@@ -13,7 +13,7 @@ import fc from 'fast-check';
 import { defineSaga, isDefinedSaga } from '../define.ts';
 import { InvalidOptionError, SagaDefinitionError, threwText } from '../errors.ts';
 import { assertSerializable, rootStepInput } from '../machines/serializable.ts';
-import type { SagaDefinition, SagaSpec, StepSpec } from '../types.ts';
+import type { Backoff, SagaDefinition, SagaSpec, StepPlan, StepSpec } from '../types.ts';
 import { explainModelViolation, exploreSaga } from './model.ts';
 import type { ModelViolation } from './model.ts';
 import { simulate } from './simulation.ts';
@@ -90,49 +90,39 @@ export interface VerifyReport {
   toString(): string;
 }
 
-/** Caps retry budgets so that the model check stays finite and small; everything else is kept. */
-function capped(def: SagaDefinition, cap: number): SagaDefinition {
+/**
+ * The definition again, with each step's timing and budgets changed by `tune`: its worker,
+ * input, `after` and gate, the join and the undo order are kept.
+ */
+function retuned(def: SagaDefinition, tune: (p: StepPlan) => Pick<StepSpec, 'timeoutMs' | 'retries' | 'backoff' | 'compensation'>): SagaDefinition {
   const steps: Record<string, StepSpec> = {};
   for (const p of def.steps) {
-    steps[p.id] = {
-      worker: p.worker,
-      input: p.input,
-      after: p.after,
-      timeoutMs: p.timeoutMs,
-      retries: Math.min(p.retries, cap),
-      backoff: p.backoff,
-      compensation: { retries: Math.min(p.compensation.retries, cap), backoff: p.compensation.backoff, timeoutMs: p.compensation.timeoutMs },
-    };
+    steps[p.id] = { worker: p.worker, input: p.input, after: p.after, ...(p.gate !== undefined ? { gate: p.gate as StepSpec['gate'] } : {}), ...tune(p) };
   }
-  const spec: SagaSpec = { name: def.name, version: def.version, steps, join: def.join };
+  const spec: SagaSpec = { name: def.name, version: def.version, steps, join: def.join, compensation: { order: def.compensationOrder } };
   return defineSaga(spec);
+}
+
+/** Caps retry budgets so that the model check stays finite and small; everything else is kept. */
+function capped(def: SagaDefinition, cap: number): SagaDefinition {
+  return retuned(def, (p) => ({
+    timeoutMs: p.timeoutMs,
+    retries: Math.min(p.retries, cap),
+    backoff: p.backoff,
+    compensation: { retries: Math.min(p.compensation.retries, cap), backoff: p.compensation.backoff, timeoutMs: p.compensation.timeoutMs },
+  }));
 }
 
 /** Shorter timeouts for the simulation (the simulated clock does not care, but runs take fewer ticks). */
 function simulated(def: SagaDefinition): SagaDefinition {
-  const steps: Record<string, StepSpec> = {};
-  for (const p of def.steps) {
-    const ms = (v: number) => Math.max(20, Math.min(v, 400));
-    steps[p.id] = {
-      worker: p.worker,
-      input: p.input,
-      after: p.after,
-      timeoutMs: ms(p.timeoutMs),
-      retries: Math.min(p.retries, 3),
-      backoff: { initialMs: Math.min(p.backoff.initialMs, 50), factor: p.backoff.factor, maxMs: Math.min(p.backoff.maxMs, 200), jitter: p.backoff.jitter },
-      compensation: {
-        retries: Math.min(p.compensation.retries, 3),
-        backoff: {
-          initialMs: Math.min(p.compensation.backoff.initialMs, 50),
-          factor: p.compensation.backoff.factor,
-          maxMs: Math.min(p.compensation.backoff.maxMs, 200),
-          jitter: p.compensation.backoff.jitter,
-        },
-        timeoutMs: ms(p.compensation.timeoutMs),
-      },
-    };
-  }
-  return defineSaga({ name: def.name, version: def.version, steps, join: def.join });
+  const ms = (v: number) => Math.max(20, Math.min(v, 400));
+  const shorter = (b: Backoff): Backoff => ({ initialMs: Math.min(b.initialMs, 50), factor: b.factor, maxMs: Math.min(b.maxMs, 200), jitter: b.jitter });
+  return retuned(def, (p) => ({
+    timeoutMs: ms(p.timeoutMs),
+    retries: Math.min(p.retries, 3),
+    backoff: shorter(p.backoff),
+    compensation: { retries: Math.min(p.compensation.retries, 3), backoff: shorter(p.compensation.backoff), timeoutMs: ms(p.compensation.timeoutMs) },
+  }));
 }
 
 /** The fault profiles fast-check may pick, bounded by `max`. */

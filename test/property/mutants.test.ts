@@ -24,7 +24,9 @@ type Mutant =
   | 'uncertain-key-acknowledges-compensate-without-undo'
   | 'store-failure-after-a-late-do-forgets-the-effect'
   | 'gate-ignored'
-  | 'rejected-step-counted-as-no-effect';
+  | 'rejected-step-counted-as-no-effect'
+  | 'sequential-undo-ignores-completion-order'
+  | 'parallel-undo-waits-for-dependents';
 const planted: { mutant: Mutant | undefined } = vi.hoisted(() => ({ mutant: undefined }));
 
 vi.mock('../../src/actors/worker-actor.ts', async (importOriginal) => {
@@ -61,9 +63,16 @@ vi.mock('../../src/actors/worker-actor.ts', async (importOriginal) => {
 
 vi.mock('../../src/machines/saga-logic.ts', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../src/machines/saga-logic.ts')>();
-  /** The real launch, told that no step has dependents: every compensation starts at once. */
-  const launchCompensations: typeof real.launchCompensations = (def, ctx) =>
-    planted.mutant === 'undo-ignores-dependency-order' ? real.launchCompensations({ ...def, steps: def.steps.map((p) => ({ ...p, dependents: [] })) }, ctx) : real.launchCompensations(def, ctx);
+  /**
+   * The real launch, told that no step has dependents (every compensation starts at once);
+   * or that a sequential saga undoes in parallel; or that a parallel one undoes in reverse.
+   */
+  const launchCompensations: typeof real.launchCompensations = (def, ctx) => {
+    if (planted.mutant === 'undo-ignores-dependency-order') return real.launchCompensations({ ...def, steps: def.steps.map((p) => ({ ...p, dependents: [] })) }, ctx);
+    if (planted.mutant === 'sequential-undo-ignores-completion-order' && def.compensationOrder === 'sequential') return real.launchCompensations({ ...def, compensationOrder: 'parallel' }, ctx);
+    if (planted.mutant === 'parallel-undo-waits-for-dependents' && def.compensationOrder === 'parallel') return real.launchCompensations({ ...def, compensationOrder: 'reverse' }, ctx);
+    return real.launchCompensations(def, ctx);
+  };
   /**
    * The real failure record, except that a failure it retries leaves the step's taint as it
    * was: told that the failure proves nothing applied (WORKER_ERROR), the real code taints
@@ -193,6 +202,10 @@ test.each([
   { mutant: 'gate-ignored' as const, mix: 'broad', breaks: ['kept-results-pass-their-gates'] },
   // A result the gate rejected is taken as a failure with no effect: the effect its worker committed is never undone.
   { mutant: 'rejected-step-counted-as-no-effect' as const, mix: 'broad', breaks: LEAKS },
+  // A sequential saga undoes every step at once: the first to complete is undone while later ones still hold their effects.
+  { mutant: 'sequential-undo-ignores-completion-order' as const, mix: 'broad', breaks: ['sequential-undo-last-completed-first'] },
+  // A parallel saga undoes in reverse: a step waits for the undo of the steps that ran after it.
+  { mutant: 'parallel-undo-waits-for-dependents' as const, mix: 'broad', breaks: ['parallel-undoes-at-once'] },
 ])('the simulation catches the mutant $mutant ($mix mix)', async ({ mutant, mix, breaks }) => {
   const broad = mix === 'broad';
   const runs = broad ? 2_000 : 3_000;

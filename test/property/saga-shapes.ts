@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { defineSaga } from '../../src/define.ts';
-import type { JoinSpec, SagaDefinition, StepSpec } from '../../src/types.ts';
+import type { CompensationOrder, JoinSpec, SagaDefinition, StepSpec } from '../../src/types.ts';
 
 export interface Shape {
   n: number;
@@ -52,6 +52,8 @@ export interface Pace {
    * key gets the same one, as a pure gate must.
    */
   gateOdds: number;
+  /** The saga's compensation order (docs/patterns.md): `reverse` in half of the runs. */
+  order: CompensationOrder;
 }
 
 export const paceArb: fc.Arbitrary<Pace> = fc.record({
@@ -60,6 +62,7 @@ export const paceArb: fc.Arbitrary<Pace> = fc.record({
   backoffMs: fc.oneof(fc.constant(10), fc.constant(10), fc.integer({ min: 100, max: 600 })),
   storeFail: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 25 })),
   gateOdds: fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 10, max: 60 })),
+  order: fc.constantFrom<CompensationOrder>('reverse', 'reverse', 'parallel', 'sequential'),
 });
 
 /** A pure gate that rejects about `odds` percent of results, by a hash of the key each names. */
@@ -86,7 +89,7 @@ export function sagaOf(s: Shape, pace?: Pace): SagaDefinition {
     };
   }
   const join: JoinSpec = s.join === 'all' ? { kind: 'all' } : s.join === 'any' ? { kind: 'any' } : { kind: 'quorum', n: s.quorum };
-  return defineSaga({ name: 'sim', version: 1, steps, join, compensation: { retries: s.compRetries, timeoutMs: 150, backoff: { initialMs: 10, maxMs: 80 } } });
+  return defineSaga({ name: 'sim', version: 1, steps, join, compensation: { retries: s.compRetries, timeoutMs: 150, backoff: { initialMs: 10, maxMs: 80 }, order: pace?.order ?? 'reverse' } });
 }
 
 /**

@@ -46,6 +46,26 @@ describe('verifySaga', () => {
     expect(text).toContain('systems of record hold [hotel]');
     expect(text).toContain('seed 7, path 3:1:0');
   });
+
+  test("checks the saga as written: its steps' gates are asked, and its compensation order is the one explored", async () => {
+    let asked = 0;
+    const gated = defineSaga({
+      name: 'gated',
+      version: 1,
+      steps: { a: { worker: 'wa', timeoutMs: 100, gate: () => (asked++, true) }, b: { worker: 'wb', timeoutMs: 100 } },
+    });
+    const r = await verifySaga(gated, { runs: 20, seed: 3 });
+    expect(r.violations).toEqual([]);
+    expect(asked).toBeGreaterThan(0);
+    // Three parallel steps: undone all at once (reverse) or one at a time (sequential), two different spaces.
+    const three = (order: 'reverse' | 'sequential') =>
+      defineSaga({ name: `three-${order}`, version: 1, steps: { a: { worker: 'wa' }, b: { worker: 'wb' }, c: { worker: 'wc' } }, compensation: { retries: 1, order } });
+    const [reverse, sequential] = [await verifySaga(three('reverse'), { runs: 0 }), await verifySaga(three('sequential'), { runs: 0 })];
+    expect(sequential.violations).toEqual([]);
+    expect(reverse.states).toBe(exploreSaga(three('reverse')).states);
+    expect(sequential.states).toBe(exploreSaga(three('sequential')).states);
+    expect(sequential.states).not.toBe(reverse.states);
+  }, 60_000);
 });
 
 const one = defineSaga({ name: 'one', version: 1, steps: { a: { worker: 'w' } }, compensation: { retries: 0 } });
