@@ -190,7 +190,7 @@ export const MUTANTS: readonly Mutant[] = [
       {
         file: 'src/machines/saga-logic.ts',
         search: 'if (p?.gate === undefined) return undefined;',
-        replace: 'if (p?.gate === undefined || p.gate !== undefined) return undefined;',
+        replace: "if (p?.gate === undefined || p.id !== '') return undefined;",
       },
     ],
   },
@@ -212,7 +212,7 @@ export const MUTANTS: readonly Mutant[] = [
       {
         file: 'src/machines/saga-logic.ts',
         search: "if (order === 'sequential' && s.committedSeq > 0) {",
-        replace: "if (order === 'parallel' && s.committedSeq > 0) {",
+        replace: "if (order === 'sequential' && s.committedSeq < 0) {",
       },
     ],
   },

@@ -200,7 +200,8 @@ class RequestRun {
     const { req } = this.setup;
     const info = toErrorInfo(error);
     this.host.logger.error({ err: info, sagaId: req.sagaId, stepId: req.stepId, worker: req.worker, key: req.key }, 'dedup store failed');
-    this.send({ type: 'STORE_FAILED', error: { ...info, code: info.code === 'WORKER_ERROR' ? 'TRANSPORT_ERROR' : info.code }, now: this.host.clock.now() });
+    // The protocol reads only the message (a store failure is answered TRANSPORT_ERROR or OUTCOME_UNKNOWN whatever its code).
+    this.send({ type: 'STORE_FAILED', error: info, now: this.host.clock.now() });
   }
 
   /**

@@ -552,6 +552,11 @@ export function exploreProduct(defFor: (stepRetries: number, compRetries: number
             bad.push(['reply-codes-as-documented', `the host answered a ${req.op} with ${c.reply.error.code}, retryable ${String(c.reply.error.retryable)}: ${flag === undefined ? 'no code of the protocol' : `the protocol says retryable ${String(flag)}`}`]);
           }
         }
+        // docs/protocol.md: an error reply says what happened, in its message, for the
+        // operator who reads it in a log or an outcome: never an empty one.
+        if (!c.reply.ok && (typeof c.reply.error.message !== 'string' || c.reply.error.message.trim() === '')) {
+          bad.push(['error-replies-say-why', `the host answered a ${req.op} (attempt ${req.attempt}) with ${c.reply.error.code} and no message`]);
+        }
         // Every request of the model carries the same input: no key can be in conflict.
         if (!c.reply.ok && c.reply.error.code === 'KEY_CONFLICT') bad.push(['key-conflict-only-for-another-input', `the host refused a ${req.op} (attempt ${req.attempt}) with KEY_CONFLICT, but every request of the key had the same input`]);
         replied = true;

@@ -56,6 +56,12 @@ interface GhostStep {
    * state's key (the machine's own order is).
    */
   readonly doneAt: number;
+  /**
+   * The saga's timer ran out on its current `do` attempt (a STEP.TIMED_OUT it received
+   * while waiting for that attempt): docs/guide.md, "then the step is in doubt and will be
+   * undone", so the join never keeps it. Part of a state's key until the saga decides.
+   */
+  readonly timedOut: boolean;
 }
 
 type Snap = { value: unknown; context: SagaContext };
@@ -253,6 +259,9 @@ function nextGhost(
         } else if (ev.error.code !== 'COMPENSATED') g[ev.stepId] = { ...cur, unsure: true };
         break;
       }
+      case 'STEP.TIMED_OUT':
+        if (before.status === 'dispatched' && !before.waiting && before.attempt === ev.attempt) g[ev.stepId] = { ...cur, timedOut: true };
+        break;
       case 'COMPENSATION.DONE':
         g[ev.stepId] = { ...cur, effect: 'undone', compUnknown: false };
         break;
@@ -352,6 +361,8 @@ function serialize(def: SagaDefinition, snap: Snap, ghost: Readonly<Record<strin
         g.unsure ? '!' : '',
         g.compUnknown ? '?' : '',
         g.abandoned ? 'a' : '',
+        // Read when the saga decides (see checkCommands): part of the key until then only.
+        g.timedOut && ctx.decision === undefined ? 't' : '',
       ].join(','),
     );
   }
@@ -491,6 +502,20 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
   // of it (its request failed in user code under a claim, or found no responder as the
   // key's first request, nothing earlier unaccounted for); a failure in doubt says it
   // holds none.
+  // Every failure and every remaining effect's last error says what happened: an error
+  // with an empty message tells the operator nothing.
+  const errors = [...outcome.failures.map((f) => [f.stepId, f.error] as const), ...(outcome.status === 'compensation-failed' ? outcome.remaining.flatMap((r) => (r.lastError === undefined ? [] : [[r.stepId, r.lastError] as const])) : [])];
+  for (const [stepId, error] of errors) {
+    if (typeof error.message !== 'string' || error.message.trim() === '') bad.push(['errors-say-why', `an error of step '${stepId}' (${error.code}) has no message`]);
+  }
+  // Each reason has its code (docs/guide.md, "Outcomes"; docs/protocol.md): a timeout is
+  // STEP_TIMED_OUT, a gate's rejection GATE_REJECTED, and neither code means anything else.
+  for (const f of outcome.failures) {
+    const code = f.reason === 'timed-out' ? 'STEP_TIMED_OUT' : f.reason === 'rejected' ? 'GATE_REJECTED' : undefined;
+    if ((code !== undefined && f.error.code !== code) || (code === undefined && f.error.code === 'GATE_REJECTED')) {
+      bad.push(['failure-reason-has-its-code', `failure of step '${f.stepId}' says reason '${f.reason}' with code ${f.error.code}`]);
+    }
+  }
   const lastFailure = new Map(outcome.failures.map((f) => [f.stepId, f] as const));
   for (const f of lastFailure.values()) {
     const g = gh(f.stepId);
@@ -569,6 +594,23 @@ function checkCommands(def: SagaDefinition, ghost: Readonly<Record<string, Ghost
       if (was !== now && (now === 'compensated' || now === 'compensationFailed')) {
         bad.push(['settled-undo-is-journaled', `the undo of '${p.id}' settled (${now}) and no journal write followed`]);
       }
+    }
+  }
+  // docs/durability.md: a saga that commits with nothing to undo costs its coordinator two
+  // journal writes, the intent and the outcome: the event that commits it writes no
+  // checkpoint (the outcome is the saga's own write).
+  if (prev.value !== 'committed' && next.value === 'committed' && ahead + after > 0 && !commands.some((c) => c.type === 'compensate') && def.steps.every((p) => (ghost[p.id] as GhostStep).compSent === 0)) {
+    bad.push(['clean-commit-writes-no-checkpoint', `the event that commits the saga, with nothing undone, also wrote ${ahead + after} checkpoint(s)`]);
+  }
+  // docs/guide.md: a step whose attempt timed out "is in doubt and will be undone": the
+  // join never keeps it. Read as the saga commits (at once, or deciding to).
+  if (prev.context.decision === undefined && (next.value === 'committed' || next.context.decision === 'commit')) {
+    const kept = def.steps.filter((p) => {
+      const st = stepOf(def, next.context, p.id) as StepState;
+      return next.context.decision === undefined ? st.status === 'committed' : st.kept;
+    });
+    for (const p of kept) {
+      if ((ghost[p.id] as GhostStep).timedOut) bad.push(['timed-out-step-is-never-kept', `the saga commits keeping step '${p.id}', whose current attempt timed out (a timed-out step is in doubt and undone)`]);
     }
   }
   const order = def.compensationOrder;
@@ -669,7 +711,7 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
   const crashes = options.crashes ?? 0;
   const [s0, a0] = stepper.initial({ sagaId: 'model', input });
   const blank: Record<string, GhostStep> = {};
-  for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false, compSent: 0, proven: false, lastComp: undefined, doneAt: 0 };
+  for (const p of def.steps) blank[p.id] = { effect: 'none', unsure: false, compUnknown: false, abandoned: false, compSent: 0, proven: false, lastComp: undefined, doneAt: 0, timedOut: false };
   const snap0 = s0 as unknown as Snap;
   const g0 = nextGhost(def, snap0, snap0, blank, undefined, cmdsOf(a0));
   const classIds = options.symmetry !== false && crashes === 0 ? symmetryClasses(def) : [];
@@ -740,8 +782,11 @@ export function exploreSaga(def: SagaDefinition, options: ModelOptions = {}): Mo
             const sent = cur.effect !== 'none' || cur.proven;
             // Nor does a success it heard and did not journal: the step's place in the order
             // of completion is what the journal holds.
-            const doneAt = ((from?.context.steps[p.index] as StepState | undefined)?.committedSeq ?? 0) > 0 ? cur.doneAt : 0;
-            g[p.id] = undone ? { ...cur, effect: 'undone', unsure: false, compUnknown: false, proven: false, doneAt } : { ...cur, unsure: cur.unsure || sent, proven: false, doneAt };
+            const restored = from?.context.steps[p.index] as StepState | undefined;
+            const doneAt = (restored?.committedSeq ?? 0) > 0 ? cur.doneAt : 0;
+            // A timeout it did not journal is one it never saw: it may send the do again and keep it.
+            const timedOut = cur.timedOut && restored?.status !== undefined && restored.status !== 'pending' && restored.status !== 'dispatched';
+            g[p.id] = undone ? { ...cur, effect: 'undone', unsure: false, compUnknown: false, proven: false, doneAt, timedOut } : { ...cur, unsure: cur.unsure || sent, proven: false, doneAt, timedOut };
           }
           const [s1, actions] = from === undefined ? stepper.initial({ sagaId: 'model', input, recovered: true }) : stepper.next(from as never, { type: 'RECOVER' });
           transitions++;

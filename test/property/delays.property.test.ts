@@ -147,4 +147,45 @@ describe('pause schedules follow their documented statements', () => {
       { seed: 20261203, numRuns: 40 },
     );
   });
+
+  test('a running claim is renewed once a third of its lease has passed, not sooner: a claim made just before a renewal tick waits for the next', async () => {
+    // docs/protocol.md, Claims, step 4: "renews leaseUntil every third of the lease". One
+    // renewal timer serves every claim of a host; a claim made between two of its ticks is
+    // renewed at the first tick at which a third of its lease has passed.
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 30, max: 3_000 }), fc.integer({ min: 1, max: 9 }), async (leaseMs, tenths) => {
+        const clock = createManualClock(0);
+        const every = Math.max(10, Math.floor(leaseMs / 3));
+        const releases: (() => void)[] = [];
+        const worker = defineWorker({
+          name: 'slow',
+          do: () => new Promise<string>((resolve) => releases.push(() => resolve('done'))),
+          compensate: async () => {},
+        });
+        const store = memoryDedupStore({ clock });
+        const writes: { key: string; at: number; leaseUntil: number | undefined }[] = [];
+        const dedup = { ...store, write: (w: string, k: string, r: Parameters<typeof store.write>[2], rev: number) => (writes.push({ key: k, at: clock.now(), leaseUntil: r.leaseUntil }), store.write(w, k, r, rev)) };
+        const host = createWorkerHost([worker], { dedup, clock, leaseMs });
+        const request = (key: string) => ({ v: 1 as const, op: 'do' as const, worker: 'slow', sagaId: 's', stepId: key, key, attempt: 1, deadline: 1e9, input: 1 });
+        const first = host.handle(request('k1'));
+        await clock.advance(0);
+        // The second claim is made a few tenths of a period after the first, before the first tick.
+        const later = Math.max(1, Math.floor((every * tenths) / 10));
+        await clock.advance(later);
+        const second = host.handle(request('k2'));
+        await clock.advance(every - later);
+        const at = (key: string) => writes.filter((w) => w.key === key).map((w) => w.at);
+        // First tick: the first claim is due (a third of its lease has passed), the second is not.
+        expect(at('k1')).toEqual([0, every]);
+        expect(at('k2')).toEqual([later]);
+        await clock.advance(every);
+        expect(at('k2')).toEqual([later, 2 * every]);
+        for (const release of releases) release();
+        await clock.advance(1);
+        expect(await first).toMatchObject({ ok: true });
+        expect(await second).toMatchObject({ ok: true });
+      }),
+      { seed: 20261208, numRuns: 40 },
+    );
+  });
 });

@@ -8,7 +8,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { createWorkerHost, defineWorker, memoryDedupStore } from '../../src/index.ts';
+import { createWorkerHost, defineWorker, memoryDedupStore, SagaDefinitionError } from '../../src/index.ts';
 import type { WorkerRequest } from '../../src/index.ts';
 
 const RUNS = { seed: 20261203, numRuns: process.env.SCATTER_SAGA_MUTATE === '1' ? 60 : 200 };
@@ -93,6 +93,29 @@ describe('a worker host refuses what it must not run', () => {
         expect(calls).toEqual({ do: 0, compensate: 0 });
         expect((await dedup.read(worker, key)).record).toBeUndefined();
         expect((await dedup.read('pay', key)).record).toBeUndefined();
+      }),
+      RUNS,
+    );
+  });
+});
+
+describe('a worker host is made of worker definitions only', () => {
+  // Anything but a defineWorker(...) definition, wherever it sits in the list: refused, naming its position and what it is.
+  const notAWorker = fc.oneof(
+    fc.constant(null),
+    fc.constant(undefined),
+    fc.string(),
+    fc.integer(),
+    fc.boolean(),
+    fc.constant(() => 'worker'),
+    fc.dictionary(fc.string(), fc.jsonValue()).filter((o) => (o as { kind?: unknown }).kind !== 'worker'),
+  );
+  test('anything else in the list is a SagaDefinitionError naming its index and what it is; no host is made', () => {
+    fc.assert(
+      fc.property(fc.nat({ max: 3 }), notAWorker, (before, bad) => {
+        const workers = Array.from({ length: before }, (_, i) => defineWorker({ name: `w${i}`, do: async () => 1, compensate: async () => {} }));
+        const what = bad === null ? 'null' : typeof bad === 'object' ? 'an object without kind: "worker"' : typeof bad;
+        expect(() => createWorkerHost([...workers, bad] as never)).toThrow(new SagaDefinitionError(`a worker host serves definitions made with defineWorker(...); workers[${before}] is ${what}`));
       }),
       RUNS,
     );

@@ -121,6 +121,9 @@ const BAD: readonly { make: () => unknown; what: RegExp; fix: RegExp }[] = [
   { make: () => new Error('x'), what: /an Error/, fix: /\{ code, message \}/ },
   { make: () => new Order(), what: /^an Order instance$/, fix: /plain object/ },
   { make: () => Object.create({ inherited: 1 }) as unknown, what: /^an object with a prototype$/, fix: /plain object/ },
+  // A prototype whose constructor has no usable name (not a string, or empty): no class to name.
+  { make: () => Object.create({ constructor: { name: 7 } }) as unknown, what: /^an object with a prototype$/, fix: /plain object/ },
+  { make: () => Object.create({ constructor: { name: '' } }) as unknown, what: /^an object with a prototype$/, fix: /plain object/ },
   { make: () => 10n, what: /BigInt|bigint/i, fix: /string/ },
   { make: () => Number.NaN, what: /NaN/, fix: /null or a string/ },
   { make: () => Number.POSITIVE_INFINITY, what: /Infinity/, fix: /null or a string/ },
