@@ -498,10 +498,6 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
     bad.push(['outcome-lists-what-was-undone', `outcome.${field} is [${undone.join(', ')}], but the effects undone in the world are [${world.join(', ')}]`]);
   }
   if (outcome.status === 'committed') return bad;
-  // A failure not in doubt says its step left no effect: the coordinator must hold proof
-  // of it (its request failed in user code under a claim, or found no responder as the
-  // key's first request, nothing earlier unaccounted for); a failure in doubt says it
-  // holds none.
   // Every failure and every remaining effect's last error says what happened: an error
   // with an empty message tells the operator nothing.
   const errors = [...outcome.failures.map((f) => [f.stepId, f.error] as const), ...(outcome.status === 'compensation-failed' ? outcome.remaining.flatMap((r) => (r.lastError === undefined ? [] : [[r.stepId, r.lastError] as const])) : [])];
@@ -516,6 +512,10 @@ function checkOutcomeReport(def: SagaDefinition, outcome: SagaOutcome, ghost: Re
       bad.push(['failure-reason-has-its-code', `failure of step '${f.stepId}' says reason '${f.reason}' with code ${f.error.code}`]);
     }
   }
+  // A failure not in doubt says its step left no effect: the coordinator must hold proof
+  // of it (its request failed in user code under a claim, or found no responder as the
+  // key's first request, nothing earlier unaccounted for); a failure in doubt says it
+  // holds none.
   const lastFailure = new Map(outcome.failures.map((f) => [f.stepId, f] as const));
   for (const f of lastFailure.values()) {
     const g = gh(f.stepId);
