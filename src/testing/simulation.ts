@@ -922,6 +922,16 @@ export async function simulate(def: SagaDefinition, scenario: SimulationScenario
   return { outcomes, violations, trace, parked: parked.length, resolved, reviews };
 }
 
+/**
+ * The steps an outcome says the join keeps: a committed saga's results; for a saga parked
+ * after deciding to commit, every step neither compensated nor listed remaining; else none.
+ */
+function keptBy(def: SagaDefinition, o: SagaOutcome): string[] {
+  if (o.status === 'committed') return Object.keys(o.results);
+  if (o.status !== 'compensation-failed' || o.decision !== 'commit') return [];
+  return def.steps.filter((p) => !o.compensated.includes(p.id) && !o.remaining.some((r) => r.stepId === p.id)).map((p) => p.id);
+}
+
 /** What the coordinators of a run did, as the compensation orders' oracle reads it. */
 interface OrderWatch {
   /** Each request, as the transport sees it made. */
@@ -986,9 +996,7 @@ function orderWatch(def: SagaDefinition, ledger: Ledger, oneCoordinator: () => b
       const out: SimulationViolation[] = [];
       const kept = new Map<string, ReadonlySet<string>>();
       outcomes.forEach((o, i) => {
-        const id = ids[i] as string;
-        if (o?.status === 'committed') kept.set(id, new Set(Object.keys(o.results)));
-        else if (o?.status === 'compensation-failed' && o.decision === 'commit') kept.set(id, new Set(def.steps.filter((p) => !o.compensated.includes(p.id) && !o.remaining.some((r) => r.stepId === p.id)).map((p) => p.id)));
+        if (o !== undefined) kept.set(ids[i] as string, new Set(keptBy(def, o)));
       });
       const reported = new Set<string>();
       for (const s of suspects) {
@@ -1068,7 +1076,7 @@ function check(
     } else {
       const remaining = o.remaining.map((r) => r.stepId);
       // With decision commit, the steps the join keeps stay, by design.
-      const kept = o.decision === 'commit' ? def.steps.filter((p) => !o.compensated.includes(p.id) && !remaining.includes(p.id)).map((p) => p.id) : [];
+      const kept = keptBy(def, o);
       const missing = active.filter((s) => !remaining.includes(s) && !kept.includes(s));
       if (missing.length > 0) say('compensation-failed-lists-every-effect', `lists remaining [${remaining}] but the systems of record also hold [${missing}]`);
       // The effects it does not list are the ones the join keeps: exactly as many as its policy says.
